@@ -1,0 +1,59 @@
+# rfork — the two commands:  make demo   (set-up + a 3-node demo)   and   make test   (the whole suite).
+PREFIX ?= /usr/local
+SWIFT ?= swift
+SWIFT_CONFIG ?= release
+BUILD := build
+SETUP_STAMP := /var/cache/rfork-setup/ready
+
+.PHONY: all build setup demo test unit-test integration-test install proto clean format lint
+
+all: build
+
+# Installs Debian packages, builds CRIU >= 4.1 and sets kernel knobs; a no-op once done.
+setup:
+	@if [ ! -f $(SETUP_STAMP) ] || ! criu --version >/dev/null 2>&1 || ! command -v cc >/dev/null; then \
+		bash scripts/setup.sh && touch $(SETUP_STAMP); \
+	else \
+		bash scripts/setup.sh; \
+	fi
+
+# Everything lands under build/ in the same layout as an installed prefix (bin, lib, libexec, include).
+build:
+	$(MAKE) -C librfork OUT=$(CURDIR)/$(BUILD)
+	$(SWIFT) build -c $(SWIFT_CONFIG) --product rfork
+	$(SWIFT) build -c $(SWIFT_CONFIG) --product rforkd
+	@mkdir -p $(BUILD)/bin
+	install -m 0755 .build/$(SWIFT_CONFIG)/rfork .build/$(SWIFT_CONFIG)/rforkd $(BUILD)/bin/
+	$(MAKE) -C tests/conformance OUT=$(CURDIR)/$(BUILD)/tests
+
+install: build
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/libexec/rfork
+	install -m 0755 $(BUILD)/bin/rfork $(BUILD)/bin/rforkd $(DESTDIR)$(PREFIX)/bin/
+	install -m 0755 $(BUILD)/lib/librfork.so $(DESTDIR)$(PREFIX)/lib/
+	install -m 0644 $(BUILD)/include/rfork.h $(DESTDIR)$(PREFIX)/include/
+	install -m 0755 $(BUILD)/libexec/rfork/rfork-standin $(BUILD)/libexec/rfork/rfork-nsinit $(DESTDIR)$(PREFIX)/libexec/rfork/
+
+demo: setup build
+	bash scripts/demo.sh
+
+unit-test:
+	$(SWIFT) test
+
+integration-test: setup build
+	bash tests/integration/run.sh
+
+test: setup build unit-test integration-test
+
+# Regenerates the Swift code of the peer protocol (needs protoc and protoc-gen-swift).
+proto:
+	protoc --swift_out=Sources/RforkWire --swift_opt=Visibility=Public -Iproto proto/peer.proto
+
+format:
+	$(SWIFT) format --in-place --recursive Sources Tests Package.swift
+
+lint:
+	$(SWIFT) format lint --strict --recursive Sources/rfork Sources/rforkd Sources/RforkDaemon Sources/RforkCluster \
+		Sources/RforkPlacement Sources/RforkCheckpoint Sources/RforkSystem Tests
+
+clean:
+	rm -rf $(BUILD) .build

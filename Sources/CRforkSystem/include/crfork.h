@@ -1,0 +1,36 @@
+/* Linux calls Swift cannot make directly. Every symbol is prefixed crfork_. */
+#ifndef CRFORK_SYSTEM_H
+#define CRFORK_SYSTEM_H
+
+#include <sys/types.h>
+
+/* posix_spawn with the given descriptors placed at 0..count-1 (fds[i] becomes descriptor i), every
+ * other descriptor closed, in a new session when setsid is nonzero. Returns the pid or -errno. */
+pid_t crfork_spawn(const char *path, char *const argv[], char *const envp[], const int *fds, int count,
+                   int setsid);
+
+/* waitpid that retries EINTR. Returns the pid, 0 (WNOHANG, nothing), or -errno. */
+pid_t crfork_wait(pid_t pid, int *status, int flags);
+
+int crfork_wifexited(int status);
+int crfork_wexitstatus(int status);
+int crfork_wifsignaled(int status);
+int crfork_wtermsig(int status);
+
+/* The state letter of /proc/PID/stat ('T' stopped), or 0 when the process is gone. */
+char crfork_proc_state(pid_t pid);
+
+/* A connected unix stream socket pair, close-on-exec; 0 or -errno. */
+int crfork_socketpair(int fds[2]);
+
+/* CLOCK_MONOTONIC in nanoseconds (machine-wide, comparable with librfork's timestamps). */
+unsigned long long crfork_monotonic_ns(void);
+
+/* The layout of struct ucred (SO_PEERCRED). */
+struct crfork_ucred {
+    pid_t pid;
+    uid_t uid;
+    gid_t gid;
+};
+
+#endif

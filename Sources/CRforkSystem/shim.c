@@ -1,0 +1,84 @@
+#include "crfork.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+pid_t crfork_spawn(const char *path, char *const argv[], char *const envp[], const int *fds, int count,
+                   int setsid)
+{
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t attr;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawnattr_init(&attr);
+    /* Move every source out of the way first, so placing one cannot clobber another. */
+    for (int i = 0; i < count; i++)
+        posix_spawn_file_actions_adddup2(&fa, fds[i], 1000 + i);
+    for (int i = 0; i < count; i++)
+        posix_spawn_file_actions_adddup2(&fa, 1000 + i, i);
+    posix_spawn_file_actions_addclosefrom_np(&fa, count);
+    short flags = POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF;
+    if (setsid)
+        flags |= POSIX_SPAWN_SETSID;
+    sigset_t none, all;
+    sigemptyset(&none);
+    sigfillset(&all);
+    posix_spawnattr_setsigmask(&attr, &none);
+    posix_spawnattr_setsigdefault(&attr, &all);
+    posix_spawnattr_setflags(&attr, flags);
+    pid_t pid;
+    int rc = posix_spawn(&pid, path, &fa, &attr, argv, envp);
+    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&attr);
+    return rc == 0 ? pid : -rc;
+}
+
+pid_t crfork_wait(pid_t pid, int *status, int flags)
+{
+    for (;;) {
+        pid_t r = waitpid(pid, status, flags);
+        if (r >= 0)
+            return r;
+        if (errno != EINTR)
+            return -errno;
+    }
+}
+
+int crfork_wifexited(int status) { return WIFEXITED(status); }
+int crfork_wexitstatus(int status) { return WEXITSTATUS(status); }
+int crfork_wifsignaled(int status) { return WIFSIGNALED(status); }
+int crfork_wtermsig(int status) { return WTERMSIG(status); }
+
+char crfork_proc_state(pid_t pid)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = 0;
+    char *paren = strrchr(buf, ')');
+    return paren && paren[1] == ' ' ? paren[2] : 0;
+}
+
+int crfork_socketpair(int fds[2])
+{
+    return socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) == 0 ? 0 : -errno;
+}
+
+unsigned long long crfork_monotonic_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (unsigned long long)ts.tv_sec * 1000000000ull + (unsigned long long)ts.tv_nsec;
+}

@@ -1,0 +1,272 @@
+import Foundation
+import Glibc
+import RforkDaemon
+import RforkSystem
+
+/// A cluster of N nodes on this machine. Each node has its own network namespace (joined to the others
+/// by veth links on a bridge), its own mount namespace (with a private tmpfs at /run/rfork for its
+/// socket and images) and its own UTS namespace (its hostname is its name), and runs one rforkd.
+/// Nodes share the host's file system, standing in for a cluster's shared file system.
+public struct LocalCluster: Sendable {
+    public struct Configuration: Sendable {
+        /// Where the cluster's state, keys, configuration files and logs live. Default: /run/rfork-cluster.
+        public var stateDirectory: String
+        /// The first three octets of the nodes' addresses; node i gets .i. Default: "10.250.0".
+        public var subnet: String
+        /// The installation prefix holding bin/rforkd and libexec/rfork. Default: next to this binary.
+        public var prefix: String
+        /// How long `up` waits for every daemon to say READY. Default: 15 s.
+        public var readyTimeoutSeconds: Int
+
+        public init(
+            stateDirectory: String = "/run/rfork-cluster", subnet: String = "10.250.0",
+            prefix: String = LocalCluster.installPrefix(), readyTimeoutSeconds: Int = 15
+        ) {
+            self.stateDirectory = stateDirectory
+            self.subnet = subnet
+            self.prefix = prefix
+            self.readyTimeoutSeconds = readyTimeoutSeconds
+        }
+    }
+
+    public struct NodeState: Codable, Sendable {
+        public var name: String
+        public var address: String
+        public var namespace: String
+        public var daemonPID: Int32
+        public var log: String
+    }
+
+    public struct State: Codable, Sendable {
+        public var nodes: [NodeState]
+        public var hub: String
+    }
+
+    public struct Error: Swift.Error, CustomStringConvertible, Sendable {
+        public var description: String
+        init(_ description: String) { self.description = description }
+    }
+
+    public let configuration: Configuration
+    public init(configuration: Configuration = .init()) { self.configuration = configuration }
+
+    /// The prefix this binary was installed under (its directory's parent).
+    public static func installPrefix() -> String {
+        let exe = Posix.executablePath()
+        var parts = exe.split(separator: "/")
+        parts.removeLast(2)
+        return "/" + parts.joined(separator: "/")
+    }
+
+    var statePath: String { configuration.stateDirectory + "/cluster.json" }
+    static let hubNamespace = "rfork-hub"
+    static func namespace(_ i: Int) -> String { "rfork-node\(i)" }
+
+    public func load() throws(Error) -> State {
+        guard let bytes = try? Posix.readFile(statePath) else {
+            throw Error("no local cluster is up (start one with 'rfork cluster up --nodes 3')")
+        }
+        do { return try JSONDecoder().decode(State.self, from: Data(bytes)) } catch {
+            throw Error("the cluster state \(statePath) is damaged; run 'rfork cluster down' to clean up")
+        }
+    }
+
+    public func up(nodes count: Int) throws(Error) -> State {
+        guard geteuid() == 0 else { throw Error("rfork cluster up needs root (network and mount namespaces)") }
+        guard (1...200).contains(count) else { throw Error("--nodes must be between 1 and 200") }
+        guard !Posix.fileExists(statePath) else {
+            throw Error("a local cluster is already up; run 'rfork cluster down' first")
+        }
+        let criu = RforkCheckpointPath.criu()
+        guard Posix.fileExists(criu) else { throw Error("CRIU is not installed; run 'make setup'") }
+        let rforkd = configuration.prefix + "/bin/rforkd"
+        guard Posix.fileExists(rforkd) else { throw Error("\(rforkd) is missing; run 'make' or 'make install'") }
+        let dir = configuration.stateDirectory
+        do {
+            try Posix.makeDirectory(dir)
+            try Posix.makeDirectory(dir + "/keys")
+        } catch { throw Error("\(error)") }
+        do {
+            try ClusterKeys.createAuthority(in: dir + "/keys")
+            for i in 1...count { try ClusterKeys.issue(node: "node\(i)", caDir: dir + "/keys", out: dir + "/keys") }
+        } catch { throw Error("\(error)") }
+
+        var state = State(nodes: [], hub: Self.hubNamespace)
+        do {
+            try ip(["netns", "add", Self.hubNamespace])
+            try ip(["-n", Self.hubNamespace, "link", "add", "br0", "type", "bridge"])
+            try ip(["-n", Self.hubNamespace, "link", "set", "br0", "up"])
+            for i in 1...count {
+                let ns = Self.namespace(i), veth = "rfk\(i)"
+                try ip(["netns", "add", ns])
+                try ip(["link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns])
+                try ip(["link", "set", veth, "netns", Self.hubNamespace])
+                try ip(["-n", Self.hubNamespace, "link", "set", veth, "master", "br0", "up"])
+                try ip(["-n", ns, "addr", "add", "\(configuration.subnet).\(i)/24", "dev", "eth0"])
+                try ip(["-n", ns, "link", "set", "eth0", "up"])
+                try ip(["-n", ns, "link", "set", "lo", "up"])
+                state.nodes.append(
+                    NodeState(
+                        name: "node\(i)", address: "\(configuration.subnet).\(i)", namespace: ns, daemonPID: 0,
+                        log: dir + "/node\(i).log"))
+            }
+            for (index, node) in state.nodes.enumerated() {
+                let config = DaemonConfiguration(
+                    node: node.name, criu: criu, helperDirectory: configuration.prefix + "/libexec/rfork",
+                    tls: .init(
+                        ca: dir + "/keys/ca.pem", certificate: dir + "/keys/\(node.name).pem",
+                        key: dir + "/keys/\(node.name).key"),
+                    peers: state.nodes.filter { $0.name != node.name }.map { .init(name: $0.name, host: $0.address) })
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+                try Posix.writeFile(dir + "/\(node.name).json", try encoder.encode(config), mode: 0o644)
+                state.nodes[index].daemonPID = try startDaemon(node, rforkd: rforkd, config: dir + "/\(node.name).json")
+            }
+            try save(state)
+            try waitForLinks(state)
+        } catch let error as Error {
+            try? save(state)
+            _ = down()
+            throw error
+        } catch {
+            try? save(state)
+            _ = down()
+            throw Error("\(error)")
+        }
+        return state
+    }
+
+    private func save(_ state: State) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try Posix.writeFile(statePath, try encoder.encode(state), mode: 0o644)
+    }
+
+    /// Starts rforkd inside the node's namespaces and waits for its READY line.
+    private func startDaemon(_ node: NodeState, rforkd: String, config: String) throws -> Int32 {
+        let script =
+            "hostname \(node.name) && mkdir -p /run/rfork && mount -t tmpfs -o mode=755,size=50% rfork-\(node.name) /run/rfork && exec \"$0\" --config \"$1\" --ready-fd 3 --log-level ${RFORK_LOG_LEVEL:-info}"
+        let (readEnd, writeEnd) = try Posix.socketPair()
+        let log = open(node.log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
+        let devnull = open("/dev/null", O_RDWR | O_CLOEXEC)
+        defer {
+            Posix.close(log)
+            Posix.close(devnull)
+            Posix.close(readEnd)
+        }
+        let pid = try Posix.spawn(
+            "/usr/sbin/ip",
+            [
+                "ip", "netns", "exec", node.namespace, "unshare", "--mount", "--uts", "--propagation", "private",
+                "/bin/sh", "-c", script, rforkd, config,
+            ], descriptors: [devnull, log, log, writeEnd], newSession: true)
+        Posix.close(writeEnd)
+        var pfd = pollfd(fd: readEnd, events: Int16(POLLIN), revents: 0)
+        var buf = [UInt8](repeating: 0, count: 16)
+        let deadline = Posix.monotonicNanoseconds() + UInt64(configuration.readyTimeoutSeconds) * 1_000_000_000
+        while Posix.monotonicNanoseconds() < deadline {
+            if poll(&pfd, 1, 200) > 0 {
+                let n = read(readEnd, &buf, buf.count)
+                if n > 0 && buf.starts(with: Array("READY".utf8)) { return pid }
+                break
+            }
+            if let status = Posix.poll(pid) {
+                throw Error("rforkd on \(node.name) ended (\(status)): \(tail(node.log))")
+            }
+        }
+        Posix.kill(pid, SIGKILL)
+        throw Error("rforkd on \(node.name) did not become ready: \(tail(node.log))")
+    }
+
+    /// Waits until every daemon has its links to all peers up (asked over each node's socket).
+    private func waitForLinks(_ state: State) throws(Error) {
+        let deadline = Posix.monotonicNanoseconds() + UInt64(configuration.readyTimeoutSeconds) * 1_000_000_000
+        for node in state.nodes {
+            while true {
+                let answer = try? queryNode(node, "nodes")
+                let down = answer.map { $0.contains("\"down\"") } ?? true
+                if !down { break }
+                if Posix.monotonicNanoseconds() > deadline {
+                    throw Error("the links of \(node.name) did not come up: \(tail(node.log))")
+                }
+                usleep(20_000)
+            }
+        }
+    }
+
+    /// Runs a query against a node's daemon from inside that node's namespaces.
+    public func queryNode(_ node: NodeState, _ query: String) throws -> String {
+        let out = try capture(
+            ["/usr/bin/nsenter", "-t", String(node.daemonPID), "-n", "-m", "-u", "--", Posix.executablePath(), "query", query])
+        return out
+    }
+
+    private func capture(_ argv: [String]) throws -> String {
+        let (status, out) = try Posix.run(argv)
+        guard status == .exited(0) else { throw Error("\(argv.joined(separator: " ")) failed (\(status))") }
+        return out
+    }
+
+    /// Stops every daemon, ends every process left in the nodes, removes the namespaces and the state.
+    /// Safe to run twice, and with no cluster up.
+    @discardableResult
+    public func down() -> [String] {
+        var notes: [String] = []
+        let state = try? load()
+        for node in state?.nodes ?? [] where node.daemonPID > 0 && Posix.isAlive(node.daemonPID) {
+            Posix.kill(node.daemonPID, SIGTERM)
+        }
+        for node in state?.nodes ?? [] where node.daemonPID > 0 {
+            var waited = 0
+            while Posix.isAlive(node.daemonPID) && Posix.processState(node.daemonPID) != "Z" && waited < 100 {
+                usleep(50_000)
+                waited += 1
+            }
+            if Posix.isAlive(node.daemonPID) && Posix.processState(node.daemonPID) != "Z" {
+                Posix.kill(node.daemonPID, SIGKILL)
+                notes.append("rforkd on \(node.name) did not stop in 5 s; killed it")
+            }
+        }
+        // Every namespace this tool may have made, whether or not the state file still names it.
+        let namespaces = Posix.listDirectory("/run/netns").filter { $0.hasPrefix("rfork-node") || $0 == Self.hubNamespace }
+        for ns in namespaces {
+            if let pids = try? capture(["/usr/sbin/ip", "netns", "pids", ns]) {
+                for line in pids.split(separator: "\n") {
+                    if let pid = Int32(line) {
+                        Posix.kill(pid, SIGKILL)
+                        notes.append("ended process \(pid) left in \(ns)")
+                    }
+                }
+            }
+            _ = try? capture(["/usr/sbin/ip", "netns", "del", ns])
+        }
+        for name in Posix.listDirectory(configuration.stateDirectory + "/keys") {
+            unlink(configuration.stateDirectory + "/keys/" + name)
+        }
+        rmdir(configuration.stateDirectory + "/keys")
+        for name in Posix.listDirectory(configuration.stateDirectory) {
+            unlink(configuration.stateDirectory + "/" + name)
+        }
+        rmdir(configuration.stateDirectory)
+        return notes
+    }
+
+    private func ip(_ args: [String]) throws(Error) {
+        do { _ = try capture(["/usr/sbin/ip"] + args) } catch {
+            throw Error("ip \(args.joined(separator: " ")) failed; is iproute2 installed and are you root?")
+        }
+    }
+
+    func tail(_ path: String) -> String {
+        guard let bytes = try? Posix.readFile(path) else { return "(no log)" }
+        let lines = String(decoding: bytes, as: UTF8.self).split(separator: "\n").suffix(3)
+        return lines.joined(separator: " | ")
+    }
+}
+
+/// Where CRIU is, for the cluster's configuration files.
+enum RforkCheckpointPath {
+    static func criu() -> String {
+        ["/usr/local/sbin/criu", "/usr/sbin/criu"].first(where: Posix.fileExists) ?? "/usr/local/sbin/criu"
+    }
+}

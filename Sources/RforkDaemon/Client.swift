@@ -1,0 +1,40 @@
+import Glibc
+import NIOCore
+import RforkWire
+
+/// A blocking client of the local socket, for the CLI's queries.
+public enum LocalClient {
+    public static func query(_ query: String, socket path: String) throws(DaemonError) -> String {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw DaemonError("socket: errno \(errno)") }
+        defer { close(fd) }
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else { throw DaemonError("socket path too long") }
+        withUnsafeMutableBytes(of: &addr.sun_path) { raw in
+            for (i, b) in bytes.enumerated() { raw[i] = b }
+        }
+        let ok = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
+        }
+        guard ok == 0 else {
+            throw DaemonError("no rforkd answers at \(path): start one ('rfork cluster up', or rforkd --config FILE)")
+        }
+        var out = ByteBuffer()
+        LocalFrameEncoder.write(LocalFrame.text(.query, query), to: &out)
+        let sent = out.withUnsafeReadableBytes { write(fd, $0.baseAddress, $0.count) }
+        guard sent == out.readableBytes else { throw DaemonError("cannot send the query to rforkd") }
+        var input = ByteBuffer()
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            if let frame = try? LocalFrameDecoder.parse(&input), frame.type == .answer { return frame.text }
+            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { throw DaemonError("rforkd closed the connection without answering") }
+            input.writeBytes(chunk[0..<n])
+        }
+    }
+}

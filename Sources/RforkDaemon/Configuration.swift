@@ -1,0 +1,108 @@
+import Foundation
+import RforkSystem
+
+/// Everything `rforkd` needs to run one node. Read from a JSON file (see docs/rforkd.conf.sample.json).
+public struct DaemonConfiguration: Codable, Sendable, Equatable {
+    public struct Peer: Codable, Sendable, Equatable {
+        public var name: String
+        public var host: String
+        /// Default: 7420.
+        public var port: Int?
+        public init(name: String, host: String, port: Int? = nil) {
+            self.name = name
+            self.host = host
+            self.port = port
+        }
+    }
+
+    public struct TLSFiles: Codable, Sendable, Equatable {
+        /// The cluster's certificate authority (PEM). Only peers with a certificate it signed are accepted.
+        public var ca: String
+        /// This node's certificate (PEM), signed by `ca`.
+        public var certificate: String
+        /// This node's private key (PEM).
+        public var key: String
+        public init(ca: String, certificate: String, key: String) {
+            self.ca = ca
+            self.certificate = certificate
+            self.key = key
+        }
+    }
+
+    /// This node's name, as peers and `rfork run --node` know it.
+    public var node: String
+    /// The address the peer listener binds. Default: "0.0.0.0".
+    public var listen: String?
+    /// The peer listener's TCP port. Default: 7420.
+    public var port: Int?
+    /// The unix socket for local clients (librfork, the CLI). Default: "/run/rfork/rforkd.sock".
+    public var socket: String?
+    /// Where images live between dump and transfer; must be a tmpfs. Default: "/run/rfork".
+    public var runtimeDirectory: String?
+    /// The `criu` binary. Default: /usr/local/sbin/criu, else /usr/sbin/criu.
+    public var criu: String?
+    /// Where rfork-nsinit lives. Default: ../libexec/rfork next to the rforkd binary.
+    public var helperDirectory: String?
+    public var tls: TLSFiles
+    public var peers: [Peer]
+
+    public init(
+        node: String, listen: String? = nil, port: Int? = nil, socket: String? = nil,
+        runtimeDirectory: String? = nil, criu: String? = nil, helperDirectory: String? = nil, tls: TLSFiles,
+        peers: [Peer]
+    ) {
+        self.node = node
+        self.listen = listen
+        self.port = port
+        self.socket = socket
+        self.runtimeDirectory = runtimeDirectory
+        self.criu = criu
+        self.helperDirectory = helperDirectory
+        self.tls = tls
+        self.peers = peers
+    }
+
+    public static let defaultPort = 7420
+    public static let defaultSocket = "/run/rfork/rforkd.sock"
+    public static let defaultRuntimeDirectory = "/run/rfork"
+
+    public var resolvedPort: Int { port ?? Self.defaultPort }
+    public var resolvedSocket: String { socket ?? Self.defaultSocket }
+    public var resolvedRuntimeDirectory: String { runtimeDirectory ?? Self.defaultRuntimeDirectory }
+    public var resolvedHelperDirectory: String {
+        if let helperDirectory { return helperDirectory }
+        let exe = Posix.executablePath()
+        let bin = exe.split(separator: "/").dropLast().joined(separator: "/")
+        return "/" + bin + "/../libexec/rfork"
+    }
+
+    public static func load(from path: String) throws(ConfigurationError) -> DaemonConfiguration {
+        let bytes: [UInt8]
+        do { bytes = try Posix.readFile(path) } catch {
+            throw ConfigurationError("cannot read the configuration \(path): \(error)")
+        }
+        let config: DaemonConfiguration
+        do { config = try JSONDecoder().decode(DaemonConfiguration.self, from: Data(bytes)) } catch {
+            throw ConfigurationError("the configuration \(path) is not valid: \(error)")
+        }
+        try config.validate()
+        return config
+    }
+
+    public func validate() throws(ConfigurationError) {
+        guard !node.isEmpty, node.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" || $0 == "." })
+        else { throw ConfigurationError("node name '\(node)' must be letters, digits, '-', '_' or '.'") }
+        if let port, !(1...65535).contains(port) { throw ConfigurationError("port \(port) is out of range") }
+        var seen: Set<String> = [node]
+        for peer in peers {
+            guard seen.insert(peer.name).inserted else {
+                throw ConfigurationError("node '\(peer.name)' is named twice")
+            }
+        }
+    }
+}
+
+public struct ConfigurationError: Error, CustomStringConvertible, Sendable {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}

@@ -1,0 +1,189 @@
+import CRforkSystem
+import Glibc
+import NIOCore
+import NIOPosix
+import NIOSSL
+import RforkWire
+
+/// A local client: a forked child asking where to run (later its stand-in), or the CLI asking a query.
+final class LocalHandler: ChannelInboundHandler {
+    typealias InboundIn = LocalFrame
+    let node: Node
+    var session: UInt64?
+    var sawFirst = false
+
+    init(node: Node) { self.node = node }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = unwrapInboundIn(data)
+        if let session {
+            node.handleStandInFrame(frame, session: session)
+            return
+        }
+        guard !sawFirst else { return }
+        sawFirst = true
+        let creds = peerCredentials(context.channel)
+        switch frame.type {
+        case .forkRequest:
+            do {
+                let request = try LocalForkRequest(parsing: frame.text)
+                let before = node.nextSession
+                node.handleForkRequest(request, peerUID: creds?.uid, peerPID: creds?.pid, from: context.channel)
+                if node.nextSession != before { session = before }
+            } catch {
+                node.logger.warning("malformed placement request: \(error)")
+                node.reply(context.channel, .local, "malformed placement request: \(error)")
+            }
+        case .query:
+            let answer = node.answer(query: frame.text, uid: creds?.uid ?? UInt32.max)
+            context.writeAndFlush(wrapOutboundOut(LocalFrame.text(.answer, answer)), promise: nil)
+        default:
+            node.logger.warning("unexpected first local frame \(frame.type); closing")
+            context.close(promise: nil)
+        }
+    }
+
+    typealias OutboundOut = LocalFrame
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if let session { node.standInClosed(session: session) }
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        node.logger.warning("local client error: \(error)")
+        context.close(promise: nil)
+    }
+}
+
+/// The socket to one rfork-nsinit.
+final class HelperHandler: ChannelInboundHandler {
+    typealias InboundIn = LocalFrame
+    let node: Node
+    let key: String
+    init(node: Node, key: String) {
+        self.node = node
+        self.key = key
+    }
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        node.handleHelperFrame(unwrapInboundIn(data), key: key)
+    }
+    func channelInactive(context: ChannelHandlerContext) {
+        node.helperClosed(key: key)
+        context.fireChannelInactive()
+    }
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        node.logger.warning("rfork-nsinit link error: \(error)")
+        context.close(promise: nil)
+    }
+}
+
+/// One TLS link to a peer. Outbound: this node is the home of the children it carries. Inbound: the target.
+final class PeerHandler: ChannelInboundHandler {
+    typealias InboundIn = Rfork_Wire_V1_Envelope
+    typealias OutboundOut = Rfork_Wire_V1_Envelope
+    enum Role {
+        case outbound(PeerLink)
+        case inbound(InboundLink)
+    }
+    let node: Node
+    let role: Role
+    var greeted = false
+
+    init(node: Node, role: Role) {
+        self.node = node
+        self.role = role
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        var hello = Rfork_Wire_V1_Hello()
+        hello.protocolVersion = PeerProtocol.version
+        hello.node = node.config.node
+        var envelope = Envelope()
+        envelope.hello = hello
+        context.writeAndFlush(wrapOutboundOut(envelope), promise: nil)
+        context.fireChannelActive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let envelope = unwrapInboundIn(data)
+        if !greeted {
+            guard case .hello(let hello) = envelope.body else {
+                node.logger.warning("peer \(remote(context)) spoke before saying hello; closing")
+                return context.close(promise: nil)
+            }
+            guard hello.protocolVersion == PeerProtocol.version else {
+                node.logger.warning(
+                    "refused peer \(hello.node) at \(remote(context)): protocol version \(hello.protocolVersion), this node speaks \(PeerProtocol.version)")
+                return context.close(promise: nil)
+            }
+            greeted = true
+            switch role {
+            case .outbound(let link):
+                guard hello.node == link.name else {
+                    node.logger.warning("peer at \(link.host):\(link.port) says it is '\(hello.node)', expected '\(link.name)'")
+                    return context.close(promise: nil)
+                }
+                link.isUp = true
+                link.lastError = nil
+                node.logger.info("link to \(link.name) is up")
+            case .inbound(let link):
+                link.peerName = hello.node
+            }
+            return
+        }
+        switch role {
+        case .outbound(let link): node.handleFromTarget(envelope, link: link)
+        case .inbound(let link): node.handleFromHome(envelope, link: link)
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        switch role {
+        case .outbound(let link):
+            let wasUp = link.isUp
+            link.isUp = false
+            link.channel = nil
+            if wasUp { node.logger.warning("link to \(link.name) is down") }
+            node.linkLost(link)
+            node.scheduleConnect(link)
+        case .inbound(let link):
+            node.inboundLost(link)
+        }
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        let who: String
+        switch role {
+        case .outbound(let link): who = "\(link.name) (\(link.host):\(link.port))"
+        case .inbound(let link): who = link.peerName ?? remote(context)
+        }
+        if error is NIOSSLError || error is BoringSSLError {
+            node.logger.warning("refused peer \(who): TLS authentication failed: \(error)")
+        } else {
+            node.logger.warning("peer \(who): \(error)")
+        }
+        context.close(promise: nil)
+    }
+
+    private func remote(_ context: ChannelHandlerContext) -> String {
+        context.remoteAddress.map { "\($0)" } ?? "?"
+    }
+}
+
+struct PeerCredentials {
+    var pid: Int32
+    var uid: UInt32
+}
+
+/// SO_PEERCRED of a unix socket: who is really on the other end (PID as this daemon's namespace sees it).
+func peerCredentials(_ channel: Channel) -> PeerCredentials? {
+    guard let provider = channel as? SocketOptionProvider else { return nil }
+    let future: EventLoopFuture<crfork_ucred> = provider.unsafeGetSocketOption(
+        level: SocketOptionLevel(SOL_SOCKET), name: SocketOptionName(SO_PEERCRED))
+    // On the channel's loop the option is read at once, so the future is already complete here.
+    var result: PeerCredentials?
+    future.assumeIsolated().whenSuccess { result = PeerCredentials(pid: $0.pid, uid: $0.uid) }
+    return result
+}

@@ -1,0 +1,232 @@
+import Foundation
+import Glibc
+import NIOCore
+import NIOPosix
+import RforkSystem
+import RforkWire
+
+/// One child restored on this node for a parent on another node.
+final class HostedSession: @unchecked Sendable {  // confined to Node.loop
+    let key: String
+    let session: UInt64
+    let home: String
+    let pid: Int32
+    let uid: UInt32
+    let link: InboundLink
+    let imageDirectory: String
+    var helperPID: pid_t?
+    var helper: Channel?
+    var restored = false
+    var ended = false
+    let started: UInt64
+
+    init(key: String, session: UInt64, home: String, pid: Int32, uid: UInt32, link: InboundLink, imageDirectory: String) {
+        self.key = key
+        self.session = session
+        self.home = home
+        self.pid = pid
+        self.uid = uid
+        self.link = link
+        self.imageDirectory = imageDirectory
+        self.started = Posix.monotonicNanoseconds()
+    }
+}
+
+extension Node {
+    func hostedKey(_ link: InboundLink, _ session: UInt64) -> String {
+        "\(link.peerName ?? "?")/\(ObjectIdentifier(link.channel).hashValue)/\(session)"
+    }
+
+    /// Something arrived over an inbound link from a home node.
+    func handleFromHome(_ envelope: Envelope, link: InboundLink) {
+        switch envelope.body {
+        case .forkRequest(let request):
+            startRestore(request, link: link)
+        case .data(let data):
+            guard let s = hosted[hostedKey(link, data.session)] else { return }
+            s.helper?.writeAndFlush(LocalFrame.data(channel: data.channel, ByteBuffer(bytes: data.data)), promise: nil)
+        case .endOfFile(let eof):
+            guard let s = hosted[hostedKey(link, eof.session)] else { return }
+            s.helper?.writeAndFlush(LocalFrame.u32(.endOfFile, eof.channel), promise: nil)
+        case .signal(let signal):
+            guard let s = hosted[hostedKey(link, signal.session)], signal.signo > 0, signal.signo < 65 else { return }
+            s.helper?.writeAndFlush(LocalFrame.u32(.signal, signal.signo), promise: nil)
+        case .abort(let abort):
+            guard let s = hosted[hostedKey(link, abort.session)] else { return }
+            logger.info("ending remote child \(s.pid) of \(s.home): \(abort.reason)")
+            endHosted(s, abortHelper: true)
+        default:
+            break
+        }
+    }
+
+    func refuse(_ link: InboundLink, session: UInt64, _ error: String) {
+        var reply = Rfork_Wire_V1_ForkReply()
+        reply.session = session
+        reply.ok = false
+        reply.error = error
+        var envelope = Envelope()
+        envelope.forkReply = reply
+        link.channel.writeAndFlush(envelope, promise: nil)
+    }
+
+    func startRestore(_ request: Rfork_Wire_V1_ForkRequest, link: InboundLink) {
+        let key = hostedKey(link, request.session)
+        guard hosted[key] == nil else { return refuse(link, session: request.session, "session already exists") }
+        guard request.pid > 1, request.pid < 1 << 22 else {
+            return refuse(link, session: request.session, "invalid PID \(request.pid)")
+        }
+        guard !request.images.isEmpty,
+            request.images.allSatisfy({ !$0.name.isEmpty && !$0.name.contains("/") && $0.name.hasSuffix(".img") })
+        else { return refuse(link, session: request.session, "the fork request carries no valid image") }
+        guard request.channels.count <= LocalWire.maxChannels,
+            request.channels.enumerated().allSatisfy({ $0.offset == Int($0.element.id) && !$0.element.criuID.contains("\n") })
+        else { return refuse(link, session: request.session, "the fork request has invalid channels") }
+        if shuttingDown { return refuse(link, session: request.session, "rforkd on \(config.node) is shutting down") }
+
+        let dir = imageRoot + "/t\(Posix.monotonicNanoseconds())-\(request.session)"
+        let session = HostedSession(
+            key: key, session: request.session, home: request.homeNode, pid: Int32(request.pid), uid: request.uid,
+            link: link, imageDirectory: dir)
+        hosted[key] = session
+        do {
+            try Posix.makeDirectory(dir)
+            for file in request.images { try Posix.writeFile(dir + "/" + file.name, file.data) }
+            let (ours, theirs) = try Posix.socketPair()
+            let devnull = open("/dev/null", O_RDWR | O_CLOEXEC)
+            defer {
+                Posix.close(theirs)
+                Posix.close(devnull)
+            }
+            var args = [
+                "rfork-nsinit", "3", dir, criu.configuration.path, String(request.pid),
+                String(request.controlSocketInode),
+            ]
+            for c in request.channels { args.append("\(c.id):\(c.kind.rawValue):\(c.offset):\(c.size):\(c.criuID)") }
+            let nsinit = config.resolvedHelperDirectory + "/rfork-nsinit"
+            let pid = try Posix.spawn(nsinit, args, descriptors: [devnull, devnull, 2, theirs])
+            session.helperPID = pid
+            helperPIDs.append(pid)
+            let future = NIOPipeBootstrap(group: loop)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandlers([
+                            ByteToMessageHandler(LocalFrameDecoder()), MessageToByteHandler(LocalFrameEncoder()),
+                            HelperHandler(node: self, key: key),
+                        ])
+                    }
+                }
+                .takingOwnershipOfDescriptor(inputOutput: ours)
+            future.whenSuccess { session.helper = $0 }
+            future.whenFailure { error in
+                self.logger.error("cannot watch rfork-nsinit: \(error)")
+                self.endHosted(session, abortHelper: true)
+            }
+        } catch {
+            logger.error("cannot restore child \(request.pid) of \(request.homeNode): \(error)")
+            hosted[key] = nil
+            Posix.removeFlatDirectory(dir)
+            refuse(link, session: request.session, "\(error)")
+        }
+    }
+
+    /// A frame from rfork-nsinit about its child.
+    func handleHelperFrame(_ frame: LocalFrame, key: String) {
+        logger.trace("nsinit frame \(frame.type) \(frame.payload.readableBytes) bytes for \(key)")
+        guard let s = hosted[key] else { return }
+        var envelope = Envelope()
+        switch frame.type {
+        case .restored:
+            s.restored = true
+            Posix.removeFlatDirectory(s.imageDirectory)
+            var reply = Rfork_Wire_V1_ForkReply()
+            reply.session = s.session
+            reply.ok = true
+            reply.restoreNs = frame.payload.getInteger(at: frame.payload.readerIndex, endianness: .little) ?? 0
+            envelope.forkReply = reply
+            logger.info("restored child \(s.pid) of \(s.home)")
+        case .failed:
+            logger.warning("restore of child \(s.pid) of \(s.home) failed: \(frame.text)")
+            Posix.removeFlatDirectory(s.imageDirectory)
+            hosted[key] = nil
+            s.ended = true
+            return refuse(s.link, session: s.session, frame.text)
+        case .data:
+            guard let channel = frame.word else { return }
+            var data = Rfork_Wire_V1_Data()
+            data.session = s.session
+            data.channel = channel
+            data.data = Data(frame.afterWord.readableBytesView)
+            envelope.data = data
+        case .endOfFile:
+            guard let channel = frame.word else { return }
+            var eof = Rfork_Wire_V1_EndOfFile()
+            eof.session = s.session
+            eof.channel = channel
+            envelope.endOfFile = eof
+        case .event:
+            guard let raw = frame.word, let code = frame.secondWord,
+                let kind = Rfork_Wire_V1_ChildEvent.Kind(rawValue: Int(raw))
+            else { return }
+            guard s.restored else {
+                hosted[key] = nil
+                s.ended = true
+                Posix.removeFlatDirectory(s.imageDirectory)
+                return refuse(s.link, session: s.session, "the child ended during its restore")
+            }
+            var event = Rfork_Wire_V1_ChildEvent()
+            event.session = s.session
+            event.kind = kind
+            event.code = code
+            envelope.childEvent = event
+            if kind == .exited || kind == .killed {
+                s.ended = true
+                hosted[key] = nil
+            }
+        default:
+            return
+        }
+        s.link.channel.writeAndFlush(envelope, promise: nil)
+    }
+
+    /// rfork-nsinit's socket closed.
+    func helperClosed(key: String) {
+        guard let s = hosted.removeValue(forKey: key) else { return }
+        Posix.removeFlatDirectory(s.imageDirectory)
+        if !s.ended {
+            s.ended = true
+            if s.restored {
+                var abort = Rfork_Wire_V1_Abort()
+                abort.session = s.session
+                abort.reason = "the child's namespace init on \(config.node) ended unexpectedly"
+                var envelope = Envelope()
+                envelope.abort = abort
+                s.link.channel.writeAndFlush(envelope, promise: nil)
+            } else {
+                refuse(s.link, session: s.session, "rfork-nsinit on \(config.node) ended before the restore")
+            }
+        }
+    }
+
+    func endHosted(_ s: HostedSession, abortHelper: Bool) {
+        hosted[s.key] = nil
+        s.ended = true
+        if abortHelper, let helper = s.helper {
+            helper.writeAndFlush(LocalFrame(type: .abort, payload: ByteBuffer())).whenComplete { _ in
+                helper.close(promise: nil)
+            }
+        } else if let pid = s.helperPID {
+            Posix.kill(pid, SIGKILL)
+        }
+        Posix.removeFlatDirectory(s.imageDirectory)
+    }
+
+    /// An inbound link closed: the children it carried lost their parent's node.
+    func inboundLost(_ link: InboundLink) {
+        inbound[ObjectIdentifier(link.channel)] = nil
+        for s in hosted.values where s.link === link {
+            logger.warning("lost home node \(s.home): ending its remote child \(s.pid)")
+            endHosted(s, abortHelper: true)
+        }
+    }
+}

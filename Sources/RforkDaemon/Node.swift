@@ -1,0 +1,355 @@
+import Foundation
+import Glibc
+import Logging
+import NIOCore
+import NIOPosix
+import NIOSSL
+import RforkCheckpoint
+import RforkPlacement
+import RforkSystem
+import RforkWire
+
+typealias Envelope = Rfork_Wire_V1_Envelope
+
+/// The state of one node daemon. Every method runs on `loop`; nothing here is touched from elsewhere.
+/// (It is `@unchecked Sendable` so NIO's initializer closures can carry it to the loop.)
+final class Node: @unchecked Sendable {
+    let config: DaemonConfiguration
+    let loop: EventLoop
+    let group: EventLoopGroup
+    let threads: NIOThreadPool
+    let logger: Logger
+    let criu: CRIU
+    var placement: Placement
+    var links: [String: PeerLink] = [:]  // outbound links, by peer name
+    var inbound: [ObjectIdentifier: InboundLink] = [:]
+    var homeSessions: [UInt64: HomeSession] = [:]
+    var hosted: [String: HostedSession] = [:]  // "home/session"
+    var nextSession: UInt64 = 1
+    var shuttingDown = false
+    var ticker: RepeatedTask?
+    var clientTLS: NIOSSLContext?
+    var tickCount = 0
+    var helperPIDs: [pid_t] = []  // rfork-nsinit processes not yet reaped
+    /// How long a target may take to restore a child before it runs locally instead.
+    let restoreDeadline = TimeAmount.seconds(20)
+
+    init(config: DaemonConfiguration, group: EventLoopGroup, threads: NIOThreadPool, logger: Logger) {
+        self.config = config
+        self.group = group
+        self.loop = group.next()
+        self.threads = threads
+        self.logger = logger
+        self.criu = CRIU(configuration: .init(path: config.criu ?? CRIU.defaultPath()))
+        self.placement = Placement(selfName: config.node)
+    }
+
+    var imageRoot: String { config.resolvedRuntimeDirectory + "/images" }
+
+    // MARK: placement requests (home side)
+
+    func handleForkRequest(_ request: LocalForkRequest, peerUID: UInt32?, peerPID: Int32?, from channel: Channel) {
+        loop.preconditionInEventLoop()
+        if let peerPID, peerPID != request.pid {
+            channel.writeAndFlush(LocalFrame.reply(.local, "placement refused: PID \(request.pid) is not the caller"))
+                .whenComplete { _ in channel.close(promise: nil) }
+            return
+        }
+        let uid = peerUID ?? request.uid
+        let policy = request.policy.flatMap(PlacementPolicy.init(rawValue:))
+        if request.policy != nil && policy == nil {
+            reply(channel, .local, "unknown placement policy '\(request.policy ?? "")'")
+            return
+        }
+        if shuttingDown {
+            reply(channel, .local, "rforkd on \(config.node) is shutting down")
+            return
+        }
+        let decision = placement.choose(policy: policy, node: request.node, peers: peerViews())
+        guard case .remote(let target) = decision else {
+            if case .local(let reason) = decision { reply(channel, .local, reason ?? "") }
+            return
+        }
+        guard let link = links[target], let peerChannel = link.channel, link.isUp else {
+            reply(channel, .local, "node '\(target)' is not reachable")
+            return
+        }
+        let id = nextSession
+        nextSession += 1
+        let session = HomeSession(
+            id: id, pid: request.pid, uid: uid, target: target, child: channel, request: request,
+            started: Posix.monotonicNanoseconds())
+        homeSessions[id] = session
+        let dir = imageRoot + "/h\(id)"
+        let criu = self.criu
+        let node = config.node
+        let work = threads.runIfActive(eventLoop: loop) { () throws -> (Envelope, UInt64) in
+            try Posix.makeDirectory(dir)
+            defer { Posix.removeFlatDirectory(dir) }
+            let t0 = Posix.monotonicNanoseconds()
+            try criu.dump(
+                pid: request.pid, imageDirectory: dir, externalSocketInode: request.socketInode,
+                externalFiles: request.channels.filter { $0.criuID.hasPrefix("file[") }.map(\.criuID))
+            let dumpNs = Posix.monotonicNanoseconds() - t0
+            var fork = Rfork_Wire_V1_ForkRequest()
+            fork.session = id
+            fork.pid = UInt32(request.pid)
+            fork.uid = uid
+            fork.homeNode = node
+            fork.controlSocketInode = request.socketInode
+            fork.forkStartedNs = request.forkStartedNanoseconds
+            fork.channels = request.channels.map { c in
+                var ch = Rfork_Wire_V1_Channel()
+                ch.id = c.id
+                ch.kind = Rfork_Wire_V1_ChannelKind(rawValue: Int(c.kind.rawValue)) ?? .unspecified
+                ch.criuID = c.criuID
+                ch.offset = c.offset
+                ch.size = c.size
+                return ch
+            }
+            for name in Posix.listDirectory(dir) where name.hasSuffix(".img") {
+                var file = Rfork_Wire_V1_ImageFile()
+                file.name = name
+                file.data = Data(try Posix.readFile(dir + "/" + name))
+                fork.images.append(file)
+            }
+            var envelope = Envelope()
+            envelope.forkRequest = fork
+            return (envelope, dumpNs)
+        }
+        work.whenComplete { result in
+            guard let session = self.homeSessions[id] else { return }
+            switch result {
+            case .success(let (envelope, dumpNs)):
+                session.dumpNanoseconds = dumpNs
+                session.sentAt = Posix.monotonicNanoseconds()
+                session.state = .restoring
+                peerChannel.writeAndFlush(envelope, promise: nil)
+                self.loop.scheduleTask(in: self.restoreDeadline) {
+                    guard let late = self.homeSessions[id], late.state == .restoring else { return }
+                    self.logger.warning("node \(late.target) did not restore child \(late.pid) in time; it stays local")
+                    self.sendAbort(session: id, to: late.target, reason: "restore took too long")
+                    self.endHomeSession(late, localReason: "node \(late.target) did not restore the child in time")
+                }
+            case .failure(let error):
+                self.logger.info("child \(request.pid) stays local: \(error)")
+                self.endHomeSession(session, localReason: "\(error)")
+            }
+        }
+    }
+
+    func reply(_ channel: Channel, _ verdict: Verdict, _ text: String) {
+        channel.writeAndFlush(LocalFrame.reply(verdict, text)).whenComplete { _ in channel.close(promise: nil) }
+    }
+
+    /// Ends a home session before the remote child ran: the local copy continues as the child.
+    func endHomeSession(_ session: HomeSession, localReason: String) {
+        homeSessions[session.id] = nil
+        reply(session.child, .local, localReason)
+    }
+
+    /// A frame from a stand-in (or from a child still waiting for its verdict).
+    func handleStandInFrame(_ frame: LocalFrame, session id: UInt64) {
+        guard let session = homeSessions[id], session.state == .running,
+            let peer = links[session.target]?.channel
+        else { return }
+        var envelope = Envelope()
+        switch frame.type {
+        case .data:
+            guard let channel = frame.word else { return }
+            var data = Rfork_Wire_V1_Data()
+            data.session = id
+            data.channel = channel
+            data.data = Data(frame.afterWord.readableBytesView)
+            envelope.data = data
+        case .endOfFile:
+            guard let channel = frame.word else { return }
+            var eof = Rfork_Wire_V1_EndOfFile()
+            eof.session = id
+            eof.channel = channel
+            envelope.endOfFile = eof
+        case .signal:
+            guard let signo = frame.word else { return }
+            var signal = Rfork_Wire_V1_Signal()
+            signal.session = id
+            signal.signo = signo
+            envelope.signal = signal
+        default:
+            return
+        }
+        peer.writeAndFlush(envelope, promise: nil)
+    }
+
+    /// The child's (or stand-in's) connection closed.
+    func standInClosed(session id: UInt64) {
+        guard let session = homeSessions.removeValue(forKey: id) else { return }
+        guard session.state == .running || session.state == .restoring, !session.ended else { return }
+        logger.info("stand-in of child \(session.pid) ended; ending the remote child on \(session.target)")
+        sendAbort(session: id, to: session.target, reason: "the child's stand-in ended")
+    }
+
+    func sendAbort(session: UInt64, to target: String, reason: String) {
+        guard let peer = links[target]?.channel else { return }
+        var abort = Rfork_Wire_V1_Abort()
+        abort.session = session
+        abort.reason = reason
+        var envelope = Envelope()
+        envelope.abort = abort
+        peer.writeAndFlush(envelope, promise: nil)
+    }
+
+    /// Something arrived from a target node over our outbound link to it.
+    func handleFromTarget(_ envelope: Envelope, link: PeerLink) {
+        logger.trace("from \(link.name): \(envelope.body.map { "\($0)".prefix(80) } ?? "empty")")
+        switch envelope.body {
+        case .forkReply(let reply):
+            guard let session = homeSessions[reply.session], session.state == .restoring else { return }
+            if reply.ok {
+                session.state = .running
+                session.restoreNanoseconds = reply.restoreNs
+                session.runningAt = Posix.monotonicNanoseconds()
+                logger.info(
+                    "child \(session.pid) runs on \(session.target)",
+                    metadata: ["dump_ms": "\(Double(session.dumpNanoseconds) / 1e6)",
+                               "restore_ms": "\(Double(reply.restoreNs) / 1e6)"])
+                session.child.writeAndFlush(LocalFrame.reply(.standIn, "\(session.id)"), promise: nil)
+            } else {
+                logger.info("child \(session.pid) stays local: restore on \(session.target) failed: \(reply.error)")
+                endHomeSession(session, localReason: "restore on \(session.target) failed: \(reply.error)")
+            }
+        case .data(let data):
+            guard let session = homeSessions[data.session], session.state == .running else { return }
+            session.child.writeAndFlush(LocalFrame.data(channel: data.channel, ByteBuffer(bytes: data.data)), promise: nil)
+        case .endOfFile(let eof):
+            guard let session = homeSessions[eof.session], session.state == .running else { return }
+            session.child.writeAndFlush(LocalFrame.u32(.endOfFile, eof.channel), promise: nil)
+        case .childEvent(let event):
+            guard let session = homeSessions[event.session], session.state == .running else { return }
+            let kind = UInt32(event.kind.rawValue)
+            if event.kind == .exited || event.kind == .killed {
+                session.ended = true
+                homeSessions[event.session] = nil
+            }
+            session.child.writeAndFlush(LocalFrame.event(kind: kind, code: event.code), promise: nil)
+        case .abort(let abort):
+            guard let session = homeSessions.removeValue(forKey: abort.session) else { return }
+            logger.warning("remote child \(session.pid) on \(session.target) was ended: \(abort.reason)")
+            if session.state == .running {
+                session.ended = true
+                session.child.writeAndFlush(
+                    LocalFrame.event(kind: EventKindCode.killed.rawValue, code: SIGKILL), promise: nil)
+            } else {
+                reply(session.child, .local, "node \(session.target) refused the child: \(abort.reason)")
+            }
+        case .load(let load):
+            link.load = load
+        default:
+            break
+        }
+    }
+
+    /// The link to a target node is gone: its remote children are lost (or, mid-fork, stay local).
+    func linkLost(_ link: PeerLink) {
+        for session in homeSessions.values where session.target == link.name {
+            homeSessions[session.id] = nil
+            switch session.state {
+            case .dumping, .restoring:
+                reply(session.child, .local, "lost the link to \(link.name) during the fork")
+            case .running:
+                logger.warning("lost node \(link.name): remote child \(session.pid) is reported killed")
+                session.ended = true
+                session.child.writeAndFlush(
+                    LocalFrame.event(kind: EventKindCode.killed.rawValue, code: SIGKILL), promise: nil)
+            }
+        }
+    }
+
+    func peerViews() -> [PeerView] {
+        config.peers.map { peer in
+            let link = links[peer.name]
+            return PeerView(
+                name: peer.name, isUp: link?.isUp ?? false, loadAverage: link?.load?.loadAverage ?? 0,
+                cpus: Int(link?.load?.cpus ?? 1), hostedChildren: Int(link?.load?.hostedChildren ?? 0))
+        }
+    }
+
+    /// Runs every 20 ms: notices stand-ins stopped by SIGSTOP (which they cannot catch), reaps helpers,
+    /// and every second tells peers this node's load.
+    func tick(count: Int) {
+        for session in homeSessions.values where session.state == .running {
+            let stopped = Posix.processState(session.pid) == "T"
+            if stopped && !session.standInStopped {
+                var signal = Rfork_Wire_V1_Signal()
+                signal.session = session.id
+                signal.signo = UInt32(SIGSTOP)
+                var envelope = Envelope()
+                envelope.signal = signal
+                links[session.target]?.channel?.writeAndFlush(envelope, promise: nil)
+            }
+            session.standInStopped = stopped
+        }
+        helperPIDs = helperPIDs.filter { Posix.poll($0) == nil }
+        if count % 50 == 0 {
+            var load = Rfork_Wire_V1_Load()
+            load.loadAverage = Posix.loadAverage()
+            load.cpus = UInt32(Posix.cpuCount())
+            load.hostedChildren = UInt32(hosted.count)
+            var envelope = Envelope()
+            envelope.load = load
+            for link in inbound.values { link.channel.writeAndFlush(envelope, promise: nil) }
+        }
+    }
+}
+
+/// One child whose parent runs on this node and which runs (or is being moved) elsewhere.
+final class HomeSession: @unchecked Sendable {  // confined to Node.loop
+    enum State { case dumping, restoring, running }
+    let id: UInt64
+    let pid: Int32
+    let uid: UInt32
+    let target: String
+    let child: Channel
+    let request: LocalForkRequest
+    let started: UInt64
+    var state: State = .dumping
+    var ended = false
+    var standInStopped = false
+    var dumpNanoseconds: UInt64 = 0
+    var restoreNanoseconds: UInt64 = 0
+    var sentAt: UInt64 = 0
+    var runningAt: UInt64 = 0
+
+    init(id: UInt64, pid: Int32, uid: UInt32, target: String, child: Channel, request: LocalForkRequest, started: UInt64) {
+        self.id = id
+        self.pid = pid
+        self.uid = uid
+        self.target = target
+        self.child = child
+        self.request = request
+        self.started = started
+    }
+}
+
+/// An outbound link to a peer (this node is the home of the children it carries).
+final class PeerLink: @unchecked Sendable {  // confined to Node.loop
+    let name: String
+    let host: String
+    let port: Int
+    var channel: Channel?
+    var isUp = false
+    var load: Rfork_Wire_V1_Load?
+    var lastError: String?
+
+    init(name: String, host: String, port: Int) {
+        self.name = name
+        self.host = host
+        self.port = port
+    }
+}
+
+/// An inbound link from a peer (this node hosts the children it carries).
+final class InboundLink: @unchecked Sendable {  // confined to Node.loop
+    let channel: Channel
+    var peerName: String?
+    init(channel: Channel) { self.channel = channel }
+}

@@ -1,0 +1,65 @@
+import Foundation
+import RforkSystem
+
+/// Answers to the CLI's questions, as JSON.
+struct NodeRow: Codable, Sendable {
+    var name: String
+    var state: String  // "self", "up", "down"
+    var address: String
+    var loadAverage: Double
+    var cpus: Int
+    var hostedChildren: Int
+}
+
+struct ProcessRow: Codable, Sendable {
+    var pid: Int32
+    var uid: UInt32
+    var role: String  // "home": parent here, child on `node`; "hosted": child here, parent on `node`
+    var node: String
+    var state: String
+    var seconds: Double
+}
+
+extension Node {
+    func answer(query: String, uid: UInt32) -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let now = Posix.monotonicNanoseconds()
+        switch query {
+        case "nodes":
+            var rows = [
+                NodeRow(
+                    name: config.node, state: "self", address: "\(config.listen ?? "0.0.0.0"):\(config.resolvedPort)",
+                    loadAverage: Posix.loadAverage(), cpus: Posix.cpuCount(), hostedChildren: hosted.count)
+            ]
+            for peer in config.peers {
+                let link = links[peer.name]
+                rows.append(
+                    NodeRow(
+                        name: peer.name, state: link?.isUp == true ? "up" : "down",
+                        address: "\(peer.host):\(peer.port ?? DaemonConfiguration.defaultPort)",
+                        loadAverage: link?.load?.loadAverage ?? 0, cpus: Int(link?.load?.cpus ?? 0),
+                        hostedChildren: Int(link?.load?.hostedChildren ?? 0)))
+            }
+            return String(decoding: (try? encoder.encode(rows)) ?? Data("[]".utf8), as: UTF8.self)
+        case "ps":
+            var rows: [ProcessRow] = []
+            for s in homeSessions.values where uid == 0 || s.uid == uid {
+                rows.append(
+                    ProcessRow(
+                        pid: s.pid, uid: s.uid, role: "home", node: s.target, state: "\(s.state)",
+                        seconds: Double(now - s.started) / 1e9))
+            }
+            for s in hosted.values where uid == 0 || s.uid == uid {
+                rows.append(
+                    ProcessRow(
+                        pid: s.pid, uid: s.uid, role: "hosted", node: s.home, state: s.restored ? "running" : "restoring",
+                        seconds: Double(now - s.started) / 1e9))
+            }
+            rows.sort { $0.pid < $1.pid }
+            return String(decoding: (try? encoder.encode(rows)) ?? Data("[]".utf8), as: UTF8.self)
+        default:
+            return "{\"error\":\"unknown query '\(query)'\"}"
+        }
+    }
+}

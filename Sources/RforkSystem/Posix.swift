@@ -1,0 +1,260 @@
+import CRforkSystem
+import Glibc
+
+/// An error from a system call, with the call's name and errno's text.
+public struct SystemError: Error, CustomStringConvertible, Sendable {
+    public var call: String
+    public var errno: Int32
+    public init(_ call: String, errno: Int32) {
+        self.call = call
+        self.errno = errno
+    }
+    public var description: String { "\(call): \(Posix.errorText(errno))" }
+}
+
+/// How a process ended, as wait() reports it.
+public enum ExitStatus: Sendable, Equatable, CustomStringConvertible {
+    case exited(Int32)
+    case signaled(Int32)
+
+    public init(raw: Int32) {
+        if crfork_wifexited(raw) != 0 {
+            self = .exited(crfork_wexitstatus(raw))
+        } else {
+            self = .signaled(crfork_wtermsig(raw))
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .exited(let code): return "exit \(code)"
+        case .signaled(let sig): return "signal \(sig)"
+        }
+    }
+}
+
+/// Thin throwing wrappers over the libc calls rfork makes. All libc use goes through here.
+public enum Posix {
+    /// Starts `path` with `arguments` (argv[0] included); `descriptors[i]` becomes descriptor i.
+    public static func spawn(
+        _ path: String, _ arguments: [String], environment: [String]? = nil, descriptors: [Int32] = [0, 1, 2],
+        newSession: Bool = false
+    ) throws(SystemError) -> pid_t {
+        let env = environment ?? currentEnvironment()
+        let pid = withCStrings(arguments) { argv in
+            withCStrings(env) { envp in
+                descriptors.withUnsafeBufferPointer { fds in
+                    crfork_spawn(path, argv, envp, fds.baseAddress, Int32(fds.count), newSession ? 1 : 0)
+                }
+            }
+        }
+        if pid < 0 { throw SystemError("spawn \(path)", errno: -pid) }
+        return pid
+    }
+
+    /// Waits for `pid` to end (blocking).
+    public static func wait(_ pid: pid_t) throws(SystemError) -> ExitStatus {
+        var status: Int32 = 0
+        let r = crfork_wait(pid, &status, 0)
+        if r < 0 { throw SystemError("waitpid \(pid)", errno: -r) }
+        return ExitStatus(raw: status)
+    }
+
+    /// Reaps `pid` if it has ended; nil while it runs.
+    public static func poll(_ pid: pid_t) -> ExitStatus? {
+        var status: Int32 = 0
+        let r = crfork_wait(pid, &status, WNOHANG)
+        return r > 0 ? ExitStatus(raw: status) : nil
+    }
+
+    public static func socketPair() throws(SystemError) -> (Int32, Int32) {
+        var fds: [Int32] = [-1, -1]
+        let r = crfork_socketpair(&fds)
+        if r < 0 { throw SystemError("socketpair", errno: -r) }
+        return (fds[0], fds[1])
+    }
+
+    /// Runs argv[0] (a path) to completion and returns its exit status and standard output.
+    public static func run(_ argv: [String]) throws(SystemError) -> (ExitStatus, String) {
+        var fds: [Int32] = [0, 0]
+        guard pipe(&fds) == 0 else { throw SystemError("pipe", errno: errno) }
+        _ = fcntl(fds[0], F_SETFD, FD_CLOEXEC)
+        _ = fcntl(fds[1], F_SETFD, FD_CLOEXEC)
+        let devnull = open("/dev/null", O_RDWR | O_CLOEXEC)
+        defer { Glibc.close(devnull) }
+        let pid: pid_t
+        do { pid = try spawn(argv[0], argv, descriptors: [devnull, fds[1], devnull]) } catch {
+            Glibc.close(fds[0])
+            Glibc.close(fds[1])
+            throw error
+        }
+        Glibc.close(fds[1])
+        var out: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = read(fds[0], &chunk, chunk.count)
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { break }
+            out.append(contentsOf: chunk[0..<n])
+        }
+        Glibc.close(fds[0])
+        return (try wait(pid), String(decoding: out, as: UTF8.self))
+    }
+
+    public static func close(_ fd: Int32) { _ = Glibc.close(fd) }
+
+    public static func kill(_ pid: pid_t, _ signal: Int32) { _ = Glibc.kill(pid, signal) }
+
+    public static func isAlive(_ pid: pid_t) -> Bool { Glibc.kill(pid, 0) == 0 || errno == EPERM }
+
+    /// The state letter of /proc/PID/stat ("T" when stopped), or nil when the process is gone.
+    public static func processState(_ pid: pid_t) -> Character? {
+        let c = crfork_proc_state(pid)
+        return c == 0 ? nil : Character(Unicode.Scalar(UInt8(bitPattern: c)))
+    }
+
+    public static func monotonicNanoseconds() -> UInt64 { UInt64(crfork_monotonic_ns()) }
+
+    public static func currentEnvironment() -> [String] {
+        var out: [String] = []
+        var p = environ
+        while let entry = p.pointee {
+            out.append(String(cString: entry))
+            p += 1
+        }
+        return out
+    }
+
+    public static func readFile(_ path: String) throws(SystemError) -> [UInt8] {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        if fd < 0 { throw SystemError("open \(path)", errno: errno) }
+        defer { _ = Glibc.close(fd) }
+        var out: [UInt8] = []
+        var st = stat()
+        if fstat(fd, &st) == 0 { out.reserveCapacity(Int(st.st_size)) }
+        var chunk = [UInt8](repeating: 0, count: 1 << 20)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw SystemError("read \(path)", errno: errno)
+            }
+            if n == 0 { break }
+            out.append(contentsOf: chunk[0..<n])
+        }
+        return out
+    }
+
+    public static func writeFile(_ path: String, _ bytes: some Collection<UInt8>, mode: mode_t = 0o600) throws(SystemError) {
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
+        if fd < 0 { throw SystemError("open \(path)", errno: errno) }
+        defer { _ = Glibc.close(fd) }
+        let array = Array(bytes)
+        var off = 0
+        while off < array.count {
+            let n = array.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + off, $0.count - off) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw SystemError("write \(path)", errno: errno)
+            }
+            off += n
+        }
+    }
+
+    public static func makeDirectory(_ path: String, mode: mode_t = 0o700) throws(SystemError) {
+        var partial = ""
+        for part in path.split(separator: "/") {
+            partial += "/" + part
+            if mkdir(partial, mode) != 0 && errno != EEXIST { throw SystemError("mkdir \(partial)", errno: errno) }
+        }
+    }
+
+    /// Removes a directory and the plain files in it (image directories are flat).
+    public static func removeFlatDirectory(_ path: String) {
+        if let dir = opendir(path) {
+            while let entry = readdir(dir) {
+                let name = direntName(entry)
+                if name != "." && name != ".." { unlink(path + "/" + name) }
+            }
+            closedir(dir)
+        }
+        rmdir(path)
+    }
+
+    public static func listDirectory(_ path: String) -> [String] {
+        var out: [String] = []
+        guard let dir = opendir(path) else { return out }
+        while let entry = readdir(dir) {
+            let name = direntName(entry)
+            if name != "." && name != ".." { out.append(name) }
+        }
+        closedir(dir)
+        return out.sorted()
+    }
+
+    public static func currentDirectory() -> String {
+        var buf = [CChar](repeating: 0, count: 4096)
+        return getcwd(&buf, buf.count) != nil ? string(buf) : "/"
+    }
+
+    public static func fileExists(_ path: String) -> Bool { access(path, F_OK) == 0 }
+
+    public static func hostname() -> String {
+        var buf = [CChar](repeating: 0, count: 256)
+        gethostname(&buf, buf.count)
+        return string(buf)
+    }
+
+    public static func loadAverage() -> Double {
+        var loads = [Double](repeating: 0, count: 3)
+        return getloadavg(&loads, 3) > 0 ? loads[0] : 0
+    }
+
+    public static func cpuCount() -> Int { Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))) }
+
+    /// The real path of the running executable.
+    public static func executablePath() -> String {
+        var buf = [CChar](repeating: 0, count: 4096)
+        let n = readlink("/proc/self/exe", &buf, buf.count - 1)
+        return n > 0 ? string(buf) : CommandLine.arguments[0]
+    }
+
+    public static func errorText(_ code: Int32) -> String {
+        guard let text = strerror(code) else { return "error \(code)" }
+        var bytes: [UInt8] = []
+        var p = text
+        while p.pointee != 0 {
+            bytes.append(UInt8(bitPattern: p.pointee))
+            p += 1
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    public static func string(fromC p: UnsafePointer<CChar>) -> String {
+        var bytes: [UInt8] = []
+        var q = p
+        while q.pointee != 0 {
+            bytes.append(UInt8(bitPattern: q.pointee))
+            q += 1
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    static func string(_ buffer: [CChar]) -> String {
+        String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    private static func direntName(_ entry: UnsafeMutablePointer<dirent>) -> String {
+        withUnsafeBytes(of: entry.pointee.d_name) { raw in
+            let bytes = raw.prefix { $0 != 0 }
+            return String(decoding: bytes, as: UTF8.self)
+        }
+    }
+
+    private static func withCStrings<R>(_ strings: [String], _ body: ([UnsafeMutablePointer<CChar>?]) -> R) -> R {
+        var pointers: [UnsafeMutablePointer<CChar>?] = strings.map { strdup($0) }
+        pointers.append(nil)
+        defer { pointers.forEach { free($0) } }
+        return body(pointers)
+    }
+}

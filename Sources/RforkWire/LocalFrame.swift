@@ -1,0 +1,237 @@
+import NIOCore
+
+/// Local frames: what librfork, the stand-in and the namespace init say to the node daemon.
+///
+/// Mirrors `librfork/wire.h`; change both together. A frame is a 4-byte length in host byte order
+/// (little-endian on every Linux target rfork supports) of what follows, a 1-byte type, then the payload.
+public enum LocalWire {
+    public static let frameMax = 1 << 20
+    public static let dataChunk = 64 * 1024
+    public static let maxChannels = 64
+}
+
+public enum LocalMessageType: UInt8, Sendable {
+    case forkRequest = 1
+    case forkReply = 2
+    case data = 3
+    case endOfFile = 4
+    case signal = 5
+    case event = 6
+    case restored = 7
+    case failed = 8
+    case query = 9
+    case answer = 10
+    case abort = 11
+}
+
+public enum Verdict: UInt8, Sendable {
+    case local = 0x4C  // "L"
+    case standIn = 0x53  // "S"
+    case remote = 0x52  // "R"
+}
+
+public enum ChannelKindCode: UInt32, Sendable {
+    case input = 1
+    case output = 2
+    case terminal = 3
+    case file = 4
+}
+
+public enum EventKindCode: UInt32, Sendable {
+    case exited = 1
+    case killed = 2
+    case stopped = 3
+    case continued = 4
+}
+
+/// One decoded local frame.
+public struct LocalFrame: Sendable, Equatable {
+    public var type: LocalMessageType
+    public var payload: ByteBuffer
+
+    public init(type: LocalMessageType, payload: ByteBuffer) {
+        self.type = type
+        self.payload = payload
+    }
+
+    public static func text(_ type: LocalMessageType, _ text: String) -> LocalFrame {
+        LocalFrame(type: type, payload: ByteBuffer(string: text))
+    }
+
+    public static func reply(_ verdict: Verdict, _ text: String = "") -> LocalFrame {
+        var buffer = ByteBuffer()
+        buffer.writeInteger(verdict.rawValue)
+        buffer.writeString(text)
+        return LocalFrame(type: .forkReply, payload: buffer)
+    }
+
+    public static func data(channel: UInt32, _ bytes: ByteBuffer) -> LocalFrame {
+        var buffer = ByteBuffer()
+        buffer.reserveCapacity(4 + bytes.readableBytes)
+        buffer.writeInteger(channel, endianness: .little)
+        buffer.writeImmutableBuffer(bytes)
+        return LocalFrame(type: .data, payload: buffer)
+    }
+
+    public static func u32(_ type: LocalMessageType, _ value: UInt32) -> LocalFrame {
+        var buffer = ByteBuffer()
+        buffer.writeInteger(value, endianness: .little)
+        return LocalFrame(type: type, payload: buffer)
+    }
+
+    public static func event(kind: UInt32, code: Int32) -> LocalFrame {
+        var buffer = ByteBuffer()
+        buffer.writeInteger(kind, endianness: .little)
+        buffer.writeInteger(code, endianness: .little)
+        return LocalFrame(type: .event, payload: buffer)
+    }
+
+    /// The first little-endian 32-bit word of the payload (channel, signal or event kind).
+    public var word: UInt32? { payload.getInteger(at: payload.readerIndex, endianness: .little, as: UInt32.self) }
+
+    /// The second 32-bit word (an event's code).
+    public var secondWord: Int32? {
+        payload.getInteger(at: payload.readerIndex + 4, endianness: .little, as: Int32.self)
+    }
+
+    /// The payload after the first word (a data frame's bytes).
+    public var afterWord: ByteBuffer {
+        payload.getSlice(at: payload.readerIndex + 4, length: max(0, payload.readableBytes - 4)) ?? ByteBuffer()
+    }
+
+    public var text: String { String(buffer: payload) }
+}
+
+public struct LocalWireError: Error, CustomStringConvertible, Sendable, Equatable {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}
+
+public struct LocalFrameDecoder: ByteToMessageDecoder, Sendable {
+    public typealias InboundOut = LocalFrame
+    public init() {}
+
+    public mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
+        guard let frame = try Self.parse(&buffer) else { return .needMoreData }
+        context.fireChannelRead(Self.wrapInboundOut(frame))
+        return .continue
+    }
+
+    /// Takes one frame off the front of `buffer`, or nil if it is not complete yet.
+    public static func parse(_ buffer: inout ByteBuffer) throws -> LocalFrame? {
+        guard let length = buffer.getInteger(at: buffer.readerIndex, endianness: .little, as: UInt32.self) else {
+            return nil
+        }
+        guard length >= 1, length <= LocalWire.frameMax else {
+            throw LocalWireError("local frame of \(length) bytes is out of range (1...\(LocalWire.frameMax))")
+        }
+        guard buffer.readableBytes >= 4 + Int(length) else { return nil }
+        buffer.moveReaderIndex(forwardBy: 4)
+        let rawType: UInt8 = buffer.readInteger() ?? 0
+        guard let type = LocalMessageType(rawValue: rawType) else {
+            throw LocalWireError("unknown local frame type \(rawType)")
+        }
+        let payload = buffer.readSlice(length: Int(length) - 1) ?? ByteBuffer()
+        return LocalFrame(type: type, payload: payload)
+    }
+}
+
+public struct LocalFrameEncoder: MessageToByteEncoder, Sendable {
+    public typealias OutboundIn = LocalFrame
+    public init() {}
+
+    public func encode(data: LocalFrame, out: inout ByteBuffer) throws {
+        Self.write(data, to: &out)
+    }
+
+    public static func write(_ frame: LocalFrame, to out: inout ByteBuffer) {
+        out.writeInteger(UInt32(1 + frame.payload.readableBytes), endianness: .little)
+        out.writeInteger(frame.type.rawValue)
+        out.writeImmutableBuffer(frame.payload)
+    }
+}
+
+/// A placement request as librfork sends it: text lines "key value", channels as "ch ID KIND CRIU_ID".
+public struct LocalForkRequest: Sendable, Equatable {
+    public struct Channel: Sendable, Equatable {
+        public var id: UInt32
+        public var kind: ChannelKindCode
+        public var criuID: String
+        /// For `.file`: where the child's next write lands.
+        public var offset: UInt64
+        /// For `.file`: its size at the fork.
+        public var size: UInt64
+        public init(id: UInt32, kind: ChannelKindCode, criuID: String, offset: UInt64 = 0, size: UInt64 = 0) {
+            self.id = id
+            self.kind = kind
+            self.criuID = criuID
+            self.offset = offset
+            self.size = size
+        }
+    }
+
+    public var pid: Int32
+    public var uid: UInt32
+    public var socketInode: UInt64
+    public var policy: String?
+    public var node: String?
+    public var forkStartedNanoseconds: UInt64
+    public var channels: [Channel]
+
+    public init(
+        pid: Int32, uid: UInt32, socketInode: UInt64, policy: String?, node: String?,
+        forkStartedNanoseconds: UInt64, channels: [Channel]
+    ) {
+        self.pid = pid
+        self.uid = uid
+        self.socketInode = socketInode
+        self.policy = policy
+        self.node = node
+        self.forkStartedNanoseconds = forkStartedNanoseconds
+        self.channels = channels
+    }
+
+    public init(parsing text: String) throws {
+        var fields: [String: String] = [:]
+        var channels: [Channel] = []
+        for line in text.split(separator: "\n", omittingEmptySubsequences: true) {
+            let parts = line.split(separator: " ", maxSplits: 1)
+            guard parts.count == 2 else { throw LocalWireError("malformed request line '\(line)'") }
+            if parts[0] == "ch" {
+                let c = parts[1].split(separator: " ", maxSplits: 4)
+                guard c.count == 5, let id = UInt32(c[0]), let raw = UInt32(c[1]),
+                    let kind = ChannelKindCode(rawValue: raw), let offset = UInt64(c[2]), let size = UInt64(c[3]),
+                    !c[4].isEmpty
+                else { throw LocalWireError("malformed channel line '\(line)'") }
+                guard id == channels.count else { throw LocalWireError("channel \(id) out of order") }
+                guard channels.count < LocalWire.maxChannels else { throw LocalWireError("too many channels") }
+                channels.append(Channel(id: id, kind: kind, criuID: String(c[4]), offset: offset, size: size))
+            } else {
+                fields[String(parts[0])] = String(parts[1])
+            }
+        }
+        guard let pidText = fields["pid"], let pid = Int32(pidText), pid > 0 else {
+            throw LocalWireError("request has no valid pid")
+        }
+        guard let uidText = fields["uid"], let uid = UInt32(uidText) else {
+            throw LocalWireError("request has no valid uid")
+        }
+        guard let sockText = fields["sock"], let sock = UInt64(sockText) else {
+            throw LocalWireError("request has no valid socket inode")
+        }
+        func optional(_ key: String) -> String? {
+            guard let v = fields[key], v != "-", !v.isEmpty else { return nil }
+            return v
+        }
+        self.init(
+            pid: pid, uid: uid, socketInode: sock, policy: optional("policy"), node: optional("node"),
+            forkStartedNanoseconds: UInt64(fields["t0"] ?? "") ?? 0, channels: channels)
+    }
+
+    public var text: String {
+        var s = "pid \(pid)\nuid \(uid)\nsock \(socketInode)\npolicy \(policy ?? "-")\nnode \(node ?? "-")\n"
+        s += "t0 \(forkStartedNanoseconds)\n"
+        for c in channels { s += "ch \(c.id) \(c.kind.rawValue) \(c.offset) \(c.size) \(c.criuID)\n" }
+        return s
+    }
+}

@@ -1,0 +1,90 @@
+import ArgumentParser
+import Foundation
+import Glibc
+import RforkCluster
+import RforkSystem
+
+extension Rfork {
+    struct Cluster: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "A cluster of nodes on this machine (network, mount and UTS namespaces).",
+            subcommands: [Up.self, Down.self, Status.self, Exec.self])
+
+        struct Up: ParsableCommand {
+            static let configuration = CommandConfiguration(
+                abstract: "Start N nodes named node1 ... nodeN, each running rforkd; returns when all are ready.")
+            @Option(name: .long, help: "How many nodes.") var nodes: Int = 3
+            func run() throws {
+                let cluster = LocalCluster()
+                let state: LocalCluster.State
+                do { state = try cluster.up(nodes: nodes) } catch { throw ValidationError("\(error)") }
+                for node in state.nodes { print("\(node.name)  \(node.address)  rforkd pid \(node.daemonPID)") }
+            }
+        }
+
+        struct Down: ParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "Stop the local cluster and remove every trace.")
+            func run() throws {
+                for note in LocalCluster().down() { print(note) }
+            }
+        }
+
+        struct Status: ParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "Show the local cluster's nodes.")
+            @Flag(name: .long, help: "Print JSON.") var json = false
+            func run() throws {
+                let cluster = LocalCluster()
+                let state: LocalCluster.State
+                do { state = try cluster.load() } catch { throw ValidationError("\(error)") }
+                var rows: [[String]] = []
+                var out: [[String: String]] = []
+                for node in state.nodes {
+                    let alive = node.daemonPID > 0 && Posix.isAlive(node.daemonPID)
+                    let hosted = (try? cluster.queryNode(node, "ps")).map { $0.components(separatedBy: "\"hosted\"").count - 1 }
+                    rows.append([node.name, node.address, alive ? "up" : "down", "\(node.daemonPID)", hosted.map { "\($0)" } ?? "?"])
+                    out.append(["name": node.name, "address": node.address, "state": alive ? "up" : "down", "pid": "\(node.daemonPID)"])
+                }
+                if json {
+                    let data = try JSONSerialization.data(withJSONObject: out, options: [.sortedKeys])
+                    print(String(decoding: data, as: UTF8.self))
+                } else {
+                    print(table(["NODE", "ADDRESS", "RFORKD", "PID", "HOSTED"], rows), terminator: "")
+                }
+            }
+        }
+
+        struct Exec: ParsableCommand {
+            static let configuration = CommandConfiguration(
+                abstract: "Run a command on a node, passing stdio and the exit status through.")
+            @Argument(help: "The node, e.g. node1.") var node: String
+            @Argument(parsing: .captureForPassthrough, help: "The command (after --).") var command: [String] = []
+            func run() throws {
+                let argv = command.first == "--" ? Array(command.dropFirst()) : command
+                guard !argv.isEmpty else { throw ValidationError("give the command to run after --") }
+                let state: LocalCluster.State
+                do { state = try LocalCluster().load() } catch { throw ValidationError("\(error)") }
+                guard let n = state.nodes.first(where: { $0.name == node }) else {
+                    throw ValidationError("no node '\(node)' in the local cluster (\(state.nodes.map(\.name).joined(separator: ", ")))")
+                }
+                guard Posix.isAlive(n.daemonPID) else { throw ValidationError("\(node) is down (its rforkd is not running)") }
+                // Entering a mount namespace resets the working directory. Change to the caller's (the file
+                // system is shared) from inside the node: a directory opened outside would keep pointing at a
+                // mount the node cannot see, and CRIU could not dump what runs there.
+                let cwd = Posix.currentDirectory()
+                // /dev/null on stdio is reopened inside the node for the same reason.
+                let enter = """
+                    cd "$1" 2>/dev/null || cd /; shift
+                    for p in /proc/$$/fd/*; do
+                      fd=${p##*/}
+                      [ "$(readlink "$p" 2>/dev/null)" = /dev/null ] && eval "exec $fd<>/dev/null"
+                    done
+                    exec "$@"
+                    """
+                ProcessEnvironment.exec(
+                    ["nsenter", "-t", String(n.daemonPID), "-n", "-m", "-u", "--", "/bin/bash", "-c", enter, "bash", cwd]
+                        + argv, environment: ProcessEnvironment.all())
+                throw ValidationError("cannot run nsenter: \(Posix.errorText(errno)); install util-linux")
+            }
+        }
+    }
+}

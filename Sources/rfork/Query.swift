@@ -1,0 +1,71 @@
+import ArgumentParser
+import Foundation
+import RforkDaemon
+
+extension Rfork {
+    /// `rfork nodes`: the nodes this node knows and their state.
+    struct Nodes: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Show the nodes of the cluster, as this node sees them.")
+        @OptionGroup var daemon: DaemonOptions
+        @Flag(name: .long, help: "Print JSON.") var json = false
+
+        struct Row: Decodable {
+            var name: String
+            var state: String
+            var address: String
+            var loadAverage: Double
+            var cpus: Int
+            var hostedChildren: Int
+        }
+
+        func run() throws {
+            let answer = try LocalClient.query("nodes", socket: daemon.resolvedSocket)
+            if json { return print(answer) }
+            let rows = try JSONDecoder().decode([Row].self, from: Data(answer.utf8))
+            print(
+                table(
+                    ["NODE", "STATE", "ADDRESS", "LOAD", "CPUS", "HOSTED"],
+                    rows.map {
+                        [$0.name, $0.state, $0.address, String(format: "%.2f", $0.loadAverage), "\($0.cpus)", "\($0.hostedChildren)"]
+                    }), terminator: "")
+        }
+    }
+
+    /// `rfork ps`: the remote children this node takes part in.
+    struct PS: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "ps",
+            abstract: "Show remote children whose parent runs here (home) or that run here (hosted).",
+            discussion: "A user sees only their own processes; root sees all.")
+        @OptionGroup var daemon: DaemonOptions
+        @Flag(name: .long, help: "Print JSON.") var json = false
+
+        struct Row: Decodable {
+            var pid: Int32
+            var uid: UInt32
+            var role: String
+            var node: String
+            var state: String
+            var seconds: Double
+        }
+
+        func run() throws {
+            let answer = try LocalClient.query("ps", socket: daemon.resolvedSocket)
+            if json { return print(answer) }
+            let rows = try JSONDecoder().decode([Row].self, from: Data(answer.utf8))
+            print(
+                table(
+                    ["PID", "UID", "ROLE", "NODE", "STATE", "SECONDS"],
+                    rows.map { ["\($0.pid)", "\($0.uid)", $0.role, $0.node, $0.state, String(format: "%.1f", $0.seconds)] }),
+                terminator: "")
+        }
+    }
+
+    /// Raw query, used by `rfork cluster` from inside a node.
+    struct Query: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Send a raw query to the local rforkd.", shouldDisplay: false)
+        @OptionGroup var daemon: DaemonOptions
+        @Argument var query: String
+        func run() throws { print(try LocalClient.query(query, socket: daemon.resolvedSocket)) }
+    }
+}

@@ -1,0 +1,56 @@
+import ArgumentParser
+import Glibc
+import RforkCluster
+import RforkPlacement
+import RforkSystem
+
+extension Rfork {
+    struct Run: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Run a command whose forked children are placed on other nodes.",
+            discussion: """
+                Every fork() by COMMAND or any descendant running on this node places the child: on the named \
+                node (--node), or by the policy (default: spread, round robin over the other nodes). A child \
+                that cannot be placed runs here, as a plain fork would, and one line on stderr says why. \
+                Children that run remotely fork locally on their node.
+                """)
+
+        @OptionGroup var daemon: DaemonOptions
+
+        @Option(name: .long, help: "Place every child on this node.")
+        var node: String?
+
+        @Option(name: .long, help: "spread (default), least-loaded or local.")
+        var policy: PlacementPolicy?
+
+        @Argument(parsing: .captureForPassthrough, help: "The command and its arguments (after --).")
+        var command: [String] = []
+
+        func validate() throws {
+            if node != nil && policy != nil { throw ValidationError("give --node or --policy, not both") }
+            if command.first == "--" { return }
+            if command.isEmpty { throw ValidationError("give the command to run after --") }
+        }
+
+        func run() throws {
+            let argv = command.first == "--" ? Array(command.dropFirst()) : command
+            guard !argv.isEmpty else { throw ValidationError("give the command to run after --") }
+            let lib = LocalCluster.installPrefix() + "/lib/librfork.so"
+            guard Posix.fileExists(lib) else { throw ValidationError("\(lib) is missing; reinstall rfork") }
+            var env = ProcessEnvironment.all()
+            let preload = env["LD_PRELOAD"].map { lib + ":" + $0 } ?? lib
+            env["LD_PRELOAD"] = preload
+            env["RFORK_SOCKET"] = daemon.resolvedSocket
+            env["RFORK_POLICY"] = (policy ?? .default).rawValue
+            if let node { env["RFORK_NODE"] = node } else { env["RFORK_NODE"] = nil }
+            if !Posix.fileExists(daemon.resolvedSocket) {
+                FileHandleStderr.write(
+                    "rfork: no rforkd at \(daemon.resolvedSocket); children run locally\n")
+            }
+            ProcessEnvironment.exec(argv, environment: env)
+            throw ValidationError("cannot run \(argv[0]): \(Posix.errorText(errno))")
+        }
+    }
+}
+
+extension PlacementPolicy: ExpressibleByArgument {}

@@ -1,0 +1,46 @@
+import Glibc
+import RforkSystem
+
+enum ProcessEnvironment {
+    static func value(_ name: String) -> String? {
+        guard let p = getenv(name) else { return nil }
+        return Posix.string(fromC: p)
+    }
+
+    static func all() -> [String: String] {
+        var out: [String: String] = [:]
+        for entry in Posix.currentEnvironment() {
+            guard let eq = entry.firstIndex(of: "=") else { continue }
+            out[String(entry[..<eq])] = String(entry[entry.index(after: eq)...])
+        }
+        return out
+    }
+
+    /// Replaces this process with argv (searched on PATH). Returns only on failure.
+    static func exec(_ argv: [String], environment: [String: String]) {
+        for (k, _) in all() where environment[k] == nil { unsetenv(k) }
+        for (k, v) in environment { setenv(k, v, 1) }
+        var cargs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) }
+        cargs.append(nil)
+        execvp(argv[0], cargs)
+    }
+}
+
+enum FileHandleStderr {
+    static func write(_ text: String) {
+        var bytes = Array(text.utf8)
+        _ = Glibc.write(2, &bytes, bytes.count)
+    }
+}
+
+/// A plain text table with aligned columns.
+func table(_ header: [String], _ rows: [[String]]) -> String {
+    var widths = header.map(\.count)
+    for row in rows { for (i, cell) in row.enumerated() where i < widths.count { widths[i] = max(widths[i], cell.count) } }
+    func line(_ cells: [String]) -> String {
+        cells.enumerated().map { i, c in
+            i == cells.count - 1 ? c : c + String(repeating: " ", count: widths[i] - c.count)
+        }.joined(separator: "  ")
+    }
+    return ([line(header)] + rows.map(line)).joined(separator: "\n") + "\n"
+}

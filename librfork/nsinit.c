@@ -1,0 +1,447 @@
+/*
+ * rfork-nsinit: started by rforkd on the target node, once per remote child.
+ * It creates a new PID and mount namespace, becomes its init (PID 1), mounts a fresh /proc, and runs
+ * `criu restore` so the child comes back with the same PID it has on its home node. The descriptors the
+ * child used on its home node are replaced (CRIU --inherit-fd) by pipes and sockets whose other ends it
+ * keeps and relays over its socket to the daemon. It reports the child's stops, continues and end, and
+ * delivers the signals the daemon forwards. The namespace, and everything in it, ends with it.
+ *
+ * usage: rfork-nsinit CTL_FD IMAGE_DIR CRIU PID SOCKET_INODE [CHANNEL:KIND:CRIU_ID ...]
+ */
+#define _GNU_SOURCE
+#include "wire.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/inotify.h>
+#include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static struct rfork_frame frame;
+static unsigned char buf[RFORK_DATA_CHUNK];
+
+struct chan {
+    int kind;
+    int ours;  /* our end, -1 when closed */
+    int child; /* the end the child inherits */
+    char *id;
+    unsigned char *pending; /* input not yet accepted by the child's pipe */
+    size_t plen;
+    int eof_after; /* close ours once pending is written */
+    off_t sent;    /* FILE: what of the memfd has been relayed */
+    int watch;     /* FILE: inotify watch */
+};
+
+static int inotify_fd = -1;
+
+static int ctl;
+static pid_t child;
+static struct chan ch[RFORK_MAX_CHANNELS];
+static int n;
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void send_event(uint32_t kind, int32_t code)
+{
+    unsigned char p[8];
+    memcpy(p, &kind, 4);
+    memcpy(p + 4, &code, 4);
+    rfork_send(ctl, RFORK_MSG_EVENT, p, sizeof p, NULL, 0);
+}
+
+/* Relays what the child appended to a FILE channel's memfd, then frees those pages. */
+static void relay_file(int i)
+{
+    struct stat st;
+    while (ch[i].ours >= 0 && fstat(ch[i].ours, &st) == 0 && st.st_size > ch[i].sent) {
+        size_t want = (size_t)(st.st_size - ch[i].sent);
+        if (want > sizeof buf)
+            want = sizeof buf;
+        ssize_t r = pread(ch[i].ours, buf, want, ch[i].sent);
+        if (r <= 0)
+            break;
+        uint32_t id = (uint32_t)i;
+        rfork_send(ctl, RFORK_MSG_DATA, &id, sizeof id, buf, (size_t)r);
+        fallocate(ch[i].ours, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, ch[i].sent, r);
+        ch[i].sent += r;
+    }
+}
+
+/* Sends what the child wrote and is still in our pipes (called before reporting its end). */
+static void drain_outputs(int final)
+{
+    /* The child is gone: it reads no more, so the stand-in must stop reading for it, and before it
+     * writes the child's last output into pipes it may also hold the read end of. */
+    for (int i = 0; final && i < n; i++) {
+        if (ch[i].ours >= 0 && ch[i].kind == RFORK_CHANNEL_INPUT) {
+            uint32_t id = (uint32_t)i;
+            rfork_send(ctl, RFORK_MSG_EOF, &id, sizeof id, NULL, 0);
+            close(ch[i].ours);
+            ch[i].ours = -1;
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        if (ch[i].ours >= 0 && ch[i].kind == RFORK_CHANNEL_FILE)
+            relay_file(i);
+        if (ch[i].ours < 0 || ch[i].kind == RFORK_CHANNEL_INPUT || ch[i].kind == RFORK_CHANNEL_FILE)
+            continue;
+        for (;;) {
+            ssize_t r = read(ch[i].ours, buf, sizeof buf);
+            if (r > 0) {
+                uint32_t id = (uint32_t)i;
+                rfork_send(ctl, RFORK_MSG_DATA, &id, sizeof id, buf, (size_t)r);
+                continue;
+            }
+            if (r == 0 || (r < 0 && errno != EINTR && errno != EAGAIN) || final) {
+                if (r == 0) {
+                    uint32_t id = (uint32_t)i;
+                    rfork_send(ctl, RFORK_MSG_EOF, &id, sizeof id, NULL, 0);
+                    close(ch[i].ours);
+                    ch[i].ours = -1;
+                }
+            }
+            break;
+        }
+    }
+}
+
+static void flush_input(int i)
+{
+    while (ch[i].plen > 0 && ch[i].ours >= 0) {
+        ssize_t w = write(ch[i].ours, ch[i].pending, ch[i].plen);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN)
+                return;
+            ch[i].plen = 0; /* the child closed its end: drop */
+            break;
+        }
+        memmove(ch[i].pending, ch[i].pending + w, ch[i].plen - (size_t)w);
+        ch[i].plen -= (size_t)w;
+    }
+    if (ch[i].plen == 0 && ch[i].eof_after && ch[i].ours >= 0) {
+        close(ch[i].ours);
+        ch[i].ours = -1;
+    }
+}
+
+static void report_failure(const char *dir, const char *what)
+{
+    char path[4096], line[4096], msg[8192];
+    size_t off = 0;
+    off += (size_t)snprintf(msg, sizeof msg, "%s", what);
+    snprintf(path, sizeof path, "%s/restore.log", dir);
+    FILE *f = fopen(path, "r");
+    if (f) {
+        char last[4096] = "";
+        while (fgets(line, sizeof line, f))
+            if (!last[0] && strstr(line, "Error") && !strstr(line, "RLIMIT_NOFILE") && !strstr(line, "FAILED"))
+                snprintf(last, sizeof last, "%s", line); /* the first real error says why */
+        fclose(f);
+        size_t l = strlen(last);
+        if (l && last[l - 1] == '\n')
+            last[l - 1] = 0;
+        if (l && off < sizeof msg)
+            snprintf(msg + off, sizeof msg - off, ": %s", last);
+    }
+    rfork_send(ctl, RFORK_MSG_FAILED, msg, strlen(msg), NULL, 0);
+}
+
+static int init_main(int argc, char **argv)
+{
+    const char *dir = argv[2], *criu = argv[3];
+    child = (pid_t)atoi(argv[4]);
+    const char *sockino = argv[5];
+
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 || mount("proc", "/proc", "proc", 0, NULL) < 0) {
+        report_failure(dir, "cannot mount /proc in the child's PID namespace");
+        return 1;
+    }
+    setsid();
+
+    /* The replacement for the child's socket to its home daemon: it reads "you are remote" there. */
+    int sp[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, sp) < 0) {
+        report_failure(dir, "socketpair failed");
+        return 1;
+    }
+    fcntl(sp[1], F_SETFD, FD_CLOEXEC);
+    unsigned char verdict = RFORK_VERDICT_REMOTE;
+    rfork_send(sp[1], RFORK_MSG_FORK_REPLY, &verdict, 1, NULL, 0);
+
+    static char inherit[RFORK_MAX_CHANNELS + 1][4200];
+    char *cargv[2 * RFORK_MAX_CHANNELS + 20];
+    int a = 0;
+    cargv[a++] = (char *)criu;
+    cargv[a++] = "restore";
+    cargv[a++] = "-D";
+    cargv[a++] = (char *)dir;
+    cargv[a++] = "-o";
+    cargv[a++] = "restore.log";
+    cargv[a++] = "--shell-job";
+    cargv[a++] = "--restore-detached";
+    cargv[a++] = "--restore-sibling";
+    cargv[a++] = "--skip-file-rwx-check"; /* relayed files are memfds with their own mode */
+    snprintf(inherit[0], sizeof inherit[0], "fd[%d]:socket:[%s]", sp[0], sockino);
+    cargv[a++] = "--inherit-fd";
+    cargv[a++] = inherit[0];
+
+    for (int i = 6; i < argc && n < RFORK_MAX_CHANNELS; i++) {
+        int id, kind, used = 0;
+        unsigned long long offset, size;
+        if (sscanf(argv[i], "%d:%d:%llu:%llu:%n", &id, &kind, &offset, &size, &used) != 4 || id != n || !used) {
+            report_failure(dir, "bad channel argument");
+            return 1;
+        }
+        int p[2];
+        if (kind == RFORK_CHANNEL_FILE) {
+            /* CRIU reopens it through /proc and seeks to the file's offset: a memfd allows both. */
+            int m = memfd_create("rfork-file", 0);
+            if (m < 0 || ftruncate(m, (off_t)size) < 0)
+                return 1;
+            if (inotify_fd < 0)
+                inotify_fd = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+            char self[64];
+            snprintf(self, sizeof self, "/proc/self/fd/%d", m);
+            ch[n] = (struct chan){.kind = kind, .ours = m, .child = m, .id = argv[i] + used, .sent = (off_t)offset};
+            ch[n].watch = inotify_add_watch(inotify_fd, self, IN_MODIFY);
+            snprintf(inherit[n + 1], sizeof inherit[n + 1], "fd[%d]:%s", m, ch[n].id);
+            cargv[a++] = "--inherit-fd";
+            cargv[a++] = inherit[n + 1];
+            n++;
+            continue;
+        } else if (kind == RFORK_CHANNEL_TERMINAL) {
+            if (socketpair(AF_UNIX, SOCK_STREAM, 0, p) < 0)
+                return 1;
+            shutdown(p[0], SHUT_WR); /* terminal input is not relayed: the child reads end of file */
+            ch[n] = (struct chan){.kind = kind, .ours = p[0], .child = p[1], .id = argv[i] + used};
+        } else {
+            if (pipe(p) < 0)
+                return 1;
+            if (kind == RFORK_CHANNEL_INPUT)
+                ch[n] = (struct chan){.kind = kind, .ours = p[1], .child = p[0], .id = argv[i] + used};
+            else
+                ch[n] = (struct chan){.kind = kind, .ours = p[0], .child = p[1], .id = argv[i] + used};
+        }
+        fcntl(ch[n].ours, F_SETFD, FD_CLOEXEC);
+        fcntl(ch[n].ours, F_SETFL, O_NONBLOCK);
+        snprintf(inherit[n + 1], sizeof inherit[n + 1], "fd[%d]:%s", ch[n].child, ch[n].id);
+        cargv[a++] = "--inherit-fd";
+        cargv[a++] = inherit[n + 1];
+        n++;
+    }
+    cargv[a] = NULL;
+
+    sigset_t chld;
+    sigemptyset(&chld);
+    sigaddset(&chld, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &chld, NULL);
+    int sfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
+
+    uint64_t t0 = now_ns();
+    pid_t criu_pid = fork();
+    if (criu_pid == 0) {
+        sigprocmask(SIG_UNBLOCK, &chld, NULL);
+        int devnull = open("/dev/null", O_RDWR);
+        dup2(devnull, 0);
+        dup2(devnull, 1);
+        dup2(devnull, 2);
+        execv(criu, cargv);
+        _exit(127);
+    }
+    close(sp[0]);
+    for (int i = 0; i < n; i++)
+        if (ch[i].child != ch[i].ours)
+            close(ch[i].child);
+    int restored = 0;
+
+    for (;;) {
+        struct pollfd p[RFORK_MAX_CHANNELS + 2];
+        int map[RFORK_MAX_CHANNELS + 2], np = 0;
+        p[np] = (struct pollfd){.fd = ctl, .events = POLLIN};
+        map[np++] = -1;
+        p[np] = (struct pollfd){.fd = sfd, .events = POLLIN};
+        map[np++] = -2;
+        if (inotify_fd >= 0 && restored) {
+            p[np] = (struct pollfd){.fd = inotify_fd, .events = POLLIN};
+            map[np++] = -3;
+        }
+        for (int i = 0; restored && i < n; i++) {
+            if (ch[i].ours < 0 || ch[i].kind == RFORK_CHANNEL_FILE)
+                continue;
+            /* An input pipe is polled even with nothing to write: POLLERR says the child closed its end. */
+            short ev = ch[i].plen ? POLLOUT : 0;
+            if (ch[i].kind != RFORK_CHANNEL_INPUT)
+                ev |= POLLIN;
+            p[np] = (struct pollfd){.fd = ch[i].ours, .events = ev};
+            map[np++] = i;
+        }
+        if (poll(p, (nfds_t)np, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            break;
+        }
+        /* First, input pipes the child no longer reads: the stand-in must stop reading the original end
+         * (else it takes what the parent's other readers should get) before any output is relayed. */
+        for (int k = 0; k < np; k++) {
+            int i = map[k];
+            if (i >= 0 && ch[i].kind == RFORK_CHANNEL_INPUT && (p[k].revents & POLLERR) && ch[i].ours >= 0) {
+                uint32_t id = (uint32_t)i;
+                rfork_send(ctl, RFORK_MSG_EOF, &id, sizeof id, NULL, 0);
+                close(ch[i].ours);
+                ch[i].ours = -1;
+                ch[i].plen = 0;
+                p[k].revents = 0;
+            }
+        }
+        for (int k = 0; k < np; k++) {
+            if (!p[k].revents)
+                continue;
+            if (map[k] == -3) {
+                char ev[4096];
+                while (read(inotify_fd, ev, sizeof ev) > 0) {
+                }
+                for (int i = 0; i < n; i++)
+                    if (ch[i].kind == RFORK_CHANNEL_FILE)
+                        relay_file(i);
+            } else if (map[k] == -2) {
+                struct signalfd_siginfo si;
+                while (read(sfd, &si, sizeof si) > 0) {
+                }
+                for (;;) {
+                    int st;
+                    pid_t w = waitpid(-1, &st, WNOHANG | WUNTRACED | WCONTINUED);
+                    if (w <= 0)
+                        break;
+                    if (w == criu_pid) {
+                        if (WIFEXITED(st) && WEXITSTATUS(st) == 0 && kill(child, 0) == 0) {
+                            uint64_t took = now_ns() - t0;
+                            restored = 1;
+                            close(sp[1]);
+                            rfork_send(ctl, RFORK_MSG_RESTORED, &took, sizeof took, NULL, 0);
+                            for (int i = 0; i < n; i++)
+                                if (ch[i].kind == RFORK_CHANNEL_FILE)
+                                    relay_file(i); /* written before the watch was polled */
+                        } else {
+                            report_failure(dir, "criu restore failed");
+                            return 1;
+                        }
+                    } else if (w == child && restored) { /* before that it is CRIU's half-restored task */
+                        if (WIFSTOPPED(st)) {
+                            send_event(RFORK_EVENT_STOPPED, WSTOPSIG(st));
+                        } else if (WIFCONTINUED(st)) {
+                            send_event(RFORK_EVENT_CONTINUED, 0);
+                        } else {
+                            drain_outputs(1);
+                            if (WIFEXITED(st))
+                                send_event(RFORK_EVENT_EXITED, WEXITSTATUS(st));
+                            else
+                                send_event(RFORK_EVENT_KILLED, WTERMSIG(st));
+                            return 0;
+                        }
+                    }
+                }
+            } else if (map[k] == -1) {
+                int r = rfork_recv(ctl, &frame);
+                if (r <= 0) {
+                    kill(child, SIGKILL); /* the home node is gone: so is the child's parent */
+                    return 1;
+                }
+                uint32_t a = 0;
+                if (frame.len >= 4)
+                    memcpy(&a, frame.data, 4);
+                if (frame.type == RFORK_MSG_SIGNAL) {
+                    kill(child, (int)a);
+                } else if (frame.type == RFORK_MSG_ABORT) {
+                    kill(child, SIGKILL);
+                    return 1;
+                } else if (frame.type == RFORK_MSG_DATA && a < (uint32_t)n && ch[a].ours >= 0 &&
+                           ch[a].kind == RFORK_CHANNEL_INPUT) {
+                    size_t len = frame.len - 4;
+                    unsigned char *grown = realloc(ch[a].pending, ch[a].plen + len);
+                    if (grown) {
+                        ch[a].pending = grown;
+                        memcpy(grown + ch[a].plen, frame.data + 4, len);
+                        ch[a].plen += len;
+                        if (restored)
+                            flush_input((int)a);
+                    }
+                } else if (frame.type == RFORK_MSG_EOF && a < (uint32_t)n && ch[a].ours >= 0) {
+                    if (ch[a].kind == RFORK_CHANNEL_INPUT) {
+                        ch[a].eof_after = 1;
+                        flush_input((int)a);
+                    } else {
+                        close(ch[a].ours); /* the home reader is gone: remote writers get EPIPE */
+                        ch[a].ours = -1;
+                    }
+                }
+            } else {
+                int i = map[k];
+                if (p[k].revents & POLLOUT)
+                    flush_input(i);
+                if (ch[i].kind == RFORK_CHANNEL_INPUT || ch[i].ours < 0 || !(p[k].revents & (POLLIN | POLLHUP | POLLERR)))
+                    continue;
+                ssize_t r = read(ch[i].ours, buf, sizeof buf);
+                if (r < 0 && (errno == EINTR || errno == EAGAIN))
+                    continue;
+                uint32_t id = (uint32_t)i;
+                if (r > 0) {
+                    rfork_send(ctl, RFORK_MSG_DATA, &id, sizeof id, buf, (size_t)r);
+                } else {
+                    rfork_send(ctl, RFORK_MSG_EOF, &id, sizeof id, NULL, 0);
+                    close(ch[i].ours);
+                    ch[i].ours = -1;
+                }
+            }
+        }
+    }
+    kill(child, SIGKILL);
+    return 1;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 6) {
+        fprintf(stderr, "rfork-nsinit: started by hand; it is run by rforkd\n");
+        return 2;
+    }
+    ctl = atoi(argv[1]);
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (unshare(CLONE_NEWPID | CLONE_NEWNS) < 0) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "cannot create a PID namespace: %s", strerror(errno));
+        rfork_send(ctl, RFORK_MSG_FAILED, msg, strlen(msg), NULL, 0);
+        return 1;
+    }
+    pid_t init = fork();
+    if (init < 0)
+        return 1;
+    if (init == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        _exit(init_main(argc, argv));
+    }
+    close(ctl);
+    int st;
+    while (waitpid(init, &st, 0) < 0 && errno == EINTR) {
+    }
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 1;
+}

@@ -1,0 +1,182 @@
+/*
+ * rfork-standin: what the local copy of a remotely running child becomes (exec'd by librfork).
+ * It keeps the child's PID, its place in the parent's process tree and the descriptors the remote
+ * child uses, and relays them over its socket to the node daemon:
+ *   - data read from input channels goes out, data for output channels is written to them;
+ *   - every signal it receives is forwarded to the remote child;
+ *   - when the remote child stops it stops itself; when it ends, the stand-in ends the same way, so
+ *     the parent's wait() sees the exact status.
+ *
+ * usage: rfork-standin CTL_FD SESSION [CHANNEL:FD:KIND ...]     (all signals already blocked)
+ */
+#define _GNU_SOURCE
+#include "wire.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+static struct rfork_frame frame;
+static unsigned char buf[RFORK_DATA_CHUNK];
+
+struct chan {
+    int fd;
+    int kind;
+};
+
+static void die_like(int kind, int code)
+{
+    if (kind == RFORK_EVENT_EXITED)
+        _exit(code & 0xff);
+    /* End by the same signal, without a core file of our own. */
+    struct rlimit none = {0, 0};
+    setrlimit(RLIMIT_CORE, &none);
+    signal(code, SIG_DFL);
+    sigset_t one;
+    sigemptyset(&one);
+    sigaddset(&one, code);
+    kill(getpid(), code);
+    sigprocmask(SIG_UNBLOCK, &one, NULL);
+    kill(getpid(), SIGKILL);
+    _exit(128 + code);
+}
+
+static void stop_like(int sig)
+{
+    if (sig == SIGSTOP || sig <= 0 || sig >= NSIG) {
+        kill(getpid(), SIGSTOP);
+        return;
+    }
+    /* Stop with the same signal so the parent's WSTOPSIG matches. */
+    struct sigaction dfl = {.sa_handler = SIG_DFL}, old;
+    sigaction(sig, &dfl, &old);
+    sigset_t one;
+    sigemptyset(&one);
+    sigaddset(&one, sig);
+    kill(getpid(), sig);
+    sigprocmask(SIG_UNBLOCK, &one, NULL);
+    sigprocmask(SIG_BLOCK, &one, NULL);
+    sigaction(sig, &old, NULL);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 3) {
+        fprintf(stderr, "rfork-standin: started by hand; it is run by librfork\n");
+        return 2;
+    }
+    int ctl = atoi(argv[1]);
+    struct chan ch[RFORK_MAX_CHANNELS];
+    int n = 0;
+    for (int i = 3; i < argc && n < RFORK_MAX_CHANNELS; i++) {
+        int id, fd, kind;
+        if (sscanf(argv[i], "%d:%d:%d", &id, &fd, &kind) != 3 || id != n)
+            return 2;
+        ch[n].fd = fd;
+        ch[n].kind = kind;
+        n++;
+    }
+    signal(SIGPIPE, SIG_IGN); /* a closed reader shows as EPIPE on our writes */
+    int readable[RFORK_MAX_CHANNELS];
+    for (int i = 0; i < n; i++)
+        readable[i] = ch[i].kind == RFORK_CHANNEL_INPUT;
+    sigset_t all;
+    sigfillset(&all);
+    sigdelset(&all, SIGPIPE);
+    sigprocmask(SIG_SETMASK, &all, NULL);
+    int sfd = signalfd(-1, &all, SFD_CLOEXEC);
+
+    for (;;) {
+        struct pollfd p[RFORK_MAX_CHANNELS + 2];
+        int map[RFORK_MAX_CHANNELS + 2], np = 0;
+        p[np] = (struct pollfd){.fd = ctl, .events = POLLIN};
+        map[np++] = -1;
+        p[np] = (struct pollfd){.fd = sfd, .events = POLLIN};
+        map[np++] = -2;
+        for (int i = 0; i < n; i++) {
+            if (ch[i].fd >= 0 && readable[i]) {
+                p[np] = (struct pollfd){.fd = ch[i].fd, .events = POLLIN};
+                map[np++] = i;
+            }
+        }
+        if (poll(p, (nfds_t)np, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            break;
+        }
+        for (int k = 0; k < np; k++) {
+            if (!p[k].revents)
+                continue;
+            if (map[k] == -2) {
+                struct signalfd_siginfo si;
+                if (read(sfd, &si, sizeof si) == (ssize_t)sizeof si) {
+                    uint32_t sig = si.ssi_signo;
+                    if (rfork_send(ctl, RFORK_MSG_SIGNAL, &sig, sizeof sig, NULL, 0) < 0)
+                        goto lost;
+                }
+            } else if (map[k] >= 0) {
+                int i = map[k];
+                ssize_t r = read(ch[i].fd, buf, sizeof buf);
+                if (r < 0 && (errno == EINTR || errno == EAGAIN))
+                    continue;
+                uint32_t id = (uint32_t)i;
+                if (r > 0) {
+                    if (rfork_send(ctl, RFORK_MSG_DATA, &id, sizeof id, buf, (size_t)r) < 0)
+                        goto lost;
+                } else {
+                    readable[i] = 0;
+                    close(ch[i].fd);
+                    ch[i].fd = -1;
+                    if (rfork_send(ctl, RFORK_MSG_EOF, &id, sizeof id, NULL, 0) < 0)
+                        goto lost;
+                }
+            } else {
+                int r = rfork_recv(ctl, &frame);
+                if (r <= 0)
+                    goto lost;
+                uint32_t a = 0;
+                int32_t code = 0;
+                if (frame.len >= 4)
+                    memcpy(&a, frame.data, 4);
+                switch (frame.type) {
+                case RFORK_MSG_DATA:
+                    if (a < (uint32_t)n && ch[a].fd >= 0 && rfork_write_all(ch[a].fd, frame.data + 4, frame.len - 4) < 0 &&
+                        errno != EBADF) { /* EBADF: a read-only file; what the child writes there is lost, as it would be */
+                        close(ch[a].fd); /* the reader is gone; the remote writer sees end of stream */
+                        ch[a].fd = -1;
+                        uint32_t id = a;
+                        rfork_send(ctl, RFORK_MSG_EOF, &id, sizeof id, NULL, 0);
+                    }
+                    break;
+                case RFORK_MSG_EOF:
+                    if (a < (uint32_t)n && ch[a].fd >= 0) {
+                        close(ch[a].fd);
+                        ch[a].fd = -1;
+                    }
+                    break;
+                case RFORK_MSG_EVENT:
+                    if (frame.len >= 8)
+                        memcpy(&code, frame.data + 4, 4);
+                    if (a == RFORK_EVENT_EXITED || a == RFORK_EVENT_KILLED)
+                        die_like((int)a, code);
+                    else if (a == RFORK_EVENT_STOPPED)
+                        stop_like(code);
+                    break;
+                default:
+                    break;
+                }
+            }
+        }
+    }
+lost:
+    /* The daemon is gone, and with it the only way to the remote child: the child is lost. */
+    fprintf(stderr, "rfork: lost the link to the remote child %d; reporting it killed\n", getpid());
+    die_like(RFORK_EVENT_KILLED, SIGKILL);
+    return 1;
+}

@@ -1,0 +1,69 @@
+/*
+ * Local frames: what librfork, the stand-in and the namespace init say to the node daemon over
+ * unix sockets on one node. The Swift side mirrors every constant in
+ * Sources/RforkWire/LocalFrame.swift; change both together.
+ *
+ * A frame is a 4-byte length (host byte order) of what follows, a 1-byte type, then the payload.
+ */
+#ifndef RFORK_WIRE_H
+#define RFORK_WIRE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define RFORK_FRAME_MAX (1u << 20)     /* largest body a frame may carry */
+#define RFORK_DATA_CHUNK (64u * 1024u) /* largest data payload a helper sends at once */
+
+enum rfork_msg {
+    RFORK_MSG_FORK_REQUEST = 1, /* library -> daemon: text lines "key value" (see rfork.c) */
+    RFORK_MSG_FORK_REPLY = 2,   /* daemon -> library: verdict byte, then text */
+    RFORK_MSG_DATA = 3,         /* u32 channel, bytes */
+    RFORK_MSG_EOF = 4,          /* u32 channel */
+    RFORK_MSG_SIGNAL = 5,       /* u32 signal number: stand-in -> daemon -> namespace init */
+    RFORK_MSG_EVENT = 6,        /* u32 kind, i32 code: namespace init -> daemon -> stand-in */
+    RFORK_MSG_RESTORED = 7,     /* namespace init -> daemon: u64 restore nanoseconds */
+    RFORK_MSG_FAILED = 8,       /* namespace init -> daemon: text reason */
+    RFORK_MSG_QUERY = 9,        /* CLI -> daemon: text query ("nodes", "ps") */
+    RFORK_MSG_ANSWER = 10,      /* daemon -> CLI: JSON text */
+    RFORK_MSG_ABORT = 11,       /* daemon -> namespace init: kill the child and leave */
+};
+
+/* Verdicts in a FORK_REPLY. */
+#define RFORK_VERDICT_LOCAL 'L'   /* run here as a plain child; text = reason when placement failed */
+#define RFORK_VERDICT_STANDIN 'S' /* the child runs remotely: become its stand-in; text = session */
+#define RFORK_VERDICT_REMOTE 'R'  /* you are the restored copy on the target node */
+
+/* Channel kinds, also in proto/peer.proto (ChannelKind). */
+enum rfork_channel_kind {
+    RFORK_CHANNEL_INPUT = 1,    /* the child reads it */
+    RFORK_CHANNEL_OUTPUT = 2,   /* the child writes it */
+    RFORK_CHANNEL_TERMINAL = 3, /* a terminal: output relayed, input reads end of file */
+    RFORK_CHANNEL_FILE = 4,     /* a regular file the child writes: a memfd on the target, growth relayed */
+};
+
+/* Event kinds, also in proto/peer.proto (ChildEvent.Kind). */
+enum rfork_event_kind {
+    RFORK_EVENT_EXITED = 1,
+    RFORK_EVENT_KILLED = 2,
+    RFORK_EVENT_STOPPED = 3,
+    RFORK_EVENT_CONTINUED = 4,
+};
+
+#define RFORK_MAX_CHANNELS 64
+
+/* A received frame; data points into buf. */
+struct rfork_frame {
+    uint8_t type;
+    uint32_t len; /* payload length */
+    unsigned char *data;
+    unsigned char buf[RFORK_FRAME_MAX];
+};
+
+/* Sends one frame made of a header and two payload pieces (either may be empty). 0 or -1/errno. */
+int rfork_send(int fd, uint8_t type, const void *a, size_t alen, const void *b, size_t blen);
+/* Reads one whole frame (blocking). 1 on a frame, 0 on clean end of stream, -1/errno on error. */
+int rfork_recv(int fd, struct rfork_frame *f);
+/* Writes everything, retrying on EINTR and short writes. 0 or -1/errno. */
+int rfork_write_all(int fd, const void *p, size_t n);
+
+#endif
