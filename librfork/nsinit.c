@@ -41,7 +41,7 @@ struct chan {
     unsigned char *pending; /* input not yet accepted by the child's pipe */
     size_t plen;
     int eof_after; /* close ours once pending is written */
-    off_t sent;    /* FILE: what of the memfd has been relayed */
+    off_t sent;    /* FILE: how much of the memfd has been relayed */
     int watch;     /* FILE: inotify watch */
 };
 
@@ -157,6 +157,8 @@ static void report_failure(const char *dir, const char *what)
             if (!last[0] && strstr(line, "Error") && !strstr(line, "RLIMIT_NOFILE") && !strstr(line, "FAILED"))
                 snprintf(last, sizeof last, "%s", line); /* the first real error says why */
         fclose(f);
+        if (!last[0] && line[0]) /* no error line: the log's last line says most */
+            snprintf(last, sizeof last, "%s", line);
         size_t l = strlen(last);
         if (l && last[l - 1] == '\n')
             last[l - 1] = 0;
@@ -200,29 +202,28 @@ static int init_main(int argc, char **argv)
     cargv[a++] = "--shell-job";
     cargv[a++] = "--restore-detached";
     cargv[a++] = "--restore-sibling";
-    cargv[a++] = "--skip-file-rwx-check"; /* relayed files are memfds with their own mode */
     snprintf(inherit[0], sizeof inherit[0], "fd[%d]:socket:[%s]", sp[0], sockino);
     cargv[a++] = "--inherit-fd";
     cargv[a++] = inherit[0];
 
     for (int i = 6; i < argc && n < RFORK_MAX_CHANNELS; i++) {
         int id, kind, used = 0;
-        unsigned long long offset, size;
-        if (sscanf(argv[i], "%d:%d:%llu:%llu:%n", &id, &kind, &offset, &size, &used) != 4 || id != n || !used) {
+        if (sscanf(argv[i], "%d:%d:%n", &id, &kind, &used) != 2 || id != n || !used) {
             report_failure(dir, "bad channel argument");
             return 1;
         }
         int p[2];
         if (kind == RFORK_CHANNEL_FILE) {
-            /* CRIU reopens it through /proc and seeks to the file's offset: a memfd allows both. */
+            /* CRIU reopens it through /proc (a pipe would do for that, a socket would not); the child's
+             * writes land in the memfd from offset 0 and its growth is relayed. */
             int m = memfd_create("rfork-file", 0);
-            if (m < 0 || ftruncate(m, (off_t)size) < 0)
+            if (m < 0)
                 return 1;
             if (inotify_fd < 0)
                 inotify_fd = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
             char self[64];
             snprintf(self, sizeof self, "/proc/self/fd/%d", m);
-            ch[n] = (struct chan){.kind = kind, .ours = m, .child = m, .id = argv[i] + used, .sent = (off_t)offset};
+            ch[n] = (struct chan){.kind = kind, .ours = m, .child = m, .id = argv[i] + used};
             ch[n].watch = inotify_add_watch(inotify_fd, self, IN_MODIFY);
             snprintf(inherit[n + 1], sizeof inherit[n + 1], "fd[%d]:%s", m, ch[n].id);
             cargv[a++] = "--inherit-fd";
@@ -272,7 +273,7 @@ static int init_main(int argc, char **argv)
     for (int i = 0; i < n; i++)
         if (ch[i].child != ch[i].ours)
             close(ch[i].child);
-    int restored = 0;
+    int restored = 0, early = 0, early_status = 0; /* the child may end before CRIU's exit is seen */
 
     for (;;) {
         struct pollfd p[RFORK_MAX_CHANNELS + 2];
@@ -333,7 +334,7 @@ static int init_main(int argc, char **argv)
                     if (w <= 0)
                         break;
                     if (w == criu_pid) {
-                        if (WIFEXITED(st) && WEXITSTATUS(st) == 0 && kill(child, 0) == 0) {
+                        if (WIFEXITED(st) && WEXITSTATUS(st) == 0 && (early || kill(child, 0) == 0)) {
                             uint64_t took = now_ns() - t0;
                             restored = 1;
                             close(sp[1]);
@@ -341,11 +342,26 @@ static int init_main(int argc, char **argv)
                             for (int i = 0; i < n; i++)
                                 if (ch[i].kind == RFORK_CHANNEL_FILE)
                                     relay_file(i); /* written before the watch was polled */
+                            if (early) {
+                                drain_outputs(1);
+                                if (WIFEXITED(early_status))
+                                    send_event(RFORK_EVENT_EXITED, WEXITSTATUS(early_status));
+                                else
+                                    send_event(RFORK_EVENT_KILLED, WTERMSIG(early_status));
+                                return 0;
+                            }
                         } else {
                             report_failure(dir, "criu restore failed");
                             return 1;
                         }
-                    } else if (w == child && restored) { /* before that it is CRIU's half-restored task */
+                    } else if (w == child && !restored) {
+                        /* Ended before CRIU's exit was reaped: kept, and reported only if CRIU succeeded
+                         * (otherwise it was CRIU's half-restored task). */
+                        if (!WIFSTOPPED(st) && !WIFCONTINUED(st)) {
+                            early = 1;
+                            early_status = st;
+                        }
+                    } else if (w == child) {
                         if (WIFSTOPPED(st)) {
                             send_event(RFORK_EVENT_STOPPED, WSTOPSIG(st));
                         } else if (WIFCONTINUED(st)) {

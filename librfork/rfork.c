@@ -13,6 +13,7 @@
  */
 #define _GNU_SOURCE
 #include "include/rfork.h"
+#include "internal.h"
 #include "wire.h"
 
 #include <dirent.h>
@@ -65,7 +66,6 @@ static void say(const char *fmt, ...)
 struct channel {
     int fd;
     int kind;
-    unsigned long long offset, size;
     char id[PATH_MAX + 16];
 };
 
@@ -99,7 +99,10 @@ static int mount_id(int fd)
     return m ? atoi(m + 7) : -1;
 }
 
-/* Finds the descriptors the remote child needs relayed: pipes, terminals and writable files. */
+static char unmovable[2 * PATH_MAX]; /* why the child cannot leave, when collect_channels says so */
+
+/* Finds the descriptors the remote child needs relayed: pipes, terminals and writable files.
+ * Returns -2 (reason in unmovable) when the child holds something that cannot follow it. */
 static int collect_channels(int ctl, struct channel *ch, int max)
 {
     int n = 0;
@@ -137,16 +140,19 @@ static int collect_channels(int ctl, struct channel *ch, int max)
             /* A file the child writes is relayed: the remote node may not see the same mount, and a file
              * that grows between dump and restore would make CRIU refuse it. */
             c.kind = RFORK_CHANNEL_FILE;
-            off_t pos = lseek(fd, 0, SEEK_CUR);
-            c.size = (unsigned long long)st.st_size;
-            c.offset = (fcntl(fd, F_GETFL) & O_APPEND) || pos < 0 ? c.size : (unsigned long long)pos;
             int mnt = mount_id(fd);
             if (mnt < 0)
                 continue;
             /* CRIU's name for a file marked external at dump (--external) and supplied at restore. */
             snprintf(c.id, sizeof c.id, "file[%x:%lx]", (unsigned)mnt, (unsigned long)st.st_ino);
+        } else if (S_ISSOCK(st.st_mode)) {
+            /* Its peer stays here: a moved copy would hold a dead connection. */
+            snprintf(unmovable, sizeof unmovable, "the child holds a socket (descriptor %d, %s), which rfork cannot move yet",
+                     fd, link);
+            closedir(d);
+            return -2;
         } else {
-            continue; /* left to CRIU (read-only files, devices, sockets...), which restores or refuses it */
+            continue; /* left to CRIU (read-only files, devices...), which restores or refuses it */
         }
         int dup = 0;
         for (int i = 0; i < n; i++)
@@ -165,6 +171,7 @@ static int collect_channels(int ctl, struct channel *ch, int max)
     return n;
 }
 
+unsigned long long rfork_now_ns(void);
 static uint64_t now_ns(void)
 {
     struct timespec ts;
@@ -241,7 +248,7 @@ static void become_standin(int ctl, struct channel *ch, int n, const char *sessi
 }
 
 /* Runs in the child right after the real fork. Returns to continue as the (local or remote) child. */
-static void place_child(const char *node, uint64_t t0)
+void rfork_place_child(const char *node, unsigned long long t0)
 {
     const char *sock = getenv("RFORK_SOCKET");
     if ((!sock || !*sock) && node && *node)
@@ -270,6 +277,10 @@ static void place_child(const char *node, uint64_t t0)
 
     static struct channel ch[RFORK_MAX_CHANNELS];
     int n = collect_channels(ctl, ch, RFORK_MAX_CHANNELS);
+    if (n == -2) {
+        say("rfork: %s; child %d runs locally\n", unmovable, getpid());
+        goto local;
+    }
     if (n < 0) {
         say("rfork: cannot list the child's descriptors (%s); child %d runs locally\n", strerror(errno), getpid());
         goto local;
@@ -282,8 +293,7 @@ static void place_child(const char *node, uint64_t t0)
                      (unsigned)getuid(), (unsigned long)st.st_ino, policy && *policy ? policy : "-",
                      node && *node ? node : "-", (unsigned long long)t0);
     for (int i = 0; i < n && !bad; i++)
-        bad = append(req, sizeof req, &off, "ch %d %d %llu %llu %s\n", i, ch[i].kind, ch[i].offset, ch[i].size,
-                     ch[i].id);
+        bad = append(req, sizeof req, &off, "ch %d %d %s\n", i, ch[i].kind, ch[i].id);
     if (bad || rfork_send(ctl, RFORK_MSG_FORK_REQUEST, req, off, NULL, 0) < 0) {
         say("rfork: cannot send the placement request (%s); child %d runs locally\n", strerror(errno), getpid());
         goto local;
@@ -300,6 +310,7 @@ static void place_child(const char *node, uint64_t t0)
         break; /* not reached */
     case RFORK_VERDICT_REMOTE:
         is_remote = 1;
+        setenv("RFORK_REMOTE", "1", 1);
         break;
     default:
         if (reply.len > 1)
@@ -313,7 +324,25 @@ local:
     sigprocmask(SIG_SETMASK, &old, NULL);
 }
 
-static pid_t do_fork(const char *node, int allow_remote)
+unsigned long long rfork_now_ns(void) { return now_ns(); }
+
+int rfork_placement_wanted(void)
+{
+    const char *sock = getenv("RFORK_SOCKET"), *policy = getenv("RFORK_POLICY");
+    if (is_remote || !sock || !*sock)
+        return 0;
+    const char *node = getenv("RFORK_NODE");
+    return (node && *node) || !policy || strcmp(policy, "local") != 0;
+}
+
+/* A process exec'd by a remote child is remote too: it forks on its own node. */
+__attribute__((constructor)) static void rfork_init(void)
+{
+    const char *r = getenv("RFORK_REMOTE");
+    is_remote = r && *r == '1';
+}
+
+pid_t rfork_do_fork(const char *node, int allow_remote)
 {
     if (depth > 0)
         return real_fork();
@@ -321,14 +350,14 @@ static pid_t do_fork(const char *node, int allow_remote)
     uint64_t t0 = now_ns();
     pid_t pid = real_fork();
     if (pid == 0 && allow_remote)
-        place_child(node, t0);
+        rfork_place_child(node, t0);
     depth--;
     return pid;
 }
 
-EXPORT pid_t fork(void) { return do_fork(NULL, 1); }
-EXPORT pid_t __fork(void) { return do_fork(NULL, 1); }
-EXPORT pid_t __libc_fork(void) { return do_fork(NULL, 1); }
-EXPORT pid_t rfork_on(const char *node) { return do_fork(node, 1); }
-EXPORT pid_t rfork_local(void) { return do_fork(NULL, 0); }
+EXPORT pid_t fork(void) { return rfork_do_fork(NULL, 1); }
+EXPORT pid_t __fork(void) { return rfork_do_fork(NULL, 1); }
+EXPORT pid_t __libc_fork(void) { return rfork_do_fork(NULL, 1); }
+EXPORT pid_t rfork_on(const char *node) { return rfork_do_fork(node, 1); }
+EXPORT pid_t rfork_local(void) { return rfork_do_fork(NULL, 0); }
 EXPORT int rfork_is_remote(void) { return is_remote; }

@@ -2,8 +2,8 @@
 # Installs what rfork needs on a Debian bookworm machine, idempotently:
 #  - Debian build dependencies (for CRIU and rfork itself),
 #  - CRIU >= 4.1 built from Debian trixie's source tarball (bookworm's 3.17 fails on new kernels),
-#    with its kernel-feature cache (RUNDIR) on a tmpfs and scripts/criu-pipe-ends.patch applied
-#    (lets a restore give the two ends of one pipe different descriptors; marked "GitID: rfork-pipe-ends"),
+#    with its kernel-feature cache (RUNDIR) on a tmpfs and scripts/criu-rfork.patch applied
+#    (directional pipe ends for --inherit-fd; external files keep no size, mode or position; marked "GitID: rfork-2"),
 #  - kernel settings (pipe-max-size for post-copy).
 # Re-running it does nothing when everything is already in place.
 set -euo pipefail
@@ -11,7 +11,7 @@ set -euo pipefail
 CRIU_PREFIX=${CRIU_PREFIX:-/usr/local}
 CRIU_RUNDIR=${CRIU_RUNDIR:-/dev/shm/criu}       # must be on tmpfs: CRIU caches kernel features there
 WORK=${RFORK_SETUP_WORK:-/var/cache/rfork-setup}
-CRIU_MARK=rfork-pipe-ends
+CRIU_MARK=rfork-2
 HERE=$(cd "$(dirname "$0")" && pwd)
 log() { printf 'setup: %s\n' "$*" >&2; }
 
@@ -55,7 +55,7 @@ SRC
     tarball=$(ls "$WORK"/src/criu_*.orig.tar.* | sort -V | tail -n 1)
     rm -rf "$WORK/build" && mkdir -p "$WORK/build"
     tar -xf "$tarball" -C "$WORK/build" --strip-components=1
-    patch -d "$WORK/build" -p1 -s < "$HERE/criu-pipe-ends.patch"
+    patch -d "$WORK/build" -p1 -s < "$HERE/criu-rfork.patch"
     make -C "$WORK/build" -j"$(nproc)" RUNDIR="$CRIU_RUNDIR" GITID="$CRIU_MARK" criu >"$WORK/build.log" 2>&1 || {
         tail -n 30 "$WORK/build.log" >&2
         echo "setup: CRIU build failed; full log in $WORK/build.log" >&2

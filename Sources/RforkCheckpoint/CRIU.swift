@@ -22,8 +22,8 @@ public struct CRIU: Sendable {
         return "criu"
     }
 
-    /// The mark `make setup` gives the CRIU it builds with scripts/criu-pipe-ends.patch.
-    public static let requiredMark = "rfork-pipe-ends"
+    /// The mark `make setup` gives the CRIU it builds with scripts/criu-rfork.patch.
+    public static let requiredMark = "rfork-2"
 
     /// Checks that the configured CRIU runs and carries rfork's patch.
     public func check() throws(CheckpointError) {

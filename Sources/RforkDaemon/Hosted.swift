@@ -102,7 +102,7 @@ extension Node {
                 "rfork-nsinit", "3", dir, criu.configuration.path, String(request.pid),
                 String(request.controlSocketInode),
             ]
-            for c in request.channels { args.append("\(c.id):\(c.kind.rawValue):\(c.offset):\(c.size):\(c.criuID)") }
+            for c in request.channels { args.append("\(c.id):\(c.kind.rawValue):\(c.criuID)") }
             let nsinit = config.resolvedHelperDirectory + "/rfork-nsinit"
             let pid = try Posix.spawn(nsinit, args, descriptors: [devnull, devnull, 2, theirs])
             session.helperPID = pid

@@ -103,8 +103,6 @@ final class Node: @unchecked Sendable {
                 ch.id = c.id
                 ch.kind = Rfork_Wire_V1_ChannelKind(rawValue: Int(c.kind.rawValue)) ?? .unspecified
                 ch.criuID = c.criuID
-                ch.offset = c.offset
-                ch.size = c.size
                 return ch
             }
             for name in Posix.listDirectory(dir) where name.hasSuffix(".img") {
@@ -226,6 +224,15 @@ final class Node: @unchecked Sendable {
         case .childEvent(let event):
             guard let session = homeSessions[event.session], session.state == .running else { return }
             let kind = UInt32(event.kind.rawValue)
+            if event.kind == .stopped {
+                session.remoteStopped = true
+                if session.expectRemoteStop {
+                    // The echo of a SIGSTOP this daemon forwarded because the stand-in was stopped.
+                    session.expectRemoteStop = false
+                    return
+                }
+            }
+            if event.kind == .continued { session.remoteStopped = false }
             if event.kind == .exited || event.kind == .killed {
                 session.ended = true
                 homeSessions[event.session] = nil
@@ -278,7 +285,8 @@ final class Node: @unchecked Sendable {
     func tick(count: Int) {
         for session in homeSessions.values where session.state == .running {
             let stopped = Posix.processState(session.pid) == "T"
-            if stopped && !session.standInStopped {
+            if stopped && !session.standInStopped && !session.remoteStopped {
+                session.expectRemoteStop = true
                 var signal = Rfork_Wire_V1_Signal()
                 signal.session = session.id
                 signal.signo = UInt32(SIGSTOP)
@@ -314,6 +322,8 @@ final class HomeSession: @unchecked Sendable {  // confined to Node.loop
     var state: State = .dumping
     var ended = false
     var standInStopped = false
+    var remoteStopped = false
+    var expectRemoteStop = false  // a SIGSTOP was forwarded for a stopped stand-in; its STOPPED echo is not news
     var dumpNanoseconds: UInt64 = 0
     var restoreNanoseconds: UInt64 = 0
     var sentAt: UInt64 = 0

@@ -157,16 +157,10 @@ public struct LocalForkRequest: Sendable, Equatable {
         public var id: UInt32
         public var kind: ChannelKindCode
         public var criuID: String
-        /// For `.file`: where the child's next write lands.
-        public var offset: UInt64
-        /// For `.file`: its size at the fork.
-        public var size: UInt64
-        public init(id: UInt32, kind: ChannelKindCode, criuID: String, offset: UInt64 = 0, size: UInt64 = 0) {
+        public init(id: UInt32, kind: ChannelKindCode, criuID: String) {
             self.id = id
             self.kind = kind
             self.criuID = criuID
-            self.offset = offset
-            self.size = size
         }
     }
 
@@ -198,14 +192,13 @@ public struct LocalForkRequest: Sendable, Equatable {
             let parts = line.split(separator: " ", maxSplits: 1)
             guard parts.count == 2 else { throw LocalWireError("malformed request line '\(line)'") }
             if parts[0] == "ch" {
-                let c = parts[1].split(separator: " ", maxSplits: 4)
-                guard c.count == 5, let id = UInt32(c[0]), let raw = UInt32(c[1]),
-                    let kind = ChannelKindCode(rawValue: raw), let offset = UInt64(c[2]), let size = UInt64(c[3]),
-                    !c[4].isEmpty
+                let c = parts[1].split(separator: " ", maxSplits: 2)
+                guard c.count == 3, let id = UInt32(c[0]), let raw = UInt32(c[1]),
+                    let kind = ChannelKindCode(rawValue: raw), !c[2].isEmpty
                 else { throw LocalWireError("malformed channel line '\(line)'") }
                 guard id == channels.count else { throw LocalWireError("channel \(id) out of order") }
                 guard channels.count < LocalWire.maxChannels else { throw LocalWireError("too many channels") }
-                channels.append(Channel(id: id, kind: kind, criuID: String(c[4]), offset: offset, size: size))
+                channels.append(Channel(id: id, kind: kind, criuID: String(c[2])))
             } else {
                 fields[String(parts[0])] = String(parts[1])
             }
@@ -231,7 +224,7 @@ public struct LocalForkRequest: Sendable, Equatable {
     public var text: String {
         var s = "pid \(pid)\nuid \(uid)\nsock \(socketInode)\npolicy \(policy ?? "-")\nnode \(node ?? "-")\n"
         s += "t0 \(forkStartedNanoseconds)\n"
-        for c in channels { s += "ch \(c.id) \(c.kind.rawValue) \(c.offset) \(c.size) \(c.criuID)\n" }
+        for c in channels { s += "ch \(c.id) \(c.kind.rawValue) \(c.criuID)\n" }
         return s
     }
 }

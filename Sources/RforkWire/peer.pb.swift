@@ -117,12 +117,6 @@ public nonisolated struct Rfork_Wire_V1_Channel: Sendable {
   /// CRIU's name for the resource in the image, e.g. "pipe:[1234]"
   public var criuID: String = String()
 
-  /// FILE: where the child's next write lands
-  public var offset: UInt64 = 0
-
-  /// FILE: the file's size at the fork (CRIU checks it on restore)
-  public var size: UInt64 = 0
-
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -482,7 +476,7 @@ nonisolated extension Rfork_Wire_V1_Hello: SwiftProtobuf.Message, SwiftProtobuf.
 
 nonisolated extension Rfork_Wire_V1_Channel: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Channel"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}kind\0\u{3}criu_id\0\u{1}offset\0\u{1}size\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}kind\0\u{3}criu_id\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -493,8 +487,6 @@ nonisolated extension Rfork_Wire_V1_Channel: SwiftProtobuf.Message, SwiftProtobu
       case 1: try { try decoder.decodeSingularUInt32Field(value: &self.id) }()
       case 2: try { try decoder.decodeSingularEnumField(value: &self.kind) }()
       case 3: try { try decoder.decodeSingularStringField(value: &self.criuID) }()
-      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.offset) }()
-      case 5: try { try decoder.decodeSingularUInt64Field(value: &self.size) }()
       default: break
       }
     }
@@ -510,12 +502,6 @@ nonisolated extension Rfork_Wire_V1_Channel: SwiftProtobuf.Message, SwiftProtobu
     if !self.criuID.isEmpty {
       try visitor.visitSingularStringField(value: self.criuID, fieldNumber: 3)
     }
-    if self.offset != 0 {
-      try visitor.visitSingularUInt64Field(value: self.offset, fieldNumber: 4)
-    }
-    if self.size != 0 {
-      try visitor.visitSingularUInt64Field(value: self.size, fieldNumber: 5)
-    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -523,8 +509,6 @@ nonisolated extension Rfork_Wire_V1_Channel: SwiftProtobuf.Message, SwiftProtobu
     if lhs.id != rhs.id {return false}
     if lhs.kind != rhs.kind {return false}
     if lhs.criuID != rhs.criuID {return false}
-    if lhs.offset != rhs.offset {return false}
-    if lhs.size != rhs.size {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -43,10 +43,7 @@ extension Rfork {
             env["RFORK_SOCKET"] = daemon.resolvedSocket
             env["RFORK_POLICY"] = (policy ?? .default).rawValue
             if let node { env["RFORK_NODE"] = node } else { env["RFORK_NODE"] = nil }
-            if !Posix.fileExists(daemon.resolvedSocket) {
-                FileHandleStderr.write(
-                    "rfork: no rforkd at \(daemon.resolvedSocket); children run locally\n")
-            }
+            // No daemon is not an error here: each child that cannot be placed says so on stderr.
             ProcessEnvironment.exec(argv, environment: env)
             throw ValidationError("cannot run \(argv[0]): \(Posix.errorText(errno))")
         }

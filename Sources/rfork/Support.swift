@@ -22,6 +22,11 @@ enum ProcessEnvironment {
         for (k, v) in environment { setenv(k, v, 1) }
         var cargs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) }
         cargs.append(nil)
+        // The Swift runtime blocks signals and ignores SIGPIPE; the command gets what a shell would give it.
+        var none = sigset_t()
+        sigemptyset(&none)
+        sigprocmask(SIG_SETMASK, &none, nil)
+        signal(SIGPIPE, SIG_DFL)
         execvp(argv[0], cargs)
     }
 }

@@ -1,0 +1,14 @@
+/* Shared between the parts of librfork. */
+#ifndef RFORK_INTERNAL_H
+#define RFORK_INTERNAL_H
+#include <sys/types.h>
+
+/* fork() with placement: allow_remote 0 is a plain fork. node NULL uses the policy. */
+pid_t rfork_do_fork(const char *node, int allow_remote);
+/* In a freshly forked child: asks where to run and moves there (returns locally or remotely). */
+void rfork_place_child(const char *node, unsigned long long t0);
+unsigned long long rfork_now_ns(void);
+/* Whether forks from this process are placed at all (a daemon is configured and this is not remote). */
+int rfork_placement_wanted(void);
+
+#endif

@@ -1,0 +1,210 @@
+#!/usr/bin/env bash
+# rfork's integration suite: a real 3-node cluster on this machine (network, mount and UTS namespaces),
+# real CRIU, real TCP with mutual TLS. Needs root; nothing here skips.
+# Prints one line per test and closes with "N passed, N failed".
+set -u
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+BIN=$ROOT/build/bin
+T=$ROOT/build/tests
+RFORK=$BIN/rfork
+WORK=$(mktemp -d /tmp/rfork-it.XXXXXX)
+PASS=0
+FAIL=0
+FAILED=()
+
+if [ "$(id -u)" != 0 ]; then
+    echo "integration tests need root (network and mount namespaces, CRIU): run 'sudo make test'" >&2
+    exit 2
+fi
+for need in criu ip nsenter openssl; do
+    command -v "$need" >/dev/null || { echo "missing '$need': run 'make setup'" >&2; exit 2; }
+done
+
+teardown() {
+    "$RFORK" cluster down >/dev/null 2>&1 || true
+    rm -rf "$WORK"
+}
+trap teardown EXIT
+
+on() { local node=$1; shift; timeout -s KILL 60 "$RFORK" cluster exec "$node" -- "$@"; }
+
+# Leftovers after a test: stand-ins, namespace inits, images. Prints what it finds.
+leftovers() {
+    local found=""
+    for p in $(pgrep -f 'rfork-(standin|nsinit)' || true); do found+=" process $p ($(tr '\0' ' ' </proc/$p/cmdline 2>/dev/null))"; done
+    for n in node1 node2 node3; do
+        local imgs
+        imgs=$(on "$n" ls /run/rfork/images 2>/dev/null)
+        [ -n "$imgs" ] && found+=" images on $n: $imgs"
+    done
+    echo "$found"
+}
+
+settle() { # waits up to 5 s for stand-ins and inits to finish
+    for _ in $(seq 50); do [ -z "$(pgrep -f 'rfork-(standin|nsinit)')" ] && return; sleep 0.1; done
+}
+
+result() { # name, ok(0/1), detail
+    if [ "$2" = 0 ]; then
+        PASS=$((PASS + 1)); echo "ok    $1"
+    else
+        FAIL=$((FAIL + 1)); FAILED+=("$1"); echo "FAIL  $1: $3"
+    fi
+}
+
+echo "starting a 3-node cluster"
+"$RFORK" cluster down >/dev/null 2>&1
+if ! "$RFORK" cluster up --nodes 3 >"$WORK/up.log" 2>&1; then
+    cat "$WORK/up.log"; echo "0 passed, 1 failed"; exit 1
+fi
+
+# --- conformance: each program under plain fork and under rfork run must print the same ---
+conformance() { # name [stdin-file]
+    local name=$1 input=${2:-/dev/null}
+    # stdin is opened inside the node, as a program started there would have it.
+    on node1 bash -c 'exec "$0" <"$1"' "$T/$name" "$input" >"$WORK/$name.plain" 2>"$WORK/$name.plain.err"
+    local plain_rc=$?
+    on node1 bash -c 'exec "$0" run -- "$1" <"$2"' "$RFORK" "$T/$name" "$input" >"$WORK/$name.rfork" 2>"$WORK/$name.rfork.err"
+    local rfork_rc=$?
+    settle
+    local why=""
+    [ "$plain_rc" = "$rfork_rc" ] || why+="exit $rfork_rc under rfork, $plain_rc plain; "
+    cmp -s "$WORK/$name.plain" "$WORK/$name.rfork" || why+="output differs: $(diff "$WORK/$name.plain" "$WORK/$name.rfork" | head -5 | tr '\n' ' '); "
+    grep -q 'runs on node[23]' "$WORK/$name.rfork.err" || why+="no child ran remotely ($(head -3 "$WORK/$name.rfork.err" | tr '\n' ' ')); "
+    grep -q 'runs locally' "$WORK/$name.rfork.err" && why+="a child fell back: $(grep 'runs locally' "$WORK/$name.rfork.err" | head -1); "
+    local left; left=$(leftovers)
+    [ -z "$left" ] || why+="left behind:$left; "
+    result "conformance/$name" "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
+}
+
+printf 'hello remote child\nsecond line\n' >"$WORK/stdin.txt"
+for prog in exit_status kill_by_signal signals stop_cont pipes sigchld fork_exec many; do conformance "$prog"; done
+conformance stdio "$WORK/stdin.txt"
+
+# --- spread: children land on both other nodes ---
+on node1 "$RFORK" run --policy spread -- "$T/many" >/dev/null 2>"$WORK/spread.err"
+settle
+n2=$(grep -c 'runs on node2' "$WORK/spread.err"); n3=$(grep -c 'runs on node3' "$WORK/spread.err")
+result "placement/spread uses every other node" "$([ "$n2" -ge 2 ] && [ "$n3" -ge 2 ] && echo 0 || echo 1)" "node2=$n2 node3=$n3"
+
+on node1 "$RFORK" run --node node3 -- "$T/many" >/dev/null 2>"$WORK/node3.err"
+settle
+n3=$(grep -c 'runs on node3' "$WORK/node3.err")
+result "placement/--node puts every child there" "$([ "$n3" = 6 ] && echo 0 || echo 1)" "node3=$n3 of 6"
+
+on node1 "$RFORK" run --policy local -- "$T/many" >/dev/null 2>"$WORK/local.err"
+n1=$(grep -c 'runs on node1' "$WORK/local.err")
+result "placement/--policy local keeps children home" "$([ "$n1" = 6 ] && ! grep -q rfork: "$WORK/local.err" && echo 0 || echo 1)" "node1=$n1"
+
+# --- shell: subshells and pipelines (bash forks for both) ---
+script='x=$( (hostname; echo sub) | tr a-z A-Z ); echo "$x" | sort; (exit 3); echo "status $?"; echo a b c | (read p q r; echo "$r$q$p")'
+on node1 bash -c "$script" >"$WORK/sh.plain" 2>&1
+on node1 "$RFORK" run -- bash -c "$script" >"$WORK/sh.rfork" 2>"$WORK/sh.err"
+settle
+sed -i 's/NODE[0-9]/NODEX/' "$WORK/sh.plain" "$WORK/sh.rfork"
+why=""
+cmp -s "$WORK/sh.plain" "$WORK/sh.rfork" || why="output differs: $(diff "$WORK/sh.plain" "$WORK/sh.rfork" | tr '\n' ' ')"
+grep -q 'runs locally' "$WORK/sh.err" && why+=" fallback: $(head -2 "$WORK/sh.err")"
+result "shell/subshells and pipelines" "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
+
+# --- parallel make: compile jobs on other nodes, same program ---
+cp -r "$ROOT/tests/fixtures/cproject" "$WORK/plain" && cp -r "$ROOT/tests/fixtures/cproject" "$WORK/remote"
+on node1 make -s -C "$WORK/plain" >/dev/null 2>&1
+on node1 "$RFORK" run --policy spread -- make -s -j4 -C "$WORK/remote" >"$WORK/make.out" 2>"$WORK/make.err"
+make_rc=$?
+settle
+remote_jobs=$(cat "$WORK"/remote/*.o.node 2>/dev/null | grep -c 'node[23]')
+why=""
+[ "$make_rc" = 0 ] || why+="make exit $make_rc: $(tail -3 "$WORK/make.err" | tr '\n' ' '); "
+[ "$remote_jobs" = 7 ] || why+="only $remote_jobs of 7 compile jobs ran on other nodes; "
+grep -q . "$WORK/make.err" && why+="make said: $(head -3 "$WORK/make.err" | tr '\n' ' '); "
+[ "$("$WORK/plain/app")" = "$("$WORK/remote/app" 2>&1)" ] || why+="programs differ; "
+cmp -s "$WORK/plain/app" "$WORK/remote/app" || why+="binaries differ; "
+result "make/-j4 compiles on other nodes, same program" "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
+
+# --- fallbacks: the child runs locally and one line says why ---
+fallback() { # name, expected-reason-regexp, rfork-run-args...
+    local name=$1 reason=$2; shift 2
+    on node1 "$RFORK" run "$@" -- "$T/exit_status" >"$WORK/fb.out" 2>"$WORK/fb.err"
+    settle
+    local why=""
+    cmp -s "$WORK/exit_status.plain" "$WORK/fb.out" || why+="output differs: $(cat "$WORK/fb.out" | tr '\n' ' '); "
+    grep -q 'runs on node1' "$WORK/fb.err" || why+="child did not run on node1; "
+    [ "$(grep -c '^rfork: ' "$WORK/fb.err")" = 1 ] || why+="expected one rfork: line, got: $(grep '^rfork:' "$WORK/fb.err" | tr '\n' ' '); "
+    grep -Eq "^rfork: .*($reason)" "$WORK/fb.err" || why+="reason not given: $(cat "$WORK/fb.err" | tr '\n' ' '); "
+    result "fallback/$name" "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
+}
+fallback "unknown node" "unknown node 'node9'" --node node9
+fallback "no daemon" "cannot reach rforkd" --socket /run/rfork/nowhere.sock
+
+# The child holds a socket connected outside its process tree: it cannot move (sockets come later).
+cat >"$WORK/ext.c" <<'C'
+#include <stdio.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+int main(void) {
+    int l = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un a = {.sun_family = AF_UNIX, .sun_path = "\0rfork-it-ext"};
+    if (bind(l, (struct sockaddr *)&a, sizeof a) || listen(l, 1)) return 1;
+    int c = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (connect(c, (struct sockaddr *)&a, sizeof a)) return 1;
+    int s = accept(l, 0, 0);
+    pid_t p = fork();
+    if (p == 0) { char h[64]; gethostname(h, 64); fprintf(stderr, "child runs on %s\n", h); (void)write(c, "x", 1); _exit(4); }
+    char x; (void)read(s, &x, 1); int st; waitpid(p, &st, 0); printf("child sent %c, exit %d\n", x, WEXITSTATUS(st)); return 0;
+}
+C
+cc -o "$WORK/ext" "$WORK/ext.c"
+on node1 "$RFORK" run -- "$WORK/ext" >"$WORK/ext.out" 2>"$WORK/ext.err"
+settle
+why=""
+grep -q 'child sent x, exit 4' "$WORK/ext.out" || why+="wrong result: $(cat "$WORK/ext.out"); "
+grep -q '^rfork: the child holds a socket (descriptor [0-9]*, socket:\[[0-9]*\]), which rfork cannot move yet; child [0-9]* runs locally$' "$WORK/ext.err" \
+    || why+="no line saying why: $(cat "$WORK/ext.err" | tr '\n' ' '); "
+grep -q 'runs on node1' "$WORK/ext.err" || why+="child did not run locally; "
+result "fallback/a child holding a socket stays local" "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
+
+# --- security: a peer without the cluster's credentials is refused ---
+"$RFORK" keys --dir "$WORK/otherkeys" intruder >/dev/null
+before=$(grep -c 'refused peer' /run/rfork-cluster/node1.log 2>/dev/null || true)
+out=$(on node2 timeout 5 openssl s_client -connect 10.250.0.1:7420 -tls1_3 -cert "$WORK/otherkeys/intruder.pem" \
+      -key "$WORK/otherkeys/intruder.key" -CAfile "$WORK/otherkeys/ca.pem" </dev/null 2>&1)
+sleep 0.3
+after=$(grep -c 'refused peer' /run/rfork-cluster/node1.log 2>/dev/null || true)
+why=""
+[ "$after" -gt "$before" ] || why+="node1 logged no 'refused peer' line; "
+echo "$out" | grep -q 'Verify return code: 0' && why+="intruder verified node1's certificate against its own CA; "
+result "security/peer with foreign certificate is refused" "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
+
+before=$(grep -c 'refused peer' /run/rfork-cluster/node1.log 2>/dev/null || true)
+on node2 timeout 5 openssl s_client -connect 10.250.0.1:7420 -tls1_3 </dev/null >/dev/null 2>&1
+sleep 0.3
+after=$(grep -c 'refused peer' /run/rfork-cluster/node1.log 2>/dev/null || true)
+result "security/peer without a certificate is refused" "$([ "$after" -gt "$before" ] && echo 0 || echo 1)" "no log line"
+
+# --- a dead node: the child falls back, and children on it are reported lost ---
+node3pid=$(python3 -c "import json;print([n['daemonPID'] for n in json.load(open('/run/rfork-cluster/cluster.json'))['nodes'] if n['name']=='node3'][0])")
+kill -STOP "$node3pid"
+on node1 "$RFORK" run --node node3 -- "$T/exit_status" >"$WORK/dead.out" 2>"$WORK/dead.err" &
+sleep 1; kill -KILL "$node3pid"; wait
+settle
+why=""
+cmp -s "$WORK/exit_status.plain" "$WORK/dead.out" || why+="output differs: $(cat "$WORK/dead.out" | tr '\n' ' '); "
+grep -q 'runs on node1' "$WORK/dead.err" || why+="child did not run locally: $(cat "$WORK/dead.err" | tr '\n' ' '); "
+result "fallback/target node dies during the fork" "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
+fallback "dead node" "not reachable" --node node3
+
+left=$(leftovers)
+result "cleanup/no stand-in, init or image left" "$([ -z "$left" ] && echo 0 || echo 1)" "$left"
+
+"$RFORK" cluster down >/dev/null 2>&1
+leftns=$(ls /run/netns 2>/dev/null | grep -E '^rfork-' || true)
+result "cleanup/cluster down removes namespaces and state" \
+    "$([ -z "$leftns" ] && [ ! -e /run/rfork-cluster ] && echo 0 || echo 1)" "left: $leftns $(ls /run/rfork-cluster 2>/dev/null)"
+
+echo
+[ "$FAIL" = 0 ] || printf 'failed: %s\n' "${FAILED[@]}"
+echo "$PASS passed, $FAIL failed"
+[ "$FAIL" = 0 ]
