@@ -25,6 +25,7 @@ build:
 	@mkdir -p $(BUILD)/bin
 	install -m 0755 .build/$(SWIFT_CONFIG)/rfork .build/$(SWIFT_CONFIG)/rforkd $(BUILD)/bin/
 	$(MAKE) -C tests/conformance OUT=$(CURDIR)/$(BUILD)/tests
+	$(MAKE) -C examples OUT=$(CURDIR)/$(BUILD)/examples
 
 install: build
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/libexec/rfork
@@ -39,10 +40,18 @@ demo: setup build
 unit-test:
 	$(SWIFT) test
 
+# The suite runs the tools from an installed prefix, so it also checks that they need nothing from here.
 integration-test: setup build
-	bash tests/integration/run.sh
+	rm -rf $(BUILD)/prefix
+	$(MAKE) --no-print-directory install PREFIX=$(CURDIR)/$(BUILD)/prefix
+	RFORK_PREFIX=$(CURDIR)/$(BUILD)/prefix bash tests/integration/run.sh
 
-test: setup build unit-test integration-test
+# One debug build serves the unit tests and the integration suite.
+test:
+	$(MAKE) --no-print-directory setup
+	$(MAKE) --no-print-directory build SWIFT_CONFIG=debug
+	$(MAKE) --no-print-directory unit-test
+	$(MAKE) --no-print-directory integration-test SWIFT_CONFIG=debug
 
 # Regenerates the Swift code of the peer protocol (needs protoc and protoc-gen-swift).
 proto:

@@ -129,6 +129,7 @@ final class PeerHandler: ChannelInboundHandler {
                 node.logger.info("link to \(link.name) is up")
             case .inbound(let link):
                 link.peerName = hello.node
+                context.writeAndFlush(wrapOutboundOut(node.loadEnvelope()), promise: nil)
             }
             return
         }

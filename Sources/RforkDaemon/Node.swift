@@ -31,6 +31,8 @@ final class Node: @unchecked Sendable {
     var clientTLS: NIOSSLContext?
     var tickCount = 0
     var helperPIDs: [pid_t] = []  // rfork-nsinit processes not yet reaped
+    var recent: [PlacementRecord] = []  // the last remote forks from this node, newest last
+    static let recentLimit = 256
     /// How long a target may take to restore a child before it runs locally instead.
     let restoreDeadline = TimeAmount.seconds(20)
 
@@ -113,6 +115,10 @@ final class Node: @unchecked Sendable {
             }
             var envelope = Envelope()
             envelope.forkRequest = fork
+            return (envelope, dumpNs)
+        }
+        .map { (envelope: Envelope, dumpNs: UInt64) -> (Envelope, UInt64) in
+            self.homeSessions[id]?.imageBytes = envelope.forkRequest.images.reduce(0) { $0 + $1.data.count }
             return (envelope, dumpNs)
         }
         work.whenComplete { result in
@@ -211,6 +217,7 @@ final class Node: @unchecked Sendable {
                     metadata: ["dump_ms": "\(Double(session.dumpNanoseconds) / 1e6)",
                                "restore_ms": "\(Double(reply.restoreNs) / 1e6)"])
                 session.child.writeAndFlush(LocalFrame.reply(.standIn, "\(session.id)"), promise: nil)
+                recordPhases(session)
             } else {
                 logger.info("child \(session.pid) stays local: restore on \(session.target) failed: \(reply.error)")
                 endHomeSession(session, localReason: "restore on \(session.target) failed: \(reply.error)")
@@ -271,6 +278,23 @@ final class Node: @unchecked Sendable {
         }
     }
 
+    func recordPhases(_ s: HomeSession) {
+        func ms(_ ns: UInt64) -> Double { Double(ns) / 1e6 }
+        let t0 = s.request.forkStartedNanoseconds
+        let ship = s.runningAt - s.sentAt
+        let record = PlacementRecord(
+            pid: s.pid, uid: s.uid, node: s.target,
+            requestMs: t0 > 0 && s.started > t0 ? ms(s.started - t0) : 0,
+            dumpMs: ms(s.dumpNanoseconds),
+            prepareMs: ms(s.sentAt - s.started - min(s.dumpNanoseconds, s.sentAt - s.started)),
+            transferMs: ms(ship - min(ship, s.restoreNanoseconds)),
+            restoreMs: ms(s.restoreNanoseconds),
+            totalMs: t0 > 0 ? ms(s.runningAt - t0) : ms(s.runningAt - s.started),
+            imageBytes: s.imageBytes)
+        recent.append(record)
+        if recent.count > Self.recentLimit { recent.removeFirst(recent.count - Self.recentLimit) }
+    }
+
     func peerViews() -> [PeerView] {
         config.peers.map { peer in
             let link = links[peer.name]
@@ -278,6 +302,16 @@ final class Node: @unchecked Sendable {
                 name: peer.name, isUp: link?.isUp ?? false, loadAverage: link?.load?.loadAverage ?? 0,
                 cpus: Int(link?.load?.cpus ?? 1), hostedChildren: Int(link?.load?.hostedChildren ?? 0))
         }
+    }
+
+    func loadEnvelope() -> Envelope {
+        var load = Rfork_Wire_V1_Load()
+        load.loadAverage = Posix.loadAverage()
+        load.cpus = UInt32(Posix.cpuCount())
+        load.hostedChildren = UInt32(hosted.count)
+        var envelope = Envelope()
+        envelope.load = load
+        return envelope
     }
 
     /// Runs every 20 ms: notices stand-ins stopped by SIGSTOP (which they cannot catch), reaps helpers,
@@ -298,12 +332,7 @@ final class Node: @unchecked Sendable {
         }
         helperPIDs = helperPIDs.filter { Posix.poll($0) == nil }
         if count % 50 == 0 {
-            var load = Rfork_Wire_V1_Load()
-            load.loadAverage = Posix.loadAverage()
-            load.cpus = UInt32(Posix.cpuCount())
-            load.hostedChildren = UInt32(hosted.count)
-            var envelope = Envelope()
-            envelope.load = load
+            let envelope = loadEnvelope()
             for link in inbound.values { link.channel.writeAndFlush(envelope, promise: nil) }
         }
     }
@@ -328,6 +357,7 @@ final class HomeSession: @unchecked Sendable {  // confined to Node.loop
     var restoreNanoseconds: UInt64 = 0
     var sentAt: UInt64 = 0
     var runningAt: UInt64 = 0
+    var imageBytes = 0
 
     init(id: UInt64, pid: Int32, uid: UInt32, target: String, child: Channel, request: LocalForkRequest, started: UInt64) {
         self.id = id

@@ -20,6 +20,21 @@ struct ProcessRow: Codable, Sendable {
     var seconds: Double
 }
 
+/// The phases of one remote fork, in milliseconds. `total` runs from the parent's fork() call until the
+/// home node knows the child runs remotely; the child itself started about half a round trip earlier.
+struct PlacementRecord: Codable, Sendable {
+    var pid: Int32
+    var uid: UInt32
+    var node: String
+    var requestMs: Double  // fork() until the daemon has the child's request
+    var dumpMs: Double  // criu dump (to tmpfs)
+    var prepareMs: Double  // reading the images into the request
+    var transferMs: Double  // to the target, writing images, starting its init, and the answer back
+    var restoreMs: Double  // criu restore in the new PID namespace
+    var totalMs: Double
+    var imageBytes: Int
+}
+
 extension Node {
     func answer(query: String, uid: UInt32) -> String {
         let encoder = JSONEncoder()
@@ -57,6 +72,9 @@ extension Node {
                         seconds: Double(now - s.started) / 1e9))
             }
             rows.sort { $0.pid < $1.pid }
+            return String(decoding: (try? encoder.encode(rows)) ?? Data("[]".utf8), as: UTF8.self)
+        case "recent":
+            let rows = recent.filter { uid == 0 || $0.uid == uid }
             return String(decoding: (try? encoder.encode(rows)) ?? Data("[]".utf8), as: UTF8.self)
         default:
             return "{\"error\":\"unknown query '\(query)'\"}"

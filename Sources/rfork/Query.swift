@@ -39,6 +39,14 @@ extension Rfork {
             discussion: "A user sees only their own processes; root sees all.")
         @OptionGroup var daemon: DaemonOptions
         @Flag(name: .long, help: "Print JSON.") var json = false
+        @Flag(name: .long, help: "Show the phases of this node's recent remote forks instead.") var recent = false
+
+        struct Recent: Decodable {
+            var pid: Int32
+            var node: String
+            var requestMs, dumpMs, prepareMs, transferMs, restoreMs, totalMs: Double
+            var imageBytes: Int
+        }
 
         struct Row: Decodable {
             var pid: Int32
@@ -50,6 +58,20 @@ extension Rfork {
         }
 
         func run() throws {
+            if recent {
+                let answer = try LocalClient.query("recent", socket: daemon.resolvedSocket)
+                if json { return print(answer) }
+                let rows = try JSONDecoder().decode([Recent].self, from: Data(answer.utf8))
+                func f(_ v: Double) -> String { String(format: "%.2f", v) }
+                print(
+                    table(
+                        ["PID", "NODE", "IMAGE", "REQUEST", "DUMP", "PREPARE", "TRANSFER", "RESTORE", "TOTAL (ms)"],
+                        rows.map {
+                            ["\($0.pid)", $0.node, "\($0.imageBytes / 1024) KiB", f($0.requestMs), f($0.dumpMs), f($0.prepareMs),
+                             f($0.transferMs), f($0.restoreMs), f($0.totalMs)]
+                        }), terminator: "")
+                return
+            }
             let answer = try LocalClient.query("ps", socket: daemon.resolvedSocket)
             if json { return print(answer) }
             let rows = try JSONDecoder().decode([Row].self, from: Data(answer.utf8))

@@ -4,7 +4,7 @@
 # Prints one line per test and closes with "N passed, N failed".
 set -u
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-BIN=$ROOT/build/bin
+BIN=${RFORK_PREFIX:-$ROOT/build}/bin
 T=$ROOT/build/tests
 RFORK=$BIN/rfork
 WORK=$(mktemp -d /tmp/rfork-it.XXXXXX)

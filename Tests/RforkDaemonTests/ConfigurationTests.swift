@@ -1,0 +1,45 @@
+import Foundation
+import RforkDaemon
+import Testing
+
+@Suite("Daemon configuration")
+struct ConfigurationTests {
+    let tls = DaemonConfiguration.TLSFiles(ca: "/k/ca.pem", certificate: "/k/n.pem", key: "/k/n.key")
+
+    @Test func defaultsAreDocumented() {
+        let c = DaemonConfiguration(node: "node1", tls: tls, peers: [])
+        #expect(c.resolvedPort == 7420)
+        #expect(c.resolvedSocket == "/run/rfork/rforkd.sock")
+        #expect(c.resolvedRuntimeDirectory == "/run/rfork")
+    }
+
+    @Test func theSampleFileIsValid() throws {
+        let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent(
+            "../../docs/rforkd.conf.sample.json")
+        let c = try DaemonConfiguration.load(from: url.standardizedFileURL.path)
+        #expect(c.node == "alpha" && c.peers.map(\.name) == ["beta", "gamma"])
+    }
+
+    @Test func refusesBadNamesAndDuplicates() {
+        #expect(throws: ConfigurationError.self) {
+            try DaemonConfiguration(node: "bad name", tls: tls, peers: []).validate()
+        }
+        #expect(throws: ConfigurationError.self) {
+            try DaemonConfiguration(node: "a", tls: tls, peers: [.init(name: "a", host: "h")]).validate()
+        }
+        #expect(throws: ConfigurationError.self) {
+            try DaemonConfiguration(node: "a", port: 70000, tls: tls, peers: []).validate()
+        }
+    }
+
+    @Test func saysWhichFileIsBroken() throws {
+        let path = NSTemporaryDirectory() + "rfork-bad-\(getpid()).json"
+        try Data("{ not json".utf8).write(to: URL(fileURLWithPath: path))
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        #expect {
+            try DaemonConfiguration.load(from: path)
+        } throws: { error in
+            "\(error)".contains(path) && "\(error)".contains("not valid")
+        }
+    }
+}

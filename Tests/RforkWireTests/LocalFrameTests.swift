@@ -1,0 +1,66 @@
+import NIOCore
+import RforkWire
+import Testing
+
+@Suite("Local frames (librfork/wire.h)")
+struct LocalFrameTests {
+    @Test func roundTripsEveryKindOfFrame() throws {
+        let frames: [LocalFrame] = [
+            .reply(.standIn, "42"), .data(channel: 3, ByteBuffer(string: "bytes")), .u32(.endOfFile, 7),
+            .u32(.signal, 15), .event(kind: EventKindCode.killed.rawValue, code: 9), .text(.query, "nodes"),
+        ]
+        var buffer = ByteBuffer()
+        for frame in frames { LocalFrameEncoder.write(frame, to: &buffer) }
+        var decoded: [LocalFrame] = []
+        while let frame = try LocalFrameDecoder.parse(&buffer) { decoded.append(frame) }
+        #expect(decoded == frames)
+        #expect(decoded[1].word == 3)
+        #expect(String(buffer: decoded[1].afterWord) == "bytes")
+        #expect(decoded[4].secondWord == 9)
+    }
+
+    @Test func matchesTheCLayout() throws {
+        // A DATA frame as rfork_send() writes it: u32 length (LE) = 1 + 4 + 2, type 3, channel 1 (LE), "hi".
+        var buffer = ByteBuffer(bytes: [7, 0, 0, 0, 3, 1, 0, 0, 0, 0x68, 0x69])
+        let frame = try #require(try LocalFrameDecoder.parse(&buffer))
+        #expect(frame.type == .data)
+        #expect(frame.word == 1)
+        #expect(String(buffer: frame.afterWord) == "hi")
+    }
+
+    @Test func waitsForAPartialFrame() throws {
+        var buffer = ByteBuffer(bytes: [7, 0, 0, 0, 3, 1])
+        #expect(try LocalFrameDecoder.parse(&buffer) == nil)
+        #expect(buffer.readableBytes == 6)
+    }
+
+    @Test func refusesMalformedFrames() {
+        var zero = ByteBuffer(bytes: [0, 0, 0, 0])
+        #expect(throws: LocalWireError.self) { try LocalFrameDecoder.parse(&zero) }
+        var huge = ByteBuffer(bytes: [0xff, 0xff, 0xff, 0x7f, 1])
+        #expect(throws: LocalWireError.self) { try LocalFrameDecoder.parse(&huge) }
+        var unknown = ByteBuffer(bytes: [1, 0, 0, 0, 200])
+        #expect(throws: LocalWireError.self) { try LocalFrameDecoder.parse(&unknown) }
+    }
+
+    @Test func parsesAPlacementRequest() throws {
+        let text = "pid 123\nuid 1000\nsock 456\npolicy spread\nnode -\nt0 99\nch 0 2 pipe:[77]w\nch 1 4 file[1b:f0]\n"
+        let request = try LocalForkRequest(parsing: text)
+        #expect(request.pid == 123 && request.uid == 1000 && request.socketInode == 456)
+        #expect(request.policy == "spread" && request.node == nil && request.forkStartedNanoseconds == 99)
+        #expect(request.channels == [.init(id: 0, kind: .output, criuID: "pipe:[77]w"), .init(id: 1, kind: .file, criuID: "file[1b:f0]")])
+        #expect(try LocalForkRequest(parsing: request.text) == request)
+    }
+
+    @Test(arguments: [
+        "uid 0\nsock 1\n",  // no pid
+        "pid -4\nuid 0\nsock 1\n",  // bad pid
+        "pid 5\nuid 0\n",  // no socket
+        "pid 5\nuid 0\nsock 1\nch 1 2 pipe:[1]w\n",  // channels out of order
+        "pid 5\nuid 0\nsock 1\nch 0 9 pipe:[1]w\n",  // unknown kind
+        "pid 5\nuid 0\nsock 1\ngarbage\n",  // not key value
+    ])
+    func refusesMalformedRequests(text: String) {
+        #expect(throws: LocalWireError.self) { try LocalForkRequest(parsing: text) }
+    }
+}
