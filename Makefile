@@ -3,7 +3,6 @@ PREFIX ?= /usr/local
 SWIFT ?= swift
 SWIFT_CONFIG ?= release
 BUILD := build
-SETUP_STAMP := /var/cache/rfork-setup/ready
 
 .PHONY: all build setup demo test unit-test integration-test install proto clean format lint
 
@@ -11,11 +10,7 @@ all: build
 
 # Installs Debian packages, builds CRIU >= 4.1 and sets kernel knobs; a no-op once done.
 setup:
-	@if [ ! -f $(SETUP_STAMP) ] || ! criu --version >/dev/null 2>&1 || ! command -v cc >/dev/null; then \
-		bash scripts/setup.sh && touch $(SETUP_STAMP); \
-	else \
-		bash scripts/setup.sh; \
-	fi
+	@bash scripts/setup.sh
 
 # Everything lands under build/ in the same layout as an installed prefix (bin, lib, libexec, include).
 build:
@@ -48,6 +43,7 @@ integration-test: setup build
 
 # One debug build serves the unit tests and the integration suite.
 test:
+	$(MAKE) --no-print-directory lint
 	$(MAKE) --no-print-directory setup
 	$(MAKE) --no-print-directory build SWIFT_CONFIG=debug
 	$(MAKE) --no-print-directory unit-test
@@ -58,11 +54,14 @@ proto:
 	protoc --swift_out=Sources/RforkWire --swift_opt=Visibility=Public -Iproto proto/peer.proto
 
 format:
-	$(SWIFT) format --in-place --recursive Sources Tests Package.swift
+	$(SWIFT) format --in-place --recursive $(SWIFT_SOURCES) Package.swift
+
+# Generated code (peer.pb.swift) is left as protoc writes it.
+SWIFT_SOURCES := Sources/rfork Sources/rforkd Sources/RforkDaemon Sources/RforkCluster Sources/RforkPlacement \
+	Sources/RforkCheckpoint Sources/RforkSystem Sources/RforkWire/LocalFrame.swift Sources/RforkWire/PeerFraming.swift Tests
 
 lint:
-	$(SWIFT) format lint --strict --recursive Sources/rfork Sources/rforkd Sources/RforkDaemon Sources/RforkCluster \
-		Sources/RforkPlacement Sources/RforkCheckpoint Sources/RforkSystem Tests
+	$(SWIFT) format lint --strict --recursive $(SWIFT_SOURCES)
 
 clean:
 	rm -rf $(BUILD) .build

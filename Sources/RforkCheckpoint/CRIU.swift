@@ -1,3 +1,4 @@
+import Glibc
 import RforkSystem
 
 /// The checkpoint engine adapter: how rfork asks CRIU to dump a child, and what CRIU said when it failed.
@@ -89,8 +90,6 @@ public struct CRIU: Sendable {
         return (errors.first ?? lines.last).map { $0.trimmingCharacters(in: " \t") }
     }
 }
-
-import Glibc
 
 public struct CheckpointError: Error, CustomStringConvertible, Sendable {
     public enum Code: Sendable, Equatable {

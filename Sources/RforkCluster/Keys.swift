@@ -1,3 +1,4 @@
+import Glibc
 import RforkSystem
 
 /// Cluster keys: one certificate authority per cluster, one certificate per node, made with openssl.
@@ -20,7 +21,9 @@ public enum ClusterKeys {
     /// Creates `out/NODE.pem` and `out/NODE.key`, signed by the CA in `caDir`.
     public static func issue(node: String, caDir: String, out: String) throws(Error) {
         try make(out)
-        let key = out + "/\(node).key", csr = out + "/\(node).csr", cert = out + "/\(node).pem"
+        let key = out + "/\(node).key"
+        let csr = out + "/\(node).csr"
+        let cert = out + "/\(node).pem"
         try openssl([
             "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-subj", "/CN=\(node)",
             "-keyout", key, "-out", csr,
@@ -53,5 +56,3 @@ public enum ClusterKeys {
         }
     }
 }
-
-import Glibc

@@ -97,7 +97,8 @@ public struct LocalCluster: Sendable {
             try ip(["-n", Self.hubNamespace, "link", "add", "br0", "type", "bridge"])
             try ip(["-n", Self.hubNamespace, "link", "set", "br0", "up"])
             for i in 1...count {
-                let ns = Self.namespace(i), veth = "rfk\(i)"
+                let ns = Self.namespace(i)
+                let veth = "rfk\(i)"
                 try ip(["netns", "add", ns])
                 try ip(["link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns])
                 try ip(["link", "set", veth, "netns", Self.hubNamespace])
@@ -197,7 +198,10 @@ public struct LocalCluster: Sendable {
     /// Runs a query against a node's daemon from inside that node's namespaces.
     public func queryNode(_ node: NodeState, _ query: String) throws -> String {
         let out = try capture(
-            ["/usr/bin/nsenter", "-t", String(node.daemonPID), "-n", "-m", "-u", "--", Posix.executablePath(), "query", query])
+            [
+                "/usr/bin/nsenter", "-t", String(node.daemonPID), "-n", "-m", "-u", "--", Posix.executablePath(),
+                "query", query,
+            ])
         return out
     }
 
@@ -228,7 +232,9 @@ public struct LocalCluster: Sendable {
             }
         }
         // Every namespace this tool may have made, whether or not the state file still names it.
-        let namespaces = Posix.listDirectory("/run/netns").filter { $0.hasPrefix("rfork-node") || $0 == Self.hubNamespace }
+        let namespaces = Posix.listDirectory("/run/netns").filter {
+            $0.hasPrefix("rfork-node") || $0 == Self.hubNamespace
+        }
         for ns in namespaces {
             if let pids = try? capture(["/usr/sbin/ip", "netns", "pids", ns]) {
                 for line in pids.split(separator: "\n") {

@@ -34,7 +34,8 @@ public struct RforkDaemon: Service {
         try Posix.makeDirectory(node.imageRoot)
         for stale in Posix.listDirectory(node.imageRoot) { Posix.removeFlatDirectory(node.imageRoot + "/" + stale) }
         let socketPath = configuration.resolvedSocket
-        try Posix.makeDirectory(String(socketPath.split(separator: "/").dropLast().joined(separator: "/")).withRoot, mode: 0o755)
+        try Posix.makeDirectory(
+            String(socketPath.split(separator: "/").dropLast().joined(separator: "/")).withRoot, mode: 0o755)
 
         let local = try await ServerBootstrap(group: group)
             .childChannelInitializer { channel in
@@ -73,18 +74,23 @@ public struct RforkDaemon: Service {
         try await node.loop.submit {
             node.clientTLS = tls.client
             for peer in configuration.peers {
-                let link = PeerLink(name: peer.name, host: peer.host, port: peer.port ?? DaemonConfiguration.defaultPort)
+                let link = PeerLink(
+                    name: peer.name, host: peer.host, port: peer.port ?? DaemonConfiguration.defaultPort)
                 node.links[peer.name] = link
                 node.connect(link, tls: tls.client)
             }
-            node.ticker = node.loop.scheduleRepeatedTask(initialDelay: .milliseconds(20), delay: .milliseconds(20)) { _ in
+            node.ticker = node.loop.scheduleRepeatedTask(initialDelay: .milliseconds(20), delay: .milliseconds(20)) {
+                _ in
                 node.tickCount += 1
                 node.tick(count: node.tickCount)
             }
         }.get()
         logger.info(
             "rforkd \(configuration.node) ready",
-            metadata: ["socket": "\(socketPath)", "port": "\(configuration.resolvedPort)", "peers": "\(configuration.peers.count)"])
+            metadata: [
+                "socket": "\(socketPath)", "port": "\(configuration.resolvedPort)",
+                "peers": "\(configuration.peers.count)",
+            ])
         if let fd = readyDescriptor {
             _ = "READY\n".withCString { write(fd, $0, 6) }
             close(fd)
@@ -128,7 +134,8 @@ extension Node {
             case .running:
                 logger.warning("shutdown: child \(s.pid) on \(s.target) is ended; its parent sees SIGKILL")
                 sendAbort(session: s.id, to: s.target, reason: "rforkd on the home node stopped")
-                s.child.writeAndFlush(LocalFrame.event(kind: EventKindCode.killed.rawValue, code: SIGKILL), promise: nil)
+                s.child.writeAndFlush(
+                    LocalFrame.event(kind: EventKindCode.killed.rawValue, code: SIGKILL), promise: nil)
             case .dumping, .restoring:
                 sendAbort(session: s.id, to: s.target, reason: "rforkd on the home node stopped")
                 reply(s.child, .local, "rforkd on \(config.node) is shutting down")

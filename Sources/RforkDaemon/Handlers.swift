@@ -114,14 +114,16 @@ final class PeerHandler: ChannelInboundHandler {
             }
             guard hello.protocolVersion == PeerProtocol.version else {
                 node.logger.warning(
-                    "refused peer \(hello.node) at \(remote(context)): protocol version \(hello.protocolVersion), this node speaks \(PeerProtocol.version)")
+                    "refused peer \(hello.node) at \(remote(context)): protocol version \(hello.protocolVersion), this node speaks \(PeerProtocol.version)"
+                )
                 return context.close(promise: nil)
             }
             greeted = true
             switch role {
             case .outbound(let link):
                 guard hello.node == link.name else {
-                    node.logger.warning("peer at \(link.host):\(link.port) says it is '\(hello.node)', expected '\(link.name)'")
+                    node.logger.warning(
+                        "peer at \(link.host):\(link.port) says it is '\(hello.node)', expected '\(link.name)'")
                     return context.close(promise: nil)
                 }
                 link.isUp = true

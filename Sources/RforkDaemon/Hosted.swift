@@ -20,7 +20,8 @@ final class HostedSession: @unchecked Sendable {  // confined to Node.loop
     var ended = false
     let started: UInt64
 
-    init(key: String, session: UInt64, home: String, pid: Int32, uid: UInt32, link: InboundLink, imageDirectory: String) {
+    init(key: String, session: UInt64, home: String, pid: Int32, uid: UInt32, link: InboundLink, imageDirectory: String)
+    {
         self.key = key
         self.session = session
         self.home = home
@@ -80,7 +81,9 @@ extension Node {
             request.images.allSatisfy({ !$0.name.isEmpty && !$0.name.contains("/") && $0.name.hasSuffix(".img") })
         else { return refuse(link, session: request.session, "the fork request carries no valid image") }
         guard request.channels.count <= LocalWire.maxChannels,
-            request.channels.enumerated().allSatisfy({ $0.offset == Int($0.element.id) && !$0.element.criuID.contains("\n") })
+            request.channels.enumerated().allSatisfy({
+                $0.offset == Int($0.element.id) && !$0.element.criuID.contains("\n")
+            })
         else { return refuse(link, session: request.session, "the fork request has invalid channels") }
         if shuttingDown { return refuse(link, session: request.session, "rforkd on \(config.node) is shutting down") }
 

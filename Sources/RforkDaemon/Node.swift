@@ -52,12 +52,12 @@ final class Node: @unchecked Sendable {
 
     func handleForkRequest(_ request: LocalForkRequest, peerUID: UInt32?, peerPID: Int32?, from channel: Channel) {
         loop.preconditionInEventLoop()
-        if let peerPID, peerPID != request.pid {
-            channel.writeAndFlush(LocalFrame.reply(.local, "placement refused: PID \(request.pid) is not the caller"))
-                .whenComplete { _ in channel.close(promise: nil) }
+        // Only a process may ask to move itself: the kernel says who is on the other end of the socket.
+        guard let peerPID, let uid = peerUID, peerPID == request.pid else {
+            logger.warning("refused a placement request for PID \(request.pid) from PID \(peerPID.map { "\($0)" } ?? "?")")
+            reply(channel, .local, "placement refused: PID \(request.pid) is not the caller")
             return
         }
-        let uid = peerUID ?? request.uid
         let policy = request.policy.flatMap(PlacementPolicy.init(rawValue:))
         if request.policy != nil && policy == nil {
             reply(channel, .local, "unknown placement policy '\(request.policy ?? "")'")
@@ -214,8 +214,10 @@ final class Node: @unchecked Sendable {
                 session.runningAt = Posix.monotonicNanoseconds()
                 logger.info(
                     "child \(session.pid) runs on \(session.target)",
-                    metadata: ["dump_ms": "\(Double(session.dumpNanoseconds) / 1e6)",
-                               "restore_ms": "\(Double(reply.restoreNs) / 1e6)"])
+                    metadata: [
+                        "dump_ms": "\(Double(session.dumpNanoseconds) / 1e6)",
+                        "restore_ms": "\(Double(reply.restoreNs) / 1e6)",
+                    ])
                 session.child.writeAndFlush(LocalFrame.reply(.standIn, "\(session.id)"), promise: nil)
                 recordPhases(session)
             } else {
@@ -224,7 +226,8 @@ final class Node: @unchecked Sendable {
             }
         case .data(let data):
             guard let session = homeSessions[data.session], session.state == .running else { return }
-            session.child.writeAndFlush(LocalFrame.data(channel: data.channel, ByteBuffer(bytes: data.data)), promise: nil)
+            session.child.writeAndFlush(
+                LocalFrame.data(channel: data.channel, ByteBuffer(bytes: data.data)), promise: nil)
         case .endOfFile(let eof):
             guard let session = homeSessions[eof.session], session.state == .running else { return }
             session.child.writeAndFlush(LocalFrame.u32(.endOfFile, eof.channel), promise: nil)
@@ -359,7 +362,9 @@ final class HomeSession: @unchecked Sendable {  // confined to Node.loop
     var runningAt: UInt64 = 0
     var imageBytes = 0
 
-    init(id: UInt64, pid: Int32, uid: UInt32, target: String, child: Channel, request: LocalForkRequest, started: UInt64) {
+    init(
+        id: UInt64, pid: Int32, uid: UInt32, target: String, child: Channel, request: LocalForkRequest, started: UInt64
+    ) {
         self.id = id
         self.pid = pid
         self.uid = uid

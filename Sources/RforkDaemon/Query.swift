@@ -68,7 +68,8 @@ extension Node {
             for s in hosted.values where uid == 0 || s.uid == uid {
                 rows.append(
                     ProcessRow(
-                        pid: s.pid, uid: s.uid, role: "hosted", node: s.home, state: s.restored ? "running" : "restoring",
+                        pid: s.pid, uid: s.uid, role: "hosted", node: s.home,
+                        state: s.restored ? "running" : "restoring",
                         seconds: Double(now - s.started) / 1e9))
             }
             rows.sort { $0.pid < $1.pid }

@@ -145,7 +145,9 @@ public enum Posix {
         return out
     }
 
-    public static func writeFile(_ path: String, _ bytes: some Collection<UInt8>, mode: mode_t = 0o600) throws(SystemError) {
+    public static func writeFile(_ path: String, _ bytes: some Collection<UInt8>, mode: mode_t = 0o600)
+        throws(SystemError)
+    {
         let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
         if fd < 0 { throw SystemError("open \(path)", errno: errno) }
         defer { _ = Glibc.close(fd) }
@@ -254,7 +256,7 @@ public enum Posix {
     private static func withCStrings<R>(_ strings: [String], _ body: ([UnsafeMutablePointer<CChar>?]) -> R) -> R {
         var pointers: [UnsafeMutablePointer<CChar>?] = strings.map { strdup($0) }
         pointers.append(nil)
-        defer { pointers.forEach { free($0) } }
+        defer { for pointer in pointers { free(pointer) } }
         return body(pointers)
     }
 }

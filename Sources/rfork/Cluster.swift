@@ -40,9 +40,17 @@ extension Rfork {
                 var out: [[String: String]] = []
                 for node in state.nodes {
                     let alive = node.daemonPID > 0 && Posix.isAlive(node.daemonPID)
-                    let hosted = (try? cluster.queryNode(node, "ps")).map { $0.components(separatedBy: "\"hosted\"").count - 1 }
-                    rows.append([node.name, node.address, alive ? "up" : "down", "\(node.daemonPID)", hosted.map { "\($0)" } ?? "?"])
-                    out.append(["name": node.name, "address": node.address, "state": alive ? "up" : "down", "pid": "\(node.daemonPID)"])
+                    let hosted = (try? cluster.queryNode(node, "ps")).map {
+                        $0.components(separatedBy: "\"hosted\"").count - 1
+                    }
+                    rows.append([
+                        node.name, node.address, alive ? "up" : "down", "\(node.daemonPID)",
+                        hosted.map { "\($0)" } ?? "?",
+                    ])
+                    out.append([
+                        "name": node.name, "address": node.address, "state": alive ? "up" : "down",
+                        "pid": "\(node.daemonPID)",
+                    ])
                 }
                 if json {
                     let data = try JSONSerialization.data(withJSONObject: out, options: [.sortedKeys])
@@ -64,9 +72,12 @@ extension Rfork {
                 let state: LocalCluster.State
                 do { state = try LocalCluster().load() } catch { throw ValidationError("\(error)") }
                 guard let n = state.nodes.first(where: { $0.name == node }) else {
-                    throw ValidationError("no node '\(node)' in the local cluster (\(state.nodes.map(\.name).joined(separator: ", ")))")
+                    throw ValidationError(
+                        "no node '\(node)' in the local cluster (\(state.nodes.map(\.name).joined(separator: ", ")))")
                 }
-                guard Posix.isAlive(n.daemonPID) else { throw ValidationError("\(node) is down (its rforkd is not running)") }
+                guard Posix.isAlive(n.daemonPID) else {
+                    throw ValidationError("\(node) is down (its rforkd is not running)")
+                }
                 // Entering a mount namespace resets the working directory. Change to the caller's (the file
                 // system is shared) from inside the node: a directory opened outside would keep pointing at a
                 // mount the node cannot see, and CRIU could not dump what runs there.
@@ -81,7 +92,10 @@ extension Rfork {
                     exec "$@"
                     """
                 ProcessEnvironment.exec(
-                    ["nsenter", "-t", String(n.daemonPID), "-n", "-m", "-u", "--", "/bin/bash", "-c", enter, "bash", cwd]
+                    [
+                        "nsenter", "-t", String(n.daemonPID), "-n", "-m", "-u", "--", "/bin/bash", "-c", enter, "bash",
+                        cwd,
+                    ]
                         + argv, environment: ProcessEnvironment.all())
                 throw ValidationError("cannot run nsenter: \(Posix.errorText(errno)); install util-linux")
             }

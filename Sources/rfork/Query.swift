@@ -5,7 +5,8 @@ import RforkDaemon
 extension Rfork {
     /// `rfork nodes`: the nodes this node knows and their state.
     struct Nodes: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Show the nodes of the cluster, as this node sees them.")
+        static let configuration = CommandConfiguration(
+            abstract: "Show the nodes of the cluster, as this node sees them.")
         @OptionGroup var daemon: DaemonOptions
         @Flag(name: .long, help: "Print JSON.") var json = false
 
@@ -26,7 +27,10 @@ extension Rfork {
                 table(
                     ["NODE", "STATE", "ADDRESS", "LOAD", "CPUS", "HOSTED"],
                     rows.map {
-                        [$0.name, $0.state, $0.address, String(format: "%.2f", $0.loadAverage), "\($0.cpus)", "\($0.hostedChildren)"]
+                        [
+                            $0.name, $0.state, $0.address, String(format: "%.2f", $0.loadAverage), "\($0.cpus)",
+                            "\($0.hostedChildren)",
+                        ]
                     }), terminator: "")
         }
     }
@@ -67,8 +71,11 @@ extension Rfork {
                     table(
                         ["PID", "NODE", "IMAGE", "REQUEST", "DUMP", "PREPARE", "TRANSFER", "RESTORE", "TOTAL (ms)"],
                         rows.map {
-                            ["\($0.pid)", $0.node, "\($0.imageBytes / 1024) KiB", f($0.requestMs), f($0.dumpMs), f($0.prepareMs),
-                             f($0.transferMs), f($0.restoreMs), f($0.totalMs)]
+                            [
+                                "\($0.pid)", $0.node, "\($0.imageBytes / 1024) KiB", f($0.requestMs), f($0.dumpMs),
+                                f($0.prepareMs),
+                                f($0.transferMs), f($0.restoreMs), f($0.totalMs),
+                            ]
                         }), terminator: "")
                 return
             }
@@ -78,14 +85,17 @@ extension Rfork {
             print(
                 table(
                     ["PID", "UID", "ROLE", "NODE", "STATE", "SECONDS"],
-                    rows.map { ["\($0.pid)", "\($0.uid)", $0.role, $0.node, $0.state, String(format: "%.1f", $0.seconds)] }),
+                    rows.map {
+                        ["\($0.pid)", "\($0.uid)", $0.role, $0.node, $0.state, String(format: "%.1f", $0.seconds)]
+                    }),
                 terminator: "")
         }
     }
 
     /// Raw query, used by `rfork cluster` from inside a node.
     struct Query: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Send a raw query to the local rforkd.", shouldDisplay: false)
+        static let configuration = CommandConfiguration(
+            abstract: "Send a raw query to the local rforkd.", shouldDisplay: false)
         @OptionGroup var daemon: DaemonOptions
         @Argument var query: String
         func run() throws { print(try LocalClient.query(query, socket: daemon.resolvedSocket)) }

@@ -41,7 +41,9 @@ enum FileHandleStderr {
 /// A plain text table with aligned columns.
 func table(_ header: [String], _ rows: [[String]]) -> String {
     var widths = header.map(\.count)
-    for row in rows { for (i, cell) in row.enumerated() where i < widths.count { widths[i] = max(widths[i], cell.count) } }
+    for row in rows {
+        for (i, cell) in row.enumerated() where i < widths.count { widths[i] = max(widths[i], cell.count) }
+    }
     func line(_ cells: [String]) -> String {
         cells.enumerated().map { i, c in
             i == cells.count - 1 ? c : c + String(repeating: " ", count: widths[i] - c.count)

@@ -12,7 +12,8 @@ struct PlacementTests {
     @Test func spreadRoundRobinsOverTheNodesThatAreUp() {
         var p = Placement(selfName: "node1")
         let chosen = (0..<4).map { _ in p.choose(policy: .spread, node: nil, peers: peers) }
-        #expect(chosen == [.remote(node: "node2"), .remote(node: "node3"), .remote(node: "node2"), .remote(node: "node3")])
+        #expect(
+            chosen == [.remote(node: "node2"), .remote(node: "node3"), .remote(node: "node2"), .remote(node: "node3")])
     }
 
     @Test func spreadIsTheDefault() {
@@ -37,7 +38,9 @@ struct PlacementTests {
         var p = Placement(selfName: "node1")
         #expect(p.choose(policy: .local, node: "node3", peers: peers) == .remote(node: "node3"))
         #expect(p.choose(policy: nil, node: "node1", peers: peers) == .local(reason: nil))
-        #expect(p.choose(policy: nil, node: "node9", peers: peers) == .local(reason: "unknown node 'node9' (see 'rfork nodes')"))
+        #expect(
+            p.choose(policy: nil, node: "node9", peers: peers)
+                == .local(reason: "unknown node 'node9' (see 'rfork nodes')"))
         #expect(p.choose(policy: nil, node: "node4", peers: peers) == .local(reason: "node 'node4' is not reachable"))
     }
 

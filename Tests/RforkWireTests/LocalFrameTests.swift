@@ -48,7 +48,10 @@ struct LocalFrameTests {
         let request = try LocalForkRequest(parsing: text)
         #expect(request.pid == 123 && request.uid == 1000 && request.socketInode == 456)
         #expect(request.policy == "spread" && request.node == nil && request.forkStartedNanoseconds == 99)
-        #expect(request.channels == [.init(id: 0, kind: .output, criuID: "pipe:[77]w"), .init(id: 1, kind: .file, criuID: "file[1b:f0]")])
+        #expect(
+            request.channels == [
+                .init(id: 0, kind: .output, criuID: "pipe:[77]w"), .init(id: 1, kind: .file, criuID: "file[1b:f0]"),
+            ])
         #expect(try LocalForkRequest(parsing: request.text) == request)
     }
 

@@ -33,6 +33,7 @@ leftovers() {
     local found=""
     for p in $(pgrep -f 'rfork-(standin|nsinit)' || true); do found+=" process $p ($(tr '\0' ' ' </proc/$p/cmdline 2>/dev/null))"; done
     for n in node1 node2 node3; do
+        kill -0 "$(python3 -c "import json;print([x['daemonPID'] for x in json.load(open('/run/rfork-cluster/cluster.json'))['nodes'] if x['name']=='$n'][0])")" 2>/dev/null || continue
         local imgs
         imgs=$(on "$n" ls /run/rfork/images 2>/dev/null)
         [ -n "$imgs" ] && found+=" images on $n: $imgs"
@@ -184,6 +185,16 @@ sleep 0.3
 after=$(grep -c 'refused peer' /run/rfork-cluster/node1.log 2>/dev/null || true)
 result "security/peer without a certificate is refused" "$([ "$after" -gt "$before" ] && echo 0 || echo 1)" "no log line"
 
+# --- security: a local process cannot ask to move another process ---
+answer=$(on node1 python3 -c '
+import socket, struct, sys
+s = socket.socket(socket.AF_UNIX); s.connect("/run/rfork/rforkd.sock")
+body = b"\x01" + b"pid 1\nuid 0\nsock 1\npolicy spread\nnode -\nt0 0\n"
+s.sendall(struct.pack("<I", len(body)) + body)
+n = struct.unpack("<I", s.recv(4))[0]; print(s.recv(n)[1:].decode())')
+result "security/a request for another PID is refused" \
+    "$([ "$answer" = "Lplacement refused: PID 1 is not the caller" ] && echo 0 || echo 1)" "answer: $answer"
+
 # --- a dead node: the child falls back, and children on it are reported lost ---
 node3pid=$(python3 -c "import json;print([n['daemonPID'] for n in json.load(open('/run/rfork-cluster/cluster.json'))['nodes'] if n['name']=='node3'][0])")
 kill -STOP "$node3pid"
@@ -195,6 +206,35 @@ cmp -s "$WORK/exit_status.plain" "$WORK/dead.out" || why+="output differs: $(cat
 grep -q 'runs on node1' "$WORK/dead.err" || why+="child did not run locally: $(cat "$WORK/dead.err" | tr '\n' ' '); "
 result "fallback/target node dies during the fork" "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
 fallback "dead node" "not reachable" --node node3
+
+# --- rforkd on SIGTERM: what it hosts is ended and reported; the parent sees SIGKILL ---
+cat >"$WORK/sleeper.c" <<'C'
+#include <stdio.h>
+#include <sys/wait.h>
+#include <unistd.h>
+int main(void) {
+    pid_t p = fork();
+    if (p == 0) { char h[64]; gethostname(h, 64); fprintf(stderr, "child runs on %s\n", h); sleep(60); _exit(0); }
+    int st; waitpid(p, &st, 0);
+    if (WIFSIGNALED(st)) printf("child killed by signal %d\n", WTERMSIG(st)); else printf("child exited %d\n", WEXITSTATUS(st));
+    return 0;
+}
+C
+cc -o "$WORK/sleeper" "$WORK/sleeper.c"
+node2pid=$(python3 -c "import json;print([n['daemonPID'] for n in json.load(open('/run/rfork-cluster/cluster.json'))['nodes'] if n['name']=='node2'][0])")
+on node1 "$RFORK" run --node node2 -- "$WORK/sleeper" >"$WORK/term.out" 2>"$WORK/term.err" &
+job=$!
+for _ in $(seq 100); do on node2 "$RFORK" ps --json 2>/dev/null | grep -q '"hosted"' && break; sleep 0.1; done
+kill -TERM "$node2pid"
+wait "$job"
+settle
+why=""
+grep -q 'child killed by signal 9' "$WORK/term.out" || why+="parent saw: $(cat "$WORK/term.out" "$WORK/term.err" | tr '\n' ' '); "
+grep -q 'shutdown: remote child .* is ended' /run/rfork-cluster/node2.log || why+="node2 did not report the child it ended; "
+for _ in $(seq 50); do kill -0 "$node2pid" 2>/dev/null || break; sleep 0.1; done
+kill -0 "$node2pid" 2>/dev/null && why+="rforkd on node2 did not exit; "
+[ -z "$(pgrep -f rfork-nsinit)" ] || why+="an rfork-nsinit is left; "
+result "shutdown/SIGTERM ends hosted children and says so" "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
 
 left=$(leftovers)
 result "cleanup/no stand-in, init or image left" "$([ -z "$left" ] && echo 0 || echo 1)" "$left"
