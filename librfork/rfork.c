@@ -36,20 +36,23 @@
 
 typedef pid_t (*fork_fn)(void);
 
-static fork_fn real_fork_fn;
+static fork_fn real_fork_fn, real_underscore_fork_fn;
 static int is_remote;      /* this process was restored on another node */
 static __thread int depth; /* re-entrancy guard */
 static struct rfork_frame reply; /* only the child touches it */
 
+static __thread int use_underscore_fork; /* this fork came in through _Fork() */
+
 static pid_t real_fork(void)
 {
-    if (!real_fork_fn)
-        real_fork_fn = (fork_fn)dlsym(RTLD_NEXT, "fork");
-    if (!real_fork_fn) {
+    fork_fn *slot = use_underscore_fork ? &real_underscore_fork_fn : &real_fork_fn;
+    if (!*slot)
+        *slot = (fork_fn)dlsym(RTLD_NEXT, use_underscore_fork ? "_Fork" : "fork");
+    if (!*slot) {
         errno = ENOSYS;
         return -1;
     }
-    return real_fork_fn();
+    return (*slot)();
 }
 
 static void say(const char *fmt, ...)
@@ -358,6 +361,14 @@ pid_t rfork_do_fork(const char *node, int allow_remote)
 EXPORT pid_t fork(void) { return rfork_do_fork(NULL, 1); }
 EXPORT pid_t __fork(void) { return rfork_do_fork(NULL, 1); }
 EXPORT pid_t __libc_fork(void) { return rfork_do_fork(NULL, 1); }
+/* glibc's fork without atfork handlers (2.34+). */
+EXPORT pid_t _Fork(void)
+{
+    use_underscore_fork = 1;
+    pid_t pid = rfork_do_fork(NULL, 1);
+    use_underscore_fork = 0;
+    return pid;
+}
 EXPORT pid_t rfork_on(const char *node) { return rfork_do_fork(node, 1); }
 EXPORT pid_t rfork_local(void) { return rfork_do_fork(NULL, 0); }
 EXPORT int rfork_is_remote(void) { return is_remote; }

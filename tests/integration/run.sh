@@ -167,6 +167,31 @@ grep -q '^rfork: the child holds a socket (descriptor [0-9]*, socket:\[[0-9]*\])
 grep -q 'runs on node1' "$WORK/ext.err" || why+="child did not run locally; "
 result "fallback/a child holding a socket stays local" "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
 
+# CRIU itself refuses: the child holds an io_uring, which CRIU cannot checkpoint.
+cat >"$WORK/uring.c" <<'C'
+#include <stdio.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+int main(void) {
+    unsigned char params[120];
+    memset(params, 0, sizeof params);
+    if (syscall(425 /* io_uring_setup */, 4, params) < 0) { perror("io_uring_setup"); return 2; }
+    pid_t p = fork();
+    if (p == 0) { char h[64]; gethostname(h, 64); fprintf(stderr, "child runs on %s\n", h); _exit(6); }
+    int st; waitpid(p, &st, 0); printf("child exit %d\n", WEXITSTATUS(st)); return 0;
+}
+C
+cc -o "$WORK/uring" "$WORK/uring.c"
+on node1 "$RFORK" run -- "$WORK/uring" >"$WORK/uring.out" 2>"$WORK/uring.err"
+settle
+why=""
+grep -q 'child exit 6' "$WORK/uring.out" || why+="wrong result: $(cat "$WORK/uring.out" "$WORK/uring.err" | tr '\n' ' '); "
+grep -Eq '^rfork: criu dump failed: .+; child [0-9]+ runs locally$' "$WORK/uring.err" || why+="no line saying why: $(tr '\n' ' ' <"$WORK/uring.err"); "
+grep -q 'runs on node1' "$WORK/uring.err" || why+="child did not run locally; "
+result "fallback/CRIU refuses the child" "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
+
 # --- security: a peer without the cluster's credentials is refused ---
 "$RFORK" keys --dir "$WORK/otherkeys" intruder >/dev/null
 before=$(grep -c 'refused peer' /run/rfork-cluster/node1.log 2>/dev/null || true)
