@@ -54,7 +54,8 @@ final class Node: @unchecked Sendable {
         loop.preconditionInEventLoop()
         // Only a process may ask to move itself: the kernel says who is on the other end of the socket.
         guard let peerPID, let uid = peerUID, peerPID == request.pid else {
-            logger.warning("refused a placement request for PID \(request.pid) from PID \(peerPID.map { "\($0)" } ?? "?")")
+            logger.warning(
+                "refused a placement request for PID \(request.pid) from PID \(peerPID.map { "\($0)" } ?? "?")")
             reply(channel, .local, "placement refused: PID \(request.pid) is not the caller")
             return
         }
