@@ -2,37 +2,37 @@ import Foundation
 import RforkSystem
 
 /// Answers to the CLI's questions, as JSON.
-struct NodeRow: Codable, Sendable {
-    var name: String
-    var state: String  // "self", "up", "down"
-    var address: String
-    var loadAverage: Double
-    var cpus: Int
-    var hostedChildren: Int
+public struct NodeRow: Codable, Sendable {
+    public var name: String
+    public var state: String  // "self", "up", "down"
+    public var address: String
+    public var loadAverage: Double
+    public var cpus: Int
+    public var hostedChildren: Int
 }
 
-struct ProcessRow: Codable, Sendable {
-    var pid: Int32
-    var uid: UInt32
-    var role: String  // "home": parent here, child on `node`; "hosted": child here, parent on `node`
-    var node: String
-    var state: String
-    var seconds: Double
+public struct ProcessRow: Codable, Sendable {
+    public var pid: Int32
+    public var uid: UInt32
+    public var role: String  // "home": parent here, child on `node`; "hosted": child here, parent on `node`
+    public var node: String
+    public var state: String
+    public var seconds: Double
 }
 
 /// The phases of one remote fork, in milliseconds. `total` runs from the parent's fork() call until the
 /// home node knows the child runs remotely; the child itself started about half a round trip earlier.
-struct PlacementRecord: Codable, Sendable {
-    var pid: Int32
-    var uid: UInt32
-    var node: String
-    var requestMs: Double  // fork() until the daemon has the child's request
-    var dumpMs: Double  // criu dump (to tmpfs)
-    var prepareMs: Double  // reading the images into the request
-    var transferMs: Double  // to the target, writing images, starting its init, and the answer back
-    var restoreMs: Double  // criu restore in the new PID namespace
-    var totalMs: Double
-    var imageBytes: Int
+public struct PlacementRecord: Codable, Sendable {
+    public var pid: Int32
+    public var uid: UInt32
+    public var node: String
+    public var requestMs: Double  // fork() until the daemon has the child's request
+    public var dumpMs: Double  // criu dump (to tmpfs)
+    public var prepareMs: Double  // reading the images into the request
+    public var transferMs: Double  // to the target, writing images, starting its init, and the answer back
+    public var restoreMs: Double  // criu restore in the new PID namespace
+    public var totalMs: Double
+    public var imageBytes: Int
 }
 
 extension Node {

@@ -10,19 +10,11 @@ extension Rfork {
         @OptionGroup var daemon: DaemonOptions
         @Flag(name: .long, help: "Print JSON.") var json = false
 
-        struct Row: Decodable {
-            var name: String
-            var state: String
-            var address: String
-            var loadAverage: Double
-            var cpus: Int
-            var hostedChildren: Int
-        }
 
         func run() throws {
             let answer = try LocalClient.query("nodes", socket: daemon.resolvedSocket)
             if json { return print(answer) }
-            let rows = try JSONDecoder().decode([Row].self, from: Data(answer.utf8))
+            let rows = try JSONDecoder().decode([NodeRow].self, from: Data(answer.utf8))
             print(
                 table(
                     ["NODE", "STATE", "ADDRESS", "LOAD", "CPUS", "HOSTED"],
@@ -45,27 +37,13 @@ extension Rfork {
         @Flag(name: .long, help: "Print JSON.") var json = false
         @Flag(name: .long, help: "Show the phases of this node's recent remote forks instead.") var recent = false
 
-        struct Recent: Decodable {
-            var pid: Int32
-            var node: String
-            var requestMs, dumpMs, prepareMs, transferMs, restoreMs, totalMs: Double
-            var imageBytes: Int
-        }
 
-        struct Row: Decodable {
-            var pid: Int32
-            var uid: UInt32
-            var role: String
-            var node: String
-            var state: String
-            var seconds: Double
-        }
 
         func run() throws {
             if recent {
                 let answer = try LocalClient.query("recent", socket: daemon.resolvedSocket)
                 if json { return print(answer) }
-                let rows = try JSONDecoder().decode([Recent].self, from: Data(answer.utf8))
+                let rows = try JSONDecoder().decode([PlacementRecord].self, from: Data(answer.utf8))
                 func f(_ v: Double) -> String { String(format: "%.2f", v) }
                 print(
                     table(
@@ -81,7 +59,7 @@ extension Rfork {
             }
             let answer = try LocalClient.query("ps", socket: daemon.resolvedSocket)
             if json { return print(answer) }
-            let rows = try JSONDecoder().decode([Row].self, from: Data(answer.utf8))
+            let rows = try JSONDecoder().decode([ProcessRow].self, from: Data(answer.utf8))
             print(
                 table(
                     ["PID", "UID", "ROLE", "NODE", "STATE", "SECONDS"],
