@@ -27,6 +27,7 @@
 #include <sys/stat.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -42,6 +43,7 @@ struct chan {
     size_t plen;
     int eof_after; /* close ours once pending is written */
     off_t sent;    /* FILE: how much of the memfd has been relayed */
+    int pty_slave; /* TERMINAL: our copy of the child's end, to adjust it once restored */
     int watch;     /* FILE: inotify watch */
 };
 
@@ -85,6 +87,21 @@ static void relay_file(int i)
     }
 }
 
+/* Sends output of channel i. The pty turned "\n" into "\r\n"; the home terminal will do that itself. */
+static void send_output(int i, ssize_t r)
+{
+    size_t len = (size_t)r;
+    if (ch[i].kind == RFORK_CHANNEL_TERMINAL) {
+        size_t w = 0;
+        for (size_t k = 0; k < len; k++)
+            if (!(buf[k] == '\r' && k + 1 < len && buf[k + 1] == '\n'))
+                buf[w++] = buf[k];
+        len = w;
+    }
+    uint32_t id = (uint32_t)i;
+    rfork_send(ctl, RFORK_MSG_DATA, &id, sizeof id, buf, len);
+}
+
 /* Sends what the child wrote and is still in our pipes (called before reporting its end). */
 static void drain_outputs(int final)
 {
@@ -106,8 +123,7 @@ static void drain_outputs(int final)
         for (;;) {
             ssize_t r = read(ch[i].ours, buf, sizeof buf);
             if (r > 0) {
-                uint32_t id = (uint32_t)i;
-                rfork_send(ctl, RFORK_MSG_DATA, &id, sizeof id, buf, (size_t)r);
+                send_output(i, r);
                 continue;
             }
             if (r == 0 || (r < 0 && errno != EINTR && errno != EAGAIN) || final) {
@@ -142,6 +158,21 @@ static void flush_input(int i)
         close(ch[i].ours);
         ch[i].ours = -1;
     }
+}
+
+/* Terminal input is not relayed: a read in canonical mode sees end of file. */
+static void settle_terminal(int i)
+{
+    struct termios t;
+    if (tcgetattr(ch[i].pty_slave, &t) == 0) {
+        if (t.c_lflag & ICANON) {
+            char eof = (char)t.c_cc[VEOF];
+            if (write(ch[i].ours, &eof, 1) < 0) {
+            }
+        }
+    }
+    close(ch[i].pty_slave);
+    ch[i].pty_slave = -1;
 }
 
 static void report_failure(const char *dir, const char *what)
@@ -231,10 +262,16 @@ static int init_main(int argc, char **argv)
             n++;
             continue;
         } else if (kind == RFORK_CHANNEL_TERMINAL) {
-            if (socketpair(AF_UNIX, SOCK_STREAM, 0, p) < 0)
+            /* A pty of our own: CRIU sets the terminal's settings on it and isatty() holds remotely. */
+            int master = posix_openpt(O_RDWR | O_NOCTTY);
+            if (master < 0 || grantpt(master) < 0 || unlockpt(master) < 0)
                 return 1;
-            shutdown(p[0], SHUT_WR); /* terminal input is not relayed: the child reads end of file */
-            ch[n] = (struct chan){.kind = kind, .ours = p[0], .child = p[1], .id = argv[i] + used};
+            int slave = open(ptsname(master), O_RDWR | O_NOCTTY);
+            if (slave < 0)
+                return 1;
+            ch[n] = (struct chan){.kind = kind, .ours = master, .child = slave, .id = argv[i] + used};
+            ch[n].pty_slave = dup(slave);
+            fcntl(ch[n].pty_slave, F_SETFD, FD_CLOEXEC);
         } else {
             if (pipe(p) < 0)
                 return 1;
@@ -338,6 +375,9 @@ static int init_main(int argc, char **argv)
                             uint64_t took = now_ns() - t0;
                             restored = 1;
                             close(sp[1]);
+                            for (int i = 0; i < n; i++)
+                                if (ch[i].kind == RFORK_CHANNEL_TERMINAL)
+                                    settle_terminal(i);
                             rfork_send(ctl, RFORK_MSG_RESTORED, &took, sizeof took, NULL, 0);
                             for (int i = 0; i < n; i++)
                                 if (ch[i].kind == RFORK_CHANNEL_FILE)
@@ -421,7 +461,7 @@ static int init_main(int argc, char **argv)
                     continue;
                 uint32_t id = (uint32_t)i;
                 if (r > 0) {
-                    rfork_send(ctl, RFORK_MSG_DATA, &id, sizeof id, buf, (size_t)r);
+                    send_output(i, r);
                 } else {
                     rfork_send(ctl, RFORK_MSG_EOF, &id, sizeof id, NULL, 0);
                     close(ch[i].ours);

@@ -3,7 +3,7 @@
 #  - Debian build dependencies (for CRIU and rfork itself),
 #  - CRIU >= 4.1 built from Debian trixie's source tarball (bookworm's 3.17 fails on new kernels),
 #    with its kernel-feature cache (RUNDIR) on a tmpfs and scripts/criu-rfork.patch applied
-#    (directional pipe ends for --inherit-fd; external files keep no size, mode or position; marked "GitID: rfork-2"),
+#    (directional pipe ends for --inherit-fd; external files keep no size, mode or position; inherited terminals need no session; marked "GitID: rfork-3"),
 #  - kernel settings (pipe-max-size for post-copy).
 # Re-running it does nothing when everything is already in place.
 set -euo pipefail
@@ -11,7 +11,7 @@ set -euo pipefail
 CRIU_PREFIX=${CRIU_PREFIX:-/usr/local}
 CRIU_RUNDIR=${CRIU_RUNDIR:-/dev/shm/criu}       # must be on tmpfs: CRIU caches kernel features there
 WORK=${RFORK_SETUP_WORK:-/var/cache/rfork-setup}
-CRIU_MARK=rfork-2
+CRIU_MARK=rfork-3
 HERE=$(cd "$(dirname "$0")" && pwd)
 log() { printf 'setup: %s\n' "$*" >&2; }
 
@@ -23,7 +23,7 @@ fi
 DEPS=(build-essential pkg-config git iproute2 util-linux openssl procps psmisc
       libprotobuf-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler python3-protobuf
       libnl-3-dev libcap-dev libnet1-dev libbsd-dev libgnutls28-dev uuid-dev libnftables-dev libaio-dev
-      patch strace)
+      patch strace bsdutils python3)
 missing=()
 for p in "${DEPS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

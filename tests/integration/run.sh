@@ -82,6 +82,29 @@ printf 'hello remote child\nsecond line\n' >"$WORK/stdin.txt"
 for prog in exit_status kill_by_signal signals stop_cont pipes sigchld fork_exec many; do conformance "$prog"; done
 conformance stdio "$WORK/stdin.txt"
 
+# --- a terminal: the parent's stdio is a pty (script(1)); the remote child writes to it ---
+cat >"$WORK/tty.c" <<'C'
+#include <stdio.h>
+#include <sys/wait.h>
+#include <unistd.h>
+int main(void) {
+    pid_t p = fork();
+    if (p == 0) {
+        char h[64], b[16]; gethostname(h, 64);
+        ssize_t n = read(0, b, sizeof b);
+        printf("child on %s: stdout is a terminal: %s, reading the terminal gives %zd\n", h, isatty(1) ? "yes" : "no", n);
+        _exit(3);
+    }
+    int st; waitpid(p, &st, 0); printf("child exited %d\n", WEXITSTATUS(st)); return 0;
+}
+C
+cc -o "$WORK/tty" "$WORK/tty.c"
+timeout -s KILL 30 script -qec "$RFORK cluster exec node1 -- $RFORK run --node node2 -- $WORK/tty" /dev/null </dev/null | tr -d '\r' >"$WORK/tty.out"
+settle
+expected=$(printf 'child on node2: stdout is a terminal: yes, reading the terminal gives 0\nchild exited 3')
+result "terminal/remote child writes to the parent's terminal" "$([ "$(cat "$WORK/tty.out")" = "$expected" ] && echo 0 || echo 1)" \
+    "got: $(tr '\n' '|' <"$WORK/tty.out")"
+
 # --- spread: children land on both other nodes ---
 on node1 "$RFORK" run --policy spread -- "$T/many" >/dev/null 2>"$WORK/spread.err"
 settle
