@@ -10,7 +10,6 @@ extension Rfork {
         @OptionGroup var daemon: DaemonOptions
         @Flag(name: .long, help: "Print JSON.") var json = false
 
-
         func run() throws {
             let answer = try LocalClient.query("nodes", socket: daemon.resolvedSocket)
             if json { return print(answer) }
@@ -36,8 +35,6 @@ extension Rfork {
         @OptionGroup var daemon: DaemonOptions
         @Flag(name: .long, help: "Print JSON.") var json = false
         @Flag(name: .long, help: "Show the phases of this node's recent remote forks instead.") var recent = false
-
-
 
         func run() throws {
             if recent {
