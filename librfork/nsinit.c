@@ -44,10 +44,14 @@ struct chan {
     int eof_after; /* close ours once pending is written */
     off_t sent;    /* FILE: how much of the memfd has been relayed */
     int pty_slave; /* TERMINAL: our copy of the child's end, to adjust it once restored */
+    int fd;        /* the descriptor number in the child */
+    int demanded;  /* LAZY_INPUT: the stand-in was told to relay it */
     int watch;     /* FILE: inotify watch */
 };
 
 static int inotify_fd = -1;
+
+static int is_input(int kind) { return kind == RFORK_CHANNEL_INPUT || kind == RFORK_CHANNEL_LAZY_INPUT; }
 
 static int ctl;
 static pid_t child;
@@ -87,6 +91,57 @@ static void relay_file(int i)
     }
 }
 
+static void demand(int i)
+{
+    if (ch[i].kind != RFORK_CHANNEL_LAZY_INPUT || ch[i].demanded || ch[i].ours < 0)
+        return;
+    ch[i].demanded = 1;
+    uint32_t id = (uint32_t)i;
+    rfork_send(ctl, RFORK_MSG_DEMAND, &id, sizeof id, NULL, 0);
+}
+
+/* The lazy read ends of the pipe whose write end channel w just closed: the child only reads it now. */
+static void demand_partner(int w)
+{
+    size_t l = strlen(ch[w].id);
+    for (int i = 0; i < n; i++)
+        if (ch[i].kind == RFORK_CHANNEL_LAZY_INPUT && strlen(ch[i].id) == l && strncmp(ch[i].id, ch[w].id, l - 1) == 0)
+            demand(i);
+}
+
+/* Whether any lazy read end still waits for the child to read it. */
+static int lazy_waiting(void)
+{
+    for (int i = 0; i < n; i++)
+        if (ch[i].kind == RFORK_CHANNEL_LAZY_INPUT && !ch[i].demanded && ch[i].ours >= 0)
+            return 1;
+    return 0;
+}
+
+/* Is the child blocked reading one of the lazy read ends? (/proc/PID/syscall: "NR ARG1 ...") */
+static void check_demand(void)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/syscall", (int)child);
+    int f = open(path, O_RDONLY | O_CLOEXEC);
+    if (f < 0)
+        return;
+    ssize_t r = read(f, line, sizeof line - 1);
+    close(f);
+    if (r <= 0)
+        return;
+    line[r] = 0;
+    long nr = -1;
+    unsigned long arg = 0;
+    if (sscanf(line, "%ld %lx", &nr, &arg) != 2)
+        return;
+    if (nr != 0 && nr != 17 && nr != 19 && nr != 295) /* read, pread64, readv, preadv */
+        return;
+    for (int i = 0; i < n; i++)
+        if (ch[i].kind == RFORK_CHANNEL_LAZY_INPUT && (unsigned long)ch[i].fd == arg)
+            demand(i);
+}
+
 /* Sends output of channel i. The pty turned "\n" into "\r\n"; the home terminal will do that itself. */
 static void send_output(int i, ssize_t r)
 {
@@ -108,7 +163,7 @@ static void drain_outputs(int final)
     /* The child is gone: it reads no more, so the stand-in must stop reading for it, and before it
      * writes the child's last output into pipes it may also hold the read end of. */
     for (int i = 0; final && i < n; i++) {
-        if (ch[i].ours >= 0 && ch[i].kind == RFORK_CHANNEL_INPUT) {
+        if (ch[i].ours >= 0 && is_input(ch[i].kind)) {
             uint32_t id = (uint32_t)i;
             rfork_send(ctl, RFORK_MSG_EOF, &id, sizeof id, NULL, 0);
             close(ch[i].ours);
@@ -118,7 +173,7 @@ static void drain_outputs(int final)
     for (int i = 0; i < n; i++) {
         if (ch[i].ours >= 0 && ch[i].kind == RFORK_CHANNEL_FILE)
             relay_file(i);
-        if (ch[i].ours < 0 || ch[i].kind == RFORK_CHANNEL_INPUT || ch[i].kind == RFORK_CHANNEL_FILE)
+        if (ch[i].ours < 0 || is_input(ch[i].kind) || ch[i].kind == RFORK_CHANNEL_FILE)
             continue;
         for (;;) {
             ssize_t r = read(ch[i].ours, buf, sizeof buf);
@@ -238,8 +293,8 @@ static int init_main(int argc, char **argv)
     cargv[a++] = inherit[0];
 
     for (int i = 6; i < argc && n < RFORK_MAX_CHANNELS; i++) {
-        int id, kind, used = 0;
-        if (sscanf(argv[i], "%d:%d:%n", &id, &kind, &used) != 2 || id != n || !used) {
+        int id, kind, fd, used = 0;
+        if (sscanf(argv[i], "%d:%d:%d:%n", &id, &kind, &fd, &used) != 3 || id != n || !used) {
             report_failure(dir, "bad channel argument");
             return 1;
         }
@@ -275,11 +330,12 @@ static int init_main(int argc, char **argv)
         } else {
             if (pipe(p) < 0)
                 return 1;
-            if (kind == RFORK_CHANNEL_INPUT)
+            if (is_input(kind))
                 ch[n] = (struct chan){.kind = kind, .ours = p[1], .child = p[0], .id = argv[i] + used};
             else
                 ch[n] = (struct chan){.kind = kind, .ours = p[0], .child = p[1], .id = argv[i] + used};
         }
+        ch[n].fd = fd;
         fcntl(ch[n].ours, F_SETFD, FD_CLOEXEC);
         fcntl(ch[n].ours, F_SETFL, O_NONBLOCK);
         snprintf(inherit[n + 1], sizeof inherit[n + 1], "fd[%d]:%s", ch[n].child, ch[n].id);
@@ -333,16 +389,19 @@ static int init_main(int argc, char **argv)
             p[np] = (struct pollfd){.fd = ch[i].ours, .events = ev};
             map[np++] = i;
         }
-        if (poll(p, (nfds_t)np, -1) < 0) {
+        int lazy = restored && lazy_waiting();
+        if (poll(p, (nfds_t)np, lazy ? 5 : -1) < 0) {
             if (errno == EINTR)
                 continue;
             break;
         }
+        if (lazy)
+            check_demand();
         /* First, input pipes the child no longer reads: the stand-in must stop reading the original end
          * (else it takes what the parent's other readers should get) before any output is relayed. */
         for (int k = 0; k < np; k++) {
             int i = map[k];
-            if (i >= 0 && ch[i].kind == RFORK_CHANNEL_INPUT && (p[k].revents & POLLERR) && ch[i].ours >= 0) {
+            if (i >= 0 && is_input(ch[i].kind) && (p[k].revents & POLLERR) && ch[i].ours >= 0) {
                 uint32_t id = (uint32_t)i;
                 rfork_send(ctl, RFORK_MSG_EOF, &id, sizeof id, NULL, 0);
                 close(ch[i].ours);
@@ -431,7 +490,7 @@ static int init_main(int argc, char **argv)
                     kill(child, SIGKILL);
                     return 1;
                 } else if (frame.type == RFORK_MSG_DATA && a < (uint32_t)n && ch[a].ours >= 0 &&
-                           ch[a].kind == RFORK_CHANNEL_INPUT) {
+                           is_input(ch[a].kind)) {
                     size_t len = frame.len - 4;
                     unsigned char *grown = realloc(ch[a].pending, ch[a].plen + len);
                     if (grown) {
@@ -442,7 +501,7 @@ static int init_main(int argc, char **argv)
                             flush_input((int)a);
                     }
                 } else if (frame.type == RFORK_MSG_EOF && a < (uint32_t)n && ch[a].ours >= 0) {
-                    if (ch[a].kind == RFORK_CHANNEL_INPUT) {
+                    if (is_input(ch[a].kind)) {
                         ch[a].eof_after = 1;
                         flush_input((int)a);
                     } else {
@@ -454,7 +513,7 @@ static int init_main(int argc, char **argv)
                 int i = map[k];
                 if (p[k].revents & POLLOUT)
                     flush_input(i);
-                if (ch[i].kind == RFORK_CHANNEL_INPUT || ch[i].ours < 0 || !(p[k].revents & (POLLIN | POLLHUP | POLLERR)))
+                if (is_input(ch[i].kind) || ch[i].ours < 0 || !(p[k].revents & (POLLIN | POLLHUP | POLLERR)))
                     continue;
                 ssize_t r = read(ch[i].ours, buf, sizeof buf);
                 if (r < 0 && (errno == EINTR || errno == EAGAIN))
@@ -466,6 +525,8 @@ static int init_main(int argc, char **argv)
                     rfork_send(ctl, RFORK_MSG_EOF, &id, sizeof id, NULL, 0);
                     close(ch[i].ours);
                     ch[i].ours = -1;
+                    if (ch[i].kind == RFORK_CHANNEL_OUTPUT)
+                        demand_partner(i);
                 }
             }
         }

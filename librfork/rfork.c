@@ -171,6 +171,16 @@ static int collect_channels(int ctl, struct channel *ch, int max)
         ch[n++] = c;
     }
     closedir(d);
+    /* A read end whose write end the child holds too: many children never close the end they do not
+     * use, so such a read end is relayed only once the remote child reads it. */
+    for (int i = 0; i < n; i++) {
+        size_t l = strlen(ch[i].id);
+        if (ch[i].kind != RFORK_CHANNEL_INPUT || l < 2)
+            continue;
+        for (int j = 0; j < n; j++)
+            if (ch[j].kind == RFORK_CHANNEL_OUTPUT && strncmp(ch[j].id, ch[i].id, l - 1) == 0 && ch[j].id[l - 1] == 'w')
+                ch[i].kind = RFORK_CHANNEL_LAZY_INPUT;
+    }
     return n;
 }
 
@@ -296,7 +306,7 @@ void rfork_place_child(const char *node, unsigned long long t0)
                      (unsigned)getuid(), (unsigned long)st.st_ino, policy && *policy ? policy : "-",
                      node && *node ? node : "-", (unsigned long long)t0);
     for (int i = 0; i < n && !bad; i++)
-        bad = append(req, sizeof req, &off, "ch %d %d %s\n", i, ch[i].kind, ch[i].id);
+        bad = append(req, sizeof req, &off, "ch %d %d %d %s\n", i, ch[i].kind, ch[i].fd, ch[i].id);
     if (bad || rfork_send(ctl, RFORK_MSG_FORK_REQUEST, req, off, NULL, 0) < 0) {
         say("rfork: cannot send the placement request (%s); child %d runs locally\n", strerror(errno), getpid());
         goto local;

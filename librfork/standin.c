@@ -154,6 +154,10 @@ int main(int argc, char **argv)
                         rfork_send(ctl, RFORK_MSG_EOF, &id, sizeof id, NULL, 0);
                     }
                     break;
+                case RFORK_MSG_DEMAND: /* the remote child reads this lazy channel now */
+                    if (a < (uint32_t)n && ch[a].fd >= 0 && ch[a].kind == RFORK_CHANNEL_LAZY_INPUT)
+                        readable[a] = 1;
+                    break;
                 case RFORK_MSG_EOF:
                     if (a < (uint32_t)n && ch[a].fd >= 0) {
                         close(ch[a].fd);

@@ -26,6 +26,7 @@ enum rfork_msg {
     RFORK_MSG_QUERY = 9,        /* CLI -> daemon: text query ("nodes", "ps") */
     RFORK_MSG_ANSWER = 10,      /* daemon -> CLI: JSON text */
     RFORK_MSG_ABORT = 11,       /* daemon -> namespace init: kill the child and leave */
+    RFORK_MSG_DEMAND = 12,      /* namespace init -> daemon -> stand-in: u32 channel; the child reads it now */
 };
 
 /* Verdicts in a FORK_REPLY. */
@@ -39,6 +40,7 @@ enum rfork_channel_kind {
     RFORK_CHANNEL_OUTPUT = 2,   /* the child writes it */
     RFORK_CHANNEL_TERMINAL = 3, /* a terminal: output relayed, input reads end of file */
     RFORK_CHANNEL_FILE = 4,     /* a regular file the child writes: a memfd on the target, growth relayed */
+    RFORK_CHANNEL_LAZY_INPUT = 5, /* a read end whose write end the child holds too: relayed once it reads */
 };
 
 /* Event kinds, also in proto/peer.proto (ChildEvent.Kind). */

@@ -105,7 +105,7 @@ extension Node {
                 "rfork-nsinit", "3", dir, criu.configuration.path, String(request.pid),
                 String(request.controlSocketInode),
             ]
-            for c in request.channels { args.append("\(c.id):\(c.kind.rawValue):\(c.criuID)") }
+            for c in request.channels { args.append("\(c.id):\(c.kind.rawValue):\(c.fd):\(c.criuID)") }
             let nsinit = config.resolvedHelperDirectory + "/rfork-nsinit"
             let pid = try Posix.spawn(nsinit, args, descriptors: [devnull, devnull, 2, theirs])
             session.helperPID = pid
@@ -167,6 +167,12 @@ extension Node {
             eof.session = s.session
             eof.channel = channel
             envelope.endOfFile = eof
+        case .demand:
+            guard let channel = frame.word else { return }
+            var demand = Rfork_Wire_V1_Demand()
+            demand.session = s.session
+            demand.channel = channel
+            envelope.demand = demand
         case .event:
             guard let raw = frame.word, let code = frame.secondWord,
                 let kind = Rfork_Wire_V1_ChildEvent.Kind(rawValue: Int(raw))

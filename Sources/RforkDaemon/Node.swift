@@ -106,6 +106,7 @@ final class Node: @unchecked Sendable {
                 ch.id = c.id
                 ch.kind = Rfork_Wire_V1_ChannelKind(rawValue: Int(c.kind.rawValue)) ?? .unspecified
                 ch.criuID = c.criuID
+                ch.fd = c.fd
                 return ch
             }
             for name in Posix.listDirectory(dir) where name.hasSuffix(".img") {
@@ -232,6 +233,9 @@ final class Node: @unchecked Sendable {
         case .endOfFile(let eof):
             guard let session = homeSessions[eof.session], session.state == .running else { return }
             session.child.writeAndFlush(LocalFrame.u32(.endOfFile, eof.channel), promise: nil)
+        case .demand(let demand):
+            guard let session = homeSessions[demand.session], session.state == .running else { return }
+            session.child.writeAndFlush(LocalFrame.u32(.demand, demand.channel), promise: nil)
         case .childEvent(let event):
             guard let session = homeSessions[event.session], session.state == .running else { return }
             let kind = UInt32(event.kind.rawValue)

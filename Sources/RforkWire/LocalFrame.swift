@@ -22,6 +22,7 @@ public enum LocalMessageType: UInt8, Sendable {
     case query = 9
     case answer = 10
     case abort = 11
+    case demand = 12
 }
 
 public enum Verdict: UInt8, Sendable {
@@ -35,6 +36,7 @@ public enum ChannelKindCode: UInt32, Sendable {
     case output = 2
     case terminal = 3
     case file = 4
+    case lazyInput = 5
 }
 
 public enum EventKindCode: UInt32, Sendable {
@@ -157,10 +159,13 @@ public struct LocalForkRequest: Sendable, Equatable {
         public var id: UInt32
         public var kind: ChannelKindCode
         public var criuID: String
-        public init(id: UInt32, kind: ChannelKindCode, criuID: String) {
+        /// The descriptor number in the child.
+        public var fd: Int32
+        public init(id: UInt32, kind: ChannelKindCode, criuID: String, fd: Int32 = -1) {
             self.id = id
             self.kind = kind
             self.criuID = criuID
+            self.fd = fd
         }
     }
 
@@ -192,13 +197,13 @@ public struct LocalForkRequest: Sendable, Equatable {
             let parts = line.split(separator: " ", maxSplits: 1)
             guard parts.count == 2 else { throw LocalWireError("malformed request line '\(line)'") }
             if parts[0] == "ch" {
-                let c = parts[1].split(separator: " ", maxSplits: 2)
-                guard c.count == 3, let id = UInt32(c[0]), let raw = UInt32(c[1]),
-                    let kind = ChannelKindCode(rawValue: raw), !c[2].isEmpty
+                let c = parts[1].split(separator: " ", maxSplits: 3)
+                guard c.count == 4, let id = UInt32(c[0]), let raw = UInt32(c[1]),
+                    let kind = ChannelKindCode(rawValue: raw), let fd = Int32(c[2]), fd >= 0, !c[3].isEmpty
                 else { throw LocalWireError("malformed channel line '\(line)'") }
                 guard id == channels.count else { throw LocalWireError("channel \(id) out of order") }
                 guard channels.count < LocalWire.maxChannels else { throw LocalWireError("too many channels") }
-                channels.append(Channel(id: id, kind: kind, criuID: String(c[2])))
+                channels.append(Channel(id: id, kind: kind, criuID: String(c[3]), fd: fd))
             } else {
                 fields[String(parts[0])] = String(parts[1])
             }
@@ -224,7 +229,7 @@ public struct LocalForkRequest: Sendable, Equatable {
     public var text: String {
         var s = "pid \(pid)\nuid \(uid)\nsock \(socketInode)\npolicy \(policy ?? "-")\nnode \(node ?? "-")\n"
         s += "t0 \(forkStartedNanoseconds)\n"
-        for c in channels { s += "ch \(c.id) \(c.kind.rawValue) \(c.criuID)\n" }
+        for c in channels { s += "ch \(c.id) \(c.kind.rawValue) \(c.fd) \(c.criuID)\n" }
         return s
     }
 }

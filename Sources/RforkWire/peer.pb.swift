@@ -50,6 +50,9 @@ public nonisolated enum Rfork_Wire_V1_ChannelKind: SwiftProtobuf.Enum, Swift.Cas
 
   /// a regular file the child writes: a memfd on the target, growth relayed
   case file // = 4
+
+  /// a read end whose write end the child holds too: relayed once it reads
+  case lazyInput // = 5
   case UNRECOGNIZED(Int)
 
   public init() {
@@ -63,6 +66,7 @@ public nonisolated enum Rfork_Wire_V1_ChannelKind: SwiftProtobuf.Enum, Swift.Cas
     case 2: self = .output
     case 3: self = .terminal
     case 4: self = .file
+    case 5: self = .lazyInput
     default: self = .UNRECOGNIZED(rawValue)
     }
   }
@@ -74,6 +78,7 @@ public nonisolated enum Rfork_Wire_V1_ChannelKind: SwiftProtobuf.Enum, Swift.Cas
     case .output: return 2
     case .terminal: return 3
     case .file: return 4
+    case .lazyInput: return 5
     case .UNRECOGNIZED(let i): return i
     }
   }
@@ -85,6 +90,7 @@ public nonisolated enum Rfork_Wire_V1_ChannelKind: SwiftProtobuf.Enum, Swift.Cas
     .output,
     .terminal,
     .file,
+    .lazyInput,
   ]
 
 }
@@ -116,6 +122,9 @@ public nonisolated struct Rfork_Wire_V1_Channel: Sendable {
 
   /// CRIU's name for the resource in the image, e.g. "pipe:[1234]"
   public var criuID: String = String()
+
+  /// the descriptor number in the child (LAZY_INPUT: to see it read)
+  public var fd: Int32 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -302,6 +311,21 @@ public nonisolated struct Rfork_Wire_V1_ChildEvent: Sendable {
   public init() {}
 }
 
+/// target -> home: the remote child reads a LAZY_INPUT channel; start relaying it.
+public nonisolated struct Rfork_Wire_V1_Demand: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var session: UInt64 = 0
+
+  public var channel: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 /// either way: forget the session; the target kills the remote child if it still runs.
 public nonisolated struct Rfork_Wire_V1_Abort: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
@@ -413,6 +437,14 @@ public nonisolated struct Rfork_Wire_V1_Envelope: Sendable {
     set {body = .load(newValue)}
   }
 
+  public var demand: Rfork_Wire_V1_Demand {
+    get {
+      if case .demand(let v)? = body {return v}
+      return Rfork_Wire_V1_Demand()
+    }
+    set {body = .demand(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Body: Equatable, Sendable {
@@ -425,6 +457,7 @@ public nonisolated struct Rfork_Wire_V1_Envelope: Sendable {
     case childEvent(Rfork_Wire_V1_ChildEvent)
     case abort(Rfork_Wire_V1_Abort)
     case load(Rfork_Wire_V1_Load)
+    case demand(Rfork_Wire_V1_Demand)
 
   }
 
@@ -436,7 +469,7 @@ public nonisolated struct Rfork_Wire_V1_Envelope: Sendable {
 fileprivate nonisolated let _protobuf_package = "rfork.wire.v1"
 
 nonisolated extension Rfork_Wire_V1_ChannelKind: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0CHANNEL_KIND_UNSPECIFIED\0\u{1}CHANNEL_KIND_INPUT\0\u{1}CHANNEL_KIND_OUTPUT\0\u{1}CHANNEL_KIND_TERMINAL\0\u{1}CHANNEL_KIND_FILE\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0CHANNEL_KIND_UNSPECIFIED\0\u{1}CHANNEL_KIND_INPUT\0\u{1}CHANNEL_KIND_OUTPUT\0\u{1}CHANNEL_KIND_TERMINAL\0\u{1}CHANNEL_KIND_FILE\0\u{1}CHANNEL_KIND_LAZY_INPUT\0")
 }
 
 nonisolated extension Rfork_Wire_V1_Hello: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
@@ -476,7 +509,7 @@ nonisolated extension Rfork_Wire_V1_Hello: SwiftProtobuf.Message, SwiftProtobuf.
 
 nonisolated extension Rfork_Wire_V1_Channel: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Channel"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}kind\0\u{3}criu_id\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}kind\0\u{3}criu_id\0\u{1}fd\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -487,6 +520,7 @@ nonisolated extension Rfork_Wire_V1_Channel: SwiftProtobuf.Message, SwiftProtobu
       case 1: try { try decoder.decodeSingularUInt32Field(value: &self.id) }()
       case 2: try { try decoder.decodeSingularEnumField(value: &self.kind) }()
       case 3: try { try decoder.decodeSingularStringField(value: &self.criuID) }()
+      case 4: try { try decoder.decodeSingularInt32Field(value: &self.fd) }()
       default: break
       }
     }
@@ -502,6 +536,9 @@ nonisolated extension Rfork_Wire_V1_Channel: SwiftProtobuf.Message, SwiftProtobu
     if !self.criuID.isEmpty {
       try visitor.visitSingularStringField(value: self.criuID, fieldNumber: 3)
     }
+    if self.fd != 0 {
+      try visitor.visitSingularInt32Field(value: self.fd, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -509,6 +546,7 @@ nonisolated extension Rfork_Wire_V1_Channel: SwiftProtobuf.Message, SwiftProtobu
     if lhs.id != rhs.id {return false}
     if lhs.kind != rhs.kind {return false}
     if lhs.criuID != rhs.criuID {return false}
+    if lhs.fd != rhs.fd {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -813,6 +851,41 @@ nonisolated extension Rfork_Wire_V1_ChildEvent.Kind: SwiftProtobuf._ProtoNamePro
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0KIND_UNSPECIFIED\0\u{1}KIND_EXITED\0\u{1}KIND_KILLED\0\u{1}KIND_STOPPED\0\u{1}KIND_CONTINUED\0")
 }
 
+nonisolated extension Rfork_Wire_V1_Demand: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Demand"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}session\0\u{1}channel\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.session) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.channel) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.session != 0 {
+      try visitor.visitSingularUInt64Field(value: self.session, fieldNumber: 1)
+    }
+    if self.channel != 0 {
+      try visitor.visitSingularUInt32Field(value: self.channel, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Rfork_Wire_V1_Demand, rhs: Rfork_Wire_V1_Demand) -> Bool {
+    if lhs.session != rhs.session {return false}
+    if lhs.channel != rhs.channel {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
 nonisolated extension Rfork_Wire_V1_Abort: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Abort"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}session\0\u{1}reason\0")
@@ -890,7 +963,7 @@ nonisolated extension Rfork_Wire_V1_Load: SwiftProtobuf.Message, SwiftProtobuf._
 
 nonisolated extension Rfork_Wire_V1_Envelope: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Envelope"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hello\0\u{3}fork_request\0\u{3}fork_reply\0\u{1}data\0\u{3}end_of_file\0\u{1}signal\0\u{3}child_event\0\u{1}abort\0\u{1}load\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hello\0\u{3}fork_request\0\u{3}fork_reply\0\u{1}data\0\u{3}end_of_file\0\u{1}signal\0\u{3}child_event\0\u{1}abort\0\u{1}load\0\u{1}demand\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1015,6 +1088,19 @@ nonisolated extension Rfork_Wire_V1_Envelope: SwiftProtobuf.Message, SwiftProtob
           self.body = .load(v)
         }
       }()
+      case 10: try {
+        var v: Rfork_Wire_V1_Demand?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .demand(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .demand(v)
+        }
+      }()
       default: break
       }
     }
@@ -1061,6 +1147,10 @@ nonisolated extension Rfork_Wire_V1_Envelope: SwiftProtobuf.Message, SwiftProtob
     case .load?: try {
       guard case .load(let v)? = self.body else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 9)
+    }()
+    case .demand?: try {
+      guard case .demand(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 10)
     }()
     case nil: break
     }

@@ -79,7 +79,7 @@ conformance() { # name [stdin-file]
 }
 
 printf 'hello remote child\nsecond line\n' >"$WORK/stdin.txt"
-for prog in exit_status kill_by_signal signals stop_cont pipes sigchld fork_exec many; do conformance "$prog"; done
+for prog in exit_status kill_by_signal signals stop_cont pipes unclosed_ends sigchld fork_exec many; do conformance "$prog"; done
 conformance stdio "$WORK/stdin.txt"
 
 # --- a terminal: the parent's stdio is a pty (script(1)); the remote child writes to it ---

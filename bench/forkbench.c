@@ -1,0 +1,205 @@
+/*
+ * The benchmark's workload: an ordinary program, run under plain fork and under `rfork run`.
+ * Each mode prints one JSON object per trial on stdout. Times use CLOCK_MONOTONIC, which is
+ * machine-wide on the local cluster, so a child's clock can be compared with its parent's.
+ *
+ *   forkbench latency MIB TRIALS   parent blocked, child running, all inherited memory read
+ *   forkbench pipe MIB             throughput parent -> child, and 1-byte round trips
+ *   forkbench rate COUNT INFLIGHT  forks per second, at most INFLIGHT children at once
+ *   forkbench hold MIB             touch MIB, say READY, sleep (for the CRIU baselines)
+ *   forkbench children N           fork N children that sleep; print their PIDs; wait for stdin EOF
+ */
+#define _GNU_SOURCE
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static long long now_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1000000000LL + t.tv_nsec;
+}
+
+static unsigned char *touch(size_t mib)
+{
+    size_t n = mib << 20;
+    unsigned char *m = mmap(NULL, n ? n : 1, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED)
+        exit(2);
+    for (size_t i = 0; i < n; i += 4096)
+        m[i] = (unsigned char)(i >> 12);
+    return m;
+}
+
+static int read_all(int fd, void *p, size_t n)
+{
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = read(fd, (char *)p + got, n - got);
+        if (r <= 0)
+            return -1;
+        got += (size_t)r;
+    }
+    return 0;
+}
+
+static int latency(size_t mib, int trials)
+{
+    unsigned char *m = touch(mib);
+    for (int t = 0; t < trials; t++) {
+        int p[2];
+        if (pipe(p) < 0)
+            return 1;
+        long long t0 = now_ns();
+        pid_t pid = fork();
+        long long t1 = now_ns();
+        if (pid == 0) {
+            long long running = now_ns();
+            unsigned long sum = 0;
+            for (size_t i = 0; i < mib << 20; i += 4096)
+                sum += m[i];
+            long long all = now_ns();
+            long long out[3] = {running, all, (long long)sum};
+            if (write(p[1], out, sizeof out) < 0)
+                _exit(1);
+            _exit(0);
+        }
+        close(p[1]);
+        long long in[3];
+        int ok = read_all(p[0], in, sizeof in) == 0;
+        close(p[0]);
+        int st;
+        waitpid(pid, &st, 0);
+        if (!ok || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
+            printf("{\"error\":\"trial %d failed\"}\n", t);
+        else
+            printf("{\"blocked_ms\":%.4f,\"running_ms\":%.4f,\"memory_ms\":%.4f}\n", (t1 - t0) / 1e6,
+                   (in[0] - t0) / 1e6, (in[1] - t0) / 1e6);
+        fflush(stdout);
+    }
+    return 0;
+}
+
+static int pipe_bench(size_t mib)
+{
+    int down[2], up[2];
+    if (pipe(down) < 0 || pipe(up) < 0)
+        return 1;
+    static char buf[1 << 16];
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(down[1]);
+        close(up[0]);
+        char c = 'r';
+        if (write(up[1], &c, 1) != 1) /* running */
+            _exit(1);
+        size_t total = 0;
+        ssize_t r;
+        while (total < mib << 20 && (r = read(down[0], buf, sizeof buf)) > 0)
+            total += (size_t)r;
+        if (write(up[1], &c, 1) != 1) /* all received */
+            _exit(1);
+        for (int i = 0; i < 1000; i++) /* echo */
+            if (read(down[0], &c, 1) != 1 || write(up[1], &c, 1) != 1)
+                _exit(1);
+        _exit(0);
+    }
+    close(down[0]);
+    close(up[1]);
+    char c;
+    if (read(up[0], &c, 1) != 1)
+        return 1;
+    memset(buf, 'x', sizeof buf);
+    long long t0 = now_ns();
+    for (size_t sent = 0; sent < mib << 20; sent += sizeof buf)
+        if (write(down[1], buf, sizeof buf) != (ssize_t)sizeof buf)
+            return 1;
+    if (read(up[0], &c, 1) != 1)
+        return 1;
+    long long t1 = now_ns();
+    for (int i = 0; i < 1000; i++)
+        if (write(down[1], &c, 1) != 1 || read(up[0], &c, 1) != 1)
+            return 1;
+    long long t2 = now_ns();
+    int st;
+    waitpid(pid, &st, 0);
+    printf("{\"throughput_mib_s\":%.1f,\"rtt_us\":%.1f}\n", (double)mib / ((t1 - t0) / 1e9), (t2 - t1) / 1e3 / 1000);
+    return 0;
+}
+
+static int rate(int count, int inflight)
+{
+    long long t0 = now_ns();
+    int running = 0, started = 0, failed = 0;
+    while (started < count || running > 0) {
+        while (started < count && running < inflight) {
+            pid_t pid = fork();
+            if (pid == 0)
+                _exit(0);
+            if (pid < 0)
+                return 1;
+            started++;
+            running++;
+        }
+        int st;
+        if (wait(&st) > 0) {
+            running--;
+            failed += !WIFEXITED(st) || WEXITSTATUS(st) != 0;
+        }
+    }
+    double s = (now_ns() - t0) / 1e9;
+    printf("{\"forks\":%d,\"seconds\":%.3f,\"forks_per_s\":%.1f,\"failed\":%d}\n", count, s, count / s, failed);
+    return 0;
+}
+
+static int children(int n)
+{
+    pid_t pids[256];
+    for (int i = 0; i < n && i < 256; i++) {
+        pids[i] = fork();
+        if (pids[i] == 0) {
+            for (;;)
+                pause();
+        }
+    }
+    sleep(1);
+    for (int i = 0; i < n && i < 256; i++)
+        printf("%d\n", pids[i]);
+    fflush(stdout);
+    char c;
+    while (read(0, &c, 1) > 0) {
+    }
+    for (int i = 0; i < n && i < 256; i++) {
+        kill(pids[i], SIGKILL);
+        waitpid(pids[i], NULL, 0);
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc >= 4 && strcmp(argv[1], "latency") == 0)
+        return latency((size_t)atol(argv[2]), atoi(argv[3]));
+    if (argc >= 3 && strcmp(argv[1], "pipe") == 0)
+        return pipe_bench((size_t)atol(argv[2]));
+    if (argc >= 4 && strcmp(argv[1], "rate") == 0)
+        return rate(atoi(argv[2]), atoi(argv[3]));
+    if (argc >= 3 && strcmp(argv[1], "hold") == 0) {
+        touch((size_t)atol(argv[2]));
+        printf("READY\n");
+        fflush(stdout);
+        for (;;)
+            pause();
+    }
+    if (argc >= 3 && strcmp(argv[1], "children") == 0)
+        return children(atoi(argv[2]));
+    fprintf(stderr, "usage: forkbench latency MIB TRIALS | pipe MIB | rate COUNT INFLIGHT | hold MIB | children N\n");
+    return 2;
+}
