@@ -44,13 +44,15 @@ struct LocalFrameTests {
     }
 
     @Test func parsesAPlacementRequest() throws {
-        let text = "pid 123\nuid 1000\nsock 456\npolicy spread\nnode -\nt0 99\nch 0 2 pipe:[77]w\nch 1 4 file[1b:f0]\n"
+        let text =
+            "pid 123\nuid 1000\nsock 456\npolicy spread\nnode -\nt0 99\nch 0 2 4 pipe:[77]w\nch 1 4 1 file[1b:f0]\n"
         let request = try LocalForkRequest(parsing: text)
         #expect(request.pid == 123 && request.uid == 1000 && request.socketInode == 456)
         #expect(request.policy == "spread" && request.node == nil && request.forkStartedNanoseconds == 99)
         #expect(
             request.channels == [
-                .init(id: 0, kind: .output, criuID: "pipe:[77]w"), .init(id: 1, kind: .file, criuID: "file[1b:f0]"),
+                .init(id: 0, kind: .output, criuID: "pipe:[77]w", fd: 4),
+                .init(id: 1, kind: .file, criuID: "file[1b:f0]", fd: 1),
             ])
         #expect(try LocalForkRequest(parsing: request.text) == request)
     }
@@ -59,8 +61,9 @@ struct LocalFrameTests {
         "uid 0\nsock 1\n",  // no pid
         "pid -4\nuid 0\nsock 1\n",  // bad pid
         "pid 5\nuid 0\n",  // no socket
-        "pid 5\nuid 0\nsock 1\nch 1 2 pipe:[1]w\n",  // channels out of order
-        "pid 5\nuid 0\nsock 1\nch 0 9 pipe:[1]w\n",  // unknown kind
+        "pid 5\nuid 0\nsock 1\nch 1 2 3 pipe:[1]w\n",  // channels out of order
+        "pid 5\nuid 0\nsock 1\nch 0 9 3 pipe:[1]w\n",  // unknown kind
+        "pid 5\nuid 0\nsock 1\nch 0 2 -1 pipe:[1]w\n",  // bad descriptor
         "pid 5\nuid 0\nsock 1\ngarbage\n",  // not key value
     ])
     func refusesMalformedRequests(text: String) {
