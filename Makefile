@@ -4,7 +4,7 @@ SWIFT ?= swift
 SWIFT_CONFIG ?= release
 BUILD := build
 
-.PHONY: all build setup demo test unit-test integration-test install proto clean format lint
+.PHONY: all build setup demo test unit-test integration-test install proto clean format lint bench
 
 all: build
 
@@ -21,16 +21,22 @@ build:
 	install -m 0755 .build/$(SWIFT_CONFIG)/rfork .build/$(SWIFT_CONFIG)/rforkd $(BUILD)/bin/
 	$(MAKE) -C tests/conformance OUT=$(CURDIR)/$(BUILD)/tests
 	$(MAKE) -C examples OUT=$(CURDIR)/$(BUILD)/examples
+	$(MAKE) -C bench OUT=$(CURDIR)/$(BUILD)/libexec/rfork
 
 install: build
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/libexec/rfork
 	install -m 0755 $(BUILD)/bin/rfork $(BUILD)/bin/rforkd $(DESTDIR)$(PREFIX)/bin/
 	install -m 0755 $(BUILD)/lib/librfork.so $(DESTDIR)$(PREFIX)/lib/
 	install -m 0644 $(BUILD)/include/rfork.h $(DESTDIR)$(PREFIX)/include/
-	install -m 0755 $(BUILD)/libexec/rfork/rfork-standin $(BUILD)/libexec/rfork/rfork-nsinit $(DESTDIR)$(PREFIX)/libexec/rfork/
+	install -m 0755 $(BUILD)/libexec/rfork/rfork-standin $(BUILD)/libexec/rfork/rfork-nsinit \
+		$(BUILD)/libexec/rfork/rfork-forkbench $(DESTDIR)$(PREFIX)/libexec/rfork/
 
 demo: setup build
 	bash scripts/demo.sh
+
+# Remote fork against plain fork and the seed's CRIU pipeline; writes bench/results/latest.{md,json,svg}.
+bench: setup build
+	$(BUILD)/bin/rfork bench --out bench/results
 
 unit-test:
 	$(SWIFT) test

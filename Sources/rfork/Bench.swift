@@ -1,0 +1,398 @@
+import ArgumentParser
+import Foundation
+import Glibc
+import RforkCluster
+import RforkDaemon
+import RforkSystem
+
+extension Rfork {
+    /// `rfork bench`: remote fork against plain fork and the seed's CRIU pipeline, in one run.
+    struct Bench: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Measure remote fork against plain fork and the seed's CRIU pipeline; write a report.",
+            discussion: """
+                Starts a 3-node local cluster (or uses the running one) and measures, for each child size: \
+                how long fork() blocks the parent, the time until the child runs on the other node, and until \
+                it has read all its memory, with the phases of each remote fork; the seed's pipeline (criu dump \
+                to tmpfs or disk, copy, criu restore in a new PID namespace); raw TCP between the nodes; pipe \
+                throughput and round trips; forks per second; memory per remote child. Medians over the trials.
+                """)
+
+        @Option(name: .long, parsing: .upToNextOption, help: "Child sizes in MiB of touched memory.")
+        var sizes: [Int] = [1, 64, 1024]
+
+        @Option(name: .long, help: "Trials per size (1 GiB uses at most 3).")
+        var trials: Int = 7
+
+        @Option(name: .long, help: "Where the report goes (latest.md, latest.json, latest.svg).")
+        var out: String = "bench/results"
+
+        @Flag(name: .long, help: "Print the JSON report on stdout.")
+        var json = false
+
+        func validate() throws {
+            guard !sizes.isEmpty, sizes.allSatisfy({ (1...4096).contains($0) }) else {
+                throw ValidationError("--sizes takes MiB between 1 and 4096")
+            }
+            guard (1...100).contains(trials) else { throw ValidationError("--trials must be 1...100") }
+        }
+
+        func run() throws {
+            guard geteuid() == 0 else { throw ValidationError("rfork bench needs root (it runs a local cluster)") }
+            let cluster = LocalCluster()
+            var state: LocalCluster.State
+            var started = false
+            if let existing = try? cluster.load() {
+                state = existing
+            } else {
+                do { state = try cluster.up(nodes: 3) } catch { throw ValidationError("\(error)") }
+                started = true
+            }
+            defer { if started { cluster.down() } }
+            guard state.nodes.count >= 2 else { throw ValidationError("the cluster needs at least 2 nodes") }
+            let runner = BenchRunner(
+                state: state, prefix: LocalCluster.installPrefix(), sizes: sizes, trials: trials, log: !json)
+            let report = try runner.measureAll()
+            try Posix.makeDirectory(out, mode: 0o755)
+            try Posix.writeFile(out + "/latest.json", Array(report.json.utf8), mode: 0o644)
+            try Posix.writeFile(out + "/latest.md", Array(report.markdown.utf8), mode: 0o644)
+            try Posix.writeFile(out + "/latest.svg", Array(report.svg.utf8), mode: 0o644)
+            if json { print(report.json) } else { print(report.markdown) }
+            FileHandleStderr.write("report written to \(out)/latest.md, latest.json, latest.svg\n")
+        }
+    }
+}
+
+/// Medians, in milliseconds unless named otherwise.
+struct SizeResult: Codable {
+    var mib: Int
+    var localBlocked, localRunning, localMemory: Double
+    var remoteBlocked, remoteRunning, remoteMemory: Double
+    var phases: [String: Double]  // request, dump, prepare, transfer, restore, total
+    var seedTmpfs: [String: Double]  // dump, copy, restore, total
+    var seedDisk: [String: Double]
+    var failures: Int
+}
+
+struct BenchReport: Codable {
+    var date: String
+    var machine: String
+    var sizes: [SizeResult]
+    var tcpMiBps: Double
+    var pipeLocalMiBps, pipeRemoteMiBps, rttLocalUs, rttRemoteUs: Double
+    var forksPerSecondLocal, forksPerSecondRemote, forksPerSecondRemote100: Double
+    var homeKiBPerChild, targetKiBPerChild: Double
+
+    var json: String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        return String(decoding: (try? encoder.encode(self)) ?? Data(), as: UTF8.self)
+    }
+
+    var markdown: String {
+        func f(_ v: Double) -> String { v.isNaN ? "n/a" : String(format: v < 10 ? "%.2f" : "%.1f", v) }
+        var s = "# rfork benchmark\n\n\(date), \(machine).\nMedians; times in ms from the parent's fork() call.\n\n"
+        s += "## Remote fork against plain fork and the seed's pipeline\n\n"
+        s += "| child memory | parent blocked: fork / rfork | running: fork / rfork | all memory read: fork / rfork "
+        s += "| seed pipeline tmpfs | seed pipeline disk | rfork vs seed tmpfs |\n|---|---|---|---|---|---|---|\n"
+        for r in sizes {
+            let ratio = r.remoteRunning / (r.seedTmpfs["total"] ?? .nan)
+            s += "| \(r.mib) MiB | \(f(r.localBlocked)) / \(f(r.remoteBlocked)) | \(f(r.localRunning)) / \(f(r.remoteRunning)) "
+            s += "| \(f(r.localMemory)) / \(f(r.remoteMemory)) | \(f(r.seedTmpfs["total"] ?? .nan)) "
+            s += "| \(f(r.seedDisk["total"] ?? .nan)) | \(f(ratio))× |\n"
+        }
+        s += "\n## Phases of one remote fork (rfork) and of the seed's pipeline\n\n"
+        s += "| child memory | configuration | request | dump | prepare / copy | transfer | restore | total |\n"
+        s += "|---|---|---|---|---|---|---|---|\n"
+        for r in sizes {
+            let p = r.phases
+            s += "| \(r.mib) MiB | rfork | \(f(p["request"] ?? .nan)) | \(f(p["dump"] ?? .nan)) | \(f(p["prepare"] ?? .nan)) "
+            s += "| \(f(p["transfer"] ?? .nan)) | \(f(p["restore"] ?? .nan)) | \(f(p["total"] ?? .nan)) |\n"
+            for (name, seed) in [("seed, tmpfs", r.seedTmpfs), ("seed, disk", r.seedDisk)] {
+                s += "| \(r.mib) MiB | \(name) | | \(f(seed["dump"] ?? .nan)) | \(f(seed["copy"] ?? .nan)) | "
+                s += "| \(f(seed["restore"] ?? .nan)) | \(f(seed["total"] ?? .nan)) |\n"
+            }
+        }
+        s += "\n## Links, rates and memory\n\n| metric | plain / local | rfork (remote child) |\n|---|---|---|\n"
+        s += "| pipe throughput parent → child (MiB/s) | \(f(pipeLocalMiBps)) | \(f(pipeRemoteMiBps)) |\n"
+        s += "| pipe round trip (µs) | \(f(rttLocalUs)) | \(f(rttRemoteUs)) |\n"
+        s += "| forks per second, one at a time | \(f(forksPerSecondLocal)) | \(f(forksPerSecondRemote)) |\n"
+        s += "| forks per second, 100 in flight | | \(f(forksPerSecondRemote100)) |\n"
+        s += "| raw TCP node1 → node2 (MiB/s) | \(f(tcpMiBps)) | |\n"
+        s += "| memory rfork adds per remote child, home / target (KiB, PSS) | | \(f(homeKiBPerChild)) / \(f(targetKiBPerChild)) |\n"
+        s += "\nChart: latest.svg (stacked phases per configuration and size).\n"
+        return s
+    }
+
+    /// One stacked bar per configuration and size, like the seed's figures.
+    var svg: String {
+        let rows: [(String, [(String, Double)])] = sizes.flatMap { r -> [(String, [(String, Double)])] in
+            [
+                ("rfork \(r.mib) MiB", ["request", "dump", "prepare", "transfer", "restore"].map { ($0, r.phases[$0] ?? 0) }),
+                ("seed tmpfs \(r.mib) MiB", ["dump", "copy", "restore"].map { ($0, r.seedTmpfs[$0] ?? 0) }),
+                ("seed disk \(r.mib) MiB", ["dump", "copy", "restore"].map { ($0, r.seedDisk[$0] ?? 0) }),
+            ]
+        }
+        let colors = [
+            "request": "#999999", "dump": "#4e79a7", "prepare": "#f28e2b", "copy": "#f28e2b", "transfer": "#e15759",
+            "restore": "#59a14f",
+        ]
+        let maxTotal = max(1, rows.map { $0.1.reduce(0) { $0 + ($1.1.isNaN ? 0 : $1.1) } }.max() ?? 1)
+        let width = 900.0, left = 170.0, bar = 22.0, gap = 10.0
+        var s = "<svg xmlns='http://www.w3.org/2000/svg' width='\(Int(width))' height='\(Int(Double(rows.count) * (bar + gap) + 70))'"
+        s += " font-family='sans-serif' font-size='12'>\n<text x='10' y='18' font-size='14'>Phases of a remote fork (ms, log-free linear scale; max \(Int(maxTotal)) ms)</text>\n"
+        for (i, row) in rows.enumerated() {
+            let y = 30 + Double(i) * (bar + gap)
+            s += "<text x='10' y='\(y + 15)'>\(row.0)</text>\n"
+            var x = left
+            for (name, v) in row.1 where !v.isNaN && v > 0 {
+                let w = v / maxTotal * (width - left - 80)
+                s += "<rect x='\(x)' y='\(y)' width='\(w)' height='\(bar)' fill='\(colors[name] ?? "#000")'><title>\(name) \(String(format: "%.2f", v)) ms</title></rect>\n"
+                x += w
+            }
+            s += "<text x='\(x + 4)' y='\(y + 15)'>\(String(format: "%.1f", row.1.reduce(0) { $0 + ($1.1.isNaN ? 0 : $1.1) }))</text>\n"
+        }
+        var lx = left
+        let ly = 40 + Double(rows.count) * (bar + gap)
+        for name in ["request", "dump", "prepare", "transfer", "restore"] {
+            s += "<rect x='\(lx)' y='\(ly - 10)' width='10' height='10' fill='\(colors[name] ?? "#000")'/>"
+            s += "<text x='\(lx + 14)' y='\(ly)'>\(name == "prepare" ? "prepare / copy" : name)</text>\n"
+            lx += 120
+        }
+        return s + "</svg>\n"
+    }
+}
+
+/// Runs the measurements. Every command runs inside a node's namespaces.
+struct BenchRunner {
+    let state: LocalCluster.State
+    let prefix: String
+    let sizes: [Int]
+    let trials: Int
+    let log: Bool
+
+    var home: LocalCluster.NodeState { state.nodes[0] }
+    var target: LocalCluster.NodeState { state.nodes[1] }
+    var rfork: String { Posix.executablePath() }
+    var forkbench: String { prefix + "/libexec/rfork/rfork-forkbench" }
+
+    func say(_ text: String) { if log { FileHandleStderr.write("bench: \(text)\n") } }
+
+    func on(_ node: LocalCluster.NodeState, _ argv: [String]) throws -> String {
+        let (status, out) = try Posix.run(
+            ["/usr/bin/nsenter", "-t", String(node.daemonPID), "-n", "-m", "-u", "--"] + argv)
+        guard status == .exited(0) else {
+            throw ValidationError("\(argv.prefix(6).joined(separator: " ")) on \(node.name) failed (\(status))")
+        }
+        return out
+    }
+
+    func remote(_ args: [String]) throws -> String {
+        try on(home, [rfork, "run", "--node", target.name, "--", forkbench] + args)
+    }
+
+    func objects(_ text: String) -> [[String: Double]] {
+        text.split(separator: "\n").compactMap { line in
+            (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Double]
+        }
+    }
+
+    func median(_ values: [Double]) -> Double {
+        let v = values.filter { !$0.isNaN }.sorted()
+        guard !v.isEmpty else { return .nan }
+        return v.count % 2 == 1 ? v[v.count / 2] : (v[v.count / 2 - 1] + v[v.count / 2]) / 2
+    }
+
+    func measureAll() throws -> BenchReport {
+        var results: [SizeResult] = []
+        for mib in sizes {
+            let n = mib >= 1024 ? min(trials, 3) : trials
+            say("\(mib) MiB: plain fork, \(n) trials")
+            let local = objects(try on(home, [forkbench, "latency", String(mib), String(n)]))
+            say("\(mib) MiB: remote fork, \(n) trials")
+            let remoteOut = objects((try? remote(["latency", String(mib), String(n)])) ?? "")
+            let recent = try on(home, [rfork, "ps", "--recent", "--json"])
+            let records = (try? JSONDecoder().decode([PlacementRecord].self, from: Data(recent.utf8))) ?? []
+            let mine = records.suffix(n)
+            let phases: [String: Double] = [
+                "request": median(mine.map(\.requestMs)), "dump": median(mine.map(\.dumpMs)),
+                "prepare": median(mine.map(\.prepareMs)), "transfer": median(mine.map(\.transferMs)),
+                "restore": median(mine.map(\.restoreMs)), "total": median(mine.map(\.totalMs)),
+            ]
+            say("\(mib) MiB: the seed's pipeline on tmpfs and on disk")
+            let tmpfs = seedPipeline(mib: mib, root: "/dev/shm/rfork-bench", trials: min(n, 3))
+            let disk = seedPipeline(mib: mib, root: "/var/tmp/rfork-bench", trials: min(n, 3))
+            let good = remoteOut.filter { $0["running_ms"] != nil }
+            results.append(
+                SizeResult(
+                    mib: mib, localBlocked: median(local.compactMap { $0["blocked_ms"] }),
+                    localRunning: median(local.compactMap { $0["running_ms"] }),
+                    localMemory: median(local.compactMap { $0["memory_ms"] }),
+                    remoteBlocked: median(good.compactMap { $0["blocked_ms"] }),
+                    remoteRunning: median(good.compactMap { $0["running_ms"] }),
+                    remoteMemory: median(good.compactMap { $0["memory_ms"] }), phases: phases, seedTmpfs: tmpfs,
+                    seedDisk: disk, failures: n - good.count))
+        }
+        say("pipes, rates, TCP and memory")
+        let pipeLocal = objects((try? on(home, [forkbench, "pipe", "256"])) ?? "").first ?? [:]
+        let pipeRemote = objects((try? remote(["pipe", "256"])) ?? "").first ?? [:]
+        let rateLocal = objects((try? on(home, [forkbench, "rate", "100", "1"])) ?? "").first ?? [:]
+        let rateRemote = objects((try? remote(["rate", "100", "1"])) ?? "").first ?? [:]
+        let rate100 = objects((try? remote(["rate", "100", "100"])) ?? "").first ?? [:]
+        let (homeKiB, targetKiB) = memoryPerChild()
+        return BenchReport(
+            date: ISO8601DateFormatter().string(from: Date()), machine: machine(), sizes: results, tcpMiBps: tcp(),
+            pipeLocalMiBps: pipeLocal["throughput_mib_s"] ?? .nan, pipeRemoteMiBps: pipeRemote["throughput_mib_s"] ?? .nan,
+            rttLocalUs: pipeLocal["rtt_us"] ?? .nan, rttRemoteUs: pipeRemote["rtt_us"] ?? .nan,
+            forksPerSecondLocal: rateLocal["forks_per_s"] ?? .nan, forksPerSecondRemote: rateRemote["forks_per_s"] ?? .nan,
+            forksPerSecondRemote100: rate100["forks_per_s"] ?? .nan, homeKiBPerChild: homeKiB,
+            targetKiBPerChild: targetKiB)
+    }
+
+    /// The seed's pipeline: criu dump into a directory, copy it to the target's directory, criu restore
+    /// there inside a new PID namespace. Phases in ms (medians), NaN when it failed.
+    func seedPipeline(mib: Int, root: String, trials: Int) -> [String: Double] {
+        var dumps: [Double] = [], copies: [Double] = [], restores: [Double] = []
+        for trial in 0..<trials {
+            let dir = "\(root)/\(mib)-\(trial)"
+            _ = try? Posix.run(["/bin/rm", "-rf", dir])
+            guard (try? Posix.makeDirectory(dir + "/src")) != nil, (try? Posix.makeDirectory(dir + "/dst")) != nil,
+                let holder = try? startHolder(mib: mib, readyFile: dir + "/ready")
+            else { continue }
+            defer {
+                Posix.kill(holder, SIGKILL)
+                _ = Posix.poll(holder)
+                _ = try? Posix.run(["/bin/rm", "-rf", dir])
+            }
+            let criu = ["/usr/local/sbin/criu", "/usr/sbin/criu"].first(where: Posix.fileExists) ?? "criu"
+            let t0 = Posix.monotonicNanoseconds()
+            guard
+                (try? on(
+                    home,
+                    [criu, "dump", "-t", String(holder), "-D", dir + "/src", "-o", "dump.log", "--shell-job",
+                     "--leave-running"])) != nil
+            else { continue }
+            let t1 = Posix.monotonicNanoseconds()
+            guard (try? on(home, ["/bin/sh", "-c", "cp -r \(dir)/src/. \(dir)/dst/ && sync -f \(dir)/dst"])) != nil else {
+                continue
+            }
+            let t2 = Posix.monotonicNanoseconds()
+            Posix.kill(holder, SIGKILL)  // the copy takes over its PID inside the new namespace anyway
+            guard
+                (try? on(
+                    target,
+                    ["/usr/bin/unshare", "--pid", "--fork", "--mount-proc", criu, "restore", "-D", dir + "/dst", "-o",
+                     "restore.log", "--shell-job", "--restore-detached"])) != nil
+            else { continue }
+            let t3 = Posix.monotonicNanoseconds()
+            dumps.append(Double(t1 - t0) / 1e6)
+            copies.append(Double(t2 - t1) / 1e6)
+            restores.append(Double(t3 - t2) / 1e6)
+        }
+        let d = median(dumps), c = median(copies), r = median(restores)
+        return ["dump": d, "copy": c, "restore": r, "total": d + c + r]
+    }
+
+    /// Starts `forkbench hold MIB` on the home node, in its own session, output to a file; waits for READY.
+    func startHolder(mib: Int, readyFile: String) throws -> pid_t {
+        let pid = try Posix.spawn(
+            "/usr/bin/nsenter",
+            ["nsenter", "-t", String(home.daemonPID), "-n", "-m", "-u", "--", "/bin/sh", "-c",
+             "exec \"$0\" hold \"$1\" >\"$2\" 2>&1 </dev/null", forkbench, String(mib), readyFile],
+            newSession: true)
+        for _ in 0..<3000 {
+            if let bytes = try? Posix.readFile(readyFile), String(decoding: bytes, as: UTF8.self).contains("READY") {
+                return pid
+            }
+            usleep(10_000)
+        }
+        Posix.kill(pid, SIGKILL)
+        throw ValidationError("the memory holder did not start")
+    }
+
+    /// Raw TCP from the home node to the target: 512 MiB through one connection.
+    func tcp() -> Double {
+        let script = """
+            import socket, sys, time
+            if sys.argv[1] == "recv":
+                s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s.bind((sys.argv[2], 7499)); s.listen(1); print("READY", flush=True)
+                c, _ = s.accept(); n = 0
+                while True:
+                    b = c.recv(1 << 20)
+                    if not b: break
+                    n += len(b)
+                c.sendall(b"done")
+            else:
+                c = socket.create_connection((sys.argv[2], 7499)); buf = b"x" * (1 << 20)
+                t = time.monotonic()
+                for _ in range(512): c.sendall(buf)
+                c.shutdown(socket.SHUT_WR); c.recv(4)
+                print(512 / (time.monotonic() - t))
+            """
+        guard let receiver = try? Posix.spawn(
+            "/usr/bin/nsenter",
+            ["nsenter", "-t", String(target.daemonPID), "-n", "-m", "-u", "--", "python3", "-c", script, "recv",
+             target.address])
+        else { return .nan }
+        defer { _ = Posix.poll(receiver) }
+        usleep(300_000)
+        let out = (try? on(home, ["python3", "-c", script, "send", target.address])) ?? ""
+        _ = try? Posix.wait(receiver)
+        return Double(out.trimmingCharacters(in: .whitespacesAndNewlines)) ?? .nan
+    }
+
+    /// PSS of the stand-ins (home) and namespace inits (target) of 10 sleeping remote children.
+    func memoryPerChild() -> (Double, Double) {
+        var fds: [Int32] = [0, 0]
+        pipe(&fds)
+        let outFile = "/dev/shm/rfork-bench-children.txt"
+        unlink(outFile)
+        guard
+            let pid = try? Posix.spawn(
+                "/usr/bin/nsenter",
+                ["nsenter", "-t", String(home.daemonPID), "-n", "-m", "-u", "--", "/bin/sh", "-c",
+                 "exec \"$0\" run --node \"$1\" -- \"$2\" children 10 >\"$3\"", rfork, target.name, forkbench, outFile],
+                descriptors: [fds[0], 1, 2])
+        else { return (.nan, .nan) }
+        Posix.close(fds[0])
+        defer {
+            Posix.close(fds[1])
+            _ = try? Posix.wait(pid)
+            unlink(outFile)
+        }
+        var pids: [Int32] = []
+        for _ in 0..<3000 {
+            let text = (try? Posix.readFile(outFile)).map { String(decoding: $0, as: UTF8.self) } ?? ""
+            pids = text.split(separator: "\n").compactMap { Int32($0) }
+            if pids.count == 10 { break }
+            usleep(10_000)
+        }
+        guard pids.count == 10 else { return (.nan, .nan) }
+        let homeKiB = pids.map(pss).reduce(0, +) / 10
+        let inits = Posix.listDirectory("/proc").compactMap(Int32.init).filter { p in
+            (try? Posix.readFile("/proc/\(p)/comm")).map { String(decoding: $0, as: UTF8.self).hasPrefix("rfork-nsinit") }
+                ?? false
+        }
+        let targetKiB = inits.map(pss).reduce(0, +) / 10
+        return (homeKiB, targetKiB)
+    }
+
+    func pss(_ pid: Int32) -> Double {
+        guard let bytes = try? Posix.readFile("/proc/\(pid)/smaps_rollup") else { return 0 }
+        for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") where line.hasPrefix("Pss:") {
+            return Double(line.split(separator: " ").dropFirst().first ?? "0") ?? 0
+        }
+        return 0
+    }
+
+    func machine() -> String {
+        var u = utsname()
+        uname(&u)
+        let release = withUnsafeBytes(of: u.release) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        let mem = (try? Posix.readFile("/proc/meminfo")).map { String(decoding: $0, as: UTF8.self) }?
+            .split(separator: "\n").first { $0.hasPrefix("MemTotal") }?.split(separator: " ").dropFirst().first
+            .flatMap { Double($0) }.map { String(format: "%.0f GiB", $0 / 1024 / 1024) } ?? "?"
+        return "\(Posix.cpuCount()) CPUs, \(mem), Linux \(release), nodes on one machine over veth"
+    }
+}
