@@ -1,7 +1,8 @@
 /*
  * The benchmark's workload: an ordinary program, run under plain fork and under `rfork run`.
- * Each mode prints one JSON object per trial on stdout. Times use CLOCK_MONOTONIC, which is
- * machine-wide on the local cluster, so a child's clock can be compared with its parent's.
+ * Each mode prints one JSON object per trial on stdout. A child's time is compared with its parent's
+ * through CLOCK_REALTIME: CRIU restores a child in a time namespace that keeps its CLOCK_MONOTONIC
+ * continuous from the dump, so the two monotonic clocks differ by the migration time.
  *
  *   forkbench latency MIB TRIALS   parent blocked, child running, all inherited memory read
  *   forkbench pipe MIB             throughput parent -> child, and 1-byte round trips
@@ -20,12 +21,15 @@
 #include <time.h>
 #include <unistd.h>
 
-static long long now_ns(void)
+static long long clock_ns(clockid_t id)
 {
     struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
+    clock_gettime(id, &t);
     return t.tv_sec * 1000000000LL + t.tv_nsec;
 }
+
+static long long now_ns(void) { return clock_ns(CLOCK_MONOTONIC); }
+static long long wall_ns(void) { return clock_ns(CLOCK_REALTIME); } /* comparable across a restore */
 
 static unsigned char *touch(size_t mib)
 {
@@ -53,26 +57,30 @@ static int read_all(int fd, void *p, size_t n)
 static int latency(size_t mib, int trials)
 {
     unsigned char *m = touch(mib);
+    char home[64] = "";
+    gethostname(home, sizeof home);
     for (int t = 0; t < trials; t++) {
         int p[2];
         if (pipe(p) < 0)
             return 1;
-        long long t0 = now_ns();
+        long long t0 = wall_ns();
         pid_t pid = fork();
-        long long t1 = now_ns();
+        long long t1 = wall_ns();
         if (pid == 0) {
-            long long running = now_ns();
+            long long running = wall_ns();
             unsigned long sum = 0;
             for (size_t i = 0; i < mib << 20; i += 4096)
                 sum += m[i];
-            long long all = now_ns();
-            long long out[3] = {running, all, (long long)sum};
+            long long all = wall_ns();
+            char here[64] = "";
+            gethostname(here, sizeof here);
+            long long out[4] = {running, all, (long long)sum, strcmp(here, home) != 0};
             if (write(p[1], out, sizeof out) < 0)
                 _exit(1);
             _exit(0);
         }
         close(p[1]);
-        long long in[3];
+        long long in[4];
         int ok = read_all(p[0], in, sizeof in) == 0;
         close(p[0]);
         int st;
@@ -80,8 +88,8 @@ static int latency(size_t mib, int trials)
         if (!ok || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
             printf("{\"error\":\"trial %d failed\"}\n", t);
         else
-            printf("{\"blocked_ms\":%.4f,\"running_ms\":%.4f,\"memory_ms\":%.4f}\n", (t1 - t0) / 1e6,
-                   (in[0] - t0) / 1e6, (in[1] - t0) / 1e6);
+            printf("{\"blocked_ms\":%.4f,\"running_ms\":%.4f,\"memory_ms\":%.4f,\"moved\":%lld}\n", (t1 - t0) / 1e6,
+                   (in[0] - t0) / 1e6, (in[1] - t0) / 1e6, in[3]);
         fflush(stdout);
     }
     return 0;

@@ -164,7 +164,7 @@ public enum Posix {
     }
 
     public static func makeDirectory(_ path: String, mode: mode_t = 0o700) throws(SystemError) {
-        var partial = ""
+        var partial = path.hasPrefix("/") ? "" : "."
         for part in path.split(separator: "/") {
             partial += "/" + part
             if mkdir(partial, mode) != 0 && errno != EEXIST { throw SystemError("mkdir \(partial)", errno: errno) }

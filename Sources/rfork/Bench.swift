@@ -94,19 +94,22 @@ struct BenchReport: Codable {
         var s = "# rfork benchmark\n\n\(date), \(machine).\nMedians; times in ms from the parent's fork() call.\n\n"
         s += "## Remote fork against plain fork and the seed's pipeline\n\n"
         s += "| child memory | parent blocked: fork / rfork | running: fork / rfork | all memory read: fork / rfork "
-        s += "| seed pipeline tmpfs | seed pipeline disk | rfork vs seed tmpfs |\n|---|---|---|---|---|---|---|\n"
+        s += "| seed pipeline tmpfs | seed pipeline disk | rfork vs seed tmpfs | rfork trials that did not move |\n"
+        s += "|---|---|---|---|---|---|---|---|\n"
         for r in sizes {
             let ratio = r.remoteRunning / (r.seedTmpfs["total"] ?? .nan)
-            s += "| \(r.mib) MiB | \(f(r.localBlocked)) / \(f(r.remoteBlocked)) | \(f(r.localRunning)) / \(f(r.remoteRunning)) "
+            s +=
+                "| \(r.mib) MiB | \(f(r.localBlocked)) / \(f(r.remoteBlocked)) | \(f(r.localRunning)) / \(f(r.remoteRunning)) "
             s += "| \(f(r.localMemory)) / \(f(r.remoteMemory)) | \(f(r.seedTmpfs["total"] ?? .nan)) "
-            s += "| \(f(r.seedDisk["total"] ?? .nan)) | \(f(ratio))× |\n"
+            s += "| \(f(r.seedDisk["total"] ?? .nan)) | \(f(ratio))× | \(r.failures) |\n"
         }
         s += "\n## Phases of one remote fork (rfork) and of the seed's pipeline\n\n"
         s += "| child memory | configuration | request | dump | prepare / copy | transfer | restore | total |\n"
         s += "|---|---|---|---|---|---|---|---|\n"
         for r in sizes {
             let p = r.phases
-            s += "| \(r.mib) MiB | rfork | \(f(p["request"] ?? .nan)) | \(f(p["dump"] ?? .nan)) | \(f(p["prepare"] ?? .nan)) "
+            s +=
+                "| \(r.mib) MiB | rfork | \(f(p["request"] ?? .nan)) | \(f(p["dump"] ?? .nan)) | \(f(p["prepare"] ?? .nan)) "
             s += "| \(f(p["transfer"] ?? .nan)) | \(f(p["restore"] ?? .nan)) | \(f(p["total"] ?? .nan)) |\n"
             for (name, seed) in [("seed, tmpfs", r.seedTmpfs), ("seed, disk", r.seedDisk)] {
                 s += "| \(r.mib) MiB | \(name) | | \(f(seed["dump"] ?? .nan)) | \(f(seed["copy"] ?? .nan)) | "
@@ -119,7 +122,8 @@ struct BenchReport: Codable {
         s += "| forks per second, one at a time | \(f(forksPerSecondLocal)) | \(f(forksPerSecondRemote)) |\n"
         s += "| forks per second, 100 in flight | | \(f(forksPerSecondRemote100)) |\n"
         s += "| raw TCP node1 → node2 (MiB/s) | \(f(tcpMiBps)) | |\n"
-        s += "| memory rfork adds per remote child, home / target (KiB, PSS) | | \(f(homeKiBPerChild)) / \(f(targetKiBPerChild)) |\n"
+        s +=
+            "| memory rfork adds per remote child, home / target (KiB, PSS) | | \(f(homeKiBPerChild)) / \(f(targetKiBPerChild)) |\n"
         s += "\nChart: latest.svg (stacked phases per configuration and size).\n"
         return s
     }
@@ -128,7 +132,10 @@ struct BenchReport: Codable {
     var svg: String {
         let rows: [(String, [(String, Double)])] = sizes.flatMap { r -> [(String, [(String, Double)])] in
             [
-                ("rfork \(r.mib) MiB", ["request", "dump", "prepare", "transfer", "restore"].map { ($0, r.phases[$0] ?? 0) }),
+                (
+                    "rfork \(r.mib) MiB",
+                    ["request", "dump", "prepare", "transfer", "restore"].map { ($0, r.phases[$0] ?? 0) }
+                ),
                 ("seed tmpfs \(r.mib) MiB", ["dump", "copy", "restore"].map { ($0, r.seedTmpfs[$0] ?? 0) }),
                 ("seed disk \(r.mib) MiB", ["dump", "copy", "restore"].map { ($0, r.seedDisk[$0] ?? 0) }),
             ]
@@ -138,19 +145,26 @@ struct BenchReport: Codable {
             "restore": "#59a14f",
         ]
         let maxTotal = max(1, rows.map { $0.1.reduce(0) { $0 + ($1.1.isNaN ? 0 : $1.1) } }.max() ?? 1)
-        let width = 900.0, left = 170.0, bar = 22.0, gap = 10.0
-        var s = "<svg xmlns='http://www.w3.org/2000/svg' width='\(Int(width))' height='\(Int(Double(rows.count) * (bar + gap) + 70))'"
-        s += " font-family='sans-serif' font-size='12'>\n<text x='10' y='18' font-size='14'>Phases of a remote fork (ms, log-free linear scale; max \(Int(maxTotal)) ms)</text>\n"
+        let width = 900.0
+        let left = 170.0
+        let bar = 22.0
+        let gap = 10.0
+        var s =
+            "<svg xmlns='http://www.w3.org/2000/svg' width='\(Int(width))' height='\(Int(Double(rows.count) * (bar + gap) + 70))'"
+        s +=
+            " font-family='sans-serif' font-size='12'>\n<text x='10' y='18' font-size='14'>Phases of a remote fork (ms, log-free linear scale; max \(Int(maxTotal)) ms)</text>\n"
         for (i, row) in rows.enumerated() {
             let y = 30 + Double(i) * (bar + gap)
             s += "<text x='10' y='\(y + 15)'>\(row.0)</text>\n"
             var x = left
             for (name, v) in row.1 where !v.isNaN && v > 0 {
                 let w = v / maxTotal * (width - left - 80)
-                s += "<rect x='\(x)' y='\(y)' width='\(w)' height='\(bar)' fill='\(colors[name] ?? "#000")'><title>\(name) \(String(format: "%.2f", v)) ms</title></rect>\n"
+                s +=
+                    "<rect x='\(x)' y='\(y)' width='\(w)' height='\(bar)' fill='\(colors[name] ?? "#000")'><title>\(name) \(String(format: "%.2f", v)) ms</title></rect>\n"
                 x += w
             }
-            s += "<text x='\(x + 4)' y='\(y + 15)'>\(String(format: "%.1f", row.1.reduce(0) { $0 + ($1.1.isNaN ? 0 : $1.1) }))</text>\n"
+            s +=
+                "<text x='\(x + 4)' y='\(y + 15)'>\(String(format: "%.1f", row.1.reduce(0) { $0 + ($1.1.isNaN ? 0 : $1.1) }))</text>\n"
         }
         var lx = left
         let ly = 40 + Double(rows.count) * (bar + gap)
@@ -178,9 +192,14 @@ struct BenchRunner {
 
     func say(_ text: String) { if log { FileHandleStderr.write("bench: \(text)\n") } }
 
+    /// Runs argv on a node; stdin is /dev/null opened inside the node (a descriptor opened outside would
+    /// name a mount the node cannot see, and the child could not move), stderr joins stdout.
     func on(_ node: LocalCluster.NodeState, _ argv: [String]) throws -> String {
         let (status, out) = try Posix.run(
-            ["/usr/bin/nsenter", "-t", String(node.daemonPID), "-n", "-m", "-u", "--"] + argv)
+            [
+                "/usr/bin/nsenter", "-t", String(node.daemonPID), "-n", "-m", "-u", "--", "/bin/sh", "-c",
+                "exec \"$@\" </dev/null 2>&1", "sh",
+            ] + argv)
         guard status == .exited(0) else {
             throw ValidationError("\(argv.prefix(6).joined(separator: " ")) on \(node.name) failed (\(status))")
         }
@@ -210,7 +229,9 @@ struct BenchRunner {
             say("\(mib) MiB: plain fork, \(n) trials")
             let local = objects(try on(home, [forkbench, "latency", String(mib), String(n)]))
             say("\(mib) MiB: remote fork, \(n) trials")
-            let remoteOut = objects((try? remote(["latency", String(mib), String(n)])) ?? "")
+            let remoteText = (try? remote(["latency", String(mib), String(n)])) ?? ""
+            let remoteOut = objects(remoteText)
+            for line in remoteText.split(separator: "\n") where line.hasPrefix("rfork:") { say("fallback: \(line)") }
             let recent = try on(home, [rfork, "ps", "--recent", "--json"])
             let records = (try? JSONDecoder().decode([PlacementRecord].self, from: Data(recent.utf8))) ?? []
             let mine = records.suffix(n)
@@ -222,7 +243,7 @@ struct BenchRunner {
             say("\(mib) MiB: the seed's pipeline on tmpfs and on disk")
             let tmpfs = seedPipeline(mib: mib, root: "/dev/shm/rfork-bench", trials: min(n, 3))
             let disk = seedPipeline(mib: mib, root: "/var/tmp/rfork-bench", trials: min(n, 3))
-            let good = remoteOut.filter { $0["running_ms"] != nil }
+            let good = remoteOut.filter { $0["running_ms"] != nil && $0["moved"] == 1 }
             results.append(
                 SizeResult(
                     mib: mib, localBlocked: median(local.compactMap { $0["blocked_ms"] }),
@@ -240,11 +261,15 @@ struct BenchRunner {
         let rateRemote = objects((try? remote(["rate", "100", "1"])) ?? "").first ?? [:]
         let rate100 = objects((try? remote(["rate", "100", "100"])) ?? "").first ?? [:]
         let (homeKiB, targetKiB) = memoryPerChild()
+        rmdir("/dev/shm/rfork-bench")
+        rmdir("/var/tmp/rfork-bench")
         return BenchReport(
             date: ISO8601DateFormatter().string(from: Date()), machine: machine(), sizes: results, tcpMiBps: tcp(),
-            pipeLocalMiBps: pipeLocal["throughput_mib_s"] ?? .nan, pipeRemoteMiBps: pipeRemote["throughput_mib_s"] ?? .nan,
+            pipeLocalMiBps: pipeLocal["throughput_mib_s"] ?? .nan,
+            pipeRemoteMiBps: pipeRemote["throughput_mib_s"] ?? .nan,
             rttLocalUs: pipeLocal["rtt_us"] ?? .nan, rttRemoteUs: pipeRemote["rtt_us"] ?? .nan,
-            forksPerSecondLocal: rateLocal["forks_per_s"] ?? .nan, forksPerSecondRemote: rateRemote["forks_per_s"] ?? .nan,
+            forksPerSecondLocal: rateLocal["forks_per_s"] ?? .nan,
+            forksPerSecondRemote: rateRemote["forks_per_s"] ?? .nan,
             forksPerSecondRemote100: rate100["forks_per_s"] ?? .nan, homeKiBPerChild: homeKiB,
             targetKiBPerChild: targetKiB)
     }
@@ -252,7 +277,9 @@ struct BenchRunner {
     /// The seed's pipeline: criu dump into a directory, copy it to the target's directory, criu restore
     /// there inside a new PID namespace. Phases in ms (medians), NaN when it failed.
     func seedPipeline(mib: Int, root: String, trials: Int) -> [String: Double] {
-        var dumps: [Double] = [], copies: [Double] = [], restores: [Double] = []
+        var dumps: [Double] = []
+        var copies: [Double] = []
+        var restores: [Double] = []
         for trial in 0..<trials {
             let dir = "\(root)/\(mib)-\(trial)"
             _ = try? Posix.run(["/bin/rm", "-rf", dir])
@@ -269,11 +296,14 @@ struct BenchRunner {
             guard
                 (try? on(
                     home,
-                    [criu, "dump", "-t", String(holder), "-D", dir + "/src", "-o", "dump.log", "--shell-job",
-                     "--leave-running"])) != nil
+                    [
+                        criu, "dump", "-t", String(holder), "-D", dir + "/src", "-o", "dump.log", "--shell-job",
+                        "--leave-running",
+                    ])) != nil
             else { continue }
             let t1 = Posix.monotonicNanoseconds()
-            guard (try? on(home, ["/bin/sh", "-c", "cp -r \(dir)/src/. \(dir)/dst/ && sync -f \(dir)/dst"])) != nil else {
+            guard (try? on(home, ["/bin/sh", "-c", "cp -r \(dir)/src/. \(dir)/dst/ && sync -f \(dir)/dst"])) != nil
+            else {
                 continue
             }
             let t2 = Posix.monotonicNanoseconds()
@@ -281,15 +311,20 @@ struct BenchRunner {
             guard
                 (try? on(
                     target,
-                    ["/usr/bin/unshare", "--pid", "--fork", "--mount-proc", criu, "restore", "-D", dir + "/dst", "-o",
-                     "restore.log", "--shell-job", "--restore-detached"])) != nil
+                    [
+                        "/usr/bin/unshare", "--pid", "--fork", "--mount-proc", criu, "restore", "-D", dir + "/dst",
+                        "-o",
+                        "restore.log", "--shell-job", "--restore-detached",
+                    ])) != nil
             else { continue }
             let t3 = Posix.monotonicNanoseconds()
             dumps.append(Double(t1 - t0) / 1e6)
             copies.append(Double(t2 - t1) / 1e6)
             restores.append(Double(t3 - t2) / 1e6)
         }
-        let d = median(dumps), c = median(copies), r = median(restores)
+        let d = median(dumps)
+        let c = median(copies)
+        let r = median(restores)
         return ["dump": d, "copy": c, "restore": r, "total": d + c + r]
     }
 
@@ -297,8 +332,10 @@ struct BenchRunner {
     func startHolder(mib: Int, readyFile: String) throws -> pid_t {
         let pid = try Posix.spawn(
             "/usr/bin/nsenter",
-            ["nsenter", "-t", String(home.daemonPID), "-n", "-m", "-u", "--", "/bin/sh", "-c",
-             "exec \"$0\" hold \"$1\" >\"$2\" 2>&1 </dev/null", forkbench, String(mib), readyFile],
+            [
+                "nsenter", "-t", String(home.daemonPID), "-n", "-m", "-u", "--", "/bin/sh", "-c",
+                "exec \"$0\" hold \"$1\" >\"$2\" 2>&1 </dev/null", forkbench, String(mib), readyFile,
+            ],
             newSession: true)
         for _ in 0..<3000 {
             if let bytes = try? Posix.readFile(readyFile), String(decoding: bytes, as: UTF8.self).contains("READY") {
@@ -312,6 +349,8 @@ struct BenchRunner {
 
     /// Raw TCP from the home node to the target: 512 MiB through one connection.
     func tcp() -> Double {
+        let devnull = open("/dev/null", O_RDWR | O_CLOEXEC)
+        defer { Posix.close(devnull) }
         let script = """
             import socket, sys, time
             if sys.argv[1] == "recv":
@@ -330,10 +369,13 @@ struct BenchRunner {
                 c.shutdown(socket.SHUT_WR); c.recv(4)
                 print(512 / (time.monotonic() - t))
             """
-        guard let receiver = try? Posix.spawn(
-            "/usr/bin/nsenter",
-            ["nsenter", "-t", String(target.daemonPID), "-n", "-m", "-u", "--", "python3", "-c", script, "recv",
-             target.address])
+        guard
+            let receiver = try? Posix.spawn(
+                "/usr/bin/nsenter",
+                [
+                    "nsenter", "-t", String(target.daemonPID), "-n", "-m", "-u", "--", "python3", "-c", script, "recv",
+                    target.address,
+                ], descriptors: [devnull, devnull, devnull])
         else { return .nan }
         defer { _ = Posix.poll(receiver) }
         usleep(300_000)
@@ -351,8 +393,12 @@ struct BenchRunner {
         guard
             let pid = try? Posix.spawn(
                 "/usr/bin/nsenter",
-                ["nsenter", "-t", String(home.daemonPID), "-n", "-m", "-u", "--", "/bin/sh", "-c",
-                 "exec \"$0\" run --node \"$1\" -- \"$2\" children 10 >\"$3\"", rfork, target.name, forkbench, outFile],
+                [
+                    "nsenter", "-t", String(home.daemonPID), "-n", "-m", "-u", "--", "/bin/sh", "-c",
+                    "exec \"$0\" run --node \"$1\" -- \"$2\" children 10 >\"$3\" 2>/dev/null", rfork, target.name,
+                    forkbench,
+                    outFile,
+                ],
                 descriptors: [fds[0], 1, 2])
         else { return (.nan, .nan) }
         Posix.close(fds[0])
@@ -371,7 +417,9 @@ struct BenchRunner {
         guard pids.count == 10 else { return (.nan, .nan) }
         let homeKiB = pids.map(pss).reduce(0, +) / 10
         let inits = Posix.listDirectory("/proc").compactMap(Int32.init).filter { p in
-            (try? Posix.readFile("/proc/\(p)/comm")).map { String(decoding: $0, as: UTF8.self).hasPrefix("rfork-nsinit") }
+            (try? Posix.readFile("/proc/\(p)/comm")).map {
+                String(decoding: $0, as: UTF8.self).hasPrefix("rfork-nsinit")
+            }
                 ?? false
         }
         let targetKiB = inits.map(pss).reduce(0, +) / 10
@@ -390,7 +438,8 @@ struct BenchRunner {
         var u = utsname()
         uname(&u)
         let release = withUnsafeBytes(of: u.release) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-        let mem = (try? Posix.readFile("/proc/meminfo")).map { String(decoding: $0, as: UTF8.self) }?
+        let mem =
+            (try? Posix.readFile("/proc/meminfo")).map { String(decoding: $0, as: UTF8.self) }?
             .split(separator: "\n").first { $0.hasPrefix("MemTotal") }?.split(separator: " ").dropFirst().first
             .flatMap { Double($0) }.map { String(format: "%.0f GiB", $0 / 1024 / 1024) } ?? "?"
         return "\(Posix.cpuCount()) CPUs, \(mem), Linux \(release), nodes on one machine over veth"
