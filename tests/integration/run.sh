@@ -215,6 +215,13 @@ grep -Eq '^rfork: criu dump failed: .+; child [0-9]+ runs locally$' "$WORK/uring
 grep -q 'runs on node1' "$WORK/uring.err" || why+="child did not run locally; "
 result "fallback/CRIU refuses the child" "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
 
+cat >"$WORK/sleeper_short.c" <<'C'
+#include <sys/wait.h>
+#include <unistd.h>
+int main(void) { pid_t p = fork(); if (p == 0) { sleep(2); _exit(0); } int st; waitpid(p, &st, 0); return 0; }
+C
+cc -o "$WORK/sleeper_short" "$WORK/sleeper_short.c"
+
 # --- security: a peer without the cluster's credentials is refused ---
 "$RFORK" keys --dir "$WORK/otherkeys" intruder >/dev/null
 before=$(grep -c 'refused peer' /run/rfork-cluster/node1.log 2>/dev/null || true)
@@ -242,6 +249,33 @@ s.sendall(struct.pack("<I", len(body)) + body)
 n = struct.unpack("<I", s.recv(4))[0]; print(s.recv(n)[1:].decode())')
 result "security/a request for another PID is refused" \
     "$([ "$answer" = "Lplacement refused: PID 1 is not the caller" ] && echo 0 || echo 1)" "answer: $answer"
+
+# --- another user: the child moves with that user's credentials; ps shows a user only their own ---
+cat >"$WORK/whoami.c" <<'C'
+#include <stdio.h>
+#include <sys/wait.h>
+#include <unistd.h>
+int main(void) {
+    pid_t p = fork();
+    if (p == 0) { char h[64]; gethostname(h, 64); printf("child on %s as uid %d\n", h, (int)geteuid()); fflush(stdout); _exit(5); }
+    int st; waitpid(p, &st, 0); printf("parent uid %d, child exit %d\n", (int)getuid(), WEXITSTATUS(st)); return 0;
+}
+C
+cc -o "$WORK/whoami" "$WORK/whoami.c" && chmod 755 "$WORK" "$WORK/whoami"
+on node1 setpriv --reuid=65534 --regid=65534 --clear-groups "$RFORK" run --node node2 -- "$WORK/whoami" >"$WORK/user.out" 2>&1
+settle
+result "security/a user's child runs remotely as that user" \
+    "$([ "$(cat "$WORK/user.out")" = "$(printf 'child on node2 as uid 65534\nparent uid 65534, child exit 5')" ] && echo 0 || echo 1)" \
+    "got: $(tr '\n' '|' <"$WORK/user.out")"
+on node1 "$RFORK" run --node node2 -- "$WORK/sleeper_short" >/dev/null 2>&1 &
+bgjob=$!
+for _ in $(seq 100); do on node1 "$RFORK" ps --json 2>/dev/null | grep -q '"home"' && break; sleep 0.1; done
+mine=$(on node1 "$RFORK" ps --json)
+theirs=$(on node1 setpriv --reuid=65534 --regid=65534 --clear-groups "$RFORK" ps --json)
+wait "$bgjob"
+settle
+result "security/ps shows a user only their own processes" \
+    "$(echo "$mine" | grep -q '"uid":0' && [ "$theirs" = "[]" ] && echo 0 || echo 1)" "root saw: $mine; nobody saw: $theirs"
 
 # --- a dead node: the child falls back, and children on it are reported lost ---
 node3pid=$(python3 -c "import json;print([n['daemonPID'] for n in json.load(open('/run/rfork-cluster/cluster.json'))['nodes'] if n['name']=='node3'][0])")
