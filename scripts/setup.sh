@@ -12,6 +12,7 @@ CRIU_PREFIX=${CRIU_PREFIX:-/usr/local}
 CRIU_RUNDIR=${CRIU_RUNDIR:-/dev/shm/criu}       # must be on tmpfs: CRIU caches kernel features there
 WORK=${RFORK_SETUP_WORK:-/var/cache/rfork-setup}
 CRIU_MARK=rfork-4
+CRIU_VERSION=4.1.1-1
 HERE=$(cd "$(dirname "$0")" && pwd)
 log() { printf 'setup: %s\n' "$*" >&2; }
 
@@ -51,8 +52,12 @@ SRC
             -o "Dir::State::Lists=$WORK/apt/lists" -o "Dir::Cache::Archives=$WORK/apt/archives"
             -o "Debug::NoLocking=1")
     apt-get "${APTOPT[@]}" update -qq
-    (cd "$WORK/src" && apt-get "${APTOPT[@]}" source --tar-only --download-only criu >/dev/null)
-    tarball=$(ls "$WORK"/src/criu_*.orig.tar.* | sort -V | tail -n 1)
+    # Pinned: scripts/criu-rfork.patch is written against exactly this source.
+    (cd "$WORK/src" && apt-get "${APTOPT[@]}" source --tar-only --download-only "criu=$CRIU_VERSION" >/dev/null) || {
+        echo "setup: Debian trixie no longer offers the CRIU source $CRIU_VERSION; update CRIU_VERSION and the patch" >&2
+        exit 1
+    }
+    tarball=$(ls "$WORK"/src/criu_"${CRIU_VERSION%-*}".orig.tar.*)
     rm -rf "$WORK/build" && mkdir -p "$WORK/build"
     tar -xf "$tarball" -C "$WORK/build" --strip-components=1
     patch -d "$WORK/build" -p1 -s < "$HERE/criu-rfork.patch"
