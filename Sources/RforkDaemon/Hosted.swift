@@ -19,6 +19,9 @@ final class HostedSession: @unchecked Sendable {  // confined to Node.loop
     var restored = false
     var ended = false
     let started: UInt64
+    var pending: Rfork_Wire_V1_ForkRequest?  // waiting for its ImageChunks
+    var received: UInt64 = 0
+    var openFile: (name: String, fd: Int32)?
 
     init(key: String, session: UInt64, home: String, pid: Int32, uid: UInt32, link: InboundLink, imageDirectory: String)
     {
@@ -43,6 +46,8 @@ extension Node {
         switch envelope.body {
         case .forkRequest(let request):
             startRestore(request, link: link)
+        case .imageChunk(let chunk):
+            receiveChunk(chunk, link: link)
         case .data(let data):
             guard let s = hosted[hostedKey(link, data.session)] else { return }
             s.helper?.writeAndFlush(LocalFrame.data(channel: data.channel, ByteBuffer(bytes: data.data)), promise: nil)
@@ -95,6 +100,58 @@ extension Node {
         do {
             try Posix.makeDirectory(dir)
             for file in request.images { try Posix.writeFile(dir + "/" + file.name, file.data) }
+        } catch {
+            logger.error("cannot store the image of child \(request.pid) of \(request.homeNode): \(error)")
+            hosted[key] = nil
+            Posix.removeFlatDirectory(dir)
+            return refuse(link, session: request.session, "\(error)")
+        }
+        if request.imageBytes > 0 {
+            session.pending = request  // the memory pages follow as ImageChunks
+        } else {
+            launch(session, request)
+        }
+    }
+
+    /// One piece of a streamed image file; the last one starts the restore.
+    func receiveChunk(_ chunk: Rfork_Wire_V1_ImageChunk, link: InboundLink) {
+        guard let s = hosted[hostedKey(link, chunk.session)], let request = s.pending else { return }
+        do {
+            guard !chunk.name.isEmpty, !chunk.name.contains("/"), chunk.name.hasSuffix(".img"),
+                s.received + UInt64(chunk.data.count) <= request.imageBytes
+            else { throw DaemonError("invalid image piece '\(chunk.name)'") }
+            if s.openFile?.name != chunk.name {
+                if let previous = s.openFile { Posix.close(previous.fd) }
+                let fd = open(s.imageDirectory + "/" + chunk.name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+                guard fd >= 0 else { throw SystemError("open \(chunk.name)", errno: errno) }
+                s.openFile = (chunk.name, fd)
+            }
+            if let file = s.openFile { try Posix.writeAll(file.fd, chunk.data, at: chunk.offset) }
+            s.received += UInt64(chunk.data.count)
+            guard chunk.last else { return }
+            if let file = s.openFile { Posix.close(file.fd) }
+            s.openFile = nil
+            s.pending = nil
+            guard s.received == request.imageBytes else {
+                throw DaemonError("the image is incomplete (\(s.received) of \(request.imageBytes) bytes)")
+            }
+            launch(s, request)
+        } catch {
+            logger.error("cannot store the image of child \(s.pid) of \(s.home): \(error)")
+            if let file = s.openFile { Posix.close(file.fd) }
+            s.openFile = nil
+            hosted[s.key] = nil
+            Posix.removeFlatDirectory(s.imageDirectory)
+            refuse(link, session: s.session, "\(error)")
+        }
+    }
+
+    /// Starts rfork-nsinit on a complete image.
+    func launch(_ session: HostedSession, _ request: Rfork_Wire_V1_ForkRequest) {
+        let dir = session.imageDirectory
+        let key = session.key
+        let link = session.link
+        do {
             let (ours, theirs) = try Posix.socketPair()
             let devnull = open("/dev/null", O_RDWR | O_CLOEXEC)
             defer {
@@ -220,6 +277,8 @@ extension Node {
     func endHosted(_ s: HostedSession, abortHelper: Bool) {
         hosted[s.key] = nil
         s.ended = true
+        if let file = s.openFile { Posix.close(file.fd) }
+        s.openFile = nil
         if abortHelper, let helper = s.helper {
             helper.writeAndFlush(LocalFrame(type: .abort, payload: ByteBuffer())).whenComplete { _ in
                 helper.close(promise: nil)

@@ -88,11 +88,16 @@ final class Node: @unchecked Sendable {
         let node = config.node
         let work = threads.runIfActive(eventLoop: loop) { () throws -> (Envelope, UInt64) in
             try Posix.makeDirectory(dir)
-            defer { Posix.removeFlatDirectory(dir) }
             let t0 = Posix.monotonicNanoseconds()
-            try criu.dump(
-                pid: request.pid, imageDirectory: dir, externalSocketInode: request.socketInode,
-                externalFiles: request.channels.filter { $0.criuID.hasPrefix("file[") }.map(\.criuID))
+            // The directory goes with a failed dump; a successful one keeps it until its pages are sent.
+            do {
+                try criu.dump(
+                    pid: request.pid, imageDirectory: dir, externalSocketInode: request.socketInode,
+                    externalFiles: request.channels.filter { $0.criuID.hasPrefix("file[") }.map(\.criuID))
+            } catch {
+                Posix.removeFlatDirectory(dir)
+                throw error
+            }
             let dumpNs = Posix.monotonicNanoseconds() - t0
             var fork = Rfork_Wire_V1_ForkRequest()
             fork.session = id
@@ -109,28 +114,48 @@ final class Node: @unchecked Sendable {
                 ch.fd = c.fd
                 return ch
             }
+            // Small images go inline; the large ones (memory pages) follow as a stream of ImageChunks.
             for name in Posix.listDirectory(dir) where name.hasSuffix(".img") {
-                var file = Rfork_Wire_V1_ImageFile()
-                file.name = name
-                file.data = Data(try Posix.readFile(dir + "/" + name))
-                fork.images.append(file)
+                let size = Posix.fileSize(dir + "/" + name)
+                if size > Self.inlineImageLimit {
+                    fork.imageBytes += UInt64(size)
+                } else {
+                    var file = Rfork_Wire_V1_ImageFile()
+                    file.name = name
+                    file.data = try Posix.readData(dir + "/" + name)
+                    fork.images.append(file)
+                }
             }
+            if fork.imageBytes == 0 { Posix.removeFlatDirectory(dir) }
             var envelope = Envelope()
             envelope.forkRequest = fork
             return (envelope, dumpNs)
         }
         .map { (envelope: Envelope, dumpNs: UInt64) -> (Envelope, UInt64) in
-            self.homeSessions[id]?.imageBytes = envelope.forkRequest.images.reduce(0) { $0 + $1.data.count }
+            self.homeSessions[id]?.imageBytes =
+                envelope.forkRequest.images.reduce(0) { $0 + $1.data.count } + Int(envelope.forkRequest.imageBytes)
             return (envelope, dumpNs)
         }
         work.whenComplete { result in
-            guard let session = self.homeSessions[id] else { return }
+            guard let session = self.homeSessions[id] else {
+                if case .success = result { Posix.removeFlatDirectory(dir) }
+                return
+            }
             switch result {
             case .success(let (envelope, dumpNs)):
                 session.dumpNanoseconds = dumpNs
                 session.sentAt = Posix.monotonicNanoseconds()
                 session.state = .restoring
                 peerChannel.writeAndFlush(envelope, promise: nil)
+                if envelope.forkRequest.imageBytes > 0 {
+                    let logger = self.logger
+                    _ = self.threads.runIfActive(eventLoop: self.loop) {
+                        defer { Posix.removeFlatDirectory(dir) }
+                        do { try Self.streamImages(from: dir, session: id, to: peerChannel) } catch {
+                            logger.warning("sending the image of child \(request.pid) failed: \(error)")
+                        }
+                    }
+                }
                 self.loop.scheduleTask(in: self.restoreDeadline) {
                     guard let late = self.homeSessions[id], late.state == .restoring else { return }
                     self.logger.warning("node \(late.target) did not restore child \(late.pid) in time; it stays local")
@@ -138,10 +163,40 @@ final class Node: @unchecked Sendable {
                     self.endHomeSession(late, localReason: "node \(late.target) did not restore the child in time")
                 }
             case .failure(let error):
+                Posix.removeFlatDirectory(dir)
                 self.logger.info("child \(request.pid) stays local: \(error)")
                 self.endHomeSession(session, localReason: "\(error)")
             }
         }
+    }
+
+    /// Image files up to this size travel inside the ForkRequest; larger ones are streamed.
+    static let inlineImageLimit = 256 * 1024
+    static let chunkSize = 1 << 20
+
+    /// Sends the large image files of `dir` as ImageChunks, at most 8 MiB in flight. On a pool thread.
+    static func streamImages(from dir: String, session: UInt64, to channel: Channel) throws {
+        let names = Posix.listDirectory(dir).filter {
+            $0.hasSuffix(".img") && Posix.fileSize(dir + "/" + $0) > inlineImageLimit
+        }
+        var inFlight: [EventLoopFuture<Void>] = []
+        for (index, name) in names.enumerated() {
+            try Posix.readChunks(dir + "/" + name, size: chunkSize) { offset, data, isLast in
+                var chunk = Rfork_Wire_V1_ImageChunk()
+                chunk.session = session
+                chunk.name = name
+                chunk.offset = offset
+                chunk.data = data
+                chunk.last = isLast && index == names.count - 1
+                var envelope = Envelope()
+                envelope.imageChunk = chunk
+                inFlight.append(channel.writeAndFlush(envelope))
+                if inFlight.count >= 8 {
+                    try inFlight.removeFirst().wait()
+                }
+            }
+        }
+        for future in inFlight { try future.wait() }
     }
 
     func reply(_ channel: Channel, _ verdict: Verdict, _ text: String) {

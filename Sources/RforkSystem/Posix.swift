@@ -1,4 +1,5 @@
 import CRforkSystem
+import Foundation
 import Glibc
 
 /// An error from a system call, with the call's name and errno's text.
@@ -143,6 +144,71 @@ public enum Posix {
             out.append(contentsOf: chunk[0..<n])
         }
         return out
+    }
+
+    public static func fileSize(_ path: String) -> Int {
+        var st = stat()
+        return stat(path, &st) == 0 ? Int(st.st_size) : 0
+    }
+
+    /// Reads a whole file into Data with one copy.
+    public static func readData(_ path: String) throws(SystemError) -> Data {
+        var result: Data?
+        try readChunks(path, size: Int.max) { _, data, _ in result = data }
+        return result ?? Data()
+    }
+
+    /// Calls body(offset, bytes, isLast) for each piece of at most `size` bytes (once for an empty file).
+    public static func readChunks(
+        _ path: String, size: Int, _ body: (UInt64, Data, Bool) throws -> Void
+    ) throws(SystemError) {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        if fd < 0 { throw SystemError("open \(path)", errno: errno) }
+        defer { _ = Glibc.close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw SystemError("stat \(path)", errno: errno) }
+        let total = Int(st.st_size)
+        var offset = 0
+        repeat {
+            let count = min(size, total - offset)
+            var data = Data(count: count)
+            var got = 0
+            var failure: Int32 = 0
+            data.withUnsafeMutableBytes { raw in
+                while got < count {
+                    let n = pread(fd, raw.baseAddress! + got, count - got, off_t(offset + got))
+                    if n < 0 && errno == EINTR { continue }
+                    if n <= 0 {
+                        failure = n < 0 ? errno : EIO
+                        return
+                    }
+                    got += n
+                }
+            }
+            if failure != 0 { throw SystemError("read \(path)", errno: failure) }
+            do { try body(UInt64(offset), data, offset + count >= total) } catch {
+                throw SystemError("send \(path)", errno: EPIPE)
+            }
+            offset += count
+        } while offset < total
+    }
+
+    /// Writes bytes at an offset of an open descriptor.
+    public static func writeAll(_ fd: Int32, _ data: Data, at offset: UInt64) throws(SystemError) {
+        var failure: Int32 = 0
+        data.withUnsafeBytes { raw in
+            var done = 0
+            while done < raw.count {
+                let n = pwrite(fd, raw.baseAddress! + done, raw.count - done, off_t(offset) + off_t(done))
+                if n < 0 && errno == EINTR { continue }
+                if n <= 0 {
+                    failure = n < 0 ? errno : EIO
+                    return
+                }
+                done += n
+            }
+        }
+        if failure != 0 { throw SystemError("write", errno: failure) }
     }
 
     public static func writeFile(_ path: String, _ bytes: some Collection<UInt8>, mode: mode_t = 0o600)

@@ -146,6 +146,29 @@ public nonisolated struct Rfork_Wire_V1_ImageFile: Sendable {
   public init() {}
 }
 
+/// home -> target, after a ForkRequest: one piece of an image file. Files arrive whole and in order;
+/// the restore starts at the piece with last = true.
+public nonisolated struct Rfork_Wire_V1_ImageChunk: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var session: UInt64 = 0
+
+  public var name: String = String()
+
+  public var offset: UInt64 = 0
+
+  public var data: Data = Data()
+
+  /// the last piece of the last file
+  public var last: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 /// home -> target: restore this child and keep it running.
 public nonisolated struct Rfork_Wire_V1_ForkRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
@@ -167,7 +190,11 @@ public nonisolated struct Rfork_Wire_V1_ForkRequest: Sendable {
 
   public var channels: [Rfork_Wire_V1_Channel] = []
 
+  /// small images inline; with image_bytes > 0 they follow as ImageChunks
   public var images: [Rfork_Wire_V1_ImageFile] = []
+
+  /// the total size of the ImageChunks that follow
+  public var imageBytes: UInt64 = 0
 
   /// CLOCK_MONOTONIC when the parent called fork()
   public var forkStartedNs: UInt64 = 0
@@ -445,6 +472,14 @@ public nonisolated struct Rfork_Wire_V1_Envelope: Sendable {
     set {body = .demand(newValue)}
   }
 
+  public var imageChunk: Rfork_Wire_V1_ImageChunk {
+    get {
+      if case .imageChunk(let v)? = body {return v}
+      return Rfork_Wire_V1_ImageChunk()
+    }
+    set {body = .imageChunk(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Body: Equatable, Sendable {
@@ -458,6 +493,7 @@ public nonisolated struct Rfork_Wire_V1_Envelope: Sendable {
     case abort(Rfork_Wire_V1_Abort)
     case load(Rfork_Wire_V1_Load)
     case demand(Rfork_Wire_V1_Demand)
+    case imageChunk(Rfork_Wire_V1_ImageChunk)
 
   }
 
@@ -587,9 +623,59 @@ nonisolated extension Rfork_Wire_V1_ImageFile: SwiftProtobuf.Message, SwiftProto
   }
 }
 
+nonisolated extension Rfork_Wire_V1_ImageChunk: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ImageChunk"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}session\0\u{1}name\0\u{1}offset\0\u{1}data\0\u{1}last\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.session) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.offset) }()
+      case 4: try { try decoder.decodeSingularBytesField(value: &self.data) }()
+      case 5: try { try decoder.decodeSingularBoolField(value: &self.last) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.session != 0 {
+      try visitor.visitSingularUInt64Field(value: self.session, fieldNumber: 1)
+    }
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 2)
+    }
+    if self.offset != 0 {
+      try visitor.visitSingularUInt64Field(value: self.offset, fieldNumber: 3)
+    }
+    if !self.data.isEmpty {
+      try visitor.visitSingularBytesField(value: self.data, fieldNumber: 4)
+    }
+    if self.last != false {
+      try visitor.visitSingularBoolField(value: self.last, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Rfork_Wire_V1_ImageChunk, rhs: Rfork_Wire_V1_ImageChunk) -> Bool {
+    if lhs.session != rhs.session {return false}
+    if lhs.name != rhs.name {return false}
+    if lhs.offset != rhs.offset {return false}
+    if lhs.data != rhs.data {return false}
+    if lhs.last != rhs.last {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
 nonisolated extension Rfork_Wire_V1_ForkRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ForkRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}session\0\u{1}pid\0\u{1}uid\0\u{3}home_node\0\u{3}control_socket_inode\0\u{1}channels\0\u{1}images\0\u{3}fork_started_ns\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}session\0\u{1}pid\0\u{1}uid\0\u{3}home_node\0\u{3}control_socket_inode\0\u{1}channels\0\u{1}images\0\u{3}fork_started_ns\0\u{3}image_bytes\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -605,6 +691,7 @@ nonisolated extension Rfork_Wire_V1_ForkRequest: SwiftProtobuf.Message, SwiftPro
       case 6: try { try decoder.decodeRepeatedMessageField(value: &self.channels) }()
       case 7: try { try decoder.decodeRepeatedMessageField(value: &self.images) }()
       case 8: try { try decoder.decodeSingularUInt64Field(value: &self.forkStartedNs) }()
+      case 9: try { try decoder.decodeSingularUInt64Field(value: &self.imageBytes) }()
       default: break
       }
     }
@@ -635,6 +722,9 @@ nonisolated extension Rfork_Wire_V1_ForkRequest: SwiftProtobuf.Message, SwiftPro
     if self.forkStartedNs != 0 {
       try visitor.visitSingularUInt64Field(value: self.forkStartedNs, fieldNumber: 8)
     }
+    if self.imageBytes != 0 {
+      try visitor.visitSingularUInt64Field(value: self.imageBytes, fieldNumber: 9)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -646,6 +736,7 @@ nonisolated extension Rfork_Wire_V1_ForkRequest: SwiftProtobuf.Message, SwiftPro
     if lhs.controlSocketInode != rhs.controlSocketInode {return false}
     if lhs.channels != rhs.channels {return false}
     if lhs.images != rhs.images {return false}
+    if lhs.imageBytes != rhs.imageBytes {return false}
     if lhs.forkStartedNs != rhs.forkStartedNs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -963,7 +1054,7 @@ nonisolated extension Rfork_Wire_V1_Load: SwiftProtobuf.Message, SwiftProtobuf._
 
 nonisolated extension Rfork_Wire_V1_Envelope: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Envelope"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hello\0\u{3}fork_request\0\u{3}fork_reply\0\u{1}data\0\u{3}end_of_file\0\u{1}signal\0\u{3}child_event\0\u{1}abort\0\u{1}load\0\u{1}demand\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hello\0\u{3}fork_request\0\u{3}fork_reply\0\u{1}data\0\u{3}end_of_file\0\u{1}signal\0\u{3}child_event\0\u{1}abort\0\u{1}load\0\u{1}demand\0\u{3}image_chunk\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1101,6 +1192,19 @@ nonisolated extension Rfork_Wire_V1_Envelope: SwiftProtobuf.Message, SwiftProtob
           self.body = .demand(v)
         }
       }()
+      case 11: try {
+        var v: Rfork_Wire_V1_ImageChunk?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .imageChunk(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .imageChunk(v)
+        }
+      }()
       default: break
       }
     }
@@ -1151,6 +1255,10 @@ nonisolated extension Rfork_Wire_V1_Envelope: SwiftProtobuf.Message, SwiftProtob
     case .demand?: try {
       guard case .demand(let v)? = self.body else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 10)
+    }()
+    case .imageChunk?: try {
+      guard case .imageChunk(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 11)
     }()
     case nil: break
     }

@@ -306,7 +306,7 @@ cc -o "$WORK/sleeper" "$WORK/sleeper.c"
 node2pid=$(python3 -c "import json;print([n['daemonPID'] for n in json.load(open('/run/rfork-cluster/cluster.json'))['nodes'] if n['name']=='node2'][0])")
 on node1 "$RFORK" run --node node2 -- "$WORK/sleeper" >"$WORK/term.out" 2>"$WORK/term.err" &
 job=$!
-for _ in $(seq 100); do on node2 "$RFORK" ps --json 2>/dev/null | grep -q '"hosted"' && break; sleep 0.1; done
+for _ in $(seq 100); do on node2 "$RFORK" ps --json 2>/dev/null | grep -q '"role":"hosted","seconds":[0-9.]*,"state":"running"' && break; sleep 0.1; done
 kill -TERM "$node2pid"
 wait "$job"
 settle
