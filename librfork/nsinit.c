@@ -230,6 +230,17 @@ static void settle_terminal(int i)
     ch[i].pty_slave = -1;
 }
 
+/* Reports the child's end after what it wrote; the namespace ends when nsinit returns. */
+static int report_end(int status)
+{
+    drain_outputs(1);
+    if (WIFEXITED(status))
+        send_event(RFORK_EVENT_EXITED, WEXITSTATUS(status));
+    else
+        send_event(RFORK_EVENT_KILLED, WTERMSIG(status));
+    return 0;
+}
+
 static void report_failure(const char *dir, const char *what)
 {
     char path[4096], line[4096], msg[8192];
@@ -441,14 +452,8 @@ static int init_main(int argc, char **argv)
                             for (int i = 0; i < n; i++)
                                 if (ch[i].kind == RFORK_CHANNEL_FILE)
                                     relay_file(i); /* written before the watch was polled */
-                            if (early) {
-                                drain_outputs(1);
-                                if (WIFEXITED(early_status))
-                                    send_event(RFORK_EVENT_EXITED, WEXITSTATUS(early_status));
-                                else
-                                    send_event(RFORK_EVENT_KILLED, WTERMSIG(early_status));
-                                return 0;
-                            }
+                            if (early)
+                                return report_end(early_status);
                         } else {
                             report_failure(dir, "criu restore failed");
                             return 1;
@@ -466,12 +471,7 @@ static int init_main(int argc, char **argv)
                         } else if (WIFCONTINUED(st)) {
                             send_event(RFORK_EVENT_CONTINUED, 0);
                         } else {
-                            drain_outputs(1);
-                            if (WIFEXITED(st))
-                                send_event(RFORK_EVENT_EXITED, WEXITSTATUS(st));
-                            else
-                                send_event(RFORK_EVENT_KILLED, WTERMSIG(st));
-                            return 0;
+                            return report_end(st);
                         }
                     }
                 }

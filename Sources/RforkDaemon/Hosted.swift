@@ -102,9 +102,7 @@ extension Node {
             for file in request.images { try Posix.writeFile(dir + "/" + file.name, file.data) }
         } catch {
             logger.error("cannot store the image of child \(request.pid) of \(request.homeNode): \(error)")
-            hosted[key] = nil
-            Posix.removeFlatDirectory(dir)
-            return refuse(link, session: request.session, "\(error)")
+            return abandon(session, "\(error)")
         }
         if request.imageBytes > 0 {
             session.pending = request  // the memory pages follow as ImageChunks
@@ -138,11 +136,7 @@ extension Node {
             launch(s, request)
         } catch {
             logger.error("cannot store the image of child \(s.pid) of \(s.home): \(error)")
-            if let file = s.openFile { Posix.close(file.fd) }
-            s.openFile = nil
-            hosted[s.key] = nil
-            Posix.removeFlatDirectory(s.imageDirectory)
-            refuse(link, session: s.session, "\(error)")
+            abandon(s, "\(error)")
         }
     }
 
@@ -150,7 +144,6 @@ extension Node {
     func launch(_ session: HostedSession, _ request: Rfork_Wire_V1_ForkRequest) {
         let dir = session.imageDirectory
         let key = session.key
-        let link = session.link
         do {
             let (ours, theirs) = try Posix.socketPair()
             let devnull = open("/dev/null", O_RDWR | O_CLOEXEC)
@@ -184,9 +177,7 @@ extension Node {
             }
         } catch {
             logger.error("cannot restore child \(request.pid) of \(request.homeNode): \(error)")
-            hosted[key] = nil
-            Posix.removeFlatDirectory(dir)
-            refuse(link, session: request.session, "\(error)")
+            abandon(session, "\(error)")
         }
     }
 
@@ -207,23 +198,10 @@ extension Node {
             logger.info("restored child \(s.pid) of \(s.home)")
         case .failed:
             logger.warning("restore of child \(s.pid) of \(s.home) failed: \(frame.text)")
-            Posix.removeFlatDirectory(s.imageDirectory)
-            hosted[key] = nil
-            s.ended = true
-            return refuse(s.link, session: s.session, frame.text)
-        case .data:
-            guard let channel = frame.word else { return }
-            var data = Rfork_Wire_V1_Data()
-            data.session = s.session
-            data.channel = channel
-            data.data = Data(frame.afterWord.readableBytesView)
-            envelope.data = data
-        case .endOfFile:
-            guard let channel = frame.word else { return }
-            var eof = Rfork_Wire_V1_EndOfFile()
-            eof.session = s.session
-            eof.channel = channel
-            envelope.endOfFile = eof
+            return abandon(s, frame.text)
+        case .data, .endOfFile:
+            guard let relayed = Envelope(relaying: frame, session: s.session) else { return }
+            envelope = relayed
         case .demand:
             guard let channel = frame.word else { return }
             var demand = Rfork_Wire_V1_Demand()
@@ -234,12 +212,7 @@ extension Node {
             guard let raw = frame.word, let code = frame.secondWord,
                 let kind = Rfork_Wire_V1_ChildEvent.Kind(rawValue: Int(raw))
             else { return }
-            guard s.restored else {
-                hosted[key] = nil
-                s.ended = true
-                Posix.removeFlatDirectory(s.imageDirectory)
-                return refuse(s.link, session: s.session, "the child ended during its restore")
-            }
+            guard s.restored else { return abandon(s, "the child ended during its restore") }
             var event = Rfork_Wire_V1_ChildEvent()
             event.session = s.session
             event.kind = kind
@@ -272,6 +245,16 @@ extension Node {
                 refuse(s.link, session: s.session, "rfork-nsinit on \(config.node) ended before the restore")
             }
         }
+    }
+
+    /// Drops a session whose child never ran here; its home node hears why and runs the child itself.
+    func abandon(_ s: HostedSession, _ reason: String) {
+        hosted[s.key] = nil
+        s.ended = true
+        if let file = s.openFile { Posix.close(file.fd) }
+        s.openFile = nil
+        Posix.removeFlatDirectory(s.imageDirectory)
+        refuse(s.link, session: s.session, reason)
     }
 
     func endHosted(_ s: HostedSession, abortHelper: Bool) {

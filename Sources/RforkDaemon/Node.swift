@@ -216,19 +216,9 @@ final class Node: @unchecked Sendable {
         else { return }
         var envelope = Envelope()
         switch frame.type {
-        case .data:
-            guard let channel = frame.word else { return }
-            var data = Rfork_Wire_V1_Data()
-            data.session = id
-            data.channel = channel
-            data.data = Data(frame.afterWord.readableBytesView)
-            envelope.data = data
-        case .endOfFile:
-            guard let channel = frame.word else { return }
-            var eof = Rfork_Wire_V1_EndOfFile()
-            eof.session = id
-            eof.channel = channel
-            envelope.endOfFile = eof
+        case .data, .endOfFile:
+            guard let relayed = Envelope(relaying: frame, session: id) else { return }
+            envelope = relayed
         case .signal:
             guard let signo = frame.word else { return }
             var signal = Rfork_Wire_V1_Signal()
@@ -397,6 +387,29 @@ final class Node: @unchecked Sendable {
         if count % 50 == 0 {
             let envelope = loadEnvelope()
             for link in inbound.values { link.channel.writeAndFlush(envelope, promise: nil) }
+        }
+    }
+}
+
+extension Envelope {
+    /// The peer envelope for a relayed local DATA or END-OF-FILE frame of `session`; nil for other frames.
+    init?(relaying frame: LocalFrame, session: UInt64) {
+        guard let channel = frame.word else { return nil }
+        self.init()
+        switch frame.type {
+        case .data:
+            var data = Rfork_Wire_V1_Data()
+            data.session = session
+            data.channel = channel
+            data.data = Data(frame.afterWord.readableBytesView)
+            self.data = data
+        case .endOfFile:
+            var eof = Rfork_Wire_V1_EndOfFile()
+            eof.session = session
+            eof.channel = channel
+            self.endOfFile = eof
+        default:
+            return nil
         }
     }
 }

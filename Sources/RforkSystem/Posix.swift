@@ -127,23 +127,7 @@ public enum Posix {
     }
 
     public static func readFile(_ path: String) throws(SystemError) -> [UInt8] {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        if fd < 0 { throw SystemError("open \(path)", errno: errno) }
-        defer { _ = Glibc.close(fd) }
-        var out: [UInt8] = []
-        var st = stat()
-        if fstat(fd, &st) == 0 { out.reserveCapacity(Int(st.st_size)) }
-        var chunk = [UInt8](repeating: 0, count: 1 << 20)
-        while true {
-            let n = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw SystemError("read \(path)", errno: errno)
-            }
-            if n == 0 { break }
-            out.append(contentsOf: chunk[0..<n])
-        }
-        return out
+        Array(try readData(path))
     }
 
     public static func fileSize(_ path: String) -> Int {
@@ -217,16 +201,7 @@ public enum Posix {
         let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
         if fd < 0 { throw SystemError("open \(path)", errno: errno) }
         defer { _ = Glibc.close(fd) }
-        let array = Array(bytes)
-        var off = 0
-        while off < array.count {
-            let n = array.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + off, $0.count - off) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw SystemError("write \(path)", errno: errno)
-            }
-            off += n
-        }
+        try writeAll(fd, Data(bytes), at: 0)
     }
 
     public static func makeDirectory(_ path: String, mode: mode_t = 0o700) throws(SystemError) {
