@@ -100,15 +100,6 @@ static void demand(int i)
     rfork_send(ctl, RFORK_MSG_DEMAND, &id, sizeof id, NULL, 0);
 }
 
-/* The lazy read ends of the pipe whose write end channel w just closed: the child only reads it now. */
-static void demand_partner(int w)
-{
-    size_t l = strlen(ch[w].id);
-    for (int i = 0; i < n; i++)
-        if (ch[i].kind == RFORK_CHANNEL_LAZY_INPUT && strlen(ch[i].id) == l && strncmp(ch[i].id, ch[w].id, l - 1) == 0)
-            demand(i);
-}
-
 /* Whether any lazy read end still waits for the child to read it. */
 static int lazy_waiting(void)
 {
@@ -525,8 +516,6 @@ static int init_main(int argc, char **argv)
                     rfork_send(ctl, RFORK_MSG_EOF, &id, sizeof id, NULL, 0);
                     close(ch[i].ours);
                     ch[i].ours = -1;
-                    if (ch[i].kind == RFORK_CHANNEL_OUTPUT)
-                        demand_partner(i);
                 }
             }
         }

@@ -338,7 +338,7 @@ public nonisolated struct Rfork_Wire_V1_ChildEvent: Sendable {
   public init() {}
 }
 
-/// target -> home: the remote child reads a LAZY_INPUT channel; start relaying it.
+/// target -> home: the remote child is blocked reading a LAZY_INPUT channel; start relaying it.
 public nonisolated struct Rfork_Wire_V1_Demand: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for

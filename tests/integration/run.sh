@@ -69,7 +69,7 @@ conformance() { # name [stdin-file]
     local rfork_rc=$?
     settle
     local why=""
-    [ "$plain_rc" = "$rfork_rc" ] || why+="exit $rfork_rc under rfork, $plain_rc plain; "
+    [ "$plain_rc" = "$rfork_rc" ] || why+="exit $rfork_rc under rfork, $plain_rc plain (stderr: $(tail -4 "$WORK/$name.rfork.err" | tr '\n' ' ')); "
     cmp -s "$WORK/$name.plain" "$WORK/$name.rfork" || why+="output differs: $(diff "$WORK/$name.plain" "$WORK/$name.rfork" | head -5 | tr '\n' ' '); "
     grep -q 'runs on node[23]' "$WORK/$name.rfork.err" || why+="no child ran remotely ($(head -3 "$WORK/$name.rfork.err" | tr '\n' ' ')); "
     grep -q 'runs locally' "$WORK/$name.rfork.err" && why+="a child fell back: $(grep 'runs locally' "$WORK/$name.rfork.err" | head -1); "
