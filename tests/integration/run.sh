@@ -326,6 +326,24 @@ leftns=$(ls /run/netns 2>/dev/null | grep -E '^rfork-' || true)
 result "cleanup/cluster down removes namespaces and state" \
     "$([ -z "$leftns" ] && [ ! -e /run/rfork-cluster ] && echo 0 || echo 1)" "left: $leftns $(ls /run/rfork-cluster 2>/dev/null)"
 
+# --- a container: the session leader lives in an ancestor PID namespace (the child sees its session
+# as 0, as under `unshare --pid` or many CI runners); the child still moves ---
+cat >"$WORK/pidns.sh" <<SH
+set -u
+awk '{ if (\$6 != 0) print "session leader is visible: sid", \$6 }' /proc/self/stat
+"$RFORK" cluster up --nodes 2 >"$WORK/pidns-up.log" 2>&1 || { echo "cluster up failed: \$(tail -n 3 "$WORK/pidns-up.log")"; exit 1; }
+timeout -s KILL 60 "$RFORK" cluster exec node1 -- "$RFORK" run --node node2 -- "$T/exit_status"
+"$RFORK" cluster down
+SH
+timeout -s KILL 120 unshare --pid --fork --kill-child --mount-proc bash "$WORK/pidns.sh" >"$WORK/pidns.out" 2>&1
+why=""
+grep -q 'child runs on node2' "$WORK/pidns.out" || why+="the child did not run on node2; "
+grep -q 'child: exited 42' "$WORK/pidns.out" || why+="wrong exit status; "
+grep -qE 'rfork:|session leader is visible|cluster up failed' "$WORK/pidns.out" && why+="$(grep -E 'rfork:|visible|failed' "$WORK/pidns.out" | head -n 2 | tr '\n' ' ')"
+leftns=$(ls /run/netns 2>/dev/null | grep -E '^rfork-' || true)
+[ -z "$leftns" ] && [ ! -e /run/rfork-cluster ] || why+="left: $leftns $(ls /run/rfork-cluster 2>/dev/null); "
+result "container/session leader outside the PID namespace" "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
+
 echo
 [ "$FAIL" = 0 ] || printf 'failed: %s\n' "${FAILED[@]}"
 echo "$PASS passed, $FAIL failed"
