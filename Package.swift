@@ -73,5 +73,6 @@ let package = Package(
         .testTarget(name: "RforkWireTests", dependencies: ["RforkWire"], swiftSettings: strict),
         .testTarget(name: "RforkPlacementTests", dependencies: ["RforkPlacement"], swiftSettings: strict),
         .testTarget(name: "RforkDaemonTests", dependencies: ["RforkDaemon"], swiftSettings: strict),
+        .testTarget(name: "RforkSystemTests", dependencies: ["RforkSystem"], swiftSettings: strict),
     ]
 )

@@ -126,8 +126,21 @@ public enum Posix {
         return out
     }
 
+    /// Reads a file to its end; unlike `readData` it does not trust the size `stat` reports, so it also
+    /// reads /proc files (which report 0).
     public static func readFile(_ path: String) throws(SystemError) -> [UInt8] {
-        Array(try readData(path))
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        if fd < 0 { throw SystemError("open \(path)", errno: errno) }
+        defer { _ = Glibc.close(fd) }
+        var result: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            if n < 0 { throw SystemError("read \(path)", errno: errno) }
+            if n == 0 { return result }
+            result += chunk[0..<n]
+        }
     }
 
     public static func fileSize(_ path: String) -> Int {

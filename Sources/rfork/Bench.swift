@@ -57,8 +57,9 @@ extension Rfork {
             try Posix.writeFile(out + "/latest.json", Array(report.json.utf8), mode: 0o644)
             try Posix.writeFile(out + "/latest.md", Array(report.markdown.utf8), mode: 0o644)
             try Posix.writeFile(out + "/latest.svg", Array(report.svg.utf8), mode: 0o644)
+            try Posix.writeFile(out + "/latency.svg", Array(report.latencySVG.utf8), mode: 0o644)
             if json { print(report.json) } else { print(report.markdown) }
-            FileHandleStderr.write("report written to \(out)/latest.md, latest.json, latest.svg\n")
+            FileHandleStderr.write("report written to \(out)/latest.md, latest.json, latest.svg, latency.svg\n")
         }
     }
 }
@@ -71,7 +72,24 @@ struct SizeResult: Codable {
     var phases: [String: Double]  // request, dump, prepare, transfer, restore, total
     var seedTmpfs: [String: Double]  // dump, copy, restore, total
     var seedDisk: [String: Double]
+    var pageServer: [String: Double]  // CRIU's page server (pre-copy): dump incl. pages, copy, restore
+    var criuStats: [String: Double]  // criu --display-stats of the seed's pipeline on tmpfs
     var failures: Int
+}
+
+/// The same remote fork with both nodes' links limited to 1 Gbit/s (tc tbf). Medians in ms.
+struct LimitedResult: Codable {
+    var mib: Int
+    var remoteRunning, remoteMemory: Double
+    var pageServer: Double
+    var failures: Int
+}
+
+/// One row of a system-wide CPU profile: share of busy (non-idle) CPU time.
+struct ProfileRow: Codable {
+    var command: String
+    var object: String
+    var percent: Double
 }
 
 struct BenchReport: Codable {
@@ -82,6 +100,9 @@ struct BenchReport: Codable {
     var pipeLocalMiBps, pipeRemoteMiBps, rttLocalUs, rttRemoteUs: Double
     var forksPerSecondLocal, forksPerSecondRemote, forksPerSecondRemote100: Double
     var homeKiBPerChild, targetKiBPerChild: Double
+    var limited: [LimitedResult]
+    var tcpLimitedMiBps: Double
+    var profiles: [String: [ProfileRow]]  // "1 MiB", "1024 MiB": perf record -a during remote forks
 
     var json: String {
         let encoder = JSONEncoder()
@@ -92,18 +113,21 @@ struct BenchReport: Codable {
     var markdown: String {
         func f(_ v: Double) -> String { v.isNaN ? "n/a" : String(format: v < 10 ? "%.2f" : "%.1f", v) }
         var s = "# rfork benchmark\n\n\(date), \(machine).\nMedians; times in ms from the parent's fork() call.\n\n"
-        s += "## Remote fork against plain fork and the seed's pipeline\n\n"
+        s += goals
+        s += "## Remote fork against plain fork, the seed's pipeline and CRIU's page server\n\n"
         s += "| child memory | parent blocked: fork / rfork | running: fork / rfork | all memory read: fork / rfork "
-        s += "| seed pipeline tmpfs | seed pipeline disk | rfork vs seed tmpfs | rfork trials that did not move |\n"
-        s += "|---|---|---|---|---|---|---|---|\n"
+        s += "| seed pipeline tmpfs | seed pipeline disk | CRIU page server | rfork vs seed tmpfs "
+        s += "| rfork trials that did not move |\n"
+        s += "|---|---|---|---|---|---|---|---|---|\n"
         for r in sizes {
             let ratio = r.remoteRunning / (r.seedTmpfs["total"] ?? .nan)
             s +=
                 "| \(r.mib) MiB | \(f(r.localBlocked)) / \(f(r.remoteBlocked)) | \(f(r.localRunning)) / \(f(r.remoteRunning)) "
             s += "| \(f(r.localMemory)) / \(f(r.remoteMemory)) | \(f(r.seedTmpfs["total"] ?? .nan)) "
-            s += "| \(f(r.seedDisk["total"] ?? .nan)) | \(f(ratio))× | \(r.failures) |\n"
+            s += "| \(f(r.seedDisk["total"] ?? .nan)) | \(f(r.pageServer["total"] ?? .nan)) | \(f(ratio))× "
+            s += "| \(r.failures) |\n"
         }
-        s += "\n## Phases of one remote fork (rfork) and of the seed's pipeline\n\n"
+        s += "\n## Phases of one remote fork (rfork) and of the CRIU baselines\n\n"
         s += "| child memory | configuration | request | dump | prepare / copy | transfer | restore | total |\n"
         s += "|---|---|---|---|---|---|---|---|\n"
         for r in sizes {
@@ -111,7 +135,10 @@ struct BenchReport: Codable {
             s +=
                 "| \(r.mib) MiB | rfork | \(f(p["request"] ?? .nan)) | \(f(p["dump"] ?? .nan)) | \(f(p["prepare"] ?? .nan)) "
             s += "| \(f(p["transfer"] ?? .nan)) | \(f(p["restore"] ?? .nan)) | \(f(p["total"] ?? .nan)) |\n"
-            for (name, seed) in [("seed, tmpfs", r.seedTmpfs), ("seed, disk", r.seedDisk)] {
+            for (name, seed) in [
+                ("seed, tmpfs", r.seedTmpfs), ("seed, disk", r.seedDisk),
+                ("page server (dump sends pages)", r.pageServer),
+            ] {
                 s += "| \(r.mib) MiB | \(name) | | \(f(seed["dump"] ?? .nan)) | \(f(seed["copy"] ?? .nan)) | "
                 s += "| \(f(seed["restore"] ?? .nan)) | \(f(seed["total"] ?? .nan)) |\n"
             }
@@ -124,7 +151,79 @@ struct BenchReport: Codable {
         s += "| raw TCP node1 → node2 (MiB/s) | \(f(tcpMiBps)) | |\n"
         s +=
             "| memory rfork adds per remote child, home / target (KiB, PSS) | | \(f(homeKiBPerChild)) / \(f(targetKiBPerChild)) |\n"
-        s += "\nChart: latest.svg (stacked phases per configuration and size).\n"
+        if !limited.isEmpty {
+            s += "\n## With both nodes' links limited to 1 Gbit/s (tc tbf)\n\n"
+            s += "Raw TCP node1 → node2: \(f(tcpLimitedMiBps)) MiB/s. The seed's pipeline is left out here: its copy "
+            s += "is a local `cp` on this one machine and never crosses the link.\n\n"
+            s += "| child memory | rfork running | rfork all memory read | CRIU page server total "
+            s += "| size ÷ raw TCP | rfork trials that did not move |\n|---|---|---|---|---|---|\n"
+            for r in limited {
+                s += "| \(r.mib) MiB | \(f(r.remoteRunning)) | \(f(r.remoteMemory)) | \(f(r.pageServer)) "
+                s += "| \(f(Double(r.mib) / tcpLimitedMiBps * 1000)) | \(r.failures) |\n"
+            }
+        }
+        s += whereTimeGoes
+        s += "\nCharts: latest.svg (stacked phases per configuration and size), latency.svg (time to running "
+        s += "and to all memory read against child size, log scales).\n"
+        return s
+    }
+
+    /// The issue's goals, each with its measured value, from this run.
+    var goals: String {
+        func f(_ v: Double) -> String { v.isNaN ? "n/a" : String(format: v < 10 ? "%.2f" : "%.1f", v) }
+        func mark(_ ok: Bool) -> String { ok ? "met" : "**not met**" }
+        var s = "## Goals\n\n| metric | goal | measured | |\n|---|---|---|---|\n"
+        if let small = sizes.first(where: { $0.mib == 1 }) {
+            let blockedGoal = small.localBlocked + 0.2
+            s +=
+                "| parent blocked, 1 MiB | ≤ local fork + 0.2 ms = \(f(blockedGoal)) ms | \(f(small.remoteBlocked)) ms "
+            s += "| \(mark(small.remoteBlocked <= blockedGoal)) |\n"
+            let seed = small.seedTmpfs["total"] ?? .nan
+            s += "| time to remote running, 1 MiB | ≤ 8 ms and ≤ 0.9× seed tmpfs (\(f(0.9 * seed)) ms) "
+            s += "| \(f(small.remoteRunning)) ms (\(f(small.remoteRunning / seed))×) "
+            s += "| \(mark(small.remoteRunning <= 8 && small.remoteRunning <= 0.9 * seed)) |\n"
+        }
+        if let big = sizes.first(where: { $0.mib == 1024 }) {
+            s += "| time to remote running, 1 GiB | ≤ 30 ms | \(f(big.remoteRunning)) ms "
+            s += "| \(mark(big.remoteRunning <= 30)) |\n"
+            let bound = 1.5 * 1024 / tcpMiBps * 1000
+            s += "| all memory present, 1 GiB | ≤ 1.5 × size ÷ raw TCP = \(f(bound)) ms | \(f(big.remoteMemory)) ms "
+            s += "| \(mark(big.remoteMemory <= bound)) |\n"
+        }
+        let pipeRatio = pipeRemoteMiBps / pipeLocalMiBps
+        s += "| pipe throughput parent → remote child | ≥ 0.8× local (\(f(0.8 * pipeLocalMiBps)) MiB/s) "
+        s += "| \(f(pipeRemoteMiBps)) MiB/s (\(f(pipeRatio))×) | \(mark(pipeRatio >= 0.8)) |\n"
+        let rate = max(forksPerSecondRemote, forksPerSecondRemote100)
+        s += "| remote forks per second, one parent | ≥ 200 | \(f(forksPerSecondRemote)) one at a time, "
+        s += "\(f(forksPerSecondRemote100)) with 100 in flight | \(mark(rate >= 200)) |\n"
+        s += "| memory rfork adds per remote child | ≤ 512 KiB home, ≤ 512 KiB target "
+        s += "| \(f(homeKiBPerChild)) / \(f(targetKiBPerChild)) KiB "
+        s += "| \(mark(homeKiBPerChild <= 512 && targetKiBPerChild <= 512)) |\n\n"
+        return s
+    }
+
+    /// CRIU's own statistics and a system-wide CPU profile of remote forks.
+    var whereTimeGoes: String {
+        func f(_ v: Double) -> String { v.isNaN ? "n/a" : String(format: v < 10 ? "%.2f" : "%.1f", v) }
+        var s = "\n## Where the time goes\n\n"
+        s += "CRIU's own statistics (`--display-stats`) for the seed's pipeline on tmpfs, the same CRIU work "
+        s += "rfork's dump and restore phases do (ms; pages of 4 KiB):\n\n"
+        let keys = [
+            "dump/Frozen time", "dump/Memory dump time", "dump/Memory write time", "dump/Pages written",
+            "restore/Forking time", "restore/Restore time", "restore/Pages restored",
+        ]
+        s += "| child memory | " + keys.joined(separator: " | ") + " |\n|---|"
+        s += String(repeating: "---|", count: keys.count) + "\n"
+        for r in sizes {
+            s += "| \(r.mib) MiB | " + keys.map { f(r.criuStats[$0] ?? .nan) }.joined(separator: " | ") + " |\n"
+        }
+        for (name, rows) in profiles.sorted(by: { $0.key < $1.key }) where !rows.isEmpty {
+            s += "\nCPU profile while remote-forking \(name) children (`perf record -a`, share of busy CPU time "
+            s += "by command and object; rforkd's threads are NIO-ELT-* (event loop: TLS, framing, relays) and "
+            s += "TP-#* (its thread pool: CRIU runs, image files); \"oot.default-qos\" is a Swift runtime thread):\n\n"
+            s += "| command | object | busy CPU |\n|---|---|---|\n"
+            for row in rows { s += "| \(row.command) | \(row.object) | \(f(row.percent)) % |\n" }
+        }
         return s
     }
 
@@ -177,6 +276,62 @@ struct BenchReport: Codable {
     }
 }
 
+extension BenchReport {
+    /// Time to running and to all memory read against child size, both axes logarithmic.
+    var latencySVG: String {
+        let series: [(String, String, [Double])] = [
+            ("plain fork: running", "#999999", sizes.map(\.localRunning)),
+            ("rfork: running", "#e15759", sizes.map(\.remoteRunning)),
+            ("rfork: all memory read", "#f28e2b", sizes.map(\.remoteMemory)),
+            ("seed pipeline, tmpfs", "#4e79a7", sizes.map { $0.seedTmpfs["total"] ?? .nan }),
+            ("seed pipeline, disk", "#76b7b2", sizes.map { $0.seedDisk["total"] ?? .nan }),
+            ("CRIU page server", "#59a14f", sizes.map { $0.pageServer["total"] ?? .nan }),
+            (
+                "rfork at 1 Gbit/s: running", "#b07aa1",
+                sizes.map { r in limited.first { $0.mib == r.mib }?.remoteRunning ?? .nan }
+            ),
+        ]
+        let values = series.flatMap(\.2).filter { $0.isFinite && $0 > 0 }
+        let lo = pow(10, floor(log10(values.min() ?? 0.01)))
+        let hi = pow(10, ceil(log10(values.max() ?? 10_000)))
+        let (left, top, width, height) = (70.0, 30.0, 560.0, 340.0)
+        let mibs = sizes.map { Double($0.mib) }
+        let xlo = log2(mibs.min() ?? 1)
+        let xhi = max(xlo + 1, log2(mibs.max() ?? 1024))
+        func x(_ mib: Double) -> Double { left + (log2(mib) - xlo) / (xhi - xlo) * width }
+        func y(_ ms: Double) -> Double { top + height - (log10(ms) - log10(lo)) / (log10(hi) - log10(lo)) * height }
+        var s = "<svg xmlns='http://www.w3.org/2000/svg' width='900' height='\(Int(top + height + 60))' "
+        s += "font-family='sans-serif' font-size='12'>\n"
+        s += "<text x='10' y='18' font-size='14'>Time from fork() (ms, log scale) against child memory "
+        s += "(MiB, log scale)</text>\n"
+        s += "<rect x='\(left)' y='\(top)' width='\(width)' height='\(height)' fill='none' stroke='#ccc'/>\n"
+        var decade = lo
+        while decade <= hi * 1.001 {
+            s += "<line x1='\(left)' x2='\(left + width)' y1='\(y(decade))' y2='\(y(decade))' stroke='#eee'/>"
+            s += "<text x='\(left - 6)' y='\(y(decade) + 4)' text-anchor='end'>\(String(format: "%g", decade))</text>\n"
+            decade *= 10
+        }
+        for mib in mibs {
+            s += "<text x='\(x(mib))' y='\(top + height + 18)' text-anchor='middle'>\(Int(mib)) MiB</text>\n"
+        }
+        for (i, (name, color, points)) in series.enumerated() {
+            let drawn = zip(mibs, points).filter { $0.1.isFinite && $0.1 > 0 }
+            if drawn.count > 1 {
+                let coords = drawn.map { "\(x($0.0)),\(y($0.1))" }.joined(separator: " ")
+                s += "<polyline points='\(coords)' fill='none' stroke='\(color)' stroke-width='2'/>\n"
+            }
+            for (mib, ms) in drawn {
+                s += "<circle cx='\(x(mib))' cy='\(y(ms))' r='3' fill='\(color)'>"
+                s += "<title>\(name), \(Int(mib)) MiB: \(String(format: "%.2f", ms)) ms</title></circle>\n"
+            }
+            let ly = top + 10 + Double(i) * 20
+            s += "<rect x='\(left + width + 20)' y='\(ly - 9)' width='12' height='12' fill='\(color)'/>"
+            s += "<text x='\(left + width + 38)' y='\(ly + 1)'>\(name)</text>\n"
+        }
+        return s + "</svg>\n"
+    }
+}
+
 /// Runs the measurements. Every command runs inside a node's namespaces.
 struct BenchRunner {
     let state: LocalCluster.State
@@ -201,7 +356,9 @@ struct BenchRunner {
                 "exec \"$@\" </dev/null 2>&1", "sh",
             ] + argv)
         guard status == .exited(0) else {
-            throw ValidationError("\(argv.prefix(6).joined(separator: " ")) on \(node.name) failed (\(status))")
+            throw ValidationError(
+                "\(argv.prefix(6).joined(separator: " ")) on \(node.name) failed (\(status)): \(out.split(separator: "\n").last ?? "")"
+            )
         }
         return out
     }
@@ -240,9 +397,14 @@ struct BenchRunner {
                 "prepare": median(mine.map(\.prepareMs)), "transfer": median(mine.map(\.transferMs)),
                 "restore": median(mine.map(\.restoreMs)), "total": median(mine.map(\.totalMs)),
             ]
-            say("\(mib) MiB: the seed's pipeline on tmpfs and on disk")
-            let tmpfs = seedPipeline(mib: mib, root: "/dev/shm/rfork-bench", trials: min(n, 3))
-            let disk = seedPipeline(mib: mib, root: "/var/tmp/rfork-bench", trials: min(n, 3))
+            say("\(mib) MiB: the seed's pipeline on tmpfs and on disk, CRIU's page server")
+            var stats: [String: Double] = [:]
+            var unused: [String: Double] = [:]
+            let tmpfs = baseline(
+                mib: mib, transport: .directory("/dev/shm/rfork-bench"), trials: min(n, 3), stats: &stats)
+            let disk = baseline(
+                mib: mib, transport: .directory("/var/tmp/rfork-bench"), trials: min(n, 3), stats: &unused)
+            let pageServer = baseline(mib: mib, transport: .pageServer, trials: min(n, 3), stats: &unused)
             let good = remoteOut.filter { $0["running_ms"] != nil && $0["moved"] == 1 }
             results.append(
                 SizeResult(
@@ -252,7 +414,7 @@ struct BenchRunner {
                     remoteBlocked: median(good.compactMap { $0["blocked_ms"] }),
                     remoteRunning: median(good.compactMap { $0["running_ms"] }),
                     remoteMemory: median(good.compactMap { $0["memory_ms"] }), phases: phases, seedTmpfs: tmpfs,
-                    seedDisk: disk, failures: n - good.count))
+                    seedDisk: disk, pageServer: pageServer, criuStats: stats, failures: n - good.count))
         }
         say("pipes, rates, TCP and memory")
         let pipeLocal = objects((try? on(home, [forkbench, "pipe", "256"])) ?? "").first ?? [:]
@@ -261,46 +423,107 @@ struct BenchRunner {
         let rateRemote = objects((try? remote(["rate", "100", "1"])) ?? "").first ?? [:]
         let rate100 = objects((try? remote(["rate", "100", "100"])) ?? "").first ?? [:]
         let (homeKiB, targetKiB) = memoryPerChild()
+        let tcpMiBps = tcp()
+        say("profiles (perf record -a)")
+        var profiles: [String: [ProfileRow]] = [:]
+        for mib in Set([sizes.min() ?? 1, sizes.max() ?? 1]) {
+            profiles["\(mib) MiB"] = profile(["latency", String(mib), String(mib >= 1024 ? 1 : max(trials, 20))])
+        }
+        say("links limited to 1 Gbit/s")
+        var limited: [LimitedResult] = []
+        var tcpLimited = Double.nan
+        if limitLinks(true) {
+            defer { _ = limitLinks(false) }
+            tcpLimited = tcp()
+            for mib in sizes {
+                let n = mib >= 1024 ? 1 : min(trials, 3)
+                let out = objects((try? remote(["latency", String(mib), String(n)])) ?? "")
+                let good = out.filter { $0["running_ms"] != nil && $0["moved"] == 1 }
+                var unused: [String: Double] = [:]
+                let pageServer = baseline(mib: mib, transport: .pageServer, trials: 1, stats: &unused)
+                limited.append(
+                    LimitedResult(
+                        mib: mib, remoteRunning: median(good.compactMap { $0["running_ms"] }),
+                        remoteMemory: median(good.compactMap { $0["memory_ms"] }),
+                        pageServer: pageServer["total"] ?? .nan, failures: n - good.count))
+            }
+        } else {
+            say("could not limit the links with tc; the 1 Gbit/s section is left out")
+        }
         rmdir("/dev/shm/rfork-bench")
         rmdir("/var/tmp/rfork-bench")
         return BenchReport(
-            date: ISO8601DateFormatter().string(from: Date()), machine: machine(), sizes: results, tcpMiBps: tcp(),
+            date: ISO8601DateFormatter().string(from: Date()), machine: machine(), sizes: results, tcpMiBps: tcpMiBps,
             pipeLocalMiBps: pipeLocal["throughput_mib_s"] ?? .nan,
             pipeRemoteMiBps: pipeRemote["throughput_mib_s"] ?? .nan,
             rttLocalUs: pipeLocal["rtt_us"] ?? .nan, rttRemoteUs: pipeRemote["rtt_us"] ?? .nan,
             forksPerSecondLocal: rateLocal["forks_per_s"] ?? .nan,
             forksPerSecondRemote: rateRemote["forks_per_s"] ?? .nan,
             forksPerSecondRemote100: rate100["forks_per_s"] ?? .nan, homeKiBPerChild: homeKiB,
-            targetKiBPerChild: targetKiB)
+            targetKiBPerChild: targetKiB, limited: limited, tcpLimitedMiBps: tcpLimited, profiles: profiles)
     }
 
-    /// The seed's pipeline: criu dump into a directory, copy it to the target's directory, criu restore
-    /// there inside a new PID namespace. Phases in ms (medians), NaN when it failed.
-    func seedPipeline(mib: Int, root: String, trials: Int) -> [String: Double] {
+    /// How the images reach the target in a CRIU baseline.
+    enum Transport {
+        /// The seed's pipeline: dump into a directory under this root, copy it, restore from the copy.
+        case directory(String)
+        /// CRIU's page server (pre-copy): pages go straight over TCP into the target's directory while
+        /// dumping; the other images are copied after.
+        case pageServer
+    }
+
+    var criu: String { ["/usr/local/sbin/criu", "/usr/sbin/criu"].first(where: Posix.fileExists) ?? "criu" }
+
+    /// One CRIU baseline: criu dump, the copy to the target's directory, criu restore there inside a new
+    /// PID namespace. Phases in ms (medians), NaN when it failed; CRIU's own statistics (--display-stats)
+    /// of the last good trial go to `stats` as "dump/<name>" and "restore/<name>" in ms or pages.
+    func baseline(mib: Int, transport: Transport, trials: Int, stats: inout [String: Double]) -> [String: Double] {
         var dumps: [Double] = []
         var copies: [Double] = []
         var restores: [Double] = []
+        let root: String
+        switch transport {
+        case .directory(let r): root = r
+        case .pageServer: root = "/dev/shm/rfork-bench"
+        }
         for trial in 0..<trials {
             let dir = "\(root)/\(mib)-\(trial)"
             _ = try? Posix.run(["/bin/rm", "-rf", dir])
             guard (try? Posix.makeDirectory(dir + "/src")) != nil, (try? Posix.makeDirectory(dir + "/dst")) != nil,
                 let holder = try? startHolder(mib: mib, readyFile: dir + "/ready")
             else { continue }
+            var server: pid_t?
             defer {
                 Posix.kill(holder, SIGKILL)
                 _ = Posix.poll(holder)
+                if let server {
+                    Posix.kill(server, SIGKILL)
+                    _ = try? Posix.wait(server)
+                }
                 _ = try? Posix.run(["/bin/rm", "-rf", dir])
             }
-            let criu = ["/usr/local/sbin/criu", "/usr/sbin/criu"].first(where: Posix.fileExists) ?? "criu"
+            var dumpArgs = [
+                criu, "dump", "-t", String(holder), "-D", dir + "/src", "-o", "dump.log", "--shell-job",
+                "--leave-running", "--display-stats",
+            ]
+            if case .pageServer = transport {
+                guard let started = startPageServer(directory: dir + "/dst") else {
+                    say("\(mib) MiB: criu page-server did not start on \(target.name)")
+                    continue
+                }
+                server = started
+                dumpArgs += ["--page-server", "--address", target.address, "--port", String(Self.pageServerPort)]
+            }
             let t0 = Posix.monotonicNanoseconds()
-            guard
-                (try? on(
-                    home,
-                    [
-                        criu, "dump", "-t", String(holder), "-D", dir + "/src", "-o", "dump.log", "--shell-job",
-                        "--leave-running",
-                    ])) != nil
-            else { continue }
+            let dumpOut: String
+            do { dumpOut = try on(home, dumpArgs) } catch {
+                say("\(mib) MiB: criu dump failed: \(error)")
+                continue
+            }
+            if let server {
+                _ = try? Posix.wait(server)  // it ends when the dump closes its connection
+            }
+            server = nil
             let t1 = Posix.monotonicNanoseconds()
             guard (try? on(home, ["/bin/sh", "-c", "cp -r \(dir)/src/. \(dir)/dst/ && sync -f \(dir)/dst"])) != nil
             else {
@@ -309,23 +532,114 @@ struct BenchRunner {
             let t2 = Posix.monotonicNanoseconds()
             Posix.kill(holder, SIGKILL)  // the copy takes over its PID inside the new namespace anyway
             guard
-                (try? on(
+                let restoreOut = try? on(
                     target,
                     [
                         "/usr/bin/unshare", "--pid", "--fork", "--mount-proc", criu, "restore", "-D", dir + "/dst",
-                        "-o",
-                        "restore.log", "--shell-job", "--restore-detached",
-                    ])) != nil
+                        "-o", "restore.log", "--shell-job", "--restore-detached", "--display-stats",
+                    ])
             else { continue }
             let t3 = Posix.monotonicNanoseconds()
             dumps.append(Double(t1 - t0) / 1e6)
             copies.append(Double(t2 - t1) / 1e6)
             restores.append(Double(t3 - t2) / 1e6)
+            stats = criuStats(dumpOut, prefix: "dump").merging(criuStats(restoreOut, prefix: "restore")) { $1 }
         }
         let d = median(dumps)
         let c = median(copies)
         let r = median(restores)
         return ["dump": d, "copy": c, "restore": r, "total": d + c + r]
+    }
+
+    static let pageServerPort = 7600
+
+    /// Limits (or frees) both nodes' links to 1 Gbit/s with a token bucket; false when tc failed.
+    func limitLinks(_ limit: Bool) -> Bool {
+        let tc = ["/usr/sbin/tc", "/sbin/tc"].first(where: Posix.fileExists) ?? "tc"
+        var ok = true
+        for node in [home, target] {
+            let args =
+                limit
+                ? [
+                    tc, "qdisc", "replace", "dev", "eth0", "root", "tbf", "rate", "1gbit", "burst", "256kb", "latency",
+                    "50ms",
+                ]
+                : [tc, "qdisc", "del", "dev", "eth0", "root"]
+            ok = ((try? on(node, args)) != nil) && ok
+        }
+        return ok
+    }
+
+    /// Runs the workload under rfork while `perf record -a` samples every CPU; the busiest commands and
+    /// objects, as shares of non-idle samples. Empty when perf is missing or fails.
+    func profile(_ args: [String]) -> [ProfileRow] {
+        guard let perf = ["/usr/bin/perf", "/usr/local/bin/perf"].first(where: Posix.fileExists) else { return [] }
+        let data = "/dev/shm/rfork-bench.perf"
+        defer { unlink(data) }
+        let command = [
+            "/usr/bin/nsenter", "-t", String(home.daemonPID), "-n", "-m", "-u", "--", "/bin/sh", "-c",
+            "exec \"$@\" </dev/null 2>&1", "sh", rfork, "run", "--node", target.name, "--", forkbench,
+        ]
+        guard
+            let (status, _) = try? Posix.run(
+                [perf, "record", "-q", "-a", "-F", "999", "-o", data, "--"] + command + args),
+            status == .exited(0),
+            let (_, report) = try? Posix.run([
+                perf, "report", "-i", data, "--stdio", "-q", "--sort", "comm,dso", "--percent-limit", "0.5",
+            ])
+        else { return [] }
+        var rows: [ProfileRow] = []
+        for line in report.split(separator: "\n") {
+            let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+            guard fields.count >= 3, fields[0].hasSuffix("%"), let pct = Double(fields[0].dropLast()) else { continue }
+            rows.append(
+                ProfileRow(command: String(fields[1]), object: fields[2...].joined(separator: " "), percent: pct))
+        }
+        let busy = rows.filter { !$0.command.hasPrefix("swapper") }
+        let total = 100 - rows.filter { $0.command.hasPrefix("swapper") }.reduce(0) { $0 + $1.percent }
+        guard total > 0 else { return [] }
+        return busy.map { ProfileRow(command: $0.command, object: $0.object, percent: $0.percent / total * 100) }
+            .sorted { $0.percent > $1.percent }.prefix(12).map { $0 }
+    }
+
+    /// Starts `criu page-server` on the target, writing into `directory`; returns once it listens.
+    func startPageServer(directory: String) -> pid_t? {
+        let devnull = open("/dev/null", O_RDWR | O_CLOEXEC)
+        defer { Posix.close(devnull) }
+        guard
+            let pid = try? Posix.spawn(
+                "/usr/bin/nsenter",
+                [
+                    "nsenter", "-t", String(target.daemonPID), "-n", "-m", "-u", "--", criu, "page-server", "-D",
+                    directory, "--address", target.address, "--port", String(Self.pageServerPort),
+                ], descriptors: [devnull, devnull, devnull])
+        else { return nil }
+        let port = String(format: ":%04X ", Self.pageServerPort)
+        for _ in 0..<500 {
+            let table = (try? Posix.readFile("/proc/\(pid)/net/tcp")).map { String(decoding: $0, as: UTF8.self) } ?? ""
+            if table.split(separator: "\n").contains(where: { $0.contains(port) && $0.contains(" 0A ") }) {
+                return pid
+            }
+            usleep(2000)
+        }
+        Posix.kill(pid, SIGKILL)
+        _ = try? Posix.wait(pid)
+        return nil
+    }
+
+    /// Lines like "Frozen time: 12345 us" or "Pages written: 256" from `criu --display-stats`.
+    func criuStats(_ text: String, prefix: String) -> [String: Double] {
+        var out: [String: Double] = [:]
+        for line in text.split(separator: "\n") {
+            let parts = line.split(separator: ":", maxSplits: 1)
+            guard parts.count == 2 else { continue }
+            let words = parts[1].split(separator: " ")
+            guard let value = words.first.flatMap({ Double($0) }) else { continue }
+            let name = parts[0].trimmingCharacters(in: .whitespaces)
+            guard !name.isEmpty, name.count < 40, !name.contains("(") || name.contains("parent") else { continue }
+            out["\(prefix)/\(name)"] = words.dropFirst().first == "us" ? value / 1000 : value
+        }
+        return out
     }
 
     /// Starts `forkbench hold MIB` on the home node, in its own session, output to a file; waits for READY.
