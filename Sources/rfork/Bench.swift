@@ -209,7 +209,7 @@ struct BenchReport: Codable {
         s += "CRIU's own statistics (`--display-stats`) for the seed's pipeline on tmpfs, the same CRIU work "
         s += "rfork's dump and restore phases do (ms; pages of 4 KiB):\n\n"
         let keys = [
-            "dump/Frozen time", "dump/Memory dump time", "dump/Memory write time", "dump/Pages written",
+            "dump/Frozen time", "dump/Memory dump time", "dump/Memory write time", "dump/Memory pages written",
             "restore/Forking time", "restore/Restore time", "restore/Pages restored",
         ]
         s += "| child memory | " + keys.joined(separator: " | ") + " |\n|---|"
