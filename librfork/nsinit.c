@@ -290,6 +290,8 @@ static int init_main(int argc, char **argv)
     cargv[a++] = "--shell-job";
     cargv[a++] = "--restore-detached";
     cargv[a++] = "--restore-sibling";
+    if (getenv("RFORK_LAZY_PAGES")) /* post-copy: memory comes from criu lazy-pages on demand */
+        cargv[a++] = "--lazy-pages";
     snprintf(inherit[0], sizeof inherit[0], "fd[%d]:socket:[%s]", sp[0], sockino);
     cargv[a++] = "--inherit-fd";
     cargv[a++] = inherit[0];

@@ -24,7 +24,7 @@ public struct CRIU: Sendable {
     }
 
     /// The mark `make setup` gives the CRIU it builds with scripts/criu-rfork.patch.
-    public static let requiredMark = "rfork-6"
+    public static let requiredMark = "rfork-9"
 
     /// Checks that the configured CRIU runs and carries rfork's patch.
     public func check() throws(CheckpointError) {
@@ -77,6 +77,104 @@ public struct CRIU: Sendable {
             let why = Self.lastError(inLog: imageDirectory + "/dump.log") ?? "criu \(status)"
             throw CheckpointError(.dumpFailed, "criu dump failed: \(why)")
         }
+    }
+
+    /// A post-copy dump in progress: CRIU has written every image but the child's anonymous memory, and
+    /// its page server now sends those pages through `pageSocket` as the target's `criu lazy-pages` asks
+    /// for them. The child stays frozen until `process` ends (all pages sent, or failure), then runs on.
+    public struct LazyDump: Sendable {
+        public var process: pid_t
+        public var pageSocket: Int32
+    }
+
+    /// Starts a post-copy dump of `pid` and returns once every image but the memory pages is written.
+    /// Blocking: call it off the event loop. The caller owns `pageSocket` and must reap `process`.
+    public func lazyDump(
+        pid: Int32, imageDirectory: String, externalSocketInode: UInt64, externalFiles: [String] = []
+    ) throws(CheckpointError) -> LazyDump {
+        let args =
+            dumpArguments(
+                pid: pid, imageDirectory: imageDirectory, externalSocketInode: externalSocketInode,
+                externalFiles: externalFiles) + ["--lazy-pages", "--ps-socket", "3", "--status-fd", "4"]
+        let (process, pageSocket) = try startReporting(args, stdout: nil)
+        return LazyDump(process: process, pageSocket: pageSocket)
+    }
+
+    /// The target's half of post-copy: `criu lazy-pages` serving the restore in `imageDirectory`,
+    /// fetching pages through `pageSocket`. With rfork's patch it does not exit when a transfer fails:
+    /// it writes "F" to `failure` and keeps the restored tasks' userfaultfds (closing them would let a
+    /// task read zeros where its memory should be) until it is killed, after the tasks.
+    public struct LazyPages: Sendable {
+        public var process: pid_t
+        public var pageSocket: Int32
+        public var failure: Int32
+    }
+
+    /// Starts `criu lazy-pages` and returns once it listens for the restore. Blocking.
+    public func startLazyPages(imageDirectory: String) throws(CheckpointError) -> LazyPages {
+        let fds: (Int32, Int32)
+        do { fds = try Posix.makePipe() } catch { throw CheckpointError(.restoreFailed, "\(error)") }
+        let args = [
+            configuration.path, "lazy-pages", "-D", imageDirectory, "-o", "lazy-pages.log", "--page-server",
+            "--ps-socket", "3", "--status-fd", "4",
+        ]
+        do {
+            let (process, pageSocket) = try startReporting(args, stdout: fds.1)
+            Posix.close(fds.1)
+            return LazyPages(process: process, pageSocket: pageSocket, failure: fds.0)
+        } catch {
+            Posix.close(fds.0)
+            Posix.close(fds.1)
+            throw error
+        }
+    }
+
+    /// The environment variable that turns on lazy-pages' hold-on-failure (rfork's CRIU patch).
+    public static let holdOnFailure = "CRIU_RFORK_LAZY_HOLD=1"
+
+    /// Spawns a CRIU that gets one end of a fresh socket pair as fd 3 and a status pipe as fd 4; waits
+    /// for its ready byte. Returns the process and the other end of the socket pair.
+    private func startReporting(_ args: [String], stdout: Int32?) throws(CheckpointError) -> (pid_t, Int32) {
+        let isDump = args.count > 1 && args[1] == "dump"
+        let code: CheckpointError.Code = isDump ? .dumpFailed : .restoreFailed
+        let dir = args.firstIndex(of: "-D").map { args[$0 + 1] } ?? "."
+        let log = dir + "/" + (isDump ? "dump.log" : "lazy-pages.log")
+        let ours: Int32
+        let theirs: Int32
+        do { (ours, theirs) = try Posix.socketPair() } catch {
+            throw CheckpointError(code, "socketpair: \(error)")
+        }
+        let status: [Int32]
+        do {
+            let (r, w) = try Posix.makePipe()
+            status = [r, w]
+        } catch {
+            Posix.close(ours)
+            Posix.close(theirs)
+            throw CheckpointError(code, "\(error)")
+        }
+        let devnull = open("/dev/null", O_RDWR | O_CLOEXEC)
+        defer { if devnull >= 0 { Posix.close(devnull) } }
+        let process: pid_t
+        do {
+            process = try Posix.spawn(
+                configuration.path, args, environment: Posix.currentEnvironment() + [Self.holdOnFailure],
+                descriptors: [devnull, stdout ?? devnull, devnull, theirs, status[1]])
+        } catch {
+            for fd in [ours, theirs, status[0], status[1]] { Posix.close(fd) }
+            throw CheckpointError(.engineMissing, "cannot run \(configuration.path): \(error); run 'make setup'")
+        }
+        Posix.close(theirs)
+        Posix.close(status[1])
+        var byte: UInt8 = 1
+        var got = 0
+        repeat { got = read(status[0], &byte, 1) } while got < 0 && errno == EINTR
+        Posix.close(status[0])
+        if got == 1 { return (process, ours) }
+        Posix.close(ours)
+        let exit = (try? Posix.wait(process)).map { "\($0)" } ?? "?"
+        let why = Self.lastError(inLog: log) ?? "criu \(exit)"
+        throw CheckpointError(code, "criu \(isDump ? "dump" : "lazy-pages") failed: \(why)")
     }
 
     /// The last meaningful error line of a CRIU log, without the harmless RLIMIT_NOFILE complaint.

@@ -43,6 +43,10 @@ public struct DaemonConfiguration: Codable, Sendable, Equatable {
     public var criu: String?
     /// Where rfork-nsinit lives. Default: ../libexec/rfork next to the rforkd binary.
     public var helperDirectory: String?
+    /// Children with at least this many MiB of anonymous memory move post-copy: the child runs on the
+    /// target as soon as everything but its memory is there, and its pages follow on demand and in the
+    /// background. 0 turns post-copy off. Default: 32.
+    public var postCopyMiB: Int?
     public var tls: TLSFiles
     public var peers: [Peer]
 
@@ -66,7 +70,10 @@ public struct DaemonConfiguration: Codable, Sendable, Equatable {
     public static let defaultSocket = "/run/rfork/rforkd.sock"
     public static let defaultRuntimeDirectory = "/run/rfork"
 
+    public static let defaultPostCopyMiB = 32
+
     public var resolvedPort: Int { port ?? Self.defaultPort }
+    public var resolvedPostCopyMiB: Int { postCopyMiB ?? Self.defaultPostCopyMiB }
     public var resolvedSocket: String { socket ?? Self.defaultSocket }
     public var resolvedRuntimeDirectory: String { runtimeDirectory ?? Self.defaultRuntimeDirectory }
     public var resolvedHelperDirectory: String {
@@ -93,6 +100,9 @@ public struct DaemonConfiguration: Codable, Sendable, Equatable {
         guard !node.isEmpty, node.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" || $0 == "." })
         else { throw ConfigurationError("node name '\(node)' must be letters, digits, '-', '_' or '.'") }
         if let port, !(1...65535).contains(port) { throw ConfigurationError("port \(port) is out of range") }
+        if let postCopyMiB, postCopyMiB < 0 {
+            throw ConfigurationError("postCopyMiB must be 0 (off) or a size in MiB, not \(postCopyMiB)")
+        }
         var seen: Set<String> = [node]
         for peer in peers {
             guard seen.insert(peer.name).inserted else {

@@ -25,7 +25,10 @@ public struct RforkDaemon: Service {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let threads = NIOThreadPool(numberOfThreads: 4)
         threads.start()
-        let node = Node(config: configuration, group: group, threads: threads, logger: logger)
+        // Post-copy transfers each keep a thread waiting for their CRIU process while pages flow.
+        let waiters = NIOThreadPool(numberOfThreads: 64)
+        waiters.start()
+        let node = Node(config: configuration, group: group, threads: threads, waiters: waiters, logger: logger)
         do { try node.criu.check() } catch { throw DaemonError("\(error)") }
         let tls: PeerTLS
         do { tls = try PeerTLS(files: configuration.tls) } catch {
@@ -107,6 +110,7 @@ public struct RforkDaemon: Service {
         try await node.loop.submit {
             for link in node.links.values { link.channel?.close(promise: nil) }
             for link in node.inbound.values { link.channel.close(promise: nil) }
+            node.endLazyPages()
         }.get()
         try await threads.shutdownGracefully()
         try await group.shutdownGracefully()
@@ -142,6 +146,19 @@ extension Node {
             }
         }
         homeSessions.removeAll()
+        // Post-copy dumps still serving pages give up when their relays close; their children run on here.
+        for relay in pageRelays.values { relay.close(promise: nil) }
+        pageRelays.removeAll()
+    }
+
+    /// The last step of a shutdown: each lazy-pages daemon ends after the child it served.
+    func endLazyPages() {
+        for (helper, lazy) in lazyKillAfter {
+            Posix.kill(helper, SIGKILL)
+            _ = try? Posix.wait(helper)
+            Posix.kill(lazy, SIGKILL)
+        }
+        lazyKillAfter.removeAll()
     }
 }
 

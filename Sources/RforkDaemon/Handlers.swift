@@ -1,4 +1,5 @@
 import CRforkSystem
+import Foundation
 import Glibc
 import NIOCore
 import NIOPosix
@@ -189,4 +190,43 @@ func peerCredentials(_ channel: Channel) -> PeerCredentials? {
     var result: PeerCredentials?
     future.assumeIsolated().whenSuccess { result = PeerCredentials(pid: $0.pid, uid: $0.uid) }
     return result
+}
+
+/// Post-copy: relays the bytes of one end of CRIU's page-server connection (the home's `criu dump
+/// --lazy-pages` or the target's `criu lazy-pages`) to the peer as PageStream envelopes. Reading pauses
+/// while more than `limit` bytes wait to be written to the peer.
+final class PageRelayHandler: ChannelInboundHandler, @unchecked Sendable {  // confined to Node.loop
+    typealias InboundIn = ByteBuffer
+    let session: UInt64
+    let peer: Channel
+    let limit = 8 << 20
+    var unsent = 0
+
+    init(session: UInt64, peer: Channel) {
+        self.session = session
+        self.peer = peer
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let buffer = unwrapInboundIn(data)
+        var stream = Rfork_Wire_V1_PageStream()
+        stream.session = session
+        stream.data = Data(buffer.readableBytesView)
+        var envelope = Envelope()
+        envelope.pageStream = stream
+        let count = buffer.readableBytes
+        unsent += count
+        let channel = context.channel
+        if unsent > limit { channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in } }
+        peer.writeAndFlush(envelope).whenComplete { _ in
+            self.unsent -= count
+            if self.unsent <= self.limit / 2 {
+                channel.setOption(ChannelOptions.autoRead, value: true).whenComplete { _ in }
+            }
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        context.close(promise: nil)
+    }
 }

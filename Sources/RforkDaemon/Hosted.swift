@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import NIOCore
 import NIOPosix
+import RforkCheckpoint
 import RforkSystem
 import RforkWire
 
@@ -22,6 +23,8 @@ final class HostedSession: @unchecked Sendable {  // confined to Node.loop
     var pending: Rfork_Wire_V1_ForkRequest?  // waiting for its ImageChunks
     var received: UInt64 = 0
     var openFile: (name: String, fd: Int32)?
+    var lazyPID: pid_t?  // post-copy: the criu lazy-pages serving this child, while it runs
+    var pageRelay: Channel?  // post-copy: its page-server socket, relayed to the home node
 
     init(key: String, session: UInt64, home: String, pid: Int32, uid: UInt32, link: InboundLink, imageDirectory: String)
     {
@@ -61,6 +64,17 @@ extension Node {
             guard let s = hosted[hostedKey(link, abort.session)] else { return }
             logger.info("ending remote child \(s.pid) of \(s.home): \(abort.reason)")
             endHosted(s, abortHelper: true)
+        case .pageStream(let stream):
+            guard let s = hosted[hostedKey(link, stream.session)] else { return }
+            s.pageRelay?.writeAndFlush(ByteBuffer(bytes: stream.data), promise: nil)
+        case .pageStreamEnd(let end):
+            guard let s = hosted[hostedKey(link, end.session)], !end.ok else { return }
+            logger.warning("the memory of remote child \(s.pid) of \(s.home) is lost (\(end.error)); ending it")
+            if s.restored {
+                endHosted(s, abortHelper: true)
+            } else {
+                abandon(s, "post-copy failed: \(end.error)")
+            }
         default:
             break
         }
@@ -140,8 +154,71 @@ extension Node {
         }
     }
 
-    /// Starts rfork-nsinit on a complete image.
+    /// Post-copy: starts `criu lazy-pages` for the image, relays its page-server socket to the home node,
+    /// then restores. Without post-copy: restores.
     func launch(_ session: HostedSession, _ request: Rfork_Wire_V1_ForkRequest) {
+        guard request.lazyPages else { return restore(session, request) }
+        let dir = session.imageDirectory
+        let criu = self.criu
+        threads.runIfActive(eventLoop: loop) { try criu.startLazyPages(imageDirectory: dir) }.whenComplete { result in
+            switch result {
+            case .failure(let error):
+                self.logger.error("cannot start post-copy for child \(request.pid) of \(request.homeNode): \(error)")
+                if self.hosted[session.key] === session { self.abandon(session, "\(error)") }
+            case .success(let lazy):
+                session.lazyPID = lazy.process
+                self.watchLazyPages(lazy, session: session)
+                guard self.hosted[session.key] === session else {
+                    Posix.kill(lazy.process, SIGKILL)  // no child to serve
+                    Posix.close(lazy.pageSocket)
+                    return
+                }
+                let relay = NIOPipeBootstrap(group: self.loop)
+                    .channelInitializer { channel in
+                        channel.eventLoop.makeCompletedFuture {
+                            try channel.pipeline.syncOperations.addHandler(
+                                PageRelayHandler(session: session.session, peer: session.link.channel))
+                        }
+                    }
+                    .takingOwnershipOfDescriptor(inputOutput: lazy.pageSocket)
+                relay.whenSuccess { channel in
+                    session.pageRelay = channel
+                    guard self.hosted[session.key] === session else { return }
+                    self.restore(session, request)
+                }
+                relay.whenFailure { error in
+                    Posix.kill(lazy.process, SIGKILL)
+                    if self.hosted[session.key] === session { self.abandon(session, "cannot relay pages: \(error)") }
+                }
+            }
+        }
+    }
+
+    /// Waits for `criu lazy-pages` on a pool thread: a failure report ("F") ends the child first; its exit
+    /// (all pages delivered, or killed) closes the relay and the image directory.
+    func watchLazyPages(_ lazy: CRIU.LazyPages, session: HostedSession) {
+        waiters.runIfActive(eventLoop: loop) { () -> Bool in
+            var byte: UInt8 = 0
+            var got = 0
+            repeat { got = read(lazy.failure, &byte, 1) } while got < 0 && errno == EINTR
+            return got == 1
+        }.whenComplete { result in
+            if case .success(true) = result, self.hosted[session.key] === session {
+                self.logger.error("post-copy of child \(session.pid) of \(session.home) failed; ending it")
+                self.endHosted(session, abortHelper: true)
+            }
+            self.waiters.runIfActive(eventLoop: self.loop) { try? Posix.wait(lazy.process) }.whenComplete { _ in
+                Posix.close(lazy.failure)
+                session.lazyPID = nil
+                session.pageRelay?.close(promise: nil)
+                session.pageRelay = nil
+                if session.restored || session.ended { Posix.removeFlatDirectory(session.imageDirectory) }
+            }
+        }
+    }
+
+    /// Starts rfork-nsinit on a complete image.
+    func restore(_ session: HostedSession, _ request: Rfork_Wire_V1_ForkRequest) {
         let dir = session.imageDirectory
         let key = session.key
         do {
@@ -157,7 +234,9 @@ extension Node {
             ]
             for c in request.channels { args.append("\(c.id):\(c.kind.rawValue):\(c.fd):\(c.criuID)") }
             let nsinit = config.resolvedHelperDirectory + "/rfork-nsinit"
-            let pid = try Posix.spawn(nsinit, args, descriptors: [devnull, devnull, 2, theirs])
+            let environment = Posix.currentEnvironment() + (request.lazyPages ? ["RFORK_LAZY_PAGES=1"] : [])
+            let pid = try Posix.spawn(
+                nsinit, args, environment: environment, descriptors: [devnull, devnull, 2, theirs])
             session.helperPID = pid
             helperPIDs.append(pid)
             let future = NIOPipeBootstrap(group: loop)
@@ -189,7 +268,8 @@ extension Node {
         switch frame.type {
         case .restored:
             s.restored = true
-            Posix.removeFlatDirectory(s.imageDirectory)
+            // Post-copy: criu lazy-pages reads the image until every page is delivered.
+            if s.lazyPID == nil { Posix.removeFlatDirectory(s.imageDirectory) }
             var reply = Rfork_Wire_V1_ForkReply()
             reply.session = s.session
             reply.ok = true
@@ -231,6 +311,14 @@ extension Node {
     /// rfork-nsinit's socket closed.
     func helperClosed(key: String) {
         guard let s = hosted.removeValue(forKey: key) else { return }
+        if let lazy = s.lazyPID {
+            // The child is dead once rfork-nsinit (its namespace's init) has been reaped.
+            if let helper = s.helperPID, helperPIDs.contains(helper) {
+                lazyKillAfter[helper] = lazy
+            } else {
+                Posix.kill(lazy, SIGKILL)
+            }
+        }
         Posix.removeFlatDirectory(s.imageDirectory)
         if !s.ended {
             s.ended = true
@@ -260,6 +348,17 @@ extension Node {
     func endHosted(_ s: HostedSession, abortHelper: Bool) {
         hosted[s.key] = nil
         s.ended = true
+        // Post-copy: lazy-pages must outlive the child, or the child could see a missing page as zeros.
+        if let lazy = s.lazyPID {
+            if let helper = s.helperPID, helperPIDs.contains(helper) {
+                logger.debug("post-copy: criu lazy-pages \(lazy) ends after rfork-nsinit \(helper)")
+                lazyKillAfter[helper] = lazy
+            } else {
+                logger.debug(
+                    "post-copy: criu lazy-pages \(lazy) ends now (helper \(s.helperPID.map { "\($0)" } ?? "none"))")
+                Posix.kill(lazy, SIGKILL)
+            }
+        }
         if let file = s.openFile { Posix.close(file.fd) }
         s.openFile = nil
         if abortHelper, let helper = s.helper {

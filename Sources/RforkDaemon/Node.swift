@@ -18,6 +18,7 @@ final class Node: @unchecked Sendable {
     let loop: EventLoop
     let group: EventLoopGroup
     let threads: NIOThreadPool
+    let waiters: NIOThreadPool  // threads that only wait for post-copy CRIU processes
     let logger: Logger
     let criu: CRIU
     var placement: Placement
@@ -31,16 +32,22 @@ final class Node: @unchecked Sendable {
     var clientTLS: NIOSSLContext?
     var tickCount = 0
     var helperPIDs: [pid_t] = []  // rfork-nsinit processes not yet reaped
+    var pageRelays: [UInt64: Channel] = [:]  // home: post-copy page-server relays, by session
+    var lazyKillAfter: [pid_t: pid_t] = [:]  // target: criu lazy-pages to kill once this rfork-nsinit is reaped
     var recent: [PlacementRecord] = []  // the last remote forks from this node, newest last
     static let recentLimit = 256
     /// How long a target may take to restore a child before it runs locally instead.
     let restoreDeadline = TimeAmount.seconds(20)
 
-    init(config: DaemonConfiguration, group: EventLoopGroup, threads: NIOThreadPool, logger: Logger) {
+    init(
+        config: DaemonConfiguration, group: EventLoopGroup, threads: NIOThreadPool, waiters: NIOThreadPool,
+        logger: Logger
+    ) {
         self.config = config
         self.group = group
         self.loop = group.next()
         self.threads = threads
+        self.waiters = waiters
         self.logger = logger
         self.criu = CRIU(configuration: .init(path: config.criu ?? CRIU.defaultPath()))
         self.placement = Placement(selfName: config.node)
@@ -86,14 +93,23 @@ final class Node: @unchecked Sendable {
         let dir = imageRoot + "/h\(id)"
         let criu = self.criu
         let node = config.node
-        let work = threads.runIfActive(eventLoop: loop) { () throws -> (Envelope, UInt64) in
+        let postCopyBytes = UInt64(config.resolvedPostCopyMiB) << 20
+        let work = threads.runIfActive(eventLoop: loop) { () throws -> (Envelope, UInt64, CRIU.LazyDump?) in
             try Posix.makeDirectory(dir)
             let t0 = Posix.monotonicNanoseconds()
             // The directory goes with a failed dump; a successful one keeps it until its pages are sent.
+            let externalFiles = request.channels.filter { $0.criuID.hasPrefix("file[") }.map(\.criuID)
+            var lazy: CRIU.LazyDump?
             do {
-                try criu.dump(
-                    pid: request.pid, imageDirectory: dir, externalSocketInode: request.socketInode,
-                    externalFiles: request.channels.filter { $0.criuID.hasPrefix("file[") }.map(\.criuID))
+                if postCopyBytes > 0 && Posix.anonymousBytes(request.pid) >= postCopyBytes {
+                    lazy = try criu.lazyDump(
+                        pid: request.pid, imageDirectory: dir, externalSocketInode: request.socketInode,
+                        externalFiles: externalFiles)
+                } else {
+                    try criu.dump(
+                        pid: request.pid, imageDirectory: dir, externalSocketInode: request.socketInode,
+                        externalFiles: externalFiles)
+                }
             } catch {
                 Posix.removeFlatDirectory(dir)
                 throw error
@@ -106,6 +122,7 @@ final class Node: @unchecked Sendable {
             fork.homeNode = node
             fork.controlSocketInode = request.socketInode
             fork.forkStartedNs = request.forkStartedNanoseconds
+            fork.lazyPages = lazy != nil
             fork.channels = request.channels.map { c in
                 var ch = Rfork_Wire_V1_Channel()
                 ch.id = c.id
@@ -115,42 +132,60 @@ final class Node: @unchecked Sendable {
                 return ch
             }
             // Small images go inline; the large ones (memory pages) follow as a stream of ImageChunks.
-            for name in Posix.listDirectory(dir) where name.hasSuffix(".img") {
-                let size = Posix.fileSize(dir + "/" + name)
-                if size > Self.inlineImageLimit {
-                    fork.imageBytes += UInt64(size)
-                } else {
-                    var file = Rfork_Wire_V1_ImageFile()
-                    file.name = name
-                    file.data = try Posix.readData(dir + "/" + name)
-                    fork.images.append(file)
+            do {
+                for name in Posix.listDirectory(dir) where name.hasSuffix(".img") {
+                    let size = Posix.fileSize(dir + "/" + name)
+                    if size > Self.inlineImageLimit {
+                        fork.imageBytes += UInt64(size)
+                    } else {
+                        var file = Rfork_Wire_V1_ImageFile()
+                        file.name = name
+                        file.data = try Posix.readData(dir + "/" + name)
+                        fork.images.append(file)
+                    }
                 }
+            } catch {
+                if let lazy { Self.stopLazyDump(lazy) }
+                Posix.removeFlatDirectory(dir)
+                throw error
             }
-            if fork.imageBytes == 0 { Posix.removeFlatDirectory(dir) }
+            // A post-copy dump keeps its directory (CRIU logs there) until it ends.
+            if fork.imageBytes == 0 && lazy == nil { Posix.removeFlatDirectory(dir) }
             var envelope = Envelope()
             envelope.forkRequest = fork
-            return (envelope, dumpNs)
+            return (envelope, dumpNs, lazy)
         }
-        .map { (envelope: Envelope, dumpNs: UInt64) -> (Envelope, UInt64) in
+        .map { (envelope: Envelope, dumpNs: UInt64, lazy: CRIU.LazyDump?) -> (Envelope, UInt64, CRIU.LazyDump?) in
             self.homeSessions[id]?.imageBytes =
                 envelope.forkRequest.images.reduce(0) { $0 + $1.data.count } + Int(envelope.forkRequest.imageBytes)
-            return (envelope, dumpNs)
+            return (envelope, dumpNs, lazy)
         }
         work.whenComplete { result in
             guard let session = self.homeSessions[id] else {
-                if case .success = result { Posix.removeFlatDirectory(dir) }
+                if case .success(let (_, _, lazy)) = result {
+                    if let lazy {
+                        // The child is still frozen in a post-copy dump: ending it lets the child run on here.
+                        _ = self.threads.runIfActive(eventLoop: self.loop) { Self.stopLazyDump(lazy) }
+                    }
+                    Posix.removeFlatDirectory(dir)
+                }
                 return
             }
             switch result {
-            case .success(let (envelope, dumpNs)):
+            case .success(let (envelope, dumpNs, lazy)):
                 session.dumpNanoseconds = dumpNs
                 session.sentAt = Posix.monotonicNanoseconds()
                 session.state = .restoring
+                if let lazy {
+                    session.postCopy = true
+                    self.startPageServerRelay(lazy, session: session, peer: peerChannel, directory: dir)
+                }
                 peerChannel.writeAndFlush(envelope, promise: nil)
                 if envelope.forkRequest.imageBytes > 0 {
                     let logger = self.logger
+                    let removeAfter = lazy == nil
                     _ = self.threads.runIfActive(eventLoop: self.loop) {
-                        defer { Posix.removeFlatDirectory(dir) }
+                        defer { if removeAfter { Posix.removeFlatDirectory(dir) } }
                         do { try Self.streamImages(from: dir, session: id, to: peerChannel) } catch {
                             logger.warning("sending the image of child \(request.pid) failed: \(error)")
                         }
@@ -167,6 +202,74 @@ final class Node: @unchecked Sendable {
                 self.logger.info("child \(request.pid) stays local: \(error)")
                 self.endHomeSession(session, localReason: "\(error)")
             }
+        }
+    }
+
+    /// Ends a post-copy dump nobody will take pages from: with its page socket closed, CRIU gives up and
+    /// lets the child run on. Blocking (reaps it).
+    static func stopLazyDump(_ lazy: CRIU.LazyDump) {
+        Posix.close(lazy.pageSocket)
+        _ = try? Posix.wait(lazy.process)
+    }
+
+    /// Post-copy, home side: relays the page server's socket to the target, and watches the dump; when it
+    /// ends, every page has been sent (exit 0) or the child's memory is lost.
+    func startPageServerRelay(_ lazy: CRIU.LazyDump, session: HomeSession, peer: Channel, directory: String) {
+        let id = session.id
+        let relay = NIOPipeBootstrap(group: loop)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(PageRelayHandler(session: id, peer: peer))
+                }
+            }
+            .takingOwnershipOfDescriptor(inputOutput: lazy.pageSocket)
+        relay.whenSuccess { self.pageRelays[id] = $0 }
+        relay.whenFailure { error in
+            self.logger.error("cannot relay the pages of child \(session.pid): \(error)")
+            Posix.kill(lazy.process, SIGKILL)
+        }
+        waiters.runIfActive(eventLoop: loop) { () -> (ExitStatus?, String?) in
+            let status = try? Posix.wait(lazy.process)
+            var why: String?
+            if case .signaled(let signo)? = status {
+                why = "criu dump was killed by signal \(signo)"
+            } else if status != .exited(0) {
+                why = CRIU.lastError(inLog: directory + "/dump.log")
+            }
+            Posix.removeFlatDirectory(directory)
+            return (status, why)
+        }.whenSuccess { (status, why) in
+            self.pageServerEnded(id, ok: status == .exited(0), why: why ?? "criu dump \(status.map { "\($0)" } ?? "?")")
+        }
+    }
+
+    /// The post-copy dump of session `id` ended: all pages sent, or the child's memory is gone with it.
+    func pageServerEnded(_ id: UInt64, ok: Bool, why: String) {
+        if let relay = pageRelays.removeValue(forKey: id) { relay.close(promise: nil) }
+        guard let session = homeSessions[id] else { return }
+        if ok {
+            session.memorySentAt = Posix.monotonicNanoseconds()
+            logger.debug("all memory of child \(session.pid) sent to \(session.target)")
+            return
+        }
+        // The target must end its copy before its lazy-pages daemon could hand it a missing page.
+        var end = Rfork_Wire_V1_PageStreamEnd()
+        end.session = id
+        end.ok = false
+        end.error = why
+        var envelope = Envelope()
+        envelope.pageStreamEnd = end
+        links[session.target]?.channel?.writeAndFlush(envelope, promise: nil)
+        switch session.state {
+        case .running:
+            logger.warning("post-copy of child \(session.pid) to \(session.target) failed (\(why)); it is ended")
+            homeSessions[id] = nil
+            session.ended = true
+            session.child.writeAndFlush(
+                LocalFrame.event(kind: EventKindCode.killed.rawValue, code: SIGKILL), promise: nil)
+        case .dumping, .restoring:
+            logger.info("child \(session.pid) stays local: post-copy to \(session.target) failed: \(why)")
+            endHomeSession(session, localReason: "post-copy to \(session.target) failed: \(why)")
         }
     }
 
@@ -206,6 +309,8 @@ final class Node: @unchecked Sendable {
     /// Ends a home session before the remote child ran: the local copy continues as the child.
     func endHomeSession(_ session: HomeSession, localReason: String) {
         homeSessions[session.id] = nil
+        // A post-copy dump still serving pages gives up when its relay closes, and the child runs on here.
+        if let relay = pageRelays.removeValue(forKey: session.id) { relay.close(promise: nil) }
         reply(session.child, .local, localReason)
     }
 
@@ -308,6 +413,8 @@ final class Node: @unchecked Sendable {
             } else {
                 reply(session.child, .local, "node \(session.target) refused the child: \(abort.reason)")
             }
+        case .pageStream(let stream):
+            pageRelays[stream.session]?.writeAndFlush(ByteBuffer(bytes: stream.data), promise: nil)
         case .load(let load):
             link.load = load
         default:
@@ -319,6 +426,7 @@ final class Node: @unchecked Sendable {
     func linkLost(_ link: PeerLink) {
         for session in homeSessions.values where session.target == link.name {
             homeSessions[session.id] = nil
+            if let relay = pageRelays.removeValue(forKey: session.id) { relay.close(promise: nil) }
             switch session.state {
             case .dumping, .restoring:
                 reply(session.child, .local, "lost the link to \(link.name) during the fork")
@@ -343,7 +451,7 @@ final class Node: @unchecked Sendable {
             transferMs: ms(ship - min(ship, s.restoreNanoseconds)),
             restoreMs: ms(s.restoreNanoseconds),
             totalMs: t0 > 0 ? ms(s.runningAt - t0) : ms(s.runningAt - s.started),
-            imageBytes: s.imageBytes)
+            imageBytes: s.imageBytes, postCopy: s.postCopy)
         recent.append(record)
         if recent.count > Self.recentLimit { recent.removeFirst(recent.count - Self.recentLimit) }
     }
@@ -383,7 +491,18 @@ final class Node: @unchecked Sendable {
             }
             session.standInStopped = stopped
         }
-        helperPIDs = helperPIDs.filter { Posix.poll($0) == nil }
+        var reaped: [pid_t] = []
+        helperPIDs = helperPIDs.filter { pid in
+            guard Posix.poll(pid) != nil else { return true }
+            reaped.append(pid)
+            return false
+        }
+        // A failed post-copy's lazy-pages daemon dies only after the child it served (see endHosted).
+        for pid in reaped {
+            guard let lazy = lazyKillAfter.removeValue(forKey: pid) else { continue }
+            logger.debug("post-copy: rfork-nsinit \(pid) is gone; ending criu lazy-pages \(lazy)")
+            Posix.kill(lazy, SIGKILL)
+        }
         if count % 50 == 0 {
             let envelope = loadEnvelope()
             for link in inbound.values { link.channel.writeAndFlush(envelope, promise: nil) }
@@ -433,6 +552,8 @@ final class HomeSession: @unchecked Sendable {  // confined to Node.loop
     var restoreNanoseconds: UInt64 = 0
     var sentAt: UInt64 = 0
     var runningAt: UInt64 = 0
+    var memorySentAt: UInt64 = 0  // post-copy: when the last page went out
+    var postCopy = false
     var imageBytes = 0
 
     init(

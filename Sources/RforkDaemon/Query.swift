@@ -33,6 +33,7 @@ public struct PlacementRecord: Codable, Sendable {
     public var restoreMs: Double  // criu restore in the new PID namespace
     public var totalMs: Double
     public var imageBytes: Int
+    public var postCopy: Bool?  // memory followed the running child on demand (CRIU lazy pages)
 }
 
 extension Node {

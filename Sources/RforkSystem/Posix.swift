@@ -75,6 +75,15 @@ public enum Posix {
         return (fds[0], fds[1])
     }
 
+    /// A pipe whose two ends (read, write) close on exec.
+    public static func makePipe() throws(SystemError) -> (Int32, Int32) {
+        var fds: [Int32] = [-1, -1]
+        guard pipe(&fds) == 0 else { throw SystemError("pipe", errno: errno) }
+        _ = fcntl(fds[0], F_SETFD, FD_CLOEXEC)
+        _ = fcntl(fds[1], F_SETFD, FD_CLOEXEC)
+        return (fds[0], fds[1])
+    }
+
     /// Runs argv[0] (a path) to completion and returns its exit status and standard output.
     public static func run(_ argv: [String]) throws(SystemError) -> (ExitStatus, String) {
         var fds: [Int32] = [0, 0]
@@ -124,6 +133,16 @@ public enum Posix {
             p += 1
         }
         return out
+    }
+
+    /// The anonymous memory of a process in bytes (the "Anonymous:" line of /proc/PID/smaps_rollup);
+    /// 0 when it cannot be read.
+    public static func anonymousBytes(_ pid: Int32) -> UInt64 {
+        guard let bytes = try? readFile("/proc/\(pid)/smaps_rollup") else { return 0 }
+        for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") where line.hasPrefix("Anonymous:") {
+            return (line.split(separator: " ").dropFirst().first.flatMap { UInt64($0) } ?? 0) * 1024
+        }
+        return 0
     }
 
     /// Reads a file to its end; unlike `readData` it does not trust the size `stat` reports, so it also

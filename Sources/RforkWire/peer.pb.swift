@@ -199,6 +199,43 @@ public nonisolated struct Rfork_Wire_V1_ForkRequest: Sendable {
   /// CLOCK_MONOTONIC when the parent called fork()
   public var forkStartedNs: UInt64 = 0
 
+  /// post-copy: memory pages follow on demand as PageStream bytes
+  public var lazyPages: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Post-copy: the bytes between CRIU's page server (the home node's `criu dump --lazy-pages`) and the
+/// target's `criu lazy-pages`, both connected to their daemon by a socket pair; both directions.
+public nonisolated struct Rfork_Wire_V1_PageStream: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var session: UInt64 = 0
+
+  public var data: Data = Data()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Home -> target: the home's page server ended. Not ok: pages the child still lacks will never come, so
+/// the target ends the child before its lazy-pages daemon can let it see a missing page.
+public nonisolated struct Rfork_Wire_V1_PageStreamEnd: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var session: UInt64 = 0
+
+  public var ok: Bool = false
+
+  public var error: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -480,6 +517,22 @@ public nonisolated struct Rfork_Wire_V1_Envelope: Sendable {
     set {body = .imageChunk(newValue)}
   }
 
+  public var pageStream: Rfork_Wire_V1_PageStream {
+    get {
+      if case .pageStream(let v)? = body {return v}
+      return Rfork_Wire_V1_PageStream()
+    }
+    set {body = .pageStream(newValue)}
+  }
+
+  public var pageStreamEnd: Rfork_Wire_V1_PageStreamEnd {
+    get {
+      if case .pageStreamEnd(let v)? = body {return v}
+      return Rfork_Wire_V1_PageStreamEnd()
+    }
+    set {body = .pageStreamEnd(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Body: Equatable, Sendable {
@@ -494,6 +547,8 @@ public nonisolated struct Rfork_Wire_V1_Envelope: Sendable {
     case load(Rfork_Wire_V1_Load)
     case demand(Rfork_Wire_V1_Demand)
     case imageChunk(Rfork_Wire_V1_ImageChunk)
+    case pageStream(Rfork_Wire_V1_PageStream)
+    case pageStreamEnd(Rfork_Wire_V1_PageStreamEnd)
 
   }
 
@@ -675,7 +730,7 @@ nonisolated extension Rfork_Wire_V1_ImageChunk: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Rfork_Wire_V1_ForkRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ForkRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}session\0\u{1}pid\0\u{1}uid\0\u{3}home_node\0\u{3}control_socket_inode\0\u{1}channels\0\u{1}images\0\u{3}fork_started_ns\0\u{3}image_bytes\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}session\0\u{1}pid\0\u{1}uid\0\u{3}home_node\0\u{3}control_socket_inode\0\u{1}channels\0\u{1}images\0\u{3}fork_started_ns\0\u{3}image_bytes\0\u{3}lazy_pages\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -692,6 +747,7 @@ nonisolated extension Rfork_Wire_V1_ForkRequest: SwiftProtobuf.Message, SwiftPro
       case 7: try { try decoder.decodeRepeatedMessageField(value: &self.images) }()
       case 8: try { try decoder.decodeSingularUInt64Field(value: &self.forkStartedNs) }()
       case 9: try { try decoder.decodeSingularUInt64Field(value: &self.imageBytes) }()
+      case 10: try { try decoder.decodeSingularBoolField(value: &self.lazyPages) }()
       default: break
       }
     }
@@ -725,6 +781,9 @@ nonisolated extension Rfork_Wire_V1_ForkRequest: SwiftProtobuf.Message, SwiftPro
     if self.imageBytes != 0 {
       try visitor.visitSingularUInt64Field(value: self.imageBytes, fieldNumber: 9)
     }
+    if self.lazyPages != false {
+      try visitor.visitSingularBoolField(value: self.lazyPages, fieldNumber: 10)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -738,6 +797,82 @@ nonisolated extension Rfork_Wire_V1_ForkRequest: SwiftProtobuf.Message, SwiftPro
     if lhs.images != rhs.images {return false}
     if lhs.imageBytes != rhs.imageBytes {return false}
     if lhs.forkStartedNs != rhs.forkStartedNs {return false}
+    if lhs.lazyPages != rhs.lazyPages {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Rfork_Wire_V1_PageStream: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".PageStream"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}session\0\u{1}data\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.session) }()
+      case 2: try { try decoder.decodeSingularBytesField(value: &self.data) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.session != 0 {
+      try visitor.visitSingularUInt64Field(value: self.session, fieldNumber: 1)
+    }
+    if !self.data.isEmpty {
+      try visitor.visitSingularBytesField(value: self.data, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Rfork_Wire_V1_PageStream, rhs: Rfork_Wire_V1_PageStream) -> Bool {
+    if lhs.session != rhs.session {return false}
+    if lhs.data != rhs.data {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Rfork_Wire_V1_PageStreamEnd: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".PageStreamEnd"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}session\0\u{1}ok\0\u{1}error\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.session) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self.ok) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.error) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.session != 0 {
+      try visitor.visitSingularUInt64Field(value: self.session, fieldNumber: 1)
+    }
+    if self.ok != false {
+      try visitor.visitSingularBoolField(value: self.ok, fieldNumber: 2)
+    }
+    if !self.error.isEmpty {
+      try visitor.visitSingularStringField(value: self.error, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Rfork_Wire_V1_PageStreamEnd, rhs: Rfork_Wire_V1_PageStreamEnd) -> Bool {
+    if lhs.session != rhs.session {return false}
+    if lhs.ok != rhs.ok {return false}
+    if lhs.error != rhs.error {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1054,7 +1189,7 @@ nonisolated extension Rfork_Wire_V1_Load: SwiftProtobuf.Message, SwiftProtobuf._
 
 nonisolated extension Rfork_Wire_V1_Envelope: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Envelope"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hello\0\u{3}fork_request\0\u{3}fork_reply\0\u{1}data\0\u{3}end_of_file\0\u{1}signal\0\u{3}child_event\0\u{1}abort\0\u{1}load\0\u{1}demand\0\u{3}image_chunk\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hello\0\u{3}fork_request\0\u{3}fork_reply\0\u{1}data\0\u{3}end_of_file\0\u{1}signal\0\u{3}child_event\0\u{1}abort\0\u{1}load\0\u{1}demand\0\u{3}image_chunk\0\u{3}page_stream\0\u{3}page_stream_end\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1205,6 +1340,32 @@ nonisolated extension Rfork_Wire_V1_Envelope: SwiftProtobuf.Message, SwiftProtob
           self.body = .imageChunk(v)
         }
       }()
+      case 12: try {
+        var v: Rfork_Wire_V1_PageStream?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .pageStream(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .pageStream(v)
+        }
+      }()
+      case 13: try {
+        var v: Rfork_Wire_V1_PageStreamEnd?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .pageStreamEnd(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .pageStreamEnd(v)
+        }
+      }()
       default: break
       }
     }
@@ -1259,6 +1420,14 @@ nonisolated extension Rfork_Wire_V1_Envelope: SwiftProtobuf.Message, SwiftProtob
     case .imageChunk?: try {
       guard case .imageChunk(let v)? = self.body else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 11)
+    }()
+    case .pageStream?: try {
+      guard case .pageStream(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 12)
+    }()
+    case .pageStreamEnd?: try {
+      guard case .pageStreamEnd(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 13)
     }()
     case nil: break
     }

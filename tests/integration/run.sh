@@ -31,7 +31,7 @@ on() { local node=$1; shift; timeout -s KILL 60 "$RFORK" cluster exec "$node" --
 # Leftovers after a test: stand-ins, namespace inits, images. Prints what it finds.
 leftovers() {
     local found=""
-    for p in $(pgrep -f 'rfork-(standin|nsinit)' || true); do found+=" process $p ($(tr '\0' ' ' </proc/$p/cmdline 2>/dev/null))"; done
+    for p in $(pgrep -f 'rfork-(standin|nsinit)|criu (lazy-pages|dump)' || true); do found+=" process $p ($(tr '\0' ' ' </proc/$p/cmdline 2>/dev/null))"; done
     for n in node1 node2 node3; do
         kill -0 "$(python3 -c "import json;print([x['daemonPID'] for x in json.load(open('/run/rfork-cluster/cluster.json'))['nodes'] if x['name']=='$n'][0])")" 2>/dev/null || continue
         local imgs
@@ -41,8 +41,8 @@ leftovers() {
     echo "$found"
 }
 
-settle() { # waits up to 5 s for stand-ins and inits to finish
-    for _ in $(seq 50); do [ -z "$(pgrep -f 'rfork-(standin|nsinit)')" ] && return; sleep 0.1; done
+settle() { # waits up to 5 s for stand-ins, inits and post-copy transfers to finish
+    for _ in $(seq 50); do [ -z "$(pgrep -f 'rfork-(standin|nsinit)|criu (lazy-pages|dump)')" ] && return; sleep 0.1; done
 }
 
 result() { # name, ok(0/1), detail
@@ -81,6 +81,32 @@ conformance() { # name [stdin-file]
 printf 'hello remote child\nsecond line\n' >"$WORK/stdin.txt"
 for prog in exit_status kill_by_signal signals stop_cont pipes unclosed_ends sigchld fork_exec many; do conformance "$prog"; done
 conformance stdio "$WORK/stdin.txt"
+
+# --- post-copy: a child with 96 MiB runs before its memory arrives, and sees all of it ---
+conformance big_memory
+last=$(on node1 "$RFORK" ps --recent --json | python3 -c 'import json,sys; r=json.load(sys.stdin); print(r[-1].get("postCopy", False) if r else "none")')
+result "postcopy/a big child moves post-copy" "$([ "$last" = True ] && echo 0 || echo 1)" "the last remote fork was not post-copy ($last)"
+
+# The memory source dies mid-transfer (the home's page server is killed while the link crawls at
+# 20 Mbit/s): the child is ended cleanly, its parent sees SIGKILL, nothing hangs or stays behind.
+on node1 tc qdisc replace dev eth0 root tbf rate 20mbit burst 32kb latency 400ms
+on node1 "$RFORK" run --node node2 -- "$T/big_memory" 96 early >"$WORK/pc.out" 2>"$WORK/pc.err" &
+job=$!
+for _ in $(seq 150); do grep -q 'child running' "$WORK/pc.out" && break; sleep 0.1; done
+sleep 0.5
+dump=$(pgrep -f 'criu dump .*--lazy-pages' | head -n 1)
+[ -n "$dump" ] && kill -KILL "$dump"
+wait "$job"
+on node1 tc qdisc del dev eth0 root
+settle
+why=""
+grep -q 'child running' "$WORK/pc.out" || why+="the child never ran remotely ($(tr '\n' ' ' <"$WORK/pc.err")); "
+[ -n "$dump" ] || why+="no post-copy dump to kill; "
+grep -q 'child: killed by signal 9' "$WORK/pc.out" || why+="parent saw: $(tr '\n' ' ' <"$WORK/pc.out"); "
+grep -q 'own writes: yes' "$WORK/pc.out" && why+="the child finished without its memory source; "
+left=$(leftovers)
+[ -z "$left" ] || why+="left behind:$left; "
+result "postcopy/the memory source dies mid-transfer: child ended, parent told" "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
 
 # --- a terminal: the parent's stdio is a pty (script(1)); the remote child writes to it ---
 cat >"$WORK/tty.c" <<'C'
