@@ -74,6 +74,7 @@ struct SizeResult: Codable {
     var seedDisk: [String: Double]
     var pageServer: [String: Double]  // CRIU's page server (pre-copy): dump incl. pages, copy, restore
     var criuStats: [String: Double]  // criu --display-stats of the seed's pipeline on tmpfs
+    var postCopy: Bool?  // rfork moved these children post-copy (memory after the child)
     var failures: Int
 }
 
@@ -122,11 +123,13 @@ struct BenchReport: Codable {
         for r in sizes {
             let ratio = r.remoteRunning / (r.seedTmpfs["total"] ?? .nan)
             s +=
-                "| \(r.mib) MiB | \(f(r.localBlocked)) / \(f(r.remoteBlocked)) | \(f(r.localRunning)) / \(f(r.remoteRunning)) "
+                "| \(r.mib) MiB\(r.postCopy == true ? " (post-copy)" : "") | \(f(r.localBlocked)) / \(f(r.remoteBlocked)) | \(f(r.localRunning)) / \(f(r.remoteRunning)) "
             s += "| \(f(r.localMemory)) / \(f(r.remoteMemory)) | \(f(r.seedTmpfs["total"] ?? .nan)) "
             s += "| \(f(r.seedDisk["total"] ?? .nan)) | \(f(r.pageServer["total"] ?? .nan)) | \(f(ratio))× "
             s += "| \(r.failures) |\n"
         }
+        s += "\nSizes marked post-copy moved with CRIU's lazy pages (rforkd's `postCopyMiB`, default 32): the "
+        s += "child runs before its memory is there; \"all memory read\" includes fetching every page.\n"
         s += "\n## Phases of one remote fork (rfork) and of the CRIU baselines\n\n"
         s += "| child memory | configuration | request | dump | prepare / copy | transfer | restore | total |\n"
         s += "|---|---|---|---|---|---|---|---|\n"
@@ -414,7 +417,8 @@ struct BenchRunner {
                     remoteBlocked: median(good.compactMap { $0["blocked_ms"] }),
                     remoteRunning: median(good.compactMap { $0["running_ms"] }),
                     remoteMemory: median(good.compactMap { $0["memory_ms"] }), phases: phases, seedTmpfs: tmpfs,
-                    seedDisk: disk, pageServer: pageServer, criuStats: stats, failures: n - good.count))
+                    seedDisk: disk, pageServer: pageServer, criuStats: stats,
+                    postCopy: mine.contains { $0.postCopy == true }, failures: n - good.count))
         }
         say("pipes, rates, TCP and memory")
         let pipeLocal = objects((try? on(home, [forkbench, "pipe", "256"])) ?? "").first ?? [:]
