@@ -302,9 +302,11 @@ void rfork_place_child(const char *node, unsigned long long t0)
     fstat(ctl, &st);
     static char req[RFORK_FRAME_MAX / 4];
     size_t off = 0;
-    int bad = append(req, sizeof req, &off, "pid %d\nuid %u\nsock %lu\npolicy %s\nnode %s\nt0 %llu\n", getpid(),
-                     (unsigned)getuid(), (unsigned long)st.st_ino, policy && *policy ? policy : "-",
-                     node && *node ? node : "-", (unsigned long long)t0);
+    const char *postcopy = getenv("RFORK_POST_COPY");
+    int bad = append(req, sizeof req, &off, "pid %d\nuid %u\nsock %lu\npolicy %s\nnode %s\nt0 %llu\npostcopy %s\n",
+                     getpid(), (unsigned)getuid(), (unsigned long)st.st_ino, policy && *policy ? policy : "-",
+                     node && *node ? node : "-", (unsigned long long)t0,
+                     postcopy && *postcopy && !strchr(postcopy, '\n') ? postcopy : "-");
     for (int i = 0; i < n && !bad; i++)
         bad = append(req, sizeof req, &off, "ch %d %d %d %s\n", i, ch[i].kind, ch[i].fd, ch[i].id);
     if (bad || rfork_send(ctl, RFORK_MSG_FORK_REQUEST, req, off, NULL, 0) < 0) {

@@ -24,7 +24,7 @@ public struct CRIU: Sendable {
     }
 
     /// The mark `make setup` gives the CRIU it builds with scripts/criu-rfork.patch.
-    public static let requiredMark = "rfork-9"
+    public static let requiredMark = "rfork-10"
 
     /// Checks that the configured CRIU runs and carries rfork's patch.
     public func check() throws(CheckpointError) {

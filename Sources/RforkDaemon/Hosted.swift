@@ -65,8 +65,8 @@ extension Node {
             logger.info("ending remote child \(s.pid) of \(s.home): \(abort.reason)")
             endHosted(s, abortHelper: true)
         case .pageStream(let stream):
-            guard let s = hosted[hostedKey(link, stream.session)] else { return }
-            s.pageRelay?.writeAndFlush(ByteBuffer(bytes: stream.data), promise: nil)
+            // Not through `hosted`: pages still flow after the child ended (answers to requests in flight).
+            lazyRelays[hostedKey(link, stream.session)]?.writeAndFlush(ByteBuffer(bytes: stream.data), promise: nil)
         case .pageStreamEnd(let end):
             guard let s = hosted[hostedKey(link, end.session)], !end.ok else { return }
             logger.warning("the memory of remote child \(s.pid) of \(s.home) is lost (\(end.error)); ending it")
@@ -183,6 +183,7 @@ extension Node {
                     .takingOwnershipOfDescriptor(inputOutput: lazy.pageSocket)
                 relay.whenSuccess { channel in
                     session.pageRelay = channel
+                    self.lazyRelays[session.key] = channel
                     guard self.hosted[session.key] === session else { return }
                     self.restore(session, request)
                 }
@@ -212,6 +213,7 @@ extension Node {
                 session.lazyPID = nil
                 session.pageRelay?.close(promise: nil)
                 session.pageRelay = nil
+                self.lazyRelays[session.key] = nil
                 if session.restored || session.ended { Posix.removeFlatDirectory(session.imageDirectory) }
             }
         }

@@ -33,6 +33,7 @@ final class Node: @unchecked Sendable {
     var tickCount = 0
     var helperPIDs: [pid_t] = []  // rfork-nsinit processes not yet reaped
     var pageRelays: [UInt64: Channel] = [:]  // home: post-copy page-server relays, by session
+    var lazyRelays: [String: Channel] = [:]  // target: post-copy relays to criu lazy-pages, by hosted key
     var lazyKillAfter: [pid_t: pid_t] = [:]  // target: criu lazy-pages to kill once this rfork-nsinit is reaped
     var recent: [PlacementRecord] = []  // the last remote forks from this node, newest last
     static let recentLimit = 256
@@ -101,7 +102,13 @@ final class Node: @unchecked Sendable {
             let externalFiles = request.channels.filter { $0.criuID.hasPrefix("file[") }.map(\.criuID)
             var lazy: CRIU.LazyDump?
             do {
-                if postCopyBytes > 0 && Posix.anonymousBytes(request.pid) >= postCopyBytes {
+                let postCopy: Bool
+                switch request.postCopy {
+                case "always": postCopy = true
+                case "never": postCopy = false
+                default: postCopy = postCopyBytes > 0 && Posix.anonymousBytes(request.pid) >= postCopyBytes
+                }
+                if postCopy {
                     lazy = try criu.lazyDump(
                         pid: request.pid, imageDirectory: dir, externalSocketInode: request.socketInode,
                         externalFiles: externalFiles)

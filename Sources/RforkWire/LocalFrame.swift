@@ -176,10 +176,12 @@ public struct LocalForkRequest: Sendable, Equatable {
     public var node: String?
     public var forkStartedNanoseconds: UInt64
     public var channels: [Channel]
+    /// "always", "never" or nil (the daemon's threshold decides): whether memory follows the child.
+    public var postCopy: String?
 
     public init(
         pid: Int32, uid: UInt32, socketInode: UInt64, policy: String?, node: String?,
-        forkStartedNanoseconds: UInt64, channels: [Channel]
+        forkStartedNanoseconds: UInt64, channels: [Channel], postCopy: String? = nil
     ) {
         self.pid = pid
         self.uid = uid
@@ -188,6 +190,7 @@ public struct LocalForkRequest: Sendable, Equatable {
         self.node = node
         self.forkStartedNanoseconds = forkStartedNanoseconds
         self.channels = channels
+        self.postCopy = postCopy
     }
 
     public init(parsing text: String) throws {
@@ -223,12 +226,13 @@ public struct LocalForkRequest: Sendable, Equatable {
         }
         self.init(
             pid: pid, uid: uid, socketInode: sock, policy: optional("policy"), node: optional("node"),
-            forkStartedNanoseconds: UInt64(fields["t0"] ?? "") ?? 0, channels: channels)
+            forkStartedNanoseconds: UInt64(fields["t0"] ?? "") ?? 0, channels: channels,
+            postCopy: optional("postcopy"))
     }
 
     public var text: String {
         var s = "pid \(pid)\nuid \(uid)\nsock \(socketInode)\npolicy \(policy ?? "-")\nnode \(node ?? "-")\n"
-        s += "t0 \(forkStartedNanoseconds)\n"
+        s += "t0 \(forkStartedNanoseconds)\npostcopy \(postCopy ?? "-")\n"
         for c in channels { s += "ch \(c.id) \(c.kind.rawValue) \(c.fd) \(c.criuID)\n" }
         return s
     }

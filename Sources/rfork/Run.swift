@@ -23,11 +23,21 @@ extension Rfork {
         @Option(name: .long, help: "spread (default), least-loaded or local.")
         var policy: PlacementPolicy?
 
+        @Option(
+            name: .customLong("post-copy"),
+            help:
+                "always, never or auto (default: the daemon's postCopyMiB decides): run each child on the target before its memory arrives."
+        )
+        var postCopy: String?
+
         @Argument(parsing: .captureForPassthrough, help: "The command and its arguments (after --).")
         var command: [String] = []
 
         func validate() throws {
             if node != nil && policy != nil { throw ValidationError("give --node or --policy, not both") }
+            if let postCopy, !["always", "never", "auto"].contains(postCopy) {
+                throw ValidationError("--post-copy takes always, never or auto, not '\(postCopy)'")
+            }
             if command.first == "--" { return }
             if command.isEmpty { throw ValidationError("give the command to run after --") }
         }
@@ -43,6 +53,11 @@ extension Rfork {
             env["RFORK_SOCKET"] = daemon.resolvedSocket
             env["RFORK_POLICY"] = (policy ?? .default).rawValue
             if let node { env["RFORK_NODE"] = node } else { env["RFORK_NODE"] = nil }
+            if let postCopy, postCopy != "auto" {
+                env["RFORK_POST_COPY"] = postCopy
+            } else {
+                env["RFORK_POST_COPY"] = nil
+            }
             // No daemon is not an error here: each child that cannot be placed says so on stderr.
             ProcessEnvironment.exec(argv, environment: env)
             throw ValidationError("cannot run \(argv[0]): \(Posix.errorText(errno))")
