@@ -57,6 +57,7 @@ public struct RforkDaemon: Service {
             peers = try await ServerBootstrap(group: group)
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
                 .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+                .childChannelOption(.recvAllocator, value: Node.bulkReads)
                 .childChannelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
                         let link = InboundLink(channel: channel)

@@ -174,6 +174,7 @@ extension Node {
                     return
                 }
                 let relay = NIOPipeBootstrap(group: self.loop)
+                    .channelOption(.recvAllocator, value: Node.bulkReads)
                     .channelInitializer { channel in
                         channel.eventLoop.makeCompletedFuture {
                             try channel.pipeline.syncOperations.addHandler(

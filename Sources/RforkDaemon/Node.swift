@@ -56,6 +56,10 @@ final class Node: @unchecked Sendable {
 
     var imageRoot: String { config.resolvedRuntimeDirectory + "/images" }
 
+    /// Reads on links that carry memory (peer links, page relays) grow up to 1 MiB, not NIO's 64 KiB:
+    /// fewer reads, envelopes and TLS records per page stream.
+    static let bulkReads = AdaptiveRecvByteBufferAllocator(minimum: 1024, initial: 65536, maximum: 1 << 20)
+
     // MARK: placement requests (home side)
 
     func handleForkRequest(_ request: LocalForkRequest, peerUID: UInt32?, peerPID: Int32?, from channel: Channel) {
@@ -224,6 +228,7 @@ final class Node: @unchecked Sendable {
     func startPageServerRelay(_ lazy: CRIU.LazyDump, session: HomeSession, peer: Channel, directory: String) {
         let id = session.id
         let relay = NIOPipeBootstrap(group: loop)
+            .channelOption(.recvAllocator, value: Node.bulkReads)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(PageRelayHandler(session: id, peer: peer))

@@ -87,6 +87,36 @@ conformance big_memory
 last=$(on node1 "$RFORK" ps --recent --json | python3 -c 'import json,sys; r=json.load(sys.stdin); print(r[-1].get("postCopy", False) if r else "none")')
 result "postcopy/a big child moves post-copy" "$([ "$last" = True ] && echo 0 || echo 1)" "the last remote fork was not post-copy ($last)"
 
+# A big child that execs at once (a pre-fork server, make): it needs none of its pages; nothing waits.
+cat >"$WORK/bigexec.c" <<'C'
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+int main(void) {
+    size_t n = 96 << 20;
+    char *m = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    memset(m, 1, n);
+    pid_t p = fork();
+    if (p == 0) {
+        char h[64]; gethostname(h, 64); fprintf(stderr, "child runs on %s\n", h);
+        execl("/bin/sh", "sh", "-c", "exit 5", (char *)0);
+        _exit(99);
+    }
+    int st; waitpid(p, &st, 0); printf("child exited %d\n", WEXITSTATUS(st)); return 0;
+}
+C
+cc -o "$WORK/bigexec" "$WORK/bigexec.c"
+out=$(on node1 "$RFORK" run --node node2 --post-copy always -- "$WORK/bigexec" 2>&1)
+settle
+why=""
+echo "$out" | grep -q 'child runs on node2' || why+="did not run on node2: $out; "
+echo "$out" | grep -q 'child exited 5' || why+="wrong status: $out; "
+left=$(leftovers)
+[ -z "$left" ] || why+="left behind:$left; "
+result "postcopy/a big child that execs at once" "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
+
 # The memory source dies mid-transfer (the home's page server is killed while the link crawls at
 # 20 Mbit/s): the child is ended cleanly, its parent sees SIGKILL, nothing hangs or stays behind.
 on node1 tc qdisc replace dev eth0 root tbf rate 20mbit burst 32kb latency 400ms
