@@ -120,17 +120,19 @@ result "postcopy/a big child that execs at once" "$([ -z "$why" ] && echo 0 || e
 # The memory source dies mid-transfer (the home's page server is killed while the link crawls at
 # 20 Mbit/s): the child is ended cleanly, its parent sees SIGKILL, nothing hangs or stays behind.
 on node1 tc qdisc replace dev eth0 root tbf rate 20mbit burst 32kb latency 400ms
+restored=$(grep -c 'restored child' /run/rfork-cluster/node2.log)
 on node1 "$RFORK" run --node node2 -- "$T/big_memory" 96 early >"$WORK/pc.out" 2>"$WORK/pc.err" &
 job=$!
-for _ in $(seq 150); do grep -q 'child running' "$WORK/pc.out" && break; sleep 0.1; done
-sleep 0.5
+# The child's output reaches its parent only once every page has arrived; the target's log says sooner.
+for _ in $(seq 150); do [ "$(grep -c 'restored child' /run/rfork-cluster/node2.log)" -gt "$restored" ] && break; sleep 0.1; done
+sleep 1
 dump=$(pgrep -f 'criu dump .*--lazy-pages' | head -n 1)
 [ -n "$dump" ] && kill -KILL "$dump"
 wait "$job"
 on node1 tc qdisc del dev eth0 root
 settle
 why=""
-grep -q 'child running' "$WORK/pc.out" || why+="the child never ran remotely ($(tr '\n' ' ' <"$WORK/pc.err")); "
+grep -q 'child runs on node2' "$WORK/pc.err" || why+="the child never ran remotely ($(tr '\n' ' ' <"$WORK/pc.err")); "
 [ -n "$dump" ] || why+="no post-copy dump to kill; "
 grep -q 'child: killed by signal 9' "$WORK/pc.out" || why+="parent saw: $(tr '\n' ' ' <"$WORK/pc.out"); "
 grep -q 'own writes: yes' "$WORK/pc.out" && why+="the child finished without its memory source; "
@@ -381,6 +383,30 @@ result "cleanup/no stand-in, init or image left" "$([ -z "$left" ] && echo 0 || 
 leftns=$(ls /run/netns 2>/dev/null | grep -E '^rfork-' || true)
 result "cleanup/cluster down removes namespaces and state" \
     "$([ -z "$leftns" ] && [ ! -e /run/rfork-cluster ] && echo 0 || echo 1)" "left: $leftns $(ls /run/rfork-cluster 2>/dev/null)"
+
+# --- post-copy, on a fresh 2-node cluster: the home node dies mid-transfer (its rforkd is killed): the target ends the child at
+# once rather than leave it waiting for pages that cannot come; its lazy-pages goes after it ---
+"$RFORK" cluster up --nodes 2 >"$WORK/up2.log" 2>&1 || echo "cluster up failed: $(tail -n 3 "$WORK/up2.log")"
+node1pid=$(python3 -c "import json;print([n['daemonPID'] for n in json.load(open('/run/rfork-cluster/cluster.json'))['nodes'] if n['name']=='node1'][0])")
+on node1 tc qdisc replace dev eth0 root tbf rate 20mbit burst 32kb latency 400ms
+restored=$(grep -c 'restored child' /run/rfork-cluster/node2.log)
+on node1 "$RFORK" run --node node2 -- "$T/big_memory" 96 early >"$WORK/hd.out" 2>"$WORK/hd.err" &
+job=$!
+for _ in $(seq 150); do [ "$(grep -c 'restored child' /run/rfork-cluster/node2.log)" -gt "$restored" ] && break; sleep 0.1; done
+sleep 1
+kill -KILL "$node1pid"
+wait "$job"
+settle
+why=""
+grep -q 'child runs on node2' "$WORK/hd.err" || why+="the child never ran remotely ($(tr '\n' ' ' <"$WORK/hd.err")); "
+grep -q 'own writes: yes' "$WORK/hd.out" && why+="the child finished without its memory source; "
+grep -q 'child: killed by signal 9' "$WORK/hd.out" || why+="parent saw: $(tr '\n' ' ' <"$WORK/hd.out"); "
+[ -z "$(pgrep -f 'big_memory|criu lazy-pages')" ] || why+="left running: $(pgrep -fa 'big_memory|criu lazy-pages' | tr '\n' ' '); "
+grep -q 'lost home node node1' /run/rfork-cluster/node2.log || why+="node2 did not say it lost node1; "
+"$RFORK" cluster down >/dev/null 2>&1
+leftns=$(ls /run/netns 2>/dev/null | grep -E '^rfork-' || true)
+[ -z "$leftns" ] || why+="namespaces left: $leftns; "
+result "postcopy/the home node dies mid-transfer: child ended, nothing hangs" "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
 
 # --- a container: the session leader lives in an ancestor PID namespace (the child sees its session
 # as 0, as under `unshare --pid` or many CI runners); the child still moves ---
