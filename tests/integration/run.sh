@@ -119,13 +119,16 @@ result "postcopy/a big child that execs at once" "$([ -z "$why" ] && echo 0 || e
 
 # The memory source dies mid-transfer (the home's page server is killed while the link crawls at
 # 20 Mbit/s): the child is ended cleanly, its parent sees SIGKILL, nothing hangs or stays behind.
-on node1 tc qdisc replace dev eth0 root tbf rate 20mbit burst 32kb latency 400ms
-restored=$(grep -c 'restored child' /run/rfork-cluster/node2.log)
-on node1 "$RFORK" run --node node2 -- "$T/big_memory" 96 early >"$WORK/pc.out" 2>"$WORK/pc.err" &
-job=$!
-# The child's output reaches its parent only once every page has arrived; the target's log says sooner.
-for _ in $(seq 150); do [ "$(grep -c 'restored child' /run/rfork-cluster/node2.log)" -gt "$restored" ] && break; sleep 0.1; done
-sleep 1
+slow_postcopy() { # OUT-PREFIX: node1 -> node2 at 20 Mbit/s, 96 MiB post-copy; returns once it runs there
+    on node1 tc qdisc replace dev eth0 root tbf rate 20mbit burst 32kb latency 400ms
+    local restored; restored=$(grep -c 'restored child' /run/rfork-cluster/node2.log)
+    on node1 "$RFORK" run --node node2 -- "$T/big_memory" 96 early >"$1.out" 2>"$1.err" &
+    job=$!
+    # The child's output reaches its parent only once every page has arrived; the target's log says sooner.
+    for _ in $(seq 150); do [ "$(grep -c 'restored child' /run/rfork-cluster/node2.log)" -gt "$restored" ] && break; sleep 0.1; done
+    sleep 1
+}
+slow_postcopy "$WORK/pc"
 dump=$(pgrep -f 'criu dump .*--lazy-pages' | head -n 1)
 [ -n "$dump" ] && kill -KILL "$dump"
 wait "$job"
@@ -388,12 +391,7 @@ result "cleanup/cluster down removes namespaces and state" \
 # once rather than leave it waiting for pages that cannot come; its lazy-pages goes after it ---
 "$RFORK" cluster up --nodes 2 >"$WORK/up2.log" 2>&1 || echo "cluster up failed: $(tail -n 3 "$WORK/up2.log")"
 node1pid=$(python3 -c "import json;print([n['daemonPID'] for n in json.load(open('/run/rfork-cluster/cluster.json'))['nodes'] if n['name']=='node1'][0])")
-on node1 tc qdisc replace dev eth0 root tbf rate 20mbit burst 32kb latency 400ms
-restored=$(grep -c 'restored child' /run/rfork-cluster/node2.log)
-on node1 "$RFORK" run --node node2 -- "$T/big_memory" 96 early >"$WORK/hd.out" 2>"$WORK/hd.err" &
-job=$!
-for _ in $(seq 150); do [ "$(grep -c 'restored child' /run/rfork-cluster/node2.log)" -gt "$restored" ] && break; sleep 0.1; done
-sleep 1
+slow_postcopy "$WORK/hd"
 kill -KILL "$node1pid"
 wait "$job"
 settle
