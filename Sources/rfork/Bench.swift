@@ -71,6 +71,7 @@ struct SizeResult: Codable {
     var remoteBlocked, remoteRunning, remoteMemory: Double
     var phases: [String: Double]  // request, dump, prepare, transfer, restore, total
     var seedTmpfs: [String: Double]  // dump, copy, restore, total
+    var postCopyPhases: [String: Double]?  // the same for post-copy (dump: until all but the pages are written)
     var seedDisk: [String: Double]
     var pageServer: [String: Double]  // CRIU's page server (pre-copy): dump incl. pages, copy, restore
     var criuStats: [String: Double]  // criu --display-stats of the seed's pipeline on tmpfs
@@ -134,7 +135,7 @@ struct BenchReport: Codable {
         s += "\n\"rfork\" moves the whole image before the child runs (`--post-copy never`); \"rfork post-copy\" "
         s += "(`--post-copy always`, CRIU lazy pages) runs the child first and its pages follow on demand and in "
         s += "the background; its \"all memory read\" includes fetching every page. By default rforkd uses "
-        s += "post-copy from `postCopyMiB` of anonymous memory. The phase table below is for whole images.\n"
+        s += "post-copy from `postCopyMiB` of anonymous memory.\n"
         s += "\n## Phases of one remote fork (rfork) and of the CRIU baselines\n\n"
         s += "| child memory | configuration | request | dump | prepare / copy | transfer | restore | total |\n"
         s += "|---|---|---|---|---|---|---|---|\n"
@@ -143,6 +144,11 @@ struct BenchReport: Codable {
             s +=
                 "| \(r.mib) MiB | rfork | \(f(p["request"] ?? .nan)) | \(f(p["dump"] ?? .nan)) | \(f(p["prepare"] ?? .nan)) "
             s += "| \(f(p["transfer"] ?? .nan)) | \(f(p["restore"] ?? .nan)) | \(f(p["total"] ?? .nan)) |\n"
+            if let q = r.postCopyPhases {
+                s += "| \(r.mib) MiB | rfork post-copy (dump without the pages) | \(f(q["request"] ?? .nan)) "
+                s += "| \(f(q["dump"] ?? .nan)) | \(f(q["prepare"] ?? .nan)) | \(f(q["transfer"] ?? .nan)) "
+                s += "| \(f(q["restore"] ?? .nan)) | \(f(q["total"] ?? .nan)) |\n"
+            }
             for (name, seed) in [
                 ("seed, tmpfs", r.seedTmpfs), ("seed, disk", r.seedDisk),
                 ("page server (dump sends pages)", r.pageServer),
@@ -384,6 +390,14 @@ struct BenchRunner {
         }
     }
 
+    func phaseMedians(_ records: [PlacementRecord]) -> [String: Double] {
+        [
+            "request": median(records.map(\.requestMs)), "dump": median(records.map(\.dumpMs)),
+            "prepare": median(records.map(\.prepareMs)), "transfer": median(records.map(\.transferMs)),
+            "restore": median(records.map(\.restoreMs)), "total": median(records.map(\.totalMs)),
+        ]
+    }
+
     func median(_ values: [Double]) -> Double {
         let v = values.filter { !$0.isNaN }.sorted()
         guard !v.isEmpty else { return .nan }
@@ -403,16 +417,16 @@ struct BenchRunner {
             let recent = try on(home, [rfork, "ps", "--recent", "--json"])
             let records = (try? JSONDecoder().decode([PlacementRecord].self, from: Data(recent.utf8))) ?? []
             let mine = records.suffix(n)
-            let phases: [String: Double] = [
-                "request": median(mine.map(\.requestMs)), "dump": median(mine.map(\.dumpMs)),
-                "prepare": median(mine.map(\.prepareMs)), "transfer": median(mine.map(\.transferMs)),
-                "restore": median(mine.map(\.restoreMs)), "total": median(mine.map(\.totalMs)),
-            ]
+            let phases = phaseMedians(Array(mine))
             let lazyTrials = mib >= 1024 ? min(n, 2) : n
             say("\(mib) MiB: remote fork, post-copy, \(lazyTrials) trials")
             let lazyOut = objects(
                 (try? remote(["latency", String(mib), String(lazyTrials)], postCopy: "always")) ?? "")
             let lazyGood = lazyOut.filter { $0["running_ms"] != nil && $0["moved"] == 1 }
+            let lazyRecent = try on(home, [rfork, "ps", "--recent", "--json"])
+            let lazyRecords =
+                ((try? JSONDecoder().decode([PlacementRecord].self, from: Data(lazyRecent.utf8))) ?? []).suffix(
+                    lazyTrials)
             say("\(mib) MiB: the seed's pipeline on tmpfs and on disk, CRIU's page server")
             var stats: [String: Double] = [:]
             var unused: [String: Double] = [:]
@@ -430,7 +444,8 @@ struct BenchRunner {
                     remoteBlocked: median(good.compactMap { $0["blocked_ms"] }),
                     remoteRunning: median(good.compactMap { $0["running_ms"] }),
                     remoteMemory: median(good.compactMap { $0["memory_ms"] }), phases: phases, seedTmpfs: tmpfs,
-                    seedDisk: disk, pageServer: pageServer, criuStats: stats,
+                    postCopyPhases: phaseMedians(Array(lazyRecords)), seedDisk: disk, pageServer: pageServer,
+                    criuStats: stats,
                     postCopyRunning: median(lazyGood.compactMap { $0["running_ms"] }),
                     postCopyMemory: median(lazyGood.compactMap { $0["memory_ms"] }),
                     postCopyFailures: lazyTrials - lazyGood.count, failures: n - good.count))
