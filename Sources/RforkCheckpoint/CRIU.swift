@@ -96,7 +96,8 @@ public struct CRIU: Sendable {
             dumpArguments(
                 pid: pid, imageDirectory: imageDirectory, externalSocketInode: externalSocketInode,
                 externalFiles: externalFiles) + ["--lazy-pages", "--ps-socket", "3", "--status-fd", "4"]
-        let (process, pageSocket) = try startReporting(args, stdout: nil)
+        let (process, pageSocket) = try startReporting(
+            args, failure: .dumpFailed, log: imageDirectory + "/dump.log", stdout: nil)
         return LazyDump(process: process, pageSocket: pageSocket)
     }
 
@@ -119,7 +120,8 @@ public struct CRIU: Sendable {
             "--ps-socket", "3", "--status-fd", "4",
         ]
         do {
-            let (process, pageSocket) = try startReporting(args, stdout: fds.1)
+            let (process, pageSocket) = try startReporting(
+                args, failure: .restoreFailed, log: imageDirectory + "/lazy-pages.log", stdout: fds.1)
             Posix.close(fds.1)
             return LazyPages(process: process, pageSocket: pageSocket, failure: fds.0)
         } catch {
@@ -133,12 +135,11 @@ public struct CRIU: Sendable {
     public static let holdOnFailure = "CRIU_RFORK_LAZY_HOLD=1"
 
     /// Spawns a CRIU that gets one end of a fresh socket pair as fd 3 and a status pipe as fd 4; waits
-    /// for its ready byte. Returns the process and the other end of the socket pair.
-    private func startReporting(_ args: [String], stdout: Int32?) throws(CheckpointError) -> (pid_t, Int32) {
-        let isDump = args.count > 1 && args[1] == "dump"
-        let code: CheckpointError.Code = isDump ? .dumpFailed : .restoreFailed
-        let dir = args.firstIndex(of: "-D").map { args[$0 + 1] } ?? "."
-        let log = dir + "/" + (isDump ? "dump.log" : "lazy-pages.log")
+    /// for its ready byte. Returns the process and the other end of the socket pair. When CRIU ends
+    /// before it is ready, the error has `failure`'s code and the last error line of `log`.
+    private func startReporting(
+        _ args: [String], failure code: CheckpointError.Code, log: String, stdout: Int32?
+    ) throws(CheckpointError) -> (pid_t, Int32) {
         let ours: Int32
         let theirs: Int32
         do { (ours, theirs) = try Posix.socketPair() } catch {
@@ -174,7 +175,7 @@ public struct CRIU: Sendable {
         Posix.close(ours)
         let exit = (try? Posix.wait(process)).map { "\($0)" } ?? "?"
         let why = Self.lastError(inLog: log) ?? "criu \(exit)"
-        throw CheckpointError(code, "criu \(isDump ? "dump" : "lazy-pages") failed: \(why)")
+        throw CheckpointError(code, "criu \(args[1]) failed: \(why)")
     }
 
     /// The last meaningful error line of a CRIU log, without the harmless RLIMIT_NOFILE complaint.

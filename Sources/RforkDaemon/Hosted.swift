@@ -24,7 +24,6 @@ final class HostedSession: @unchecked Sendable {  // confined to Node.loop
     var received: UInt64 = 0
     var openFile: (name: String, fd: Int32)?
     var lazyPID: pid_t?  // post-copy: the criu lazy-pages serving this child, while it runs
-    var pageRelay: Channel?  // post-copy: its page-server socket, relayed to the home node
 
     init(key: String, session: UInt64, home: String, pid: Int32, uid: UInt32, link: InboundLink, imageDirectory: String)
     {
@@ -183,7 +182,6 @@ extension Node {
                     }
                     .takingOwnershipOfDescriptor(inputOutput: lazy.pageSocket)
                 relay.whenSuccess { channel in
-                    session.pageRelay = channel
                     self.lazyRelays[session.key] = channel
                     guard self.hosted[session.key] === session else { return }
                     self.restore(session, request)
@@ -212,9 +210,7 @@ extension Node {
             self.waiters.runIfActive(eventLoop: self.loop) { try? Posix.wait(lazy.process) }.whenComplete { _ in
                 Posix.close(lazy.failure)
                 session.lazyPID = nil
-                session.pageRelay?.close(promise: nil)
-                session.pageRelay = nil
-                self.lazyRelays[session.key] = nil
+                self.lazyRelays.removeValue(forKey: session.key)?.close(promise: nil)
                 if session.restored || session.ended { Posix.removeFlatDirectory(session.imageDirectory) }
             }
         }
@@ -314,14 +310,7 @@ extension Node {
     /// rfork-nsinit's socket closed.
     func helperClosed(key: String) {
         guard let s = hosted.removeValue(forKey: key) else { return }
-        if let lazy = s.lazyPID {
-            // The child is dead once rfork-nsinit (its namespace's init) has been reaped.
-            if let helper = s.helperPID, helperPIDs.contains(helper) {
-                lazyKillAfter[helper] = lazy
-            } else {
-                Posix.kill(lazy, SIGKILL)
-            }
-        }
+        retireLazyPages(s)
         Posix.removeFlatDirectory(s.imageDirectory)
         if !s.ended {
             s.ended = true
@@ -351,17 +340,7 @@ extension Node {
     func endHosted(_ s: HostedSession, abortHelper: Bool) {
         hosted[s.key] = nil
         s.ended = true
-        // Post-copy: lazy-pages must outlive the child, or the child could see a missing page as zeros.
-        if let lazy = s.lazyPID {
-            if let helper = s.helperPID, helperPIDs.contains(helper) {
-                logger.debug("post-copy: criu lazy-pages \(lazy) ends after rfork-nsinit \(helper)")
-                lazyKillAfter[helper] = lazy
-            } else {
-                logger.debug(
-                    "post-copy: criu lazy-pages \(lazy) ends now (helper \(s.helperPID.map { "\($0)" } ?? "none"))")
-                Posix.kill(lazy, SIGKILL)
-            }
-        }
+        retireLazyPages(s)
         if let file = s.openFile { Posix.close(file.fd) }
         s.openFile = nil
         if abortHelper, let helper = s.helper {
@@ -372,6 +351,19 @@ extension Node {
             Posix.kill(pid, SIGKILL)
         }
         Posix.removeFlatDirectory(s.imageDirectory)
+    }
+
+    /// Post-copy: lazy-pages must outlive the child, or the child could see a missing page as zeros. It is
+    /// killed once rfork-nsinit (the init of the child's namespace, so the child too) has been reaped.
+    func retireLazyPages(_ s: HostedSession) {
+        guard let lazy = s.lazyPID else { return }
+        if let helper = s.helperPID, helperPIDs.contains(helper) {
+            logger.debug("post-copy: criu lazy-pages \(lazy) ends after rfork-nsinit \(helper)")
+            lazyKillAfter[helper] = lazy
+        } else {
+            logger.debug("post-copy: criu lazy-pages \(lazy) ends now (no rfork-nsinit runs)")
+            Posix.kill(lazy, SIGKILL)
+        }
     }
 
     /// An inbound link closed: the children it carried lost their parent's node.

@@ -260,7 +260,6 @@ final class Node: @unchecked Sendable {
         if let relay = pageRelays.removeValue(forKey: id) { relay.close(promise: nil) }
         guard let session = homeSessions[id] else { return }
         if ok {
-            session.memorySentAt = Posix.monotonicNanoseconds()
             logger.debug("all memory of child \(session.pid) sent to \(session.target)")
             return
         }
@@ -564,7 +563,6 @@ final class HomeSession: @unchecked Sendable {  // confined to Node.loop
     var restoreNanoseconds: UInt64 = 0
     var sentAt: UInt64 = 0
     var runningAt: UInt64 = 0
-    var memorySentAt: UInt64 = 0  // post-copy: when the last page went out
     var postCopy = false
     var imageBytes = 0
 

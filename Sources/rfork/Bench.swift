@@ -139,22 +139,21 @@ struct BenchReport: Codable {
         s += "\n## Phases of one remote fork (rfork) and of the CRIU baselines\n\n"
         s += "| child memory | configuration | request | dump | prepare / copy | transfer | restore | total |\n"
         s += "|---|---|---|---|---|---|---|---|\n"
+        // One row: the named phases of a configuration, blank where it has no such phase.
+        func row(_ mib: Int, _ name: String, _ phases: [String: Double], _ columns: [String?]) -> String {
+            "| \(mib) MiB | \(name) | "
+                + columns.map { $0.map { f(phases[$0] ?? .nan) } ?? "" }.joined(separator: " | ") + " |\n"
+        }
+        let rforkColumns = ["request", "dump", "prepare", "transfer", "restore", "total"]
+        let baselineColumns = [nil, "dump", "copy", nil, "restore", "total"]
         for r in sizes {
-            let p = r.phases
-            s +=
-                "| \(r.mib) MiB | rfork | \(f(p["request"] ?? .nan)) | \(f(p["dump"] ?? .nan)) | \(f(p["prepare"] ?? .nan)) "
-            s += "| \(f(p["transfer"] ?? .nan)) | \(f(p["restore"] ?? .nan)) | \(f(p["total"] ?? .nan)) |\n"
-            if let q = r.postCopyPhases {
-                s += "| \(r.mib) MiB | rfork post-copy (dump without the pages) | \(f(q["request"] ?? .nan)) "
-                s += "| \(f(q["dump"] ?? .nan)) | \(f(q["prepare"] ?? .nan)) | \(f(q["transfer"] ?? .nan)) "
-                s += "| \(f(q["restore"] ?? .nan)) | \(f(q["total"] ?? .nan)) |\n"
-            }
+            s += row(r.mib, "rfork", r.phases, rforkColumns)
+            if let q = r.postCopyPhases { s += row(r.mib, "rfork post-copy (dump without the pages)", q, rforkColumns) }
             for (name, seed) in [
                 ("seed, tmpfs", r.seedTmpfs), ("seed, disk", r.seedDisk),
                 ("page server (dump sends pages)", r.pageServer),
             ] {
-                s += "| \(r.mib) MiB | \(name) | | \(f(seed["dump"] ?? .nan)) | \(f(seed["copy"] ?? .nan)) | "
-                s += "| \(f(seed["restore"] ?? .nan)) | \(f(seed["total"] ?? .nan)) |\n"
+                s += row(r.mib, name, seed, baselineColumns)
             }
         }
         s += "\n## Links, rates and memory\n\n| metric | plain / local | rfork (remote child) |\n|---|---|---|\n"
