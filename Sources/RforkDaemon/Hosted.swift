@@ -68,12 +68,9 @@ extension Node {
             lazyRelays[hostedKey(link, stream.session)]?.writeAndFlush(ByteBuffer(bytes: stream.data), promise: nil)
         case .pageStreamEnd(let end):
             guard let s = hosted[hostedKey(link, end.session)], !end.ok else { return }
+            // Also mid-restore: the home copy runs on at home, so this one must never start.
             logger.warning("the memory of remote child \(s.pid) of \(s.home) is lost (\(end.error)); ending it")
-            if s.restored {
-                endHosted(s, abortHelper: true)
-            } else {
-                abandon(s, "post-copy failed: \(end.error)")
-            }
+            endHosted(s, abortHelper: true)
         default:
             break
         }
@@ -329,20 +326,23 @@ extension Node {
 
     /// Drops a session whose child never ran here; its home node hears why and runs the child itself.
     func abandon(_ s: HostedSession, _ reason: String) {
-        hosted[s.key] = nil
-        s.ended = true
-        if let file = s.openFile { Posix.close(file.fd) }
-        s.openFile = nil
-        Posix.removeFlatDirectory(s.imageDirectory)
+        forget(s)
         refuse(s.link, session: s.session, reason)
     }
 
-    func endHosted(_ s: HostedSession, abortHelper: Bool) {
+    /// Drops a session from this node: its open image file, its image directory and (post-copy) its
+    /// lazy-pages daemon.
+    func forget(_ s: HostedSession) {
         hosted[s.key] = nil
         s.ended = true
         retireLazyPages(s)
         if let file = s.openFile { Posix.close(file.fd) }
         s.openFile = nil
+        Posix.removeFlatDirectory(s.imageDirectory)
+    }
+
+    func endHosted(_ s: HostedSession, abortHelper: Bool) {
+        forget(s)
         if abortHelper, let helper = s.helper {
             helper.writeAndFlush(LocalFrame(type: .abort, payload: ByteBuffer())).whenComplete { _ in
                 helper.close(promise: nil)
@@ -350,7 +350,6 @@ extension Node {
         } else if let pid = s.helperPID {
             Posix.kill(pid, SIGKILL)
         }
-        Posix.removeFlatDirectory(s.imageDirectory)
     }
 
     /// Post-copy: lazy-pages must outlive the child, or the child could see a missing page as zeros. It is
