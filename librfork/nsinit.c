@@ -3,7 +3,8 @@
  * It creates a new PID and mount namespace, becomes its init (PID 1), mounts a fresh /proc, and runs
  * `criu restore` so the child comes back with the same PID it has on its home node. The descriptors the
  * child used on its home node are replaced (CRIU --inherit-fd) by pipes and sockets whose other ends it
- * keeps and relays over its socket to the daemon. It reports the child's stops, continues and end, and
+ * keeps and relays over its socket to the daemon (each channel at most a window of bytes ahead of what the
+ * stand-in acknowledged, see wire.h). It reports the child's stops, continues and end, and
  * delivers the signals the daemon forwards. The namespace, and everything in it, ends with it.
  *
  * usage: rfork-nsinit CTL_FD IMAGE_DIR CRIU PID SOCKET_INODE [CHANNEL:KIND:CRIU_ID ...]
@@ -47,6 +48,7 @@ struct chan {
     int fd;        /* the descriptor number in the child */
     int demanded;  /* LAZY_INPUT: the stand-in was told to relay it */
     int watch;     /* FILE: inotify watch */
+    struct rfork_flow flow;
 };
 
 static int inotify_fd = -1;
@@ -73,11 +75,13 @@ static void send_event(uint32_t kind, int32_t code)
     rfork_send(ctl, RFORK_MSG_EVENT, p, sizeof p, NULL, 0);
 }
 
-/* Relays what the child appended to a FILE channel's memfd, then frees those pages. */
-static void relay_file(int i)
+/* Relays what the child appended to a FILE channel's memfd, then frees those pages; while the window is
+ * open, or all of it when the child has ended (`final`: nsinit cannot wait for acknowledgements then). */
+static void relay_file(int i, int final)
 {
     struct stat st;
-    while (ch[i].ours >= 0 && fstat(ch[i].ours, &st) == 0 && st.st_size > ch[i].sent) {
+    while (ch[i].ours >= 0 && (final || rfork_flow_open(&ch[i].flow)) && fstat(ch[i].ours, &st) == 0 &&
+           st.st_size > ch[i].sent) {
         size_t want = (size_t)(st.st_size - ch[i].sent);
         if (want > sizeof buf)
             want = sizeof buf;
@@ -86,6 +90,7 @@ static void relay_file(int i)
             break;
         uint32_t id = (uint32_t)i;
         rfork_send(ctl, RFORK_MSG_DATA, &id, sizeof id, buf, (size_t)r);
+        ch[i].flow.unacked += (uint32_t)r;
         fallocate(ch[i].ours, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, ch[i].sent, r);
         ch[i].sent += r;
     }
@@ -146,6 +151,7 @@ static void send_output(int i, ssize_t r)
     }
     uint32_t id = (uint32_t)i;
     rfork_send(ctl, RFORK_MSG_DATA, &id, sizeof id, buf, len);
+    ch[i].flow.unacked += (uint32_t)len;
 }
 
 /* Sends what the child wrote and is still in our pipes (called before reporting its end). */
@@ -163,7 +169,7 @@ static void drain_outputs(int final)
     }
     for (int i = 0; i < n; i++) {
         if (ch[i].ours >= 0 && ch[i].kind == RFORK_CHANNEL_FILE)
-            relay_file(i);
+            relay_file(i, final);
         if (ch[i].ours < 0 || is_input(ch[i].kind) || ch[i].kind == RFORK_CHANNEL_FILE)
             continue;
         for (;;) {
@@ -185,21 +191,29 @@ static void drain_outputs(int final)
     }
 }
 
+/* Writes pending input into the child's pipe; what it took (or what is dropped) is acknowledged. */
 static void flush_input(int i)
 {
-    while (ch[i].plen > 0 && ch[i].ours >= 0) {
-        ssize_t w = write(ch[i].ours, ch[i].pending, ch[i].plen);
+    size_t off = 0;
+    while (off < ch[i].plen && ch[i].ours >= 0) {
+        ssize_t w = write(ch[i].ours, ch[i].pending + off, ch[i].plen - off);
         if (w < 0) {
             if (errno == EINTR)
                 continue;
             if (errno == EAGAIN)
-                return;
-            ch[i].plen = 0; /* the child closed its end: drop */
+                break;
+            off = ch[i].plen; /* the child closed its end: drop */
             break;
         }
-        memmove(ch[i].pending, ch[i].pending + w, ch[i].plen - (size_t)w);
-        ch[i].plen -= (size_t)w;
+        off += (size_t)w;
     }
+    if (off > 0) {
+        memmove(ch[i].pending, ch[i].pending + off, ch[i].plen - off);
+        ch[i].plen -= off;
+        rfork_flow_consumed(ctl, &ch[i].flow, (uint32_t)i, off);
+    }
+    if (ch[i].plen > 0)
+        return;
     if (ch[i].plen == 0 && ch[i].eof_after && ch[i].ours >= 0) {
         close(ch[i].ours);
         ch[i].ours = -1;
@@ -386,6 +400,8 @@ static int init_main(int argc, char **argv)
         for (int i = 0; restored && i < n; i++) {
             if (ch[i].ours < 0 || ch[i].kind == RFORK_CHANNEL_FILE)
                 continue;
+            if (!is_input(ch[i].kind) && !rfork_flow_open(&ch[i].flow))
+                continue; /* the stand-in has a window's worth to write: the child's writes wait in the pipe */
             /* An input pipe is polled even with nothing to write: POLLERR says the child closed its end. */
             short ev = ch[i].plen ? POLLOUT : 0;
             if (ch[i].kind != RFORK_CHANNEL_INPUT)
@@ -423,7 +439,7 @@ static int init_main(int argc, char **argv)
                 }
                 for (int i = 0; i < n; i++)
                     if (ch[i].kind == RFORK_CHANNEL_FILE)
-                        relay_file(i);
+                        relay_file(i, 0);
             } else if (map[k] == -2) {
                 struct signalfd_siginfo si;
                 while (read(sfd, &si, sizeof si) > 0) {
@@ -444,7 +460,7 @@ static int init_main(int argc, char **argv)
                             rfork_send(ctl, RFORK_MSG_RESTORED, &took, sizeof took, NULL, 0);
                             for (int i = 0; i < n; i++)
                                 if (ch[i].kind == RFORK_CHANNEL_FILE)
-                                    relay_file(i); /* written before the watch was polled */
+                                    relay_file(i, 0); /* written before the watch was polled */
                             if (early)
                                 return report_end(early_status);
                         } else {
@@ -482,7 +498,7 @@ static int init_main(int argc, char **argv)
                 } else if (frame.type == RFORK_MSG_ABORT) {
                     kill(child, SIGKILL);
                     return 1;
-                } else if (frame.type == RFORK_MSG_DATA && a < (uint32_t)n && ch[a].ours >= 0 &&
+                } else if (frame.type == RFORK_MSG_DATA && frame.len >= 4 && a < (uint32_t)n && ch[a].ours >= 0 &&
                            is_input(ch[a].kind)) {
                     size_t len = frame.len - 4;
                     unsigned char *grown = realloc(ch[a].pending, ch[a].plen + len);
@@ -493,6 +509,10 @@ static int init_main(int argc, char **argv)
                         if (restored)
                             flush_input((int)a);
                     }
+                } else if (frame.type == RFORK_MSG_ACK && a < (uint32_t)n) {
+                    rfork_flow_acked(&ch[a].flow, frame.data, frame.len);
+                    if (ch[a].kind == RFORK_CHANNEL_FILE && restored)
+                        relay_file((int)a, 0);
                 } else if (frame.type == RFORK_MSG_EOF && a < (uint32_t)n && ch[a].ours >= 0) {
                     if (is_input(ch[a].kind)) {
                         ch[a].eof_after = 1;

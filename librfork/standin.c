@@ -2,7 +2,8 @@
  * rfork-standin: what the local copy of a remotely running child becomes (exec'd by librfork).
  * It keeps the child's PID, its place in the parent's process tree and the descriptors the remote
  * child uses, and relays them over its socket to the node daemon:
- *   - data read from input channels goes out, data for output channels is written to them;
+ *   - data read from input channels goes out (at most a window ahead of what the remote child's side
+ *     acknowledged), data for output channels is written to them and acknowledged;
  *   - every signal it receives is forwarded to the remote child;
  *   - when the remote child stops it stops itself; when it ends, the stand-in ends the same way, so
  *     the parent's wait() sees the exact status.
@@ -24,6 +25,7 @@
 
 static struct rfork_frame frame;
 static unsigned char buf[RFORK_DATA_CHUNK];
+static struct rfork_flow flow[RFORK_MAX_CHANNELS];
 
 struct chan {
     int fd;
@@ -100,7 +102,7 @@ int main(int argc, char **argv)
         p[np] = (struct pollfd){.fd = sfd, .events = POLLIN};
         map[np++] = -2;
         for (int i = 0; i < n; i++) {
-            if (ch[i].fd >= 0 && readable[i]) {
+            if (ch[i].fd >= 0 && readable[i] && rfork_flow_open(&flow[i])) {
                 p[np] = (struct pollfd){.fd = ch[i].fd, .events = POLLIN};
                 map[np++] = i;
             }
@@ -129,6 +131,7 @@ int main(int argc, char **argv)
                 if (r > 0) {
                     if (rfork_send(ctl, RFORK_MSG_DATA, &id, sizeof id, buf, (size_t)r) < 0)
                         goto lost;
+                    flow[i].unacked += (uint32_t)r;
                 } else {
                     readable[i] = 0;
                     close(ch[i].fd);
@@ -146,6 +149,8 @@ int main(int argc, char **argv)
                     memcpy(&a, frame.data, 4);
                 switch (frame.type) {
                 case RFORK_MSG_DATA:
+                    if (frame.len < 4)
+                        break;
                     if (a < (uint32_t)n && ch[a].fd >= 0 && rfork_write_all(ch[a].fd, frame.data + 4, frame.len - 4) < 0 &&
                         errno != EBADF) { /* EBADF: a read-only file; what the child writes there is lost, as it would be */
                         close(ch[a].fd); /* the reader is gone; the remote writer sees end of stream */
@@ -153,6 +158,13 @@ int main(int argc, char **argv)
                         uint32_t id = a;
                         rfork_send(ctl, RFORK_MSG_EOF, &id, sizeof id, NULL, 0);
                     }
+                    /* Written or dropped, it is consumed: the remote side may send more. */
+                    if (a < (uint32_t)n && rfork_flow_consumed(ctl, &flow[a], a, frame.len - 4) < 0)
+                        goto lost;
+                    break;
+                case RFORK_MSG_ACK:
+                    if (a < (uint32_t)n)
+                        rfork_flow_acked(&flow[a], frame.data, frame.len);
                     break;
                 case RFORK_MSG_DEMAND: /* the remote child reads this lazy channel now */
                     if (a < (uint32_t)n && ch[a].fd >= 0 && ch[a].kind == RFORK_CHANNEL_LAZY_INPUT)

@@ -90,3 +90,26 @@ int rfork_recv(int fd, struct rfork_frame *f)
     f->len = len - 1;
     return 1;
 }
+
+int rfork_flow_open(const struct rfork_flow *f) { return f->unacked < RFORK_WINDOW; }
+
+int rfork_flow_consumed(int fd, struct rfork_flow *f, uint32_t id, size_t n)
+{
+    f->consumed += (uint32_t)n;
+    if (f->consumed < RFORK_ACK_EVERY)
+        return 0;
+    unsigned char p[8];
+    memcpy(p, &id, 4);
+    memcpy(p + 4, &f->consumed, 4);
+    f->consumed = 0;
+    return rfork_send(fd, RFORK_MSG_ACK, p, sizeof p, NULL, 0);
+}
+
+void rfork_flow_acked(struct rfork_flow *f, const unsigned char *payload, uint32_t len)
+{
+    uint32_t n;
+    if (len < 8)
+        return;
+    memcpy(&n, payload + 4, 4);
+    f->unacked = n > f->unacked ? 0 : f->unacked - n;
+}

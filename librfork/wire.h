@@ -13,6 +13,11 @@
 
 #define RFORK_FRAME_MAX (1u << 20)     /* largest body a frame may carry */
 #define RFORK_DATA_CHUNK (64u * 1024u) /* largest data payload a helper sends at once */
+/* Flow control, per channel: the sending helper keeps at most RFORK_WINDOW bytes that the receiving
+ * helper has not acknowledged (ACK frames, one per RFORK_ACK_EVERY bytes it consumed), so a fast writer
+ * and a slow reader never pile data up in the daemons or the helpers. */
+#define RFORK_WINDOW (4u << 20)
+#define RFORK_ACK_EVERY (RFORK_WINDOW / 4)
 
 enum rfork_msg {
     RFORK_MSG_FORK_REQUEST = 1, /* library -> daemon: text lines "key value" (see rfork.c) */
@@ -27,6 +32,7 @@ enum rfork_msg {
     RFORK_MSG_ANSWER = 10,      /* daemon -> CLI: JSON text */
     RFORK_MSG_ABORT = 11,       /* daemon -> namespace init: kill the child and leave */
     RFORK_MSG_DEMAND = 12,      /* namespace init -> daemon -> stand-in: u32 channel; the child reads it now */
+    RFORK_MSG_ACK = 13,         /* either way, helper to helper: u32 channel, u32 bytes consumed */
 };
 
 /* Verdicts in a FORK_REPLY. */
@@ -65,6 +71,19 @@ struct rfork_frame {
 int rfork_send(int fd, uint8_t type, const void *a, size_t alen, const void *b, size_t blen);
 /* Reads one whole frame (blocking). 1 on a frame, 0 on clean end of stream, -1/errno on error. */
 int rfork_recv(int fd, struct rfork_frame *f);
+/* Flow control of one channel, on both helpers' sides. */
+struct rfork_flow {
+    uint32_t unacked;  /* sender: bytes sent and not yet acknowledged */
+    uint32_t consumed; /* receiver: bytes consumed and not yet acknowledged */
+};
+/* Sender: may this channel's source be read now? */
+int rfork_flow_open(const struct rfork_flow *f);
+/* Receiver: `n` more bytes of channel `id` were consumed (or dropped); acknowledges them in batches.
+ * 0 or -1/errno (the send failed). */
+int rfork_flow_consumed(int fd, struct rfork_flow *f, uint32_t id, size_t n);
+/* Sender: an ACK frame's payload arrived for this channel. */
+void rfork_flow_acked(struct rfork_flow *f, const unsigned char *payload, uint32_t len);
+
 /* Writes everything, retrying on EINTR and short writes. 0 or -1/errno. */
 int rfork_write_all(int fd, const void *p, size_t n);
 

@@ -22,6 +22,7 @@ public struct RforkDaemon: Service {
     }
 
     public func run() async throws {
+        Posix.keepFreedMemory()
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let threads = NIOThreadPool(numberOfThreads: 4)
         threads.start()

@@ -56,6 +56,9 @@ extension Node {
         case .endOfFile(let eof):
             guard let s = hosted[hostedKey(link, eof.session)] else { return }
             s.helper?.writeAndFlush(LocalFrame.u32(.endOfFile, eof.channel), promise: nil)
+        case .ack(let ack):
+            guard let s = hosted[hostedKey(link, ack.session)] else { return }
+            s.helper?.writeAndFlush(LocalFrame.ack(channel: ack.channel, bytes: ack.bytes), promise: nil)
         case .signal(let signal):
             guard let s = hosted[hostedKey(link, signal.session)], signal.signo > 0, signal.signo < 65 else { return }
             s.helper?.writeAndFlush(LocalFrame.u32(.signal, signal.signo), promise: nil)
@@ -275,7 +278,7 @@ extension Node {
         case .failed:
             logger.warning("restore of child \(s.pid) of \(s.home) failed: \(frame.text)")
             return abandon(s, frame.text)
-        case .data, .endOfFile:
+        case .data, .endOfFile, .ack:
             guard let relayed = Envelope(relaying: frame, session: s.session) else { return }
             envelope = relayed
         case .demand:

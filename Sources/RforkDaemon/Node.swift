@@ -332,7 +332,7 @@ final class Node: @unchecked Sendable {
         else { return }
         var envelope = Envelope()
         switch frame.type {
-        case .data, .endOfFile:
+        case .data, .endOfFile, .ack:
             guard let relayed = Envelope(relaying: frame, session: id) else { return }
             envelope = relayed
         case .signal:
@@ -397,6 +397,9 @@ final class Node: @unchecked Sendable {
         case .demand(let demand):
             guard let session = homeSessions[demand.session], session.state == .running else { return }
             session.child.writeAndFlush(LocalFrame.u32(.demand, demand.channel), promise: nil)
+        case .ack(let ack):
+            guard let session = homeSessions[ack.session], session.state == .running else { return }
+            session.child.writeAndFlush(LocalFrame.ack(channel: ack.channel, bytes: ack.bytes), promise: nil)
         case .childEvent(let event):
             guard let session = homeSessions[event.session], session.state == .running else { return }
             let kind = UInt32(event.kind.rawValue)
@@ -522,7 +525,7 @@ final class Node: @unchecked Sendable {
 }
 
 extension Envelope {
-    /// The peer envelope for a relayed local DATA or END-OF-FILE frame of `session`; nil for other frames.
+    /// The peer envelope for a relayed local DATA, END-OF-FILE or ACK frame of `session`; nil for other frames.
     init?(relaying frame: LocalFrame, session: UInt64) {
         guard let channel = frame.word else { return nil }
         self.init()
@@ -538,6 +541,13 @@ extension Envelope {
             eof.session = session
             eof.channel = channel
             self.endOfFile = eof
+        case .ack:
+            guard let bytes = frame.secondWord else { return nil }
+            var ack = Rfork_Wire_V1_Ack()
+            ack.session = session
+            ack.channel = channel
+            ack.bytes = UInt32(bitPattern: bytes)
+            self.ack = ack
         default:
             return nil
         }

@@ -7,6 +7,8 @@ import NIOCore
 public enum LocalWire {
     public static let frameMax = 1 << 20
     public static let dataChunk = 64 * 1024
+    /// Flow control: the most bytes of one channel a helper sends before the receiving helper acknowledges.
+    public static let window = 4 << 20
     public static let maxChannels = 64
 }
 
@@ -23,6 +25,7 @@ public enum LocalMessageType: UInt8, Sendable {
     case answer = 10
     case abort = 11
     case demand = 12
+    case ack = 13
 }
 
 public enum Verdict: UInt8, Sendable {
@@ -79,6 +82,14 @@ public struct LocalFrame: Sendable, Equatable {
         var buffer = ByteBuffer()
         buffer.writeInteger(value, endianness: .little)
         return LocalFrame(type: type, payload: buffer)
+    }
+
+    /// Flow control: the receiving helper consumed `bytes` more of `channel`.
+    public static func ack(channel: UInt32, bytes: UInt32) -> LocalFrame {
+        var buffer = ByteBuffer()
+        buffer.writeInteger(channel, endianness: .little)
+        buffer.writeInteger(bytes, endianness: .little)
+        return LocalFrame(type: .ack, payload: buffer)
     }
 
     public static func event(kind: UInt32, code: Int32) -> LocalFrame {

@@ -3,7 +3,7 @@ import SwiftProtobuf
 
 /// The peer protocol's version. A peer that says another major version is refused.
 public enum PeerProtocol {
-    public static let version: UInt32 = 2
+    public static let version: UInt32 = 3
     /// The largest envelope accepted (a fork request carries the child's memory image).
     public static let maxEnvelope = 1 << 31 - 1
 }

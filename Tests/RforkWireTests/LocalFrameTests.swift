@@ -8,6 +8,7 @@ struct LocalFrameTests {
         let frames: [LocalFrame] = [
             .reply(.standIn, "42"), .data(channel: 3, ByteBuffer(string: "bytes")), .u32(.endOfFile, 7),
             .u32(.signal, 15), .event(kind: EventKindCode.killed.rawValue, code: 9), .text(.query, "nodes"),
+            .ack(channel: 2, bytes: 1 << 20),
         ]
         var buffer = ByteBuffer()
         for frame in frames { LocalFrameEncoder.write(frame, to: &buffer) }
@@ -17,6 +18,7 @@ struct LocalFrameTests {
         #expect(decoded[1].word == 3)
         #expect(String(buffer: decoded[1].afterWord) == "bytes")
         #expect(decoded[4].secondWord == 9)
+        #expect(decoded[6].word == 2 && decoded[6].secondWord == 1 << 20)
     }
 
     @Test func matchesTheCLayout() throws {
@@ -26,6 +28,13 @@ struct LocalFrameTests {
         #expect(frame.type == .data)
         #expect(frame.word == 1)
         #expect(String(buffer: frame.afterWord) == "hi")
+    }
+
+    @Test func readsTheCAcknowledgement() throws {
+        // An ACK frame as rfork_flow_consumed() writes it: length 9, type 13, channel 4, 1 MiB (all LE).
+        var buffer = ByteBuffer(bytes: [9, 0, 0, 0, 13, 4, 0, 0, 0, 0, 0, 0x10, 0])
+        let frame = try #require(try LocalFrameDecoder.parse(&buffer))
+        #expect(frame == .ack(channel: 4, bytes: 1 << 20))
     }
 
     @Test func waitsForAPartialFrame() throws {

@@ -27,13 +27,14 @@ teardown() {
 trap teardown EXIT
 
 on() { local node=$1; shift; timeout -s KILL 60 "$RFORK" cluster exec "$node" -- "$@"; }
+daemon_pid() { python3 -c "import json;print([x['daemonPID'] for x in json.load(open('/run/rfork-cluster/cluster.json'))['nodes'] if x['name']=='$1'][0])"; }
 
 # Leftovers after a test: stand-ins, namespace inits, images. Prints what it finds.
 leftovers() {
     local found=""
     for p in $(pgrep -f 'rfork-(standin|nsinit)|criu (lazy-pages|dump)' || true); do found+=" process $p ($(tr '\0' ' ' </proc/$p/cmdline 2>/dev/null))"; done
     for n in node1 node2 node3; do
-        kill -0 "$(python3 -c "import json;print([x['daemonPID'] for x in json.load(open('/run/rfork-cluster/cluster.json'))['nodes'] if x['name']=='$n'][0])")" 2>/dev/null || continue
+        kill -0 "$(daemon_pid "$n")" 2>/dev/null || continue
         local imgs
         imgs=$(on "$n" ls /run/rfork/images 2>/dev/null)
         [ -n "$imgs" ] && found+=" images on $n: $imgs"
@@ -81,6 +82,34 @@ conformance() { # name [stdin-file]
 printf 'hello remote child\nsecond line\n' >"$WORK/stdin.txt"
 for prog in exit_status kill_by_signal signals stop_cont pipes unclosed_ends sigchld fork_exec many; do conformance "$prog"; done
 conformance stdio "$WORK/stdin.txt"
+
+# --- flow control: a fast writer and a slow reader, both ways; the daemons must not hold the bytes ---
+rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+home_pid=$(daemon_pid node1); target_pid=$(daemon_pid node2)
+home_base=$(rss_kib "$home_pid"); target_base=$(rss_kib "$target_pid")
+on node1 "$T/slow_reader" 256 >"$WORK/slow.plain" 2>/dev/null
+on node1 "$RFORK" run --node node2 -- "$T/slow_reader" 256 >"$WORK/slow.rfork" 2>"$WORK/slow.err" &
+job=$!
+home_peak=0; target_peak=0
+while kill -0 "$job" 2>/dev/null; do
+    h=$(rss_kib "$home_pid"); t=$(rss_kib "$target_pid")
+    [ "${h:-0}" -gt "$home_peak" ] && home_peak=$h
+    [ "${t:-0}" -gt "$target_peak" ] && target_peak=$t
+    sleep 0.1
+done
+wait "$job"; rc=$?
+settle
+home_growth=$(( (home_peak - home_base) / 1024 )); target_growth=$(( (target_peak - target_base) / 1024 ))
+why=""
+[ "$rc" = 0 ] || why+="exit $rc ($(tail -2 "$WORK/slow.err" | tr '\n' ' ')); "
+cmp -s "$WORK/slow.plain" "$WORK/slow.rfork" || why+="output differs: $(diff "$WORK/slow.plain" "$WORK/slow.rfork" | head -4 | tr '\n' ' '); "
+grep -q 'runs on node2' "$WORK/slow.err" || why+="the child did not run on node2; "
+# 256 MiB pass each way; a window is 4 MiB a channel. Without flow control the daemons held it all.
+[ "$home_growth" -lt 64 ] || why+="home rforkd grew by $home_growth MiB; "
+[ "$target_growth" -lt 64 ] || why+="target rforkd grew by $target_growth MiB; "
+left=$(leftovers)
+[ -z "$left" ] || why+="left behind:$left; "
+result "flow control/256 MiB to a slow reader both ways (rforkd grew $home_growth / $target_growth MiB)" "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
 
 # --- post-copy: a child with 96 MiB runs before its memory arrives, and sees all of it ---
 conformance big_memory
@@ -339,7 +368,7 @@ result "security/ps shows a user only their own processes" \
     "$(echo "$mine" | grep -q '"uid":0' && [ "$theirs" = "[]" ] && echo 0 || echo 1)" "root saw: $mine; nobody saw: $theirs"
 
 # --- a dead node: the child falls back, and children on it are reported lost ---
-node3pid=$(python3 -c "import json;print([n['daemonPID'] for n in json.load(open('/run/rfork-cluster/cluster.json'))['nodes'] if n['name']=='node3'][0])")
+node3pid=$(daemon_pid node3)
 kill -STOP "$node3pid"
 on node1 "$RFORK" run --node node3 -- "$T/exit_status" >"$WORK/dead.out" 2>"$WORK/dead.err" &
 sleep 1; kill -KILL "$node3pid"; wait
@@ -364,7 +393,7 @@ int main(void) {
 }
 C
 cc -o "$WORK/sleeper" "$WORK/sleeper.c"
-node2pid=$(python3 -c "import json;print([n['daemonPID'] for n in json.load(open('/run/rfork-cluster/cluster.json'))['nodes'] if n['name']=='node2'][0])")
+node2pid=$(daemon_pid node2)
 on node1 "$RFORK" run --node node2 -- "$WORK/sleeper" >"$WORK/term.out" 2>"$WORK/term.err" &
 job=$!
 for _ in $(seq 100); do on node2 "$RFORK" ps --json 2>/dev/null | grep -q '"role":"hosted","seconds":[0-9.]*,"state":"running"' && break; sleep 0.1; done
@@ -390,7 +419,7 @@ result "cleanup/cluster down removes namespaces and state" \
 # --- post-copy, on a fresh 2-node cluster: the home node dies mid-transfer (its rforkd is killed): the target ends the child at
 # once rather than leave it waiting for pages that cannot come; its lazy-pages goes after it ---
 "$RFORK" cluster up --nodes 2 >"$WORK/up2.log" 2>&1 || echo "cluster up failed: $(tail -n 3 "$WORK/up2.log")"
-node1pid=$(python3 -c "import json;print([n['daemonPID'] for n in json.load(open('/run/rfork-cluster/cluster.json'))['nodes'] if n['name']=='node1'][0])")
+node1pid=$(daemon_pid node1)
 slow_postcopy "$WORK/hd"
 kill -KILL "$node1pid"
 wait "$job"

@@ -26,6 +26,9 @@ int crfork_socketpair(int fds[2]);
 /* CLOCK_MONOTONIC in nanoseconds (machine-wide, comparable with librfork's timestamps). */
 unsigned long long crfork_monotonic_ns(void);
 
+/* mallopt(M_MMAP_THRESHOLD) and mallopt(M_TRIM_THRESHOLD), in bytes; 0 on failure. */
+int crfork_malloc_thresholds(int mmap_bytes, int trim_bytes);
+
 /* The layout of struct ucred (SO_PEERCRED). */
 struct crfork_ucred {
     pid_t pid;
