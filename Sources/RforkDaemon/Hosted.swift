@@ -300,6 +300,10 @@ extension Node {
             if kind == .exited || kind == .killed {
                 s.ended = true
                 hosted[key] = nil
+                // Nothing needs the pages any more; lazy-pages may be waiting for answers that will
+                // not come (a child that exec'd at once). It goes once nsinit, and with it the
+                // namespace, is gone.
+                retireLazyPages(s)
             }
         default:
             return
