@@ -9,6 +9,8 @@
  *   forkbench rate COUNT INFLIGHT  forks per second, at most INFLIGHT children at once
  *   forkbench hold MIB             touch MIB, say READY, sleep (for the CRIU baselines)
  *   forkbench children N           fork N children that sleep; print their PIDs; wait for stdin EOF
+ *   forkbench fill MIB             write MIB of fresh memory, then the same memory again (no fork: what
+ *                                  this machine charges for new pages, which every restored child needs)
  */
 #define _GNU_SOURCE
 #include <poll.h>
@@ -191,6 +193,22 @@ static int children(int n)
     return 0;
 }
 
+static int fill(size_t mib)
+{
+    size_t n = mib << 20;
+    unsigned char *m = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED)
+        return 2;
+    long long t0 = now_ns();
+    memset(m, 1, n);
+    long long t1 = now_ns();
+    memset(m, 2, n);
+    long long t2 = now_ns();
+    munmap(m, n);
+    printf("{\"fresh_ms\":%.2f,\"again_ms\":%.2f}\n", (t1 - t0) / 1e6, (t2 - t1) / 1e6);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc >= 4 && strcmp(argv[1], "latency") == 0)
@@ -208,6 +226,8 @@ int main(int argc, char **argv)
     }
     if (argc >= 3 && strcmp(argv[1], "children") == 0)
         return children(atoi(argv[2]));
-    fprintf(stderr, "usage: forkbench latency MIB TRIALS | pipe MIB | rate COUNT INFLIGHT | hold MIB | children N\n");
+    if (argc >= 3 && strcmp(argv[1], "fill") == 0)
+        return fill((size_t)atol(argv[2]));
+    fprintf(stderr, "usage: forkbench latency MIB TRIALS | pipe MIB | rate COUNT INFLIGHT | hold MIB | children N | fill MIB\n");
     return 2;
 }

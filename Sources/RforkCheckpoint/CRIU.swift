@@ -24,7 +24,7 @@ public struct CRIU: Sendable {
     }
 
     /// The mark `make setup` gives the CRIU it builds with scripts/criu-rfork.patch.
-    public static let requiredMark = "rfork-10"
+    public static let requiredMark = "rfork-12"
 
     /// Checks that the configured CRIU runs and carries rfork's patch.
     public func check() throws(CheckpointError) {
