@@ -149,7 +149,7 @@ extension Node {
         }
         homeSessions.removeAll()
         // Post-copy dumps still serving pages give up when their relays close; their children run on here.
-        for relay in pageRelays.values { relay.close(promise: nil) }
+        for relay in pageRelays.values { relay.channel.close(promise: nil) }
         pageRelays.removeAll()
     }
 

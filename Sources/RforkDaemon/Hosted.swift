@@ -24,6 +24,7 @@ final class HostedSession: @unchecked Sendable {  // confined to Node.loop
     var received: UInt64 = 0
     var openFile: (name: String, fd: Int32)?
     var lazyPID: pid_t?  // post-copy: the criu lazy-pages serving this child, while it runs
+    var heldUserfaultfds: [Int32] = []  // post-copy: duplicates of lazy-pages' userfaultfds (see holdUserfaultfds)
 
     init(key: String, session: UInt64, home: String, pid: Int32, uid: UInt32, link: InboundLink, imageDirectory: String)
     {
@@ -183,6 +184,17 @@ extension Node {
                     .takingOwnershipOfDescriptor(inputOutput: lazy.pageSocket)
                 relay.whenSuccess { channel in
                     self.lazyRelays[session.key] = channel
+                    // lazy-pages is done (all pages, or it ended): the home's page server may stop too,
+                    // which thaws the home copy. Without this a lazy-pages that never said goodbye (killed
+                    // after its child ended, or crashed) left the home copy frozen in its dump for good.
+                    channel.closeFuture.whenComplete { _ in
+                        var end = Rfork_Wire_V1_PageStreamEnd()
+                        end.session = session.session
+                        end.ok = true
+                        var envelope = Envelope()
+                        envelope.pageStreamEnd = end
+                        session.link.channel.writeAndFlush(envelope, promise: nil)
+                    }
                     guard self.hosted[session.key] === session else { return }
                     self.restore(session, request)
                 }
@@ -205,11 +217,20 @@ extension Node {
         }.whenComplete { result in
             if case .success(true) = result, self.hosted[session.key] === session {
                 self.logger.error("post-copy of child \(session.pid) of \(session.home) failed; ending it")
-                self.endHosted(session, abortHelper: true)
+                self.endHostedChild(session, "its memory could not be fetched from \(session.home)")
             }
-            self.waiters.runIfActive(eventLoop: self.loop) { try? Posix.wait(lazy.process) }.whenComplete { _ in
+            self.waiters.runIfActive(eventLoop: self.loop) { try Posix.wait(lazy.process) }.whenComplete { status in
                 Posix.close(lazy.failure)
                 session.lazyPID = nil
+                // Any end but success while the child still runs (a crash of lazy-pages, say): its pages
+                // may be incomplete, so it is ended; the userfaultfds held here keep it from reading zeros.
+                if case .success(let end) = status, end != .exited(0), self.hosted[session.key] === session {
+                    self.logger.error(
+                        "criu lazy-pages of child \(session.pid) of \(session.home) ended (\(end)) before the child; ending it"
+                    )
+                    self.endHostedChild(session, "criu lazy-pages on \(self.config.node) ended (\(end))")
+                }
+                self.releaseUserfaultfds(session)
                 self.lazyRelays.removeValue(forKey: session.key)?.close(promise: nil)
                 if session.restored || session.ended { Posix.removeFlatDirectory(session.imageDirectory) }
             }
@@ -268,7 +289,7 @@ extension Node {
         case .restored:
             s.restored = true
             // Post-copy: criu lazy-pages reads the image until every page is delivered.
-            if s.lazyPID == nil { Posix.removeFlatDirectory(s.imageDirectory) }
+            if s.lazyPID == nil { Posix.removeFlatDirectory(s.imageDirectory) } else { holdUserfaultfds(s) }
             var reply = Rfork_Wire_V1_ForkReply()
             reply.session = s.session
             reply.ok = true
@@ -319,12 +340,7 @@ extension Node {
         if !s.ended {
             s.ended = true
             if s.restored {
-                var abort = Rfork_Wire_V1_Abort()
-                abort.session = s.session
-                abort.reason = "the child's namespace init on \(config.node) ended unexpectedly"
-                var envelope = Envelope()
-                envelope.abort = abort
-                s.link.channel.writeAndFlush(envelope, promise: nil)
+                tellHome(s, "the child's namespace init on \(config.node) ended unexpectedly")
             } else {
                 refuse(s.link, session: s.session, "rfork-nsinit on \(config.node) ended before the restore")
             }
@@ -348,6 +364,23 @@ extension Node {
         Posix.removeFlatDirectory(s.imageDirectory)
     }
 
+    /// Ends a running child for a reason found here, and tells its home node, whose stand-in then ends as if
+    /// killed by SIGKILL.
+    func endHostedChild(_ s: HostedSession, _ reason: String) {
+        tellHome(s, reason)
+        endHosted(s, abortHelper: true)
+    }
+
+    /// Tells the child's home node that the child was ended here, and why.
+    func tellHome(_ s: HostedSession, _ reason: String) {
+        var abort = Rfork_Wire_V1_Abort()
+        abort.session = s.session
+        abort.reason = reason
+        var envelope = Envelope()
+        envelope.abort = abort
+        s.link.channel.writeAndFlush(envelope, promise: nil)
+    }
+
     func endHosted(_ s: HostedSession, abortHelper: Bool) {
         forget(s)
         if abortHelper, let helper = s.helper {
@@ -357,6 +390,37 @@ extension Node {
         } else if let pid = s.helperPID {
             Posix.kill(pid, SIGKILL)
         }
+    }
+
+    /// Post-copy, once the child is restored: duplicates lazy-pages' userfaultfds into this daemon, so that
+    /// if lazy-pages dies without saying so (a crash), the kernel keeps the child's faults waiting instead of
+    /// filling its missing pages with zeros, until the child has been ended. On a pool thread: lazy-pages
+    /// may still be taking the descriptor from the restorer, so it looks a few times.
+    func holdUserfaultfds(_ s: HostedSession) {
+        guard let lazy = s.lazyPID else { return }
+        waiters.runIfActive(eventLoop: loop) { () -> [Int32] in
+            for _ in 0..<50 {
+                let fds = Posix.takeUserfaultfds(of: lazy)
+                if !fds.isEmpty || !Posix.isAlive(lazy) { return fds }
+                usleep(2000)
+            }
+            return []
+        }.whenSuccess { fds in
+            if fds.isEmpty { self.logger.debug("post-copy: no userfaultfd of criu lazy-pages \(lazy) to hold") }
+            s.heldUserfaultfds += fds
+            if s.lazyPID != lazy { self.releaseUserfaultfds(s) }  // lazy-pages ended meanwhile
+        }
+    }
+
+    /// Closes the held userfaultfds, once rfork-nsinit (and so the child) is gone.
+    func releaseUserfaultfds(_ s: HostedSession) {
+        guard !s.heldUserfaultfds.isEmpty else { return }
+        if let helper = s.helperPID, helperPIDs.contains(helper) {
+            closeAfter[helper, default: []] += s.heldUserfaultfds
+        } else {
+            s.heldUserfaultfds.forEach(Posix.close)
+        }
+        s.heldUserfaultfds = []
     }
 
     /// Post-copy: lazy-pages must outlive the child, or the child could see a missing page as zeros. It is

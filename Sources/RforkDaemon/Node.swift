@@ -32,9 +32,10 @@ final class Node: @unchecked Sendable {
     var clientTLS: NIOSSLContext?
     var tickCount = 0
     var helperPIDs: [pid_t] = []  // rfork-nsinit processes not yet reaped
-    var pageRelays: [UInt64: Channel] = [:]  // home: post-copy page-server relays, by session
+    var pageRelays: [UInt64: PageRelay] = [:]  // home: post-copy page-server relays, by session
     var lazyRelays: [String: Channel] = [:]  // target: post-copy relays to criu lazy-pages, by hosted key
     var lazyKillAfter: [pid_t: pid_t] = [:]  // target: criu lazy-pages to kill once this rfork-nsinit is reaped
+    var closeAfter: [pid_t: [Int32]] = [:]  // target: held userfaultfds to close once this rfork-nsinit is reaped
     var recent: [PlacementRecord] = []  // the last remote forks from this node, newest last
     static let recentLimit = 256
     /// How long a target may take to restore a child before it runs locally instead.
@@ -235,7 +236,7 @@ final class Node: @unchecked Sendable {
                 }
             }
             .takingOwnershipOfDescriptor(inputOutput: lazy.pageSocket)
-        relay.whenSuccess { self.pageRelays[id] = $0 }
+        relay.whenSuccess { self.pageRelays[id] = PageRelay(channel: $0, socket: lazy.pageSocket) }
         relay.whenFailure { error in
             self.logger.error("cannot relay the pages of child \(session.pid): \(error)")
             Posix.kill(lazy.process, SIGKILL)
@@ -257,7 +258,7 @@ final class Node: @unchecked Sendable {
 
     /// The post-copy dump of session `id` ended: all pages sent, or the child's memory is gone with it.
     func pageServerEnded(_ id: UInt64, ok: Bool, why: String) {
-        if let relay = pageRelays.removeValue(forKey: id) { relay.close(promise: nil) }
+        if let relay = pageRelays.removeValue(forKey: id) { relay.channel.close(promise: nil) }
         guard let session = homeSessions[id] else { return }
         if ok {
             logger.debug("all memory of child \(session.pid) sent to \(session.target)")
@@ -321,7 +322,7 @@ final class Node: @unchecked Sendable {
     func endHomeSession(_ session: HomeSession, localReason: String) {
         homeSessions[session.id] = nil
         // A post-copy dump still serving pages gives up when its relay closes, and the child runs on here.
-        if let relay = pageRelays.removeValue(forKey: session.id) { relay.close(promise: nil) }
+        if let relay = pageRelays.removeValue(forKey: session.id) { relay.channel.close(promise: nil) }
         reply(session.child, .local, localReason)
     }
 
@@ -428,7 +429,11 @@ final class Node: @unchecked Sendable {
                 reply(session.child, .local, "node \(session.target) refused the child: \(abort.reason)")
             }
         case .pageStream(let stream):
-            pageRelays[stream.session]?.writeAndFlush(ByteBuffer(bytes: stream.data), promise: nil)
+            pageRelays[stream.session]?.channel.writeAndFlush(ByteBuffer(bytes: stream.data), promise: nil)
+        case .pageStreamEnd(let end):
+            // The target's lazy-pages is gone: the dump's page server reads end of stream and stops (it may
+            // still write its last words, so only our side of writing is shut), which thaws the home copy.
+            if let relay = pageRelays[end.session] { Posix.shutdownWrite(relay.socket) }
         case .load(let load):
             link.load = load
         default:
@@ -440,7 +445,7 @@ final class Node: @unchecked Sendable {
     func linkLost(_ link: PeerLink) {
         for session in homeSessions.values where session.target == link.name {
             homeSessions[session.id] = nil
-            if let relay = pageRelays.removeValue(forKey: session.id) { relay.close(promise: nil) }
+            if let relay = pageRelays.removeValue(forKey: session.id) { relay.channel.close(promise: nil) }
             switch session.state {
             case .dumping, .restoring:
                 reply(session.child, .local, "lost the link to \(link.name) during the fork")
@@ -513,6 +518,7 @@ final class Node: @unchecked Sendable {
         }
         // A failed post-copy's lazy-pages daemon dies only after the child it served (see endHosted).
         for pid in reaped {
+            closeAfter.removeValue(forKey: pid)?.forEach(Posix.close)
             guard let lazy = lazyKillAfter.removeValue(forKey: pid) else { continue }
             logger.debug("post-copy: rfork-nsinit \(pid) is gone; ending criu lazy-pages \(lazy)")
             Posix.kill(lazy, SIGKILL)
@@ -522,6 +528,12 @@ final class Node: @unchecked Sendable {
             for link in inbound.values { link.channel.writeAndFlush(envelope, promise: nil) }
         }
     }
+}
+
+/// Home, post-copy: the relay of a dump's page-server socket, and that socket (valid while the channel is open).
+struct PageRelay {
+    let channel: Channel
+    let socket: Int32
 }
 
 extension Envelope {

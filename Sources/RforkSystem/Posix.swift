@@ -113,6 +113,9 @@ public enum Posix {
 
     public static func close(_ fd: Int32) { _ = Glibc.close(fd) }
 
+    /// Ends the writing side of a socket for every descriptor of it: the peer reads end of stream.
+    public static func shutdownWrite(_ fd: Int32) { _ = Glibc.shutdown(fd, Int32(SHUT_WR)) }
+
     public static func kill(_ pid: pid_t, _ signal: Int32) { _ = Glibc.kill(pid, signal) }
 
     public static func isAlive(_ pid: pid_t) -> Bool { Glibc.kill(pid, 0) == 0 || errno == EPERM }
@@ -283,6 +286,25 @@ public enum Posix {
     public static func loadAverage() -> Double {
         var loads = [Double](repeating: 0, count: 3)
         return getloadavg(&loads, 3) > 0 ? loads[0] : 0
+    }
+
+    /// Duplicates into this process every userfaultfd that process `pid` holds (root only). While a
+    /// duplicate is open the kernel keeps the userfaultfd, so the death of its holder leaves faults
+    /// waiting instead of filling missing pages with zeros.
+    public static func takeUserfaultfds(of pid: pid_t) -> [Int32] {
+        let dir = "/proc/\(pid)/fd"
+        var taken: [Int32] = []
+        for name in listDirectory(dir) {
+            guard let number = Int32(name) else { continue }
+            var link = [CChar](repeating: 0, count: 64)
+            let length = readlink(dir + "/" + name, &link, link.count - 1)
+            guard length > 0 else { continue }
+            let target = String(decoding: link.prefix(length).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            guard target == "anon_inode:[userfaultfd]" else { continue }
+            let fd = crfork_take_fd(pid, number)
+            if fd >= 0 { taken.append(fd) }
+        }
+        return taken
     }
 
     /// Keeps freed heap memory in the process instead of returning it to the kernel at once. Without

@@ -172,6 +172,25 @@ left=$(leftovers)
 [ -z "$left" ] || why+="left behind:$left; "
 result "postcopy/the memory source dies mid-transfer: child ended, parent told" "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
 
+# The target's lazy-pages daemon crashes mid-transfer (SIGKILL: no failure report): the child must be
+# ended, never left to read its missing pages as zeros (rforkd holds the userfaultfds meanwhile).
+slow_postcopy "$WORK/lp"
+held=$(ls -l "/proc/$(daemon_pid node2)/fd" 2>/dev/null | grep -c 'anon_inode:\[userfaultfd\]')
+lazy=$(pgrep -f 'criu lazy-pages' | head -n 1)
+[ -n "$lazy" ] && kill -KILL "$lazy"
+wait "$job"
+on node1 tc qdisc del dev eth0 root
+settle
+why=""
+grep -q 'child runs on node2' "$WORK/lp.err" || why+="the child never ran remotely ($(tr '\n' ' ' <"$WORK/lp.err")); "
+[ -n "$lazy" ] || why+="no lazy-pages daemon to kill; "
+[ "$held" -ge 1 ] || why+="node2's rforkd held no userfaultfd of the child; "
+grep -q 'child: killed by signal 9' "$WORK/lp.out" || why+="parent saw: $(tr '\n' ' ' <"$WORK/lp.out"); "
+grep -Eq 'own writes: (yes|no)$' "$WORK/lp.out" && why+="the child ran on without its pages: $(grep 'own writes' "$WORK/lp.out"); "
+left=$(leftovers)
+[ -z "$left" ] || why+="left behind:$left; "
+result "postcopy/the target's lazy-pages crashes mid-transfer: child ended, no page read as zero" "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
+
 # --- a terminal: the parent's stdio is a pty (script(1)); the remote child writes to it ---
 cat >"$WORK/tty.c" <<'C'
 #include <stdio.h>
