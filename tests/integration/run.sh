@@ -157,38 +157,31 @@ slow_postcopy() { # OUT-PREFIX: node1 -> node2 at 20 Mbit/s, 96 MiB post-copy; r
     for _ in $(seq 150); do [ "$(grep -c 'restored child' /run/rfork-cluster/node2.log)" -gt "$restored" ] && break; sleep 0.1; done
     sleep 1
 }
-slow_postcopy "$WORK/pc"
-dump=$(pgrep -f 'criu dump .*--lazy-pages' | head -n 1)
-[ -n "$dump" ] && kill -KILL "$dump"
-wait "$job"
-on node1 tc qdisc del dev eth0 root
-settle
-why=""
-grep -q 'child runs on node2' "$WORK/pc.err" || why+="the child never ran remotely ($(tr '\n' ' ' <"$WORK/pc.err")); "
-[ -n "$dump" ] || why+="no post-copy dump to kill; "
-grep -q 'child: killed by signal 9' "$WORK/pc.out" || why+="parent saw: $(tr '\n' ' ' <"$WORK/pc.out"); "
-grep -q 'own writes: yes' "$WORK/pc.out" && why+="the child finished without its memory source; "
-left=$(leftovers)
-[ -z "$left" ] || why+="left behind:$left; "
+# Breaks a slow post-copy transfer by killing one process (SIGKILL: no failure report); the child must be
+# ended, its parent told (SIGKILL), no missing page read as zeros, nothing left. Sets $why and $held
+# (how many userfaultfds node2's rforkd held just before).
+break_postcopy() { # OUT-PREFIX PGREP-PATTERN
+    slow_postcopy "$1"
+    held=$(ls -l "/proc/$(daemon_pid node2)/fd" 2>/dev/null | grep -c 'anon_inode:\[userfaultfd\]')
+    local victim; victim=$(pgrep -f "$2" | head -n 1)
+    [ -n "$victim" ] && kill -KILL "$victim"
+    wait "$job"
+    on node1 tc qdisc del dev eth0 root
+    settle
+    why=""
+    grep -q 'child runs on node2' "$1.err" || why+="the child never ran remotely ($(tr '\n' ' ' <"$1.err")); "
+    [ -n "$victim" ] || why+="no process matching '$2' to kill; "
+    grep -q 'child: killed by signal 9' "$1.out" || why+="parent saw: $(tr '\n' ' ' <"$1.out"); "
+    grep -Eq 'own writes: (yes|no)$' "$1.out" && why+="the child ran on without its pages: $(grep 'own writes' "$1.out"); "
+    local left; left=$(leftovers)
+    [ -z "$left" ] || why+="left behind:$left; "
+}
+break_postcopy "$WORK/pc" 'criu dump .*--lazy-pages'
 result "postcopy/the memory source dies mid-transfer: child ended, parent told" "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
 
-# The target's lazy-pages daemon crashes mid-transfer (SIGKILL: no failure report): the child must be
-# ended, never left to read its missing pages as zeros (rforkd holds the userfaultfds meanwhile).
-slow_postcopy "$WORK/lp"
-held=$(ls -l "/proc/$(daemon_pid node2)/fd" 2>/dev/null | grep -c 'anon_inode:\[userfaultfd\]')
-lazy=$(pgrep -f 'criu lazy-pages' | head -n 1)
-[ -n "$lazy" ] && kill -KILL "$lazy"
-wait "$job"
-on node1 tc qdisc del dev eth0 root
-settle
-why=""
-grep -q 'child runs on node2' "$WORK/lp.err" || why+="the child never ran remotely ($(tr '\n' ' ' <"$WORK/lp.err")); "
-[ -n "$lazy" ] || why+="no lazy-pages daemon to kill; "
+# The target's lazy-pages daemon crashes: rforkd holds the userfaultfds meanwhile, so no page reads as zero.
+break_postcopy "$WORK/lp" 'criu lazy-pages'
 [ "$held" -ge 1 ] || why+="node2's rforkd held no userfaultfd of the child; "
-grep -q 'child: killed by signal 9' "$WORK/lp.out" || why+="parent saw: $(tr '\n' ' ' <"$WORK/lp.out"); "
-grep -Eq 'own writes: (yes|no)$' "$WORK/lp.out" && why+="the child ran on without its pages: $(grep 'own writes' "$WORK/lp.out"); "
-left=$(leftovers)
-[ -z "$left" ] || why+="left behind:$left; "
 result "postcopy/the target's lazy-pages crashes mid-transfer: child ended, no page read as zero" "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
 
 # --- a terminal: the parent's stdio is a pty (script(1)); the remote child writes to it ---
