@@ -523,11 +523,28 @@ struct BenchRunner {
                     postCopyFailures: lazyTrials - lazyGood.count, failures: n - good.count))
         }
         say("pipes, rates, TCP and memory")
-        let pipeLocal = objects((try? on(home, [forkbench, "pipe", "256"])) ?? "").first ?? [:]
-        let pipeRemote = objects((try? remote(["pipe", "256"])) ?? "").first ?? [:]
-        let rateLocal = objects((try? on(home, [forkbench, "rate", "100", "1"])) ?? "").first ?? [:]
-        let rateRemote = objects((try? remote(["rate", "100", "1"])) ?? "").first ?? [:]
-        let rate100 = objects((try? remote(["rate", "100", "100"])) ?? "").first ?? [:]
+        // Medians of repeated runs, local and remote taking turns so that both see the same machine.
+        var pipeRuns: [String: [[String: Double]]] = [:]
+        for _ in 0..<5 {
+            pipeRuns["local", default: []] += objects((try? on(home, [forkbench, "pipe", "256"])) ?? "").prefix(1)
+            pipeRuns["remote", default: []] += objects((try? remote(["pipe", "256"])) ?? "").prefix(1)
+        }
+        var rateRuns: [String: [[String: Double]]] = [:]
+        for _ in 0..<3 {
+            rateRuns["local", default: []] += objects((try? on(home, [forkbench, "rate", "100", "1"])) ?? "").prefix(1)
+            rateRuns["remote", default: []] += objects((try? remote(["rate", "100", "1"])) ?? "").prefix(1)
+            rateRuns["remote100", default: []] += objects((try? remote(["rate", "100", "100"])) ?? "").prefix(1)
+        }
+        func medians(_ runs: [[String: Double]]?) -> [String: Double] {
+            let rows = runs ?? []
+            let keys = Set(rows.flatMap { $0.keys })
+            return Dictionary(uniqueKeysWithValues: keys.map { key in (key, median(rows.compactMap { $0[key] })) })
+        }
+        let pipeLocal = medians(pipeRuns["local"])
+        let pipeRemote = medians(pipeRuns["remote"])
+        let rateLocal = medians(rateRuns["local"])
+        let rateRemote = medians(rateRuns["remote"])
+        let rate100 = medians(rateRuns["remote100"])
         let (homeKiB, targetKiB) = memoryPerChild()
         let tcpMiBps = tcp()
         let fills = (0..<3).compactMap { _ in objects((try? on(target, [forkbench, "fill", "1024"])) ?? "").first }
