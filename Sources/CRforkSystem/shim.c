@@ -7,7 +7,6 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -83,18 +82,6 @@ unsigned long long crfork_monotonic_ns(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (unsigned long long)ts.tv_sec * 1000000000ull + (unsigned long long)ts.tv_nsec;
-}
-
-int crfork_take_fd(pid_t pid, int fd)
-{
-    int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-    if (pidfd < 0)
-        return -1;
-    int dup = (int)syscall(SYS_pidfd_getfd, pidfd, fd, 0);
-    int saved = errno;
-    close(pidfd);
-    errno = saved;
-    return dup;
 }
 
 int crfork_malloc_thresholds(int mmap_bytes, int trim_bytes)

@@ -24,7 +24,6 @@ final class HostedSession: @unchecked Sendable {  // confined to Node.loop
     var received: UInt64 = 0
     var openFile: (name: String, fd: Int32)?
     var lazyPID: pid_t?  // post-copy: the criu lazy-pages serving this child, while it runs
-    var heldUserfaultfds: [Int32] = []  // post-copy: duplicates of lazy-pages' userfaultfds (see holdUserfaultfds)
 
     init(key: String, session: UInt64, home: String, pid: Int32, uid: UInt32, link: InboundLink, imageDirectory: String)
     {
@@ -223,14 +222,13 @@ extension Node {
                 Posix.close(lazy.failure)
                 session.lazyPID = nil
                 // Any end but success while the child still runs (a crash of lazy-pages, say): its pages
-                // may be incomplete, so it is ended; the userfaultfds held here keep it from reading zeros.
+                // may be incomplete, so it is ended at once.
                 if case .success(let end) = status, end != .exited(0), self.hosted[session.key] === session {
                     self.logger.error(
                         "criu lazy-pages of child \(session.pid) of \(session.home) ended (\(end)) before the child; ending it"
                     )
                     self.endHostedChild(session, "criu lazy-pages on \(self.config.node) ended (\(end))")
                 }
-                self.releaseUserfaultfds(session)
                 self.lazyRelays.removeValue(forKey: session.key)?.close(promise: nil)
                 if session.restored || session.ended { Posix.removeFlatDirectory(session.imageDirectory) }
             }
@@ -289,7 +287,7 @@ extension Node {
         case .restored:
             s.restored = true
             // Post-copy: criu lazy-pages reads the image until every page is delivered.
-            if s.lazyPID == nil { Posix.removeFlatDirectory(s.imageDirectory) } else { holdUserfaultfds(s) }
+            if s.lazyPID == nil { Posix.removeFlatDirectory(s.imageDirectory) }
             var reply = Rfork_Wire_V1_ForkReply()
             reply.session = s.session
             reply.ok = true
@@ -390,37 +388,6 @@ extension Node {
         } else if let pid = s.helperPID {
             Posix.kill(pid, SIGKILL)
         }
-    }
-
-    /// Post-copy, once the child is restored: duplicates lazy-pages' userfaultfds into this daemon, so that
-    /// if lazy-pages dies without saying so (a crash), the kernel keeps the child's faults waiting instead of
-    /// filling its missing pages with zeros, until the child has been ended. On a pool thread: lazy-pages
-    /// may still be taking the descriptor from the restorer, so it looks a few times.
-    func holdUserfaultfds(_ s: HostedSession) {
-        guard let lazy = s.lazyPID else { return }
-        waiters.runIfActive(eventLoop: loop) { () -> [Int32] in
-            for _ in 0..<50 {
-                let fds = Posix.takeUserfaultfds(of: lazy)
-                if !fds.isEmpty || !Posix.isAlive(lazy) { return fds }
-                usleep(2000)
-            }
-            return []
-        }.whenSuccess { fds in
-            if fds.isEmpty { self.logger.debug("post-copy: no userfaultfd of criu lazy-pages \(lazy) to hold") }
-            s.heldUserfaultfds += fds
-            if s.lazyPID != lazy { self.releaseUserfaultfds(s) }  // lazy-pages ended meanwhile
-        }
-    }
-
-    /// Closes the held userfaultfds, once rfork-nsinit (and so the child) is gone.
-    func releaseUserfaultfds(_ s: HostedSession) {
-        guard !s.heldUserfaultfds.isEmpty else { return }
-        if let helper = s.helperPID, helperPIDs.contains(helper) {
-            closeAfter[helper, default: []] += s.heldUserfaultfds
-        } else {
-            s.heldUserfaultfds.forEach(Posix.close)
-        }
-        s.heldUserfaultfds = []
     }
 
     /// Post-copy: lazy-pages must outlive the child, or the child could see a missing page as zeros. It is

@@ -35,7 +35,6 @@ final class Node: @unchecked Sendable {
     var pageRelays: [UInt64: PageRelay] = [:]  // home: post-copy page-server relays, by session
     var lazyRelays: [String: Channel] = [:]  // target: post-copy relays to criu lazy-pages, by hosted key
     var lazyKillAfter: [pid_t: pid_t] = [:]  // target: criu lazy-pages to kill once this rfork-nsinit is reaped
-    var closeAfter: [pid_t: [Int32]] = [:]  // target: held userfaultfds to close once this rfork-nsinit is reaped
     var recent: [PlacementRecord] = []  // the last remote forks from this node, newest last
     static let recentLimit = 256
     /// How long a target may take to restore a child before it runs locally instead.
@@ -518,7 +517,6 @@ final class Node: @unchecked Sendable {
         }
         // A failed post-copy's lazy-pages daemon dies only after the child it served (see endHosted).
         for pid in reaped {
-            closeAfter.removeValue(forKey: pid)?.forEach(Posix.close)
             guard let lazy = lazyKillAfter.removeValue(forKey: pid) else { continue }
             logger.debug("post-copy: rfork-nsinit \(pid) is gone; ending criu lazy-pages \(lazy)")
             Posix.kill(lazy, SIGKILL)

@@ -288,25 +288,6 @@ public enum Posix {
         return getloadavg(&loads, 3) > 0 ? loads[0] : 0
     }
 
-    /// Duplicates into this process every userfaultfd that process `pid` holds (root only). While a
-    /// duplicate is open the kernel keeps the userfaultfd, so the death of its holder leaves faults
-    /// waiting instead of filling missing pages with zeros.
-    public static func takeUserfaultfds(of pid: pid_t) -> [Int32] {
-        let dir = "/proc/\(pid)/fd"
-        var taken: [Int32] = []
-        for name in listDirectory(dir) {
-            guard let number = Int32(name) else { continue }
-            var link = [CChar](repeating: 0, count: 64)
-            let length = readlink(dir + "/" + name, &link, link.count - 1)
-            guard length > 0 else { continue }
-            let target = String(decoding: link.prefix(length).map { UInt8(bitPattern: $0) }, as: UTF8.self)
-            guard target == "anon_inode:[userfaultfd]" else { continue }
-            let fd = crfork_take_fd(pid, number)
-            if fd >= 0 { taken.append(fd) }
-        }
-        return taken
-    }
-
     /// Keeps freed heap memory in the process instead of returning it to the kernel at once. Without
     /// this, glibc serves each large buffer (a relayed chunk, a TLS record batch) with fresh pages that
     /// the kernel must fault in and zero: measured as a third of rforkd's CPU while relaying a pipe.

@@ -26,9 +26,6 @@ int crfork_socketpair(int fds[2]);
 /* CLOCK_MONOTONIC in nanoseconds (machine-wide, comparable with librfork's timestamps). */
 unsigned long long crfork_monotonic_ns(void);
 
-/* A duplicate, in this process, of descriptor `fd` of process `pid` (pidfd_getfd; close-on-exec); -1/errno. */
-int crfork_take_fd(pid_t pid, int fd);
-
 /* mallopt(M_MMAP_THRESHOLD) and mallopt(M_TRIM_THRESHOLD), in bytes; 0 on failure. */
 int crfork_malloc_thresholds(int mmap_bytes, int trim_bytes);
 
