@@ -88,9 +88,7 @@ static void relay_file(int i, int final)
         ssize_t r = pread(ch[i].ours, buf, want, ch[i].sent);
         if (r <= 0)
             break;
-        uint32_t id = (uint32_t)i;
-        rfork_send(ctl, RFORK_MSG_DATA, &id, sizeof id, buf, (size_t)r);
-        ch[i].flow.unacked += (uint32_t)r;
+        rfork_flow_send(ctl, &ch[i].flow, (uint32_t)i, buf, (size_t)r);
         fallocate(ch[i].ours, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, ch[i].sent, r);
         ch[i].sent += r;
     }
@@ -149,9 +147,7 @@ static void send_output(int i, ssize_t r)
                 buf[w++] = buf[k];
         len = w;
     }
-    uint32_t id = (uint32_t)i;
-    rfork_send(ctl, RFORK_MSG_DATA, &id, sizeof id, buf, len);
-    ch[i].flow.unacked += (uint32_t)len;
+    rfork_flow_send(ctl, &ch[i].flow, (uint32_t)i, buf, len);
 }
 
 /* Sends what the child wrote and is still in our pipes (called before reporting its end). */
@@ -212,8 +208,6 @@ static void flush_input(int i)
         ch[i].plen -= off;
         rfork_flow_consumed(ctl, &ch[i].flow, (uint32_t)i, off);
     }
-    if (ch[i].plen > 0)
-        return;
     if (ch[i].plen == 0 && ch[i].eof_after && ch[i].ours >= 0) {
         close(ch[i].ours);
         ch[i].ours = -1;

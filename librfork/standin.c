@@ -129,9 +129,8 @@ int main(int argc, char **argv)
                     continue;
                 uint32_t id = (uint32_t)i;
                 if (r > 0) {
-                    if (rfork_send(ctl, RFORK_MSG_DATA, &id, sizeof id, buf, (size_t)r) < 0)
+                    if (rfork_flow_send(ctl, &flow[i], id, buf, (size_t)r) < 0)
                         goto lost;
-                    flow[i].unacked += (uint32_t)r;
                 } else {
                     readable[i] = 0;
                     close(ch[i].fd);

@@ -93,6 +93,14 @@ int rfork_recv(int fd, struct rfork_frame *f)
 
 int rfork_flow_open(const struct rfork_flow *f) { return f->unacked < RFORK_WINDOW; }
 
+int rfork_flow_send(int fd, struct rfork_flow *f, uint32_t id, const void *p, size_t n)
+{
+    if (rfork_send(fd, RFORK_MSG_DATA, &id, sizeof id, p, n) < 0)
+        return -1;
+    f->unacked += (uint32_t)n;
+    return 0;
+}
+
 int rfork_flow_consumed(int fd, struct rfork_flow *f, uint32_t id, size_t n)
 {
     f->consumed += (uint32_t)n;

@@ -78,6 +78,8 @@ struct rfork_flow {
 };
 /* Sender: may this channel's source be read now? */
 int rfork_flow_open(const struct rfork_flow *f);
+/* Sender: sends `n` bytes of channel `id` as a DATA frame and counts them against the window. 0 or -1/errno. */
+int rfork_flow_send(int fd, struct rfork_flow *f, uint32_t id, const void *p, size_t n);
 /* Receiver: `n` more bytes of channel `id` were consumed (or dropped); acknowledges them in batches.
  * 0 or -1/errno (the send failed). */
 int rfork_flow_consumed(int fd, struct rfork_flow *f, uint32_t id, size_t n);
