@@ -187,12 +187,8 @@ extension Node {
                     // which thaws the home copy. Without this a lazy-pages that never said goodbye (killed
                     // after its child ended, or crashed) left the home copy frozen in its dump for good.
                     channel.closeFuture.whenComplete { _ in
-                        var end = Rfork_Wire_V1_PageStreamEnd()
-                        end.session = session.session
-                        end.ok = true
-                        var envelope = Envelope()
-                        envelope.pageStreamEnd = end
-                        session.link.channel.writeAndFlush(envelope, promise: nil)
+                        session.link.channel.writeAndFlush(
+                            Envelope.pageStreamEnd(session: session.session), promise: nil)
                     }
                     guard self.hosted[session.key] === session else { return }
                     self.restore(session, request)
@@ -371,12 +367,7 @@ extension Node {
 
     /// Tells the child's home node that the child was ended here, and why.
     func tellHome(_ s: HostedSession, _ reason: String) {
-        var abort = Rfork_Wire_V1_Abort()
-        abort.session = s.session
-        abort.reason = reason
-        var envelope = Envelope()
-        envelope.abort = abort
-        s.link.channel.writeAndFlush(envelope, promise: nil)
+        s.link.channel.writeAndFlush(Envelope.abort(session: s.session, reason: reason), promise: nil)
     }
 
     func endHosted(_ s: HostedSession, abortHelper: Bool) {

@@ -257,20 +257,14 @@ final class Node: @unchecked Sendable {
 
     /// The post-copy dump of session `id` ended: all pages sent, or the child's memory is gone with it.
     func pageServerEnded(_ id: UInt64, ok: Bool, why: String) {
-        if let relay = pageRelays.removeValue(forKey: id) { relay.channel.close(promise: nil) }
+        dropPageRelay(id)
         guard let session = homeSessions[id] else { return }
         if ok {
             logger.debug("all memory of child \(session.pid) sent to \(session.target)")
             return
         }
         // The target must end its copy before its lazy-pages daemon could hand it a missing page.
-        var end = Rfork_Wire_V1_PageStreamEnd()
-        end.session = id
-        end.ok = false
-        end.error = why
-        var envelope = Envelope()
-        envelope.pageStreamEnd = end
-        links[session.target]?.channel?.writeAndFlush(envelope, promise: nil)
+        links[session.target]?.channel?.writeAndFlush(Envelope.pageStreamEnd(session: id, error: why), promise: nil)
         switch session.state {
         case .running:
             logger.warning("post-copy of child \(session.pid) to \(session.target) failed (\(why)); it is ended")
@@ -317,11 +311,16 @@ final class Node: @unchecked Sendable {
         channel.writeAndFlush(LocalFrame.reply(verdict, text)).whenComplete { _ in channel.close(promise: nil) }
     }
 
+    /// Closes a post-copy dump's page-server relay: the dump stops serving and thaws the home copy.
+    func dropPageRelay(_ id: UInt64) {
+        pageRelays.removeValue(forKey: id)?.channel.close(promise: nil)
+    }
+
     /// Ends a home session before the remote child ran: the local copy continues as the child.
     func endHomeSession(_ session: HomeSession, localReason: String) {
         homeSessions[session.id] = nil
         // A post-copy dump still serving pages gives up when its relay closes, and the child runs on here.
-        if let relay = pageRelays.removeValue(forKey: session.id) { relay.channel.close(promise: nil) }
+        dropPageRelay(session.id)
         reply(session.child, .local, localReason)
     }
 
@@ -356,13 +355,7 @@ final class Node: @unchecked Sendable {
     }
 
     func sendAbort(session: UInt64, to target: String, reason: String) {
-        guard let peer = links[target]?.channel else { return }
-        var abort = Rfork_Wire_V1_Abort()
-        abort.session = session
-        abort.reason = reason
-        var envelope = Envelope()
-        envelope.abort = abort
-        peer.writeAndFlush(envelope, promise: nil)
+        links[target]?.channel?.writeAndFlush(Envelope.abort(session: session, reason: reason), promise: nil)
     }
 
     /// Something arrived from a target node over our outbound link to it.
@@ -444,7 +437,7 @@ final class Node: @unchecked Sendable {
     func linkLost(_ link: PeerLink) {
         for session in homeSessions.values where session.target == link.name {
             homeSessions[session.id] = nil
-            if let relay = pageRelays.removeValue(forKey: session.id) { relay.channel.close(promise: nil) }
+            dropPageRelay(session.id)
             switch session.state {
             case .dumping, .restoring:
                 reply(session.child, .local, "lost the link to \(link.name) during the fork")
@@ -535,6 +528,28 @@ struct PageRelay {
 }
 
 extension Envelope {
+    /// Either way: forget `session`; a target kills the remote child if it still runs.
+    static func abort(session: UInt64, reason: String) -> Envelope {
+        var abort = Rfork_Wire_V1_Abort()
+        abort.session = session
+        abort.reason = reason
+        var envelope = Envelope()
+        envelope.abort = abort
+        return envelope
+    }
+
+    /// The end of a post-copy page stream: from the home, `error` says the memory source failed; from the
+    /// target (no error), its lazy-pages is gone.
+    static func pageStreamEnd(session: UInt64, error: String? = nil) -> Envelope {
+        var end = Rfork_Wire_V1_PageStreamEnd()
+        end.session = session
+        end.ok = error == nil
+        end.error = error ?? ""
+        var envelope = Envelope()
+        envelope.pageStreamEnd = end
+        return envelope
+    }
+
     /// The peer envelope for a relayed local DATA, END-OF-FILE or ACK frame of `session`; nil for other frames.
     init?(relaying frame: LocalFrame, session: UInt64) {
         guard let channel = frame.word else { return nil }
