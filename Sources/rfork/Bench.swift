@@ -95,6 +95,9 @@ struct ProfileRow: Codable {
     var percent: Double
 }
 
+/// A figure in the report: two decimals below 10, one above, "n/a" for a missing one.
+private func f(_ v: Double) -> String { v.isNaN ? "n/a" : String(format: v < 10 ? "%.2f" : "%.1f", v) }
+
 struct BenchReport: Codable {
     var date: String
     var machine: String
@@ -116,7 +119,6 @@ struct BenchReport: Codable {
     }
 
     var markdown: String {
-        func f(_ v: Double) -> String { v.isNaN ? "n/a" : String(format: v < 10 ? "%.2f" : "%.1f", v) }
         var s = "# rfork benchmark\n\n\(date), \(machine).\nMedians; times in ms from the parent's fork() call.\n\n"
         s += goals
         s += "## Remote fork against plain fork, the seed's pipeline and CRIU's page server\n\n"
@@ -187,7 +189,6 @@ struct BenchReport: Codable {
 
     /// The goals, each with its measured value, from this run.
     var goals: String {
-        func f(_ v: Double) -> String { v.isNaN ? "n/a" : String(format: v < 10 ? "%.2f" : "%.1f", v) }
         func mark(_ ok: Bool) -> String { ok ? "met" : "**not met**" }
         var s = "## Goals\n\n| metric | goal | measured | |\n|---|---|---|---|\n"
         if let small = sizes.first(where: { $0.mib == 1 }) {
@@ -222,7 +223,6 @@ struct BenchReport: Codable {
 
     /// CRIU's own statistics and a system-wide CPU profile of remote forks.
     var whereTimeGoes: String {
-        func f(_ v: Double) -> String { v.isNaN ? "n/a" : String(format: v < 10 ? "%.2f" : "%.1f", v) }
         var s = "\n## Where the time goes\n\n"
         s += "CRIU's own statistics (`--display-stats`) for the seed's pipeline on tmpfs, the same CRIU work "
         s += "rfork's dump and restore phases do (ms; pages of 4 KiB):\n\n"
@@ -253,7 +253,6 @@ struct BenchReport: Codable {
 
     /// Why each goal this run did not meet is out of reach here, from this run's own figures.
     var whyNotMet: String {
-        func f(_ v: Double) -> String { v.isNaN ? "n/a" : String(format: v < 10 ? "%.2f" : "%.1f", v) }
         var lines: [String] = []
         if let small = sizes.first(where: { $0.mib == 1 }), small.remoteRunning > 8 {
             let dump = small.phases["dump"] ?? .nan
