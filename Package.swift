@@ -74,5 +74,6 @@ let package = Package(
         .testTarget(name: "RforkPlacementTests", dependencies: ["RforkPlacement"], swiftSettings: strict),
         .testTarget(name: "RforkDaemonTests", dependencies: ["RforkDaemon"], swiftSettings: strict),
         .testTarget(name: "RforkSystemTests", dependencies: ["RforkSystem"], swiftSettings: strict),
+        .testTarget(name: "RforkCheckpointTests", dependencies: ["RforkCheckpoint"], swiftSettings: strict),
     ]
 )

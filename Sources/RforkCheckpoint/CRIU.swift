@@ -24,7 +24,7 @@ public struct CRIU: Sendable {
     }
 
     /// The mark `make setup` gives the CRIU it builds with scripts/criu-rfork.patch.
-    public static let requiredMark = "rfork-12"
+    public static let requiredMark = "rfork-13"
 
     /// Checks that the configured CRIU runs and carries rfork's patch.
     public func check() throws(CheckpointError) {
@@ -131,6 +131,11 @@ public struct CRIU: Sendable {
         }
     }
 
+    /// The environment variable that makes a restore add the realtime elapsed since the dump to the
+    /// dumped CLOCK_MONOTONIC and CLOCK_BOOTTIME (rfork's CRIU patch): a moved task's clocks agree with
+    /// those of the node it left, as long as the nodes' realtime clocks agree.
+    public static let clockSync = "CRIU_RFORK_CLOCK_SYNC=1"
+
     /// The environment variable that turns on lazy-pages' hold-on-failure (rfork's CRIU patch).
     public static let holdOnFailure = "CRIU_RFORK_LAZY_HOLD=1"
 
@@ -195,6 +200,8 @@ public struct CheckpointError: Error, CustomStringConvertible, Sendable {
         case engineMissing
         case dumpFailed
         case restoreFailed
+        /// The process holds something that cannot follow it to another node (shared memory).
+        case unmovable
     }
     public var code: Code
     public var message: String

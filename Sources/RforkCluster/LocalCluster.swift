@@ -4,9 +4,12 @@ import RforkDaemon
 import RforkSystem
 
 /// A cluster of N nodes on this machine. Each node has its own network namespace (joined to the others
-/// by veth links on a bridge), its own mount namespace (with a private tmpfs at /run/rfork for its
-/// socket and images) and its own UTS namespace (its hostname is its name), and runs one rforkd.
-/// Nodes share the host's file system, standing in for a cluster's shared file system.
+/// by veth links on a bridge), its own mount namespace and its own UTS namespace (its hostname is its
+/// name), and runs one rforkd. Nodes share the host's file system, standing in for a cluster's shared
+/// file system, except what separate machines never share: each node has its own tmpfs at `/tmp`,
+/// `/dev/shm` and `/run` (its socket and images live in `/run/rfork`), so nothing passes between two
+/// nodes through a file there. Directories under those that the nodes must see (the cluster's state,
+/// the installation, `sharedPaths`) are bound back in.
 public struct LocalCluster: Sendable {
     public struct Configuration: Sendable {
         /// Where the cluster's state, keys, configuration files and logs live. Default: /run/rfork-cluster.
@@ -17,15 +20,19 @@ public struct LocalCluster: Sendable {
         public var prefix: String
         /// How long `up` waits for every daemon to say READY. Default: 15 s.
         public var readyTimeoutSeconds: Int
+        /// Directories under /tmp, /dev/shm or /run that every node sees as the host does (a checkout
+        /// under /tmp, a scratch directory shared like an NFS export). Default: none.
+        public var sharedPaths: [String]
 
         public init(
             stateDirectory: String = "/run/rfork-cluster", subnet: String = "10.250.0",
-            prefix: String = LocalCluster.installPrefix(), readyTimeoutSeconds: Int = 15
+            prefix: String = LocalCluster.installPrefix(), readyTimeoutSeconds: Int = 15, sharedPaths: [String] = []
         ) {
             self.stateDirectory = stateDirectory
             self.subnet = subnet
             self.prefix = prefix
             self.readyTimeoutSeconds = readyTimeoutSeconds
+            self.sharedPaths = sharedPaths
         }
     }
 
@@ -143,10 +150,38 @@ public struct LocalCluster: Sendable {
         try Posix.writeFile(statePath, try encoder.encode(state), mode: 0o644)
     }
 
+    /// The file systems a node has for itself, as separate machines do.
+    public static let privateMounts = ["/tmp", "/dev/shm", "/run"]
+
+    /// The directories under a private mount that a node must still see: the state directory (its
+    /// configuration and keys), the installation and `sharedPaths`; nested ones are covered by their parent.
+    func keptPaths() -> [String] {
+        let candidates = ([configuration.stateDirectory, configuration.prefix] + configuration.sharedPaths).map {
+            $0.hasSuffix("/") && $0.count > 1 ? String($0.dropLast()) : $0
+        }
+        let under = candidates.filter { path in Self.privateMounts.contains { path.hasPrefix($0 + "/") } }
+        return Array(
+            Set(under.filter { path in !under.contains { $0 != path && path.hasPrefix($0 + "/") } })
+        ).sorted()
+    }
+
     /// Starts rforkd inside the node's namespaces and waits for its READY line.
     private func startDaemon(_ node: NodeState, rforkd: String, config: String) throws -> Int32 {
-        let script =
-            "hostname \(node.name) && mkdir -p /run/rfork && mount -t tmpfs -o mode=755,size=50% rfork-\(node.name) /run/rfork && exec \"$0\" --config \"$1\" --ready-fd 3 --log-level ${RFORK_LOG_LEVEL:-info}"
+        // Directories to keep are opened before their mount is covered, and bound back from those
+        // descriptors. CRIU's feature cache (its RUNDIR, /dev/shm/criu) is the node's own.
+        let script = """
+            set -e
+            hostname \(node.name)
+            rforkd=$1; config=$2; shift 2
+            fds=(); for p in "$@"; do exec {fd}<"$p"; fds+=("$fd"); done
+            for m in \(Self.privateMounts.joined(separator: " ")); do
+              mode=1777; [ "$m" = /run ] && mode=755
+              mount -t tmpfs -o mode=$mode,size=50% "rfork-\(node.name)" "$m"
+            done
+            mkdir -p /run/rfork /dev/shm/criu /run/lock
+            i=0; for p in "$@"; do mkdir -p "$p"; mount --no-canonicalize --bind "/proc/self/fd/${fds[$i]}" "$p"; eval "exec ${fds[$i]}<&-"; i=$((i + 1)); done
+            exec "$rforkd" --config "$config" --ready-fd 3 --log-level "${RFORK_LOG_LEVEL:-info}"
+            """
         let (readEnd, writeEnd) = try Posix.socketPair()
         let log = open(node.log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
         let devnull = open("/dev/null", O_RDWR | O_CLOEXEC)
@@ -159,8 +194,8 @@ public struct LocalCluster: Sendable {
             "/usr/sbin/ip",
             [
                 "ip", "netns", "exec", node.namespace, "unshare", "--mount", "--uts", "--propagation", "private",
-                "/bin/sh", "-c", script, rforkd, config,
-            ], descriptors: [devnull, log, log, writeEnd], newSession: true)
+                "/bin/bash", "-c", script, "rfork-node", rforkd, config,
+            ] + keptPaths(), descriptors: [devnull, log, log, writeEnd], newSession: true)
         Posix.close(writeEnd)
         var pfd = pollfd(fd: readEnd, events: Int16(POLLIN), revents: 0)
         var buf = [UInt8](repeating: 0, count: 16)

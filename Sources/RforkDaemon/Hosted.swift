@@ -248,7 +248,10 @@ extension Node {
             ]
             for c in request.channels { args.append("\(c.id):\(c.kind.rawValue):\(c.fd):\(c.criuID)") }
             let nsinit = config.resolvedHelperDirectory + "/rfork-nsinit"
-            let environment = Posix.currentEnvironment() + (request.lazyPages ? ["RFORK_LAZY_PAGES=1"] : [])
+            // The child's clocks follow the realtime the move took (rfork's CRIU patch), so its
+            // CLOCK_MONOTONIC and CLOCK_BOOTTIME agree with its parent's.
+            let environment =
+                Posix.currentEnvironment() + [CRIU.clockSync] + (request.lazyPages ? ["RFORK_LAZY_PAGES=1"] : [])
             let pid = try Posix.spawn(
                 nsinit, args, environment: environment, descriptors: [devnull, devnull, 2, theirs])
             session.helperPID = pid

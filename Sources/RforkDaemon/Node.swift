@@ -65,9 +65,26 @@ final class Node: @unchecked Sendable {
     func handleForkRequest(_ request: LocalForkRequest, peerUID: UInt32?, peerPID: Int32?, from channel: Channel) {
         loop.preconditionInEventLoop()
         // Only a process may ask to move itself: the kernel says who is on the other end of the socket.
-        guard let peerPID, let uid = peerUID, peerPID == request.pid else {
-            logger.warning(
-                "refused a placement request for PID \(request.pid) from PID \(peerPID.map { "\($0)" } ?? "?")")
+        guard let peerPID, let uid = peerUID else {
+            reply(channel, .local, "placement refused: the caller cannot be identified")
+            return
+        }
+        guard peerPID == request.pid else {
+            // A process inside a nested PID namespace knows itself by its PID there.
+            let nested = Posix.namespacePIDs(peerPID)
+            if nested.count > 1 && nested.last == request.pid {
+                if isInHostedNamespace(peerPID) {
+                    // A fork inside a remote child (or a program it exec'd): it stays on this node, quietly.
+                    reply(channel, .local, "")
+                } else {
+                    reply(
+                        channel, .local,
+                        "the child runs in a PID namespace below rforkd's on \(config.node), from which CRIU cannot move it"
+                    )
+                }
+                return
+            }
+            logger.warning("refused a placement request for PID \(request.pid) from PID \(peerPID)")
             reply(channel, .local, "placement refused: PID \(request.pid) is not the caller")
             return
         }
@@ -106,6 +123,8 @@ final class Node: @unchecked Sendable {
             let externalFiles = request.channels.filter { $0.criuID.hasPrefix("file[") }.map(\.criuID)
             var lazy: CRIU.LazyDump?
             do {
+                // Decided before CRIU runs: memory it shares would become a private copy there.
+                if let why = SharedMemory.check(pid: request.pid) { throw CheckpointError(.unmovable, why) }
                 let postCopy: Bool
                 switch request.postCopy {
                 case "always": postCopy = true
@@ -214,6 +233,12 @@ final class Node: @unchecked Sendable {
                 self.endHomeSession(session, localReason: "\(error)")
             }
         }
+    }
+
+    /// Whether a process lives in the PID namespace of a child this node hosts (under its rfork-nsinit).
+    func isInHostedNamespace(_ pid: Int32) -> Bool {
+        guard let namespace = Posix.readLink("/proc/\(pid)/ns/pid") else { return false }
+        return helperPIDs.contains { Posix.readLink("/proc/\($0)/ns/pid_for_children") == namespace }
     }
 
     /// Ends a post-copy dump nobody will take pages from: with its page socket closed, CRIU gives up and

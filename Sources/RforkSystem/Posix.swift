@@ -270,12 +270,35 @@ public enum Posix {
         return out.sorted()
     }
 
+    /// The target of a symbolic link (also /proc's descriptor and namespace links), or nil.
+    public static func readLink(_ path: String) -> String? {
+        var buf = [CChar](repeating: 0, count: 4097)
+        let n = readlink(path, &buf, 4096)
+        guard n >= 0 else { return nil }
+        return String(decoding: buf[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    /// A process's PID in each PID namespace from this one's down to its own (the `NSpid` line of
+    /// /proc/PID/status): one entry for a process in this PID namespace; empty if it is gone.
+    public static func namespacePIDs(_ pid: Int32) -> [Int32] {
+        guard let bytes = try? readFile("/proc/\(pid)/status") else { return [] }
+        for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") where line.hasPrefix("NSpid:") {
+            return line.dropFirst(6).split(whereSeparator: { $0 == " " || $0 == "\t" }).compactMap { Int32($0) }
+        }
+        return []
+    }
+
     public static func currentDirectory() -> String {
         var buf = [CChar](repeating: 0, count: 4096)
         return getcwd(&buf, buf.count) != nil ? string(buf) : "/"
     }
 
     public static func fileExists(_ path: String) -> Bool { access(path, F_OK) == 0 }
+
+    public static func isDirectory(_ path: String) -> Bool {
+        var st = stat()
+        return stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
+    }
 
     public static func hostname() -> String {
         var buf = [CChar](repeating: 0, count: 256)

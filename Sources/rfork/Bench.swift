@@ -42,10 +42,15 @@ extension Rfork {
             let cluster = LocalCluster()
             var state: LocalCluster.State
             var started = false
+            // The nodes' /dev/shm are their own; the bench's scratch directory on tmpfs is shared by all
+            // (the seed's pipeline stands for an NFS export on tmpfs) and by this process.
+            try? Posix.makeDirectory(BenchRunner.scratch, mode: 0o755)
+            defer { _ = try? Posix.run(["/bin/rm", "-rf", BenchRunner.scratch]) }
             if let existing = try? cluster.load() {
                 state = existing
             } else {
-                do { state = try cluster.up(nodes: 3) } catch { throw ValidationError("\(error)") }
+                let sharing = LocalCluster(configuration: .init(sharedPaths: [BenchRunner.scratch]))
+                do { state = try sharing.up(nodes: 3) } catch { throw ValidationError("\(error)") }
                 started = true
             }
             defer { if started { cluster.down() } }
@@ -428,6 +433,8 @@ struct BenchRunner {
     let trials: Int
     let log: Bool
 
+    /// A directory on tmpfs that the host and every node of a cluster the bench started see alike.
+    static let scratch = "/dev/shm/rfork-bench"
     var home: LocalCluster.NodeState { state.nodes[0] }
     var target: LocalCluster.NodeState { state.nodes[1] }
     var rfork: String { Posix.executablePath() }
@@ -502,7 +509,7 @@ struct BenchRunner {
             var stats: [String: Double] = [:]
             var unused: [String: Double] = [:]
             let tmpfs = baseline(
-                mib: mib, transport: .directory("/dev/shm/rfork-bench"), trials: min(n, 3), stats: &stats)
+                mib: mib, transport: .directory(Self.scratch + "/seed"), trials: min(n, 3), stats: &stats)
             let disk = baseline(
                 mib: mib, transport: .directory("/var/tmp/rfork-bench"), trials: min(n, 3), stats: &unused)
             let pageServer = baseline(mib: mib, transport: .pageServer, trials: min(n, 3), stats: &unused)
@@ -577,7 +584,7 @@ struct BenchRunner {
         } else {
             say("could not limit the links with tc; the 1 Gbit/s section is left out")
         }
-        rmdir("/dev/shm/rfork-bench")
+        rmdir(Self.scratch + "/seed")
         rmdir("/var/tmp/rfork-bench")
         return BenchReport(
             date: ISO8601DateFormatter().string(from: Date()), machine: machine(), sizes: results, tcpMiBps: tcpMiBps,
@@ -613,7 +620,7 @@ struct BenchRunner {
         let root: String
         switch transport {
         case .directory(let r): root = r
-        case .pageServer: root = "/dev/shm/rfork-bench"
+        case .pageServer: root = Self.scratch + "/seed"
         }
         for trial in 0..<trials {
             let dir = "\(root)/\(mib)-\(trial)"
@@ -703,7 +710,7 @@ struct BenchRunner {
     /// objects, as shares of non-idle samples. Empty when perf is missing or fails.
     func profile(_ args: [String]) -> [ProfileRow] {
         guard let perf = ["/usr/bin/perf", "/usr/local/bin/perf"].first(where: Posix.fileExists) else { return [] }
-        let data = "/dev/shm/rfork-bench.perf"
+        let data = BenchRunner.scratch + "/perf.data"
         defer { unlink(data) }
         let command = [
             "/usr/bin/nsenter", "-t", String(home.daemonPID), "-n", "-m", "-u", "--", "/bin/sh", "-c",
@@ -831,7 +838,7 @@ struct BenchRunner {
     func memoryPerChild() -> (Double, Double) {
         var fds: [Int32] = [0, 0]
         pipe(&fds)
-        let outFile = "/dev/shm/rfork-bench-children.txt"
+        let outFile = BenchRunner.scratch + "/children.txt"
         unlink(outFile)
         guard
             let pid = try? Posix.spawn(

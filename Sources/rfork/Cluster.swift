@@ -14,8 +14,19 @@ extension Rfork {
             static let configuration = CommandConfiguration(
                 abstract: "Start N nodes named node1 ... nodeN, each running rforkd; returns when all are ready.")
             @Option(name: .long, help: "How many nodes.") var nodes: Int = 3
+            @Option(
+                name: .customLong("share"),
+                help: ArgumentHelp(
+                    "A directory under /tmp, /dev/shm or /run that every node sees as this machine does (repeatable).",
+                    discussion: "Each node has its own /tmp, /dev/shm and /run, as separate machines do."))
+            var shared: [String] = []
+            func validate() throws {
+                for path in shared where !path.hasPrefix("/") || !Posix.isDirectory(path) {
+                    throw ValidationError("--share \(path): not an absolute path to a directory")
+                }
+            }
             func run() throws {
-                let cluster = LocalCluster()
+                let cluster = LocalCluster(configuration: .init(sharedPaths: shared))
                 let state: LocalCluster.State
                 do { state = try cluster.up(nodes: nodes) } catch { throw ValidationError("\(error)") }
                 for node in state.nodes { print("\(node.name)  \(node.address)  rforkd pid \(node.daemonPID)") }
@@ -66,6 +77,7 @@ extension Rfork {
                 abstract: "Run a command on a node, passing stdio and the exit status through.")
             @Argument(help: "The node, e.g. node1.") var node: String
             @Argument(parsing: .captureForPassthrough, help: "The command (after --).") var command: [String] = []
+            func validate() throws { try helpIfAsked(command, Self.self) }
             func run() throws {
                 let argv = command.first == "--" ? Array(command.dropFirst()) : command
                 guard !argv.isEmpty else { throw ValidationError("give the command to run after --") }

@@ -12,7 +12,9 @@ extension Rfork {
                 Every fork() by COMMAND or any descendant running on this node places the child: on the named \
                 node (--node), or by the policy (default: spread, round robin over the other nodes). A child \
                 that cannot be placed runs here, as a plain fork would, and one line on stderr says why. \
-                Children that run remotely fork locally on their node.
+                Children that run remotely fork locally on their node. A child that shares writable memory with \
+                processes that stay (MAP_SHARED, System V or POSIX shared memory, memfds) runs here. \
+                'rfork run -- --help' runs a program named --help.
                 """)
 
         @OptionGroup var daemon: DaemonOptions
@@ -34,6 +36,7 @@ extension Rfork {
         var command: [String] = []
 
         func validate() throws {
+            try helpIfAsked(command, Self.self)
             if node != nil && policy != nil { throw ValidationError("give --node or --policy, not both") }
             if let postCopy, !["always", "never", "auto"].contains(postCopy) {
                 throw ValidationError("--post-copy takes always, never or auto, not '\(postCopy)'")

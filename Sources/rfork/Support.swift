@@ -1,3 +1,4 @@
+import ArgumentParser
 import Glibc
 import RforkSystem
 
@@ -50,4 +51,12 @@ func table(_ header: [String], _ rows: [[String]]) -> String {
         }.joined(separator: "  ")
     }
     return ([line(header)] + rows.map(line)).joined(separator: "\n") + "\n"
+}
+
+/// A command that passes the rest of its arguments to a program still answers `--help` and `-h` given
+/// before any `--` (after `--` they belong to the program).
+func helpIfAsked(_ captured: [String], _ command: any ParsableCommand.Type) throws {
+    if let first = captured.first, first == "--help" || first == "-h" {
+        throw CleanExit.helpRequest(command)
+    }
 }

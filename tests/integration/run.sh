@@ -7,7 +7,10 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BIN=${RFORK_PREFIX:-$ROOT/build}/bin
 T=$ROOT/build/tests
 RFORK=$BIN/rfork
-WORK=$(mktemp -d /tmp/rfork-it.XXXXXX)
+# On the shared file system: each node has its own /tmp, /dev/shm and /run.
+mkdir -p "$ROOT/build"
+WORK=$(mktemp -d "$ROOT/build/it.XXXXXX")
+P=$ROOT/tests/integration/programs
 PASS=0
 FAIL=0
 FAILED=()
@@ -56,7 +59,7 @@ result() { # name, ok(0/1), detail
 
 echo "starting a 3-node cluster"
 "$RFORK" cluster down >/dev/null 2>&1
-if ! "$RFORK" cluster up --nodes 3 >"$WORK/up.log" 2>&1; then
+if ! "$RFORK" cluster up --nodes 3 --share "$ROOT" >"$WORK/up.log" 2>&1; then
     cat "$WORK/up.log"; echo "0 passed, 1 failed"; exit 1
 fi
 
@@ -82,6 +85,131 @@ conformance() { # name [stdin-file]
 printf 'hello remote child\nsecond line\n' >"$WORK/stdin.txt"
 for prog in exit_status kill_by_signal signals stop_cont pipes unclosed_ends sigchld fork_exec many; do conformance "$prog"; done
 conformance stdio "$WORK/stdin.txt"
+
+# --- the nodes are separate machines where it matters: /tmp, /dev/shm and /run are each node's own ---
+why=""
+for d in /tmp /dev/shm /run; do
+    on node1 sh -c "echo node1 >$d/rfork-it-mark" || why+="cannot write $d on node1; "
+    on node2 test -e "$d/rfork-it-mark" && why+="node2 sees node1's $d; "
+    [ -e "$d/rfork-it-mark" ] && why+="the host sees node1's $d; "
+    [ "$(on node1 cat "$d/rfork-it-mark")" = node1 ] || why+="node1 lost its own $d file; "
+    on node1 rm -f "$d/rfork-it-mark"
+done
+on node2 test -S /run/rfork/rforkd.sock || why+="node2 has no daemon socket in its own /run; "
+result "cluster/each node has its own /tmp, /dev/shm and /run" "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
+
+# --- shared memory never diverges: a child that shares writable memory stays home, and says why ---
+cc -O2 -o "$WORK/pingpong" "$P/shared_pingpong.c"
+for kind in anon sysv posix memfd file; do
+    on node1 "$WORK/pingpong" "$kind" "$WORK/pingpong.$kind.plain.map" >"$WORK/pp.plain" 2>/dev/null
+    on node1 "$RFORK" run --node node2 -- "$WORK/pingpong" "$kind" "$WORK/pingpong.$kind.map" >"$WORK/pp.out" 2>"$WORK/pp.err"
+    rc=$?
+    settle
+    why=""
+    [ "$rc" = 0 ] || why+="exit $rc; "
+    cmp -s "$WORK/pp.plain" "$WORK/pp.out" || why+="output differs: $(cat "$WORK/pp.out"); "
+    grep -q 'child runs on node1' "$WORK/pp.err" || why+="the child did not stay home; "
+    [ "$(grep -c '^rfork: ' "$WORK/pp.err")" = 1 ] || why+="expected one rfork: line: $(tr '\n' ' ' <"$WORK/pp.err"); "
+    grep -Eq '^rfork: the child shares memory with processes that stay here \((shared anonymous|System V|POSIX shared memory /dev/shm/rfork-pingpong|shared memfd .pingpong.|a writable shared mapping of /).* at 0x[0-9a-f]+-0x[0-9a-f]+\), which cannot follow it to another node yet; child [0-9]+ runs locally$' "$WORK/pp.err" \
+        || why+="reason not given: $(tr '\n' ' ' <"$WORK/pp.err"); "
+    result "shared memory/$kind: the child stays home and says why" "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
+done
+# Read-only shared mappings of ordinary files (program text, locale archives) do not hold a child back.
+cat >"$WORK/romap.c" <<'C'
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    int fd = open(argv[1], O_RDONLY);
+    const char *m = mmap(NULL, 4096, PROT_READ, MAP_SHARED, fd, 0);
+    if (m == MAP_FAILED) return 2;
+    pid_t p = fork();
+    if (p == 0) { char h[64]; gethostname(h, 64); fprintf(stderr, "child runs on %s\n", h); printf("child read %.5s\n", m); fflush(stdout); _exit(0); }
+    int st; waitpid(p, &st, 0); return WEXITSTATUS(st);
+}
+C
+cc -o "$WORK/romap" "$WORK/romap.c" && printf 'table' >"$WORK/romap.dat"
+out=$(on node1 "$RFORK" run --node node2 -- "$WORK/romap" "$WORK/romap.dat" 2>&1)
+settle
+result "shared memory/a read-only shared file mapping still moves" \
+    "$(echo "$out" | grep -q 'child runs on node2' && echo "$out" | grep -q 'child read table' && ! echo "$out" | grep -q 'rfork:' && echo 0 || echo 1)" \
+    "got: $(echo "$out" | tr '\n' ' ')"
+# posix_spawn takes the same path: a spawned child that inherits a shared mapping stays home too.
+cat >"$WORK/spawnshm.c" <<'C'
+#include <spawn.h>
+#include <stdio.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+extern char **environ;
+int main(void) {
+    volatile int *m = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    *m = 7;
+    pid_t p; char *argv[] = {"true", NULL};
+    if (posix_spawn(&p, "/bin/true", NULL, NULL, argv, environ)) return 2;
+    int st; waitpid(p, &st, 0); printf("spawned exit %d\n", WEXITSTATUS(st)); return 0;
+}
+C
+cc -o "$WORK/spawnshm" "$WORK/spawnshm.c"
+out=$(on node1 "$RFORK" run --node node2 -- "$WORK/spawnshm" 2>&1)
+settle
+# exec replaces the mappings, so the spawned program itself may move: what matters is that it ran right.
+result "shared memory/posix_spawn from a process with shared memory" \
+    "$(echo "$out" | grep -q 'spawned exit 0' && echo 0 || echo 1)" "got: $(echo "$out" | tr '\n' ' ')"
+
+# --- Python multiprocessing (fork start method): right every time; workers holding its locks stay home ---
+on node1 python3 "$P/multiprocessing_check.py" >"$WORK/mp.plain" 2>"$WORK/mp.plain.err"
+mp_bad=0; mp_why=""; mp_moved=0
+for i in $(seq 20); do
+    MP_WHERE="$WORK/mp.where" timeout -s KILL 120 "$RFORK" cluster exec node1 -- "$RFORK" run --policy spread -- \
+        python3 "$P/multiprocessing_check.py" >"$WORK/mp.out" 2>"$WORK/mp.err"
+    rc=$?
+    grep -q 'elsewhere' "$WORK/mp.where" 2>/dev/null && mp_moved=$((mp_moved + 1))
+    if [ "$rc" != 0 ] || ! cmp -s "$WORK/mp.plain" "$WORK/mp.out"; then
+        mp_bad=$((mp_bad + 1))
+        mp_why="run $i: exit $rc, $(diff "$WORK/mp.plain" "$WORK/mp.out" | head -4 | tr '\n' ' ') $(tail -2 "$WORK/mp.err" | tr '\n' ' ')"
+    fi
+done
+settle
+why=""
+[ -s "$WORK/mp.plain" ] && [ "$(wc -l <"$WORK/mp.plain")" = 7 ] || why+="the plain run failed: $(cat "$WORK/mp.plain" "$WORK/mp.plain.err" | tail -3 | tr '\n' ' '); "
+[ "$mp_bad" = 0 ] || why+="$mp_bad of 20 runs wrong or hung, last: $mp_why; "
+[ "$mp_moved" = 20 ] || why+="the plain Process moved in only $mp_moved of 20 runs; "
+left=$(leftovers)
+[ -z "$left" ] || why+="left behind:$left; "
+result "python/multiprocessing right in 20 of 20 runs (Pool, Queue, Value/Array, Manager, executor)" "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
+
+# --- a remote child's clocks agree with its parent's ---
+cc -o "$WORK/clocks" "$P/clocks.c"
+on node1 "$RFORK" run --node node2 -- "$WORK/clocks" >"$WORK/clocks.out" 2>"$WORK/clocks.err"
+settle
+why=""
+grep -q 'child runs on node2' "$WORK/clocks.err" || why+="the child did not run on node2: $(tr '\n' ' ' <"$WORK/clocks.err"); "
+read -r mono boot < <(sed -n 's/^monotonic \(-\?[0-9]*\) us, boottime \(-\?[0-9]*\) us$/\1 \2/p' "$WORK/clocks.out")
+[ -n "${mono:-}" ] && [ "${mono#-}" -lt 3000 ] && [ "${boot#-}" -lt 3000 ] || why+="clocks apart: $(cat "$WORK/clocks.out"); "
+result "clocks/a remote child's CLOCK_MONOTONIC and CLOCK_BOOTTIME agree with its parent's ($(tr -d '\n' <"$WORK/clocks.out"))" \
+    "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
+
+# --- nested forks: forks inside a remote child stay on its node, quietly, even without RFORK_REMOTE ---
+out=$(on node1 "$RFORK" run --node node2 -- bash -c 'env -u RFORK_REMOTE bash -c "(hostname); (hostname); /bin/true"; echo done' 2>&1)
+settle
+why=""
+[ "$(echo "$out" | grep -c '^node2$')" = 2 ] || why+="the nested children did not run on node2; "
+echo "$out" | grep -q '^done$' || why+="no end; "
+echo "$out" | grep -q 'rfork:' && why+="a line was printed: $(echo "$out" | grep 'rfork:' | head -2 | tr '\n' ' '); "
+result "nested/forks inside a remote child stay on its node without a line" "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
+
+# --- every subcommand answers --help; after -- it is the program's argument ---
+why=""
+for sub in "run" "nodes" "ps" "keys" "bench" "query" "cluster" "cluster up" "cluster down" "cluster status" "cluster exec"; do
+    # shellcheck disable=SC2086
+    out=$("$RFORK" $sub --help 2>&1) || why+="'rfork $sub --help' failed: $(echo "$out" | head -1); "
+    echo "$out" | grep -q '^USAGE:' || why+="'rfork $sub --help' printed no usage; "
+done
+out=$("$RFORK" run --policy local -- --help 2>&1); rc=$?
+[ "$rc" != 0 ] && echo "$out" | grep -q -- "cannot run --help" || why+="'rfork run -- --help' did not try to run --help: $out; "
+result "cli/--help for every subcommand" "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
 
 # --- flow control: a fast writer and a slow reader, both ways; the daemons must not hold the bytes ---
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
@@ -427,7 +555,7 @@ result "cleanup/cluster down removes namespaces and state" \
 
 # --- post-copy, on a fresh 2-node cluster: the home node dies mid-transfer (its rforkd is killed): the target ends the child at
 # once rather than leave it waiting for pages that cannot come; its lazy-pages goes after it ---
-"$RFORK" cluster up --nodes 2 >"$WORK/up2.log" 2>&1 || echo "cluster up failed: $(tail -n 3 "$WORK/up2.log")"
+"$RFORK" cluster up --nodes 2 --share "$ROOT" >"$WORK/up2.log" 2>&1 || echo "cluster up failed: $(tail -n 3 "$WORK/up2.log")"
 node1pid=$(daemon_pid node1)
 slow_postcopy "$WORK/hd"
 kill -KILL "$node1pid"
@@ -449,7 +577,7 @@ result "postcopy/the home node dies mid-transfer: child ended, nothing hangs" "$
 cat >"$WORK/pidns.sh" <<SH
 set -u
 awk '{ if (\$6 != 0) print "session leader is visible: sid", \$6 }' /proc/self/stat
-"$RFORK" cluster up --nodes 2 >"$WORK/pidns-up.log" 2>&1 || { echo "cluster up failed: \$(tail -n 3 "$WORK/pidns-up.log")"; exit 1; }
+"$RFORK" cluster up --nodes 2 --share "$ROOT" >"$WORK/pidns-up.log" 2>&1 || { echo "cluster up failed: \$(tail -n 3 "$WORK/pidns-up.log")"; exit 1; }
 timeout -s KILL 60 "$RFORK" cluster exec node1 -- "$RFORK" run --node node2 -- "$T/exit_status"
 "$RFORK" cluster down
 SH

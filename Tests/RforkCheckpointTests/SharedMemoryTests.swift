@@ -1,0 +1,90 @@
+import Glibc
+import RforkCheckpoint
+import Testing
+
+@Suite struct SharedMemoryTests {
+    static let maps = """
+        55d0c0a00000-55d0c0a02000 r--p 00000000 08:01 1234                       /usr/bin/python3.11
+        55d0c0a02000-55d0c0b00000 r-xp 00002000 08:01 1234                       /usr/bin/python3.11
+        7f10a0000000-7f10a0021000 rw-p 00000000 00:00 0
+        7f10a1000000-7f10b0000000 r--p 00000000 08:01 99                         /usr/lib/locale/locale-archive
+        7f10b0000000-7f10b0001000 r--s 00000000 08:01 77                         /usr/share/some/read only.db
+        7ffd4a1c0000-7ffd4a1e1000 rw-p 00000000 00:00 0                          [stack]
+        """
+
+    /// One case: a line added to an otherwise movable map, and what the reason must mention (nil: moves).
+    struct Case: Sendable, CustomStringConvertible {
+        var line: String
+        var mentions: String?
+        var description: String { line }
+    }
+
+    static let cases: [Case] = [
+        .init(
+            line: "7f10c0000000-7f10c0001000 rw-s 00000000 00:01 5 /dev/zero (deleted)",
+            mentions: "MAP_SHARED|MAP_ANONYMOUS"),
+        .init(
+            line: "7f10c0000000-7f10c0001000 r--s 00000000 00:01 5 /dev/zero (deleted)",
+            mentions: "MAP_SHARED|MAP_ANONYMOUS"),
+        .init(
+            line: "7f10c0000000-7f10c0001000 rw-s 00000000 00:01 6 /SYSV0000abcd (deleted)", mentions: "key 0x0000abcd"),
+        .init(
+            line: "7f10c0000000-7f10c0001000 rw-s 00000000 00:19 7 /dev/shm/rfork-test", mentions: "/dev/shm/rfork-test"
+        ),
+        .init(
+            line: "7f10c0000000-7f10c0001000 rw-s 00000000 00:19 8 /dev/shm/sem.3kX8aa (deleted)",
+            mentions: "/dev/shm/sem.3kX8aa"),
+        .init(
+            line: "7f10c0000000-7f10c0001000 rw-s 00000000 00:01 9 /memfd:arena (deleted)", mentions: "memfd 'arena'"),
+        .init(
+            line: "7f10c0000000-7f10c0001000 rw-s 00000000 08:01 10 /var/data/table.bin",
+            mentions: "/var/data/table.bin"),
+        .init(
+            line: "7f10c0000000-7f10c0001000 rw-s 00000000 08:01 10 /var/data/with space.bin",
+            mentions: "with space.bin"),
+        .init(line: "7f10c0000000-7f10c0001000 r--s 00000000 08:01 11 /usr/share/fonts/cache", mentions: nil),
+        .init(line: "7f10c0000000-7f10c0001000 rw-p 00000000 08:01 12 /var/data/private.bin", mentions: nil),
+        .init(line: "7f10c0000000-7f10c0001000 r--p 00000000 00:01 13 /memfd:code (deleted)", mentions: nil),
+    ]
+
+    @Test(arguments: cases) func aMappingKeepsTheProcessHereOrNot(_ c: Case) {
+        let why = SharedMemory.firstReason(maps: Self.maps + "\n" + c.line, descriptors: [])
+        if let mentions = c.mentions {
+            #expect(why?.contains(mentions) == true, "reason: \(why ?? "none")")
+            #expect(why?.contains("0x7f10c0000000-0x7f10c0001000") == true)
+        } else {
+            #expect(why == nil)
+        }
+    }
+
+    @Test func anOrdinaryProcessMoves() {
+        #expect(SharedMemory.firstReason(maps: Self.maps, descriptors: [(0, "/dev/pts/0"), (3, "pipe:[12]")]) == nil)
+        #expect(SharedMemory.parseMaps(Self.maps).count == 6)
+        #expect(SharedMemory.parseMaps(Self.maps)[4].path == "/usr/share/some/read only.db")
+    }
+
+    @Test func sharedMemoryDescriptorsKeepTheProcessHere() {
+        #expect(
+            SharedMemory.firstReason(maps: Self.maps, descriptors: [(7, "/dev/shm/queue")])
+                == "POSIX shared memory /dev/shm/queue (descriptor 7)")
+        #expect(
+            SharedMemory.firstReason(maps: Self.maps, descriptors: [(4, "/memfd:buf (deleted)")])
+                == "a memfd 'buf' (descriptor 4)")
+        #expect(SharedMemory.firstReason(maps: Self.maps, descriptors: [(5, "/var/log/x.log")]) == nil)
+    }
+
+    @Test func malformedLinesAreSkipped() {
+        #expect(SharedMemory.parseMaps("garbage\n\nzz-yy rw-s 0 0 0 /dev/zero\n").isEmpty)
+    }
+
+    /// The real thing: this process maps shared anonymous memory, and /proc says so.
+    @Test func aLiveProcessWithSharedMemoryIsSeen() throws {
+        let size = 4096
+        let p = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0)
+        try #require(p != MAP_FAILED)
+        defer { munmap(p, size) }
+        let why = SharedMemory.check(pid: getpid())
+        #expect(why?.contains("MAP_SHARED|MAP_ANONYMOUS") == true, "reason: \(why ?? "none")")
+        #expect(SharedMemory.check(pid: -1)?.contains("cannot read") == true)
+    }
+}
