@@ -54,6 +54,7 @@ test:
 	$(MAKE) --no-print-directory build SWIFT_CONFIG=debug
 	$(MAKE) --no-print-directory unit-test
 	$(MAKE) --no-print-directory integration-test SWIFT_CONFIG=debug
+	$(MAKE) --no-print-directory sanitize-test SWIFT_CONFIG=debug
 
 # Regenerates the Swift code of the peer protocol (needs protoc and protoc-gen-swift).
 proto:
@@ -63,7 +64,7 @@ format:
 	$(SWIFT) format --in-place --recursive $(SWIFT_SOURCES) Package.swift
 
 # Generated code (peer.pb.swift) is left as protoc writes it.
-SWIFT_SOURCES := Sources/rfork Sources/rforkd Sources/RforkDaemon Sources/RforkCluster Sources/RforkPlacement \
+SWIFT_SOURCES := Sources/rfork Sources/rforkd Sources/RforkDaemon Sources/RforkCluster Sources/RforkPlacement Sources/RforkProtocol \
 	Sources/RforkCheckpoint Sources/RforkSystem Sources/RforkWire/LocalFrame.swift Sources/RforkWire/PeerFraming.swift Tests
 
 lint:
@@ -71,3 +72,24 @@ lint:
 
 clean:
 	rm -rf $(BUILD) .build
+
+# ---------------------------------------------------------------------------------------------------------
+# Sanitizers: librfork's C unit tests (tests/c) under ASan+UBSan, then the conformance programs on a local
+# 3-node cluster with the sanitizer builds of librfork.so (UBSan) and its helpers (ASan+UBSan), installed
+# into build/sanitize-prefix next to this tree's rfork and rforkd. Needs root; assumes
+# `make build SWIFT_CONFIG=debug`. Reports go to build/sanitize-logs; any report fails it.
+SAN_BUILD := $(BUILD)/sanitize
+SAN_PREFIX := $(BUILD)/sanitize-prefix
+
+.PHONY: sanitize-test
+sanitize-test:
+	$(MAKE) -C librfork sanitize-check OUT=$(CURDIR)/$(BUILD) SAN_OUT=$(CURDIR)/$(SAN_BUILD)
+	$(MAKE) -C tests/conformance OUT=$(CURDIR)/$(BUILD)/tests
+	rm -rf $(SAN_PREFIX)
+	install -d $(SAN_PREFIX)/bin $(SAN_PREFIX)/lib $(SAN_PREFIX)/include $(SAN_PREFIX)/libexec/rfork
+	install -m 0755 $(BUILD)/bin/rfork $(BUILD)/bin/rforkd $(SAN_PREFIX)/bin/
+	install -m 0755 $(SAN_BUILD)/lib/librfork.so $(SAN_PREFIX)/lib/
+	install -m 0644 $(SAN_BUILD)/include/rfork.h $(SAN_PREFIX)/include/
+	install -m 0755 $(SAN_BUILD)/libexec/rfork/rfork-standin $(SAN_BUILD)/libexec/rfork/rfork-nsinit \
+		$(SAN_PREFIX)/libexec/rfork/
+	RFORK_PREFIX=$(CURDIR)/$(SAN_PREFIX) bash tests/integration/sanitized.sh

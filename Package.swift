@@ -35,13 +35,15 @@ let package = Package(
         ),
         // Where a forked child should run. Pure: no I/O.
         .target(name: "RforkPlacement", swiftSettings: strict),
+        // The protocols' state machines (migration, ...): events in, actions out. Pure: no I/O.
+        .target(name: "RforkProtocol", swiftSettings: strict),
         // The checkpoint engine adapter: CRIU command lines, runs and errors.
         .target(name: "RforkCheckpoint", dependencies: ["RforkSystem"], swiftSettings: strict),
         // The node daemon's core: local socket, peer links over mutual TLS, sessions, relays.
         .target(
             name: "RforkDaemon",
             dependencies: [
-                "RforkWire", "RforkPlacement", "RforkCheckpoint", "RforkSystem", "CRforkSystem",
+                "RforkWire", "RforkPlacement", "RforkProtocol", "RforkCheckpoint", "RforkSystem", "CRforkSystem",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -65,7 +67,7 @@ let package = Package(
         .executableTarget(
             name: "rfork",
             dependencies: [
-                "RforkCluster", "RforkDaemon", "RforkSystem",
+                "RforkCluster", "RforkDaemon", "RforkProtocol", "RforkSystem", "RforkWire",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict
@@ -74,6 +76,7 @@ let package = Package(
         .testTarget(name: "RforkPlacementTests", dependencies: ["RforkPlacement"], swiftSettings: strict),
         .testTarget(name: "RforkDaemonTests", dependencies: ["RforkDaemon"], swiftSettings: strict),
         .testTarget(name: "RforkSystemTests", dependencies: ["RforkSystem"], swiftSettings: strict),
+        .testTarget(name: "RforkProtocolTests", dependencies: ["RforkProtocol"], swiftSettings: strict),
         .testTarget(name: "RforkCheckpointTests", dependencies: ["RforkCheckpoint"], swiftSettings: strict),
     ]
 )

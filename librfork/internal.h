@@ -8,6 +8,9 @@ pid_t rfork_do_fork(const char *node, int allow_remote);
 /* In a freshly forked child: asks where to run and moves there (returns locally or remotely). */
 void rfork_place_child(const char *node, unsigned long long t0);
 unsigned long long rfork_now_ns(void);
+/* A copy of envp (pointers only, in fresh pages; never freed) without any RFORK_REMOTE and with
+ * RFORK_REMOTE=1, for what a remote child execs; NULL when memory is short. Async-signal-safe. */
+char **rfork_remote_env(char *const envp[]);
 /* Whether forks from this process are placed at all (a daemon is configured and this is not remote). */
 int rfork_placement_wanted(void);
 

@@ -35,12 +35,18 @@
 static struct rfork_frame frame;
 static unsigned char buf[RFORK_DATA_CHUNK];
 
+/* Input a channel holds until the child's pipe takes it. The stand-in sends at most a window ahead of our
+ * acknowledgements (one read of its source may overshoot; the daemons may merge frames), so this is
+ * allocated once, before the restore, and input never needs memory later: a failure to get it is a
+ * failed restore (the child runs on at home), not input lost on the way. */
+#define INPUT_CAP ((size_t)RFORK_WINDOW + RFORK_FRAME_MAX)
+
 struct chan {
     int kind;
     int ours;  /* our end, -1 when closed */
     int child; /* the end the child inherits */
     char *id;
-    unsigned char *pending; /* input not yet accepted by the child's pipe */
+    unsigned char *pending; /* input not yet accepted by the child's pipe; INPUT_CAP bytes */
     size_t plen;
     int eof_after; /* close ours once pending is written */
     off_t sent;    /* FILE: how much of the memfd has been relayed */
@@ -214,6 +220,24 @@ static void flush_input(int i)
     }
 }
 
+/* Keeps a DATA frame's bytes for input channel i (written to the child's pipe once it is restored).
+ * 0, or -1 when the stand-in sent beyond its window: a broken peer, and nothing here may drop input. */
+static int take_input(int i, const unsigned char *p, size_t len, int restored)
+{
+    if (len > INPUT_CAP - ch[i].plen) {
+        fprintf(stderr,
+                "rfork-nsinit: input channel %d of child %d got %zu bytes beyond its flow-control window "
+                "(%zu pending); ending the child\n",
+                i, (int)child, len, ch[i].plen);
+        return -1;
+    }
+    memcpy(ch[i].pending + ch[i].plen, p, len);
+    ch[i].plen += len;
+    if (restored)
+        flush_input(i);
+    return 0;
+}
+
 /* Terminal input is not relayed: a read in canonical mode sees end of file. */
 static void settle_terminal(int i)
 {
@@ -240,28 +264,51 @@ static int report_end(int status)
     return 0;
 }
 
-static void report_failure(const char *dir, const char *what)
+/* Why a restore failed, from CRIU's restore.log in dir: its first real error line, else its last line;
+ * "" without a log. */
+static void restore_log_reason(const char *dir, char *out, size_t cap)
 {
-    char path[4096], line[4096], msg[8192];
-    size_t off = 0;
-    off += (size_t)snprintf(msg, sizeof msg, "%s", what);
+    char path[4096], line[4096], last[4096] = "";
+    out[0] = 0;
     snprintf(path, sizeof path, "%s/restore.log", dir);
     FILE *f = fopen(path, "r");
-    if (f) {
-        char last[4096] = "";
-        while (fgets(line, sizeof line, f))
-            if (!last[0] && strstr(line, "Error") && !strstr(line, "RLIMIT_NOFILE") && !strstr(line, "FAILED"))
-                snprintf(last, sizeof last, "%s", line); /* the first real error says why */
-        fclose(f);
-        if (!last[0] && line[0]) /* no error line: the log's last line says most */
-            snprintf(last, sizeof last, "%s", line);
-        size_t l = strlen(last);
-        if (l && last[l - 1] == '\n')
-            last[l - 1] = 0;
-        if (l && off < sizeof msg)
-            snprintf(msg + off, sizeof msg - off, ": %s", last);
+    if (!f)
+        return;
+    while (fgets(line, sizeof line, f)) {
+        if (!out[0] && strstr(line, "Error") && !strstr(line, "RLIMIT_NOFILE") && !strstr(line, "FAILED"))
+            snprintf(out, cap, "%s", line); /* the first real error says why */
+        snprintf(last, sizeof last, "%s", line);
     }
-    rfork_send(ctl, RFORK_MSG_FAILED, msg, strlen(msg), NULL, 0);
+    fclose(f);
+    if (!out[0]) /* no error line: the log's last line says most (none in an empty log) */
+        snprintf(out, cap, "%s", last);
+    size_t l = strlen(out);
+    if (l && out[l - 1] == '\n')
+        out[l - 1] = 0;
+}
+
+/* Tells the daemon the restore failed: it runs the child on at home, and says why there. */
+static void send_failed(const char *msg) { rfork_send(ctl, RFORK_MSG_FAILED, msg, strlen(msg), NULL, 0); }
+
+/* The same with `what`, then CRIU's reason from its log. */
+static void report_failure(const char *dir, const char *what)
+{
+    char reason[4096], msg[8192];
+    restore_log_reason(dir, reason, sizeof reason);
+    if (reason[0])
+        snprintf(msg, sizeof msg, "%s: %s", what, reason);
+    else
+        snprintf(msg, sizeof msg, "%s", what);
+    send_failed(msg);
+}
+
+/* A system call failed before the restore: reports `what` and errno as the reason; returns 1 to exit. */
+static int fail(const char *dir, const char *what)
+{
+    char msg[512];
+    snprintf(msg, sizeof msg, "%s: %s", what, strerror(errno));
+    report_failure(dir, msg);
+    return 1;
 }
 
 static int init_main(int argc, char **argv)
@@ -278,10 +325,8 @@ static int init_main(int argc, char **argv)
 
     /* The replacement for the child's socket to its home daemon: it reads "you are remote" there. */
     int sp[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM, 0, sp) < 0) {
-        report_failure(dir, "socketpair failed");
-        return 1;
-    }
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, sp) < 0)
+        return fail(dir, "socketpair failed");
     fcntl(sp[1], F_SETFD, FD_CLOEXEC);
     unsigned char verdict = RFORK_VERDICT_REMOTE;
     rfork_send(sp[1], RFORK_MSG_FORK_REPLY, &verdict, 1, NULL, 0);
@@ -316,13 +361,16 @@ static int init_main(int argc, char **argv)
              * writes land in the memfd from offset 0 and its growth is relayed. */
             int m = memfd_create("rfork-file", 0);
             if (m < 0)
-                return 1;
-            if (inotify_fd < 0)
-                inotify_fd = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+                return fail(dir, "memfd_create failed");
+            /* Without the watch the child's writes would not be relayed until its end. */
+            if (inotify_fd < 0 && (inotify_fd = inotify_init1(IN_CLOEXEC | IN_NONBLOCK)) < 0)
+                return fail(dir, "inotify_init1 failed");
             char self[64];
             snprintf(self, sizeof self, "/proc/self/fd/%d", m);
             ch[n] = (struct chan){.kind = kind, .ours = m, .child = m, .id = argv[i] + used};
             ch[n].watch = inotify_add_watch(inotify_fd, self, IN_MODIFY);
+            if (ch[n].watch < 0)
+                return fail(dir, "inotify_add_watch failed");
             snprintf(inherit[n + 1], sizeof inherit[n + 1], "fd[%d]:%s", m, ch[n].id);
             cargv[a++] = "--inherit-fd";
             cargv[a++] = inherit[n + 1];
@@ -332,19 +380,23 @@ static int init_main(int argc, char **argv)
             /* A pty of our own: CRIU sets the terminal's settings on it and isatty() holds remotely. */
             int master = posix_openpt(O_RDWR | O_NOCTTY);
             if (master < 0 || grantpt(master) < 0 || unlockpt(master) < 0)
-                return 1;
-            int slave = open(ptsname(master), O_RDWR | O_NOCTTY);
+                return fail(dir, "cannot open a pseudo-terminal");
+            const char *name = ptsname(master);
+            int slave = name ? open(name, O_RDWR | O_NOCTTY) : -1;
             if (slave < 0)
-                return 1;
+                return fail(dir, "cannot open a pseudo-terminal's slave");
             ch[n] = (struct chan){.kind = kind, .ours = master, .child = slave, .id = argv[i] + used};
-            ch[n].pty_slave = dup(slave);
-            fcntl(ch[n].pty_slave, F_SETFD, FD_CLOEXEC);
+            ch[n].pty_slave = fcntl(slave, F_DUPFD_CLOEXEC, 0);
+            if (ch[n].pty_slave < 0)
+                return fail(dir, "dup failed");
         } else {
             if (pipe(p) < 0)
-                return 1;
-            if (is_input(kind))
+                return fail(dir, "pipe failed");
+            if (is_input(kind)) {
                 ch[n] = (struct chan){.kind = kind, .ours = p[1], .child = p[0], .id = argv[i] + used};
-            else
+                if (!(ch[n].pending = malloc(INPUT_CAP)))
+                    return fail(dir, "no memory for an input channel");
+            } else
                 ch[n] = (struct chan){.kind = kind, .ours = p[0], .child = p[1], .id = argv[i] + used};
         }
         ch[n].fd = fd;
@@ -361,13 +413,20 @@ static int init_main(int argc, char **argv)
     sigemptyset(&chld);
     sigaddset(&chld, SIGCHLD);
     sigprocmask(SIG_BLOCK, &chld, NULL);
+    /* Without it neither CRIU's end nor the child's would ever be seen. */
     int sfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
+    if (sfd < 0)
+        return fail(dir, "signalfd failed");
 
     uint64_t t0 = now_ns();
     pid_t criu_pid = fork();
+    if (criu_pid < 0)
+        return fail(dir, "cannot start criu: fork failed");
     if (criu_pid == 0) {
         sigprocmask(SIG_UNBLOCK, &chld, NULL);
         int devnull = open("/dev/null", O_RDWR);
+        if (devnull < 0)
+            _exit(127); /* seen as a failed restore */
         dup2(devnull, 0);
         dup2(devnull, 1);
         dup2(devnull, 2);
@@ -494,14 +553,11 @@ static int init_main(int argc, char **argv)
                     return 1;
                 } else if (frame.type == RFORK_MSG_DATA && frame.len >= 4 && a < (uint32_t)n && ch[a].ours >= 0 &&
                            is_input(ch[a].kind)) {
-                    size_t len = frame.len - 4;
-                    unsigned char *grown = realloc(ch[a].pending, ch[a].plen + len);
-                    if (grown) {
-                        ch[a].pending = grown;
-                        memcpy(grown + ch[a].plen, frame.data + 4, len);
-                        ch[a].plen += len;
-                        if (restored)
-                            flush_input((int)a);
+                    if (take_input((int)a, frame.data + 4, frame.len - 4, restored) < 0) {
+                        if (!restored)
+                            send_failed("the stand-in sent input beyond its flow-control window");
+                        kill(child, SIGKILL); /* the namespace, and the child, end with nsinit */
+                        return 1;
                     }
                 } else if (frame.type == RFORK_MSG_ACK && a < (uint32_t)n) {
                     rfork_flow_acked(&ch[a].flow, frame.data, frame.len);
@@ -551,12 +607,16 @@ int main(int argc, char **argv)
     if (unshare(CLONE_NEWPID | CLONE_NEWNS) < 0) {
         char msg[256];
         snprintf(msg, sizeof msg, "cannot create a PID namespace: %s", strerror(errno));
-        rfork_send(ctl, RFORK_MSG_FAILED, msg, strlen(msg), NULL, 0);
+        send_failed(msg);
         return 1;
     }
     pid_t init = fork();
-    if (init < 0)
+    if (init < 0) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "cannot start the namespace init: fork failed: %s", strerror(errno));
+        send_failed(msg);
         return 1;
+    }
     if (init == 0) {
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         _exit(init_main(argc, argv));

@@ -14,25 +14,27 @@
 #define _GNU_SOURCE
 #include "include/rfork.h"
 #include "internal.h"
+#include "safe.h"
 #include "wire.h"
 
-#include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
-#include <stdarg.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <termios.h>
 #include <time.h>
 #include <unistd.h>
 
 #define EXPORT __attribute__((visibility("default")))
+
+extern char **environ;
 
 typedef pid_t (*fork_fn)(void);
 
@@ -40,6 +42,7 @@ static fork_fn real_fork_fn, real_underscore_fork_fn;
 static int is_remote;      /* this process was restored on another node */
 static __thread int depth; /* re-entrancy guard */
 static struct rfork_frame reply; /* only the child touches it */
+static char standin_default[PATH_MAX]; /* ../libexec/rfork/rfork-standin next to this library, found at load */
 
 static __thread int use_underscore_fork; /* this fork came in through _Fork() */
 
@@ -55,16 +58,23 @@ static pid_t real_fork(void)
     return (*slot)();
 }
 
-static void say(const char *fmt, ...)
-{
-    char line[512];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
-    if (n > 0)
-        (void)rfork_write_all(2, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
-}
+/*
+ * Everything from here to rfork_place_child runs in the child between the fork and its return or exec.
+ * After _Fork() (no atfork handlers) a lock another thread of the parent held stays held for good, so
+ * this code is async-signal-safe: no malloc, stdio, printf family, opendir, setenv or dladdr (see safe.h).
+ */
+
+/* "rfork: " + the pieces + "; child PID runs locally\n" on stderr. */
+#define SAY_LOCAL(...)                                                                             \
+    do {                                                                                           \
+        if (!quiet) {                                                                              \
+            char pid_[24];                                                                         \
+            struct sbuf pb_;                                                                       \
+            sb_init(&pb_, pid_, sizeof pid_);                                                      \
+            sb_dec(&pb_, getpid());                                                                \
+            safe_say("rfork: ", __VA_ARGS__, "; child ", pid_, " runs locally\n", (char *)NULL);  \
+        }                                                                                          \
+    } while (0)
 
 struct channel {
     int fd;
@@ -72,24 +82,14 @@ struct channel {
     char id[PATH_MAX + 16];
 };
 
-/* Appends printf-style text to buf at *off; returns -1 when it does not fit. */
-static int append(char *buf, size_t cap, size_t *off, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(buf + *off, cap - *off, fmt, ap);
-    va_end(ap);
-    if (n < 0 || (size_t)n >= cap - *off)
-        return -1;
-    *off += (size_t)n;
-    return 0;
-}
-
 /* The mount id of an open descriptor (from /proc/self/fdinfo), or -1. */
 static int mount_id(int fd)
 {
     char path[64], buf[1024];
-    snprintf(path, sizeof path, "/proc/self/fdinfo/%d", fd);
+    struct sbuf b;
+    sb_init(&b, path, sizeof path);
+    sb_str(&b, "/proc/self/fdinfo/");
+    sb_dec(&b, fd);
     int f = open(path, O_RDONLY | O_CLOEXEC);
     if (f < 0)
         return -1;
@@ -99,78 +99,108 @@ static int mount_id(int fd)
         return -1;
     buf[n] = 0;
     char *m = strstr(buf, "mnt_id:");
-    return m ? atoi(m + 7) : -1;
+    if (!m)
+        return -1;
+    m += 7;
+    while (*m == ' ' || *m == '\t')
+        m++;
+    long v = -1;
+    for (; *m >= '0' && *m <= '9' && v < INT_MAX / 10; m++)
+        v = (v < 0 ? 0 : v * 10) + (*m - '0');
+    return (int)v;
 }
 
 static char unmovable[2 * PATH_MAX]; /* why the child cannot leave, when collect_channels says so */
+
+struct collect {
+    int ctl;
+    struct channel *ch;
+    int n, max;
+};
+
+/* One descriptor for collect_channels: 0 to go on, -2 for an unmovable one, -1/errno when full. */
+static int collect_one(int fd, void *arg)
+{
+    struct collect *c = arg;
+    if (fd == c->ctl)
+        return 0;
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return 0;
+    char link[PATH_MAX], path[32];
+    struct sbuf b;
+    sb_init(&b, path, sizeof path);
+    sb_str(&b, "/proc/self/fd/");
+    sb_dec(&b, fd);
+    ssize_t l = readlink(path, link, sizeof link - 1);
+    if (l < 0)
+        return 0;
+    link[l] = 0;
+    int acc = fcntl(fd, F_GETFL) & O_ACCMODE;
+    struct termios t;
+    struct channel ch = {.fd = fd, .kind = 0};
+    sb_init(&b, ch.id, sizeof ch.id);
+    if (S_ISFIFO(st.st_mode) && strncmp(link, "pipe:", 5) == 0) {
+        ch.kind = acc == O_RDONLY ? RFORK_CHANNEL_INPUT : RFORK_CHANNEL_OUTPUT;
+        /* Directional names: the child often holds both ends right after pipe(); fork(). */
+        sb_str(&b, "pipe:[");
+        sb_udec(&b, (unsigned long)st.st_ino);
+        sb_chr(&b, ']');
+        sb_chr(&b, ch.kind == RFORK_CHANNEL_INPUT ? 'r' : 'w');
+    } else if (S_ISCHR(st.st_mode) && tcgetattr(fd, &t) == 0) {
+        ch.kind = RFORK_CHANNEL_TERMINAL;
+        sb_str(&b, "tty[");
+        sb_hex(&b, (unsigned long)st.st_rdev);
+        sb_chr(&b, ':');
+        sb_hex(&b, (unsigned long)st.st_dev);
+        sb_chr(&b, ']');
+    } else if (S_ISREG(st.st_mode) && acc != O_RDONLY && link[0] == '/' && !strstr(link, " (deleted)")) {
+        /* A file the child writes is relayed: the remote node may not see the same mount, and a file
+         * that grows between dump and restore would make CRIU refuse it. */
+        ch.kind = RFORK_CHANNEL_FILE;
+        int mnt = mount_id(fd);
+        if (mnt < 0)
+            return 0;
+        /* CRIU's name for a file marked external at dump (--external) and supplied at restore. */
+        sb_str(&b, "file[");
+        sb_hex(&b, (unsigned)mnt);
+        sb_chr(&b, ':');
+        sb_hex(&b, (unsigned long)st.st_ino);
+        sb_chr(&b, ']');
+    } else if (S_ISSOCK(st.st_mode)) {
+        /* Its peer stays here: a moved copy would hold a dead connection. */
+        sb_init(&b, unmovable, sizeof unmovable);
+        sb_str(&b, "the child holds a socket (descriptor ");
+        sb_dec(&b, fd);
+        sb_str(&b, ", ");
+        sb_str(&b, link);
+        sb_str(&b, "), which rfork cannot move yet");
+        return -2;
+    } else {
+        return 0; /* left to CRIU (read-only files, devices...), which restores or refuses it */
+    }
+    for (int i = 0; i < c->n; i++)
+        if (strcmp(c->ch[i].id, ch.id) == 0)
+            return 0;
+    if (c->n == c->max) {
+        errno = EMFILE;
+        return -1;
+    }
+    c->ch[c->n++] = ch;
+    return 0;
+}
 
 /* Finds the descriptors the remote child needs relayed: pipes, terminals and writable files.
  * Returns -2 (reason in unmovable) when the child holds something that cannot follow it. */
 static int collect_channels(int ctl, struct channel *ch, int max)
 {
-    int n = 0;
-    DIR *d = opendir("/proc/self/fd");
-    if (!d)
+    struct collect c = {.ctl = ctl, .ch = ch, .n = 0, .max = max};
+    int r = safe_each_fd(collect_one, &c);
+    if (r == -2)
+        return -2;
+    if (r < 0)
         return -1;
-    int dfd = dirfd(d);
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        if (e->d_name[0] == '.')
-            continue;
-        int fd = atoi(e->d_name);
-        if (fd == ctl || fd == dfd)
-            continue;
-        struct stat st;
-        if (fstat(fd, &st) < 0)
-            continue;
-        char link[PATH_MAX], path[32];
-        snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
-        ssize_t l = readlink(path, link, sizeof link - 1);
-        if (l < 0)
-            continue;
-        link[l] = 0;
-        int acc = fcntl(fd, F_GETFL) & O_ACCMODE;
-        struct channel c = {.fd = fd, .kind = 0};
-        if (S_ISFIFO(st.st_mode) && strncmp(link, "pipe:", 5) == 0) {
-            c.kind = acc == O_RDONLY ? RFORK_CHANNEL_INPUT : RFORK_CHANNEL_OUTPUT;
-            /* Directional names: the child often holds both ends right after pipe(); fork(). */
-            snprintf(c.id, sizeof c.id, "pipe:[%lu]%c", (unsigned long)st.st_ino,
-                     c.kind == RFORK_CHANNEL_INPUT ? 'r' : 'w');
-        } else if (S_ISCHR(st.st_mode) && isatty(fd)) {
-            c.kind = RFORK_CHANNEL_TERMINAL;
-            snprintf(c.id, sizeof c.id, "tty[%lx:%lx]", (unsigned long)st.st_rdev, (unsigned long)st.st_dev);
-        } else if (S_ISREG(st.st_mode) && acc != O_RDONLY && link[0] == '/' && !strstr(link, " (deleted)")) {
-            /* A file the child writes is relayed: the remote node may not see the same mount, and a file
-             * that grows between dump and restore would make CRIU refuse it. */
-            c.kind = RFORK_CHANNEL_FILE;
-            int mnt = mount_id(fd);
-            if (mnt < 0)
-                continue;
-            /* CRIU's name for a file marked external at dump (--external) and supplied at restore. */
-            snprintf(c.id, sizeof c.id, "file[%x:%lx]", (unsigned)mnt, (unsigned long)st.st_ino);
-        } else if (S_ISSOCK(st.st_mode)) {
-            /* Its peer stays here: a moved copy would hold a dead connection. */
-            snprintf(unmovable, sizeof unmovable, "the child holds a socket (descriptor %d, %s), which rfork cannot move yet",
-                     fd, link);
-            closedir(d);
-            return -2;
-        } else {
-            continue; /* left to CRIU (read-only files, devices...), which restores or refuses it */
-        }
-        int dup = 0;
-        for (int i = 0; i < n; i++)
-            if (strcmp(ch[i].id, c.id) == 0)
-                dup = 1;
-        if (dup)
-            continue;
-        if (n == max) {
-            closedir(d);
-            errno = EMFILE;
-            return -1;
-        }
-        ch[n++] = c;
-    }
-    closedir(d);
+    int n = c.n;
     /* A read end whose write end the child holds too: many children never close the end they do not
      * use, so such a read end is relayed only once the remote child reads it. */
     for (int i = 0; i < n; i++) {
@@ -192,89 +222,101 @@ static uint64_t now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-static const char *helper_path(const char *env, const char *name, char *buf, size_t cap)
+static char remote_var[] = "RFORK_REMOTE=1";
+
+char **rfork_remote_env(char *const envp[])
 {
-    const char *p = getenv(env);
-    if (p && *p)
-        return p;
-    Dl_info info;
-    if (!dladdr((void *)&helper_path, &info) || !info.dli_fname)
+    size_t n = 0;
+    for (char *const *e = envp; e && *e; e++)
+        n++;
+    char **env = mmap(NULL, (n + 2) * sizeof *env, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (env == MAP_FAILED)
         return NULL;
-    snprintf(buf, cap, "%s", info.dli_fname);
-    char *slash = strrchr(buf, '/');
-    if (!slash)
-        return NULL;
-    *slash = 0;
-    size_t used = strlen(buf);
-    snprintf(buf + used, cap - used, "/../libexec/rfork/%s", name);
-    return buf;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (strncmp(envp[i], "RFORK_REMOTE=", 13) != 0)
+            env[k++] = envp[i];
+    env[k++] = remote_var;
+    env[k] = NULL;
+    return env;
+}
+
+struct keep {
+    int ctl;
+    const struct channel *ch;
+    int n;
+};
+
+static int close_unless_kept(int fd, void *arg)
+{
+    const struct keep *k = arg;
+    int keep = fd == k->ctl;
+    for (int j = 0; j < k->n; j++)
+        keep |= fd == k->ch[j].fd;
+    if (!keep)
+        close(fd);
+    return 0;
 }
 
 /* The local copy becomes the stand-in: keeps only the relayed descriptors and the socket, then execs. */
 static void become_standin(int ctl, struct channel *ch, int n, const char *session)
 {
-    char pathbuf[PATH_MAX];
-    const char *standin = helper_path("RFORK_STANDIN", "rfork-standin", pathbuf, sizeof pathbuf);
+    const char *standin = safe_getenv("RFORK_STANDIN");
+    if (!standin || !*standin)
+        standin = standin_default[0] ? standin_default : NULL;
     static char args[RFORK_MAX_CHANNELS][48];
     char ctlarg[16];
     char *argv[RFORK_MAX_CHANNELS + 4];
     int a = 0;
-    snprintf(ctlarg, sizeof ctlarg, "%d", ctl);
+    struct sbuf b;
+    sb_init(&b, ctlarg, sizeof ctlarg);
+    sb_dec(&b, ctl);
     argv[a++] = "rfork-standin";
     argv[a++] = ctlarg;
     argv[a++] = (char *)session;
     for (int i = 0; i < n; i++) {
-        snprintf(args[i], sizeof args[i], "%d:%d:%d", i, ch[i].fd, ch[i].kind);
+        sb_init(&b, args[i], sizeof args[i]);
+        sb_dec(&b, i);
+        sb_chr(&b, ':');
+        sb_dec(&b, ch[i].fd);
+        sb_chr(&b, ':');
+        sb_dec(&b, ch[i].kind);
         argv[a++] = args[i];
     }
     argv[a] = NULL;
 
     /* Keep ctl and the channel descriptors across exec; drop everything else. */
-    DIR *d = opendir("/proc/self/fd");
-    if (d) {
-        int dfd = dirfd(d), fds[1024], nfds = 0;
-        struct dirent *e;
-        while ((e = readdir(d)) != NULL && nfds < 1024) {
-            if (e->d_name[0] == '.')
-                continue;
-            int fd = atoi(e->d_name);
-            if (fd != dfd)
-                fds[nfds++] = fd;
-        }
-        closedir(d);
-        for (int i = 0; i < nfds; i++) {
-            int keep = fds[i] == ctl;
-            for (int j = 0; j < n; j++)
-                keep |= fds[i] == ch[j].fd;
-            if (!keep)
-                close(fds[i]);
-            else
-                fcntl(fds[i], F_SETFD, 0);
-        }
-    }
+    fcntl(ctl, F_SETFD, 0);
+    for (int j = 0; j < n; j++)
+        fcntl(ch[j].fd, F_SETFD, 0);
+    struct keep k = {.ctl = ctl, .ch = ch, .n = n};
+    (void)safe_each_fd(close_unless_kept, &k);
     if (standin)
         execv(standin, argv);
     /* The child already runs remotely; without a stand-in its parent cannot follow it. */
-    say("rfork: cannot start the stand-in %s: %s; reinstall rfork\n", standin ? standin : "(not found)",
-        strerror(errno));
+    safe_say("rfork: cannot start the stand-in ", standin ? standin : "(not found)", ": ", safe_strerror(errno),
+             "; reinstall rfork\n", (char *)NULL);
     _exit(127);
 }
 
-/* Runs in the child right after the real fork. Returns to continue as the (local or remote) child. */
-void rfork_place_child(const char *node, unsigned long long t0)
+/* Asks rforkd where to run and goes there: a freshly forked child, or (migrate) a running process that
+ * rforkd signalled because `rfork migrate` asked to move it. A migrating process says nothing on stderr:
+ * the command that asked hears how it went. Returns to continue here, or as the restored copy. */
+static void place(const char *node, unsigned long long t0, int migrate)
 {
-    const char *sock = getenv("RFORK_SOCKET");
+    const char *sock = safe_getenv("RFORK_SOCKET");
     if ((!sock || !*sock) && node && *node)
         sock = "/run/rfork/rforkd.sock";
-    const char *policy = getenv("RFORK_POLICY");
+    const char *policy = safe_getenv("RFORK_POLICY");
     if (is_remote || !sock || !*sock)
         return;
     if (!node || !*node) {
-        node = getenv("RFORK_NODE");
-        if ((!node || !*node) && policy && strcmp(policy, "local") == 0)
+        node = safe_getenv("RFORK_NODE");
+        if ((!node || !*node) && policy && strcmp(policy, "local") == 0 && !migrate)
             return;
     }
 
+    const int quiet = migrate;
     sigset_t all, old;
     sigfillset(&all);
     sigprocmask(SIG_SETMASK, &all, &old);
@@ -282,54 +324,89 @@ void rfork_place_child(const char *node, unsigned long long t0)
 
     int ctl = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", sock);
-    if (ctl < 0 || connect(ctl, (struct sockaddr *)&sa, sizeof sa) < 0) {
-        say("rfork: cannot reach rforkd at %s (%s); child %d runs locally\n", sock, strerror(errno), getpid());
+    struct sbuf b;
+    sb_init(&b, sa.sun_path, sizeof sa.sun_path);
+    sb_str(&b, sock);
+    if (b.over)
+        errno = ENAMETOOLONG;
+    if (ctl < 0 || b.over || connect(ctl, (struct sockaddr *)&sa, sizeof sa) < 0) {
+        SAY_LOCAL("cannot reach rforkd at ", sock, " (", safe_strerror(errno), ")");
         goto local;
     }
 
     static struct channel ch[RFORK_MAX_CHANNELS];
     int n = collect_channels(ctl, ch, RFORK_MAX_CHANNELS);
     if (n == -2) {
-        say("rfork: %s; child %d runs locally\n", unmovable, getpid());
+        SAY_LOCAL(unmovable);
         goto local;
     }
     if (n < 0) {
-        say("rfork: cannot list the child's descriptors (%s); child %d runs locally\n", strerror(errno), getpid());
+        SAY_LOCAL("cannot list the child's descriptors (", safe_strerror(errno), ")");
         goto local;
     }
     struct stat st;
     fstat(ctl, &st);
     static char req[RFORK_FRAME_MAX / 4];
-    size_t off = 0;
-    const char *postcopy = getenv("RFORK_POST_COPY");
-    int bad = append(req, sizeof req, &off, "pid %d\nuid %u\nsock %lu\npolicy %s\nnode %s\nt0 %llu\npostcopy %s\n",
-                     getpid(), (unsigned)getuid(), (unsigned long)st.st_ino, policy && *policy ? policy : "-",
-                     node && *node ? node : "-", (unsigned long long)t0,
-                     postcopy && *postcopy && !strchr(postcopy, '\n') ? postcopy : "-");
-    for (int i = 0; i < n && !bad; i++)
-        bad = append(req, sizeof req, &off, "ch %d %d %d %s\n", i, ch[i].kind, ch[i].fd, ch[i].id);
-    if (bad || rfork_send(ctl, RFORK_MSG_FORK_REQUEST, req, off, NULL, 0) < 0) {
-        say("rfork: cannot send the placement request (%s); child %d runs locally\n", strerror(errno), getpid());
+    const char *postcopy = safe_getenv("RFORK_POST_COPY");
+    sb_init(&b, req, sizeof req);
+    sb_str(&b, "pid ");
+    sb_dec(&b, getpid());
+    sb_str(&b, "\nuid ");
+    sb_udec(&b, (unsigned)getuid());
+    sb_str(&b, "\nsock ");
+    sb_udec(&b, (unsigned long)st.st_ino);
+    sb_str(&b, "\npolicy ");
+    sb_str(&b, policy && *policy ? policy : "-");
+    sb_str(&b, "\nnode ");
+    sb_str(&b, node && *node ? node : "-");
+    sb_str(&b, "\nt0 ");
+    sb_udec(&b, t0);
+    sb_str(&b, "\npostcopy ");
+    sb_str(&b, postcopy && *postcopy && !strchr(postcopy, '\n') ? postcopy : "-");
+    sb_chr(&b, '\n');
+    if (migrate)
+        sb_str(&b, "migrate 1\n");
+    for (int i = 0; i < n; i++) {
+        sb_str(&b, "ch ");
+        sb_dec(&b, i);
+        sb_chr(&b, ' ');
+        sb_dec(&b, ch[i].kind);
+        sb_chr(&b, ' ');
+        sb_dec(&b, ch[i].fd);
+        sb_chr(&b, ' ');
+        sb_str(&b, ch[i].id);
+        sb_chr(&b, '\n');
+    }
+    if (b.over)
+        errno = EMSGSIZE;
+    if (b.over || rfork_send(ctl, RFORK_MSG_FORK_REQUEST, req, b.len, NULL, 0) < 0) {
+        SAY_LOCAL("cannot send the placement request (", safe_strerror(errno), ")");
         goto local;
     }
     int r = rfork_recv(ctl, &reply);
     if (r <= 0 || reply.type != RFORK_MSG_FORK_REPLY || reply.len < 1) {
-        say("rfork: rforkd closed the placement request; child %d runs locally\n", getpid());
+        SAY_LOCAL("rforkd closed the placement request");
         goto local;
     }
-    reply.data[reply.len] = 0;
+    /* rfork_recv terminated the payload: the reason or session after the verdict is a C string. */
     switch (reply.data[0]) {
     case RFORK_VERDICT_STANDIN:
         become_standin(ctl, ch, n, (char *)reply.data + 1);
         break; /* not reached */
-    case RFORK_VERDICT_REMOTE:
+    case RFORK_VERDICT_REMOTE: {
         is_remote = 1;
-        setenv("RFORK_REMOTE", "1", 1);
+        /* What this process execs is remote too (RFORK_REMOTE=1): a fresh environ array, since setenv
+         * would allocate. A later setenv copies it into one of its own. */
+        char **env = rfork_remote_env(environ);
+        if (env)
+            environ = env;
+        else
+            safe_say("rfork: out of memory: the remote child's environment lacks RFORK_REMOTE=1\n", (char *)NULL);
         break;
+    }
     default:
         if (reply.len > 1)
-            say("rfork: %s; child %d runs locally\n", (char *)reply.data + 1, getpid());
+            SAY_LOCAL((char *)reply.data + 1);
         break;
     }
 local:
@@ -337,6 +414,26 @@ local:
         close(ctl);
     errno = saved_errno;
     sigprocmask(SIG_SETMASK, &old, NULL);
+}
+
+void rfork_place_child(const char *node, unsigned long long t0) { place(node, t0, 0); }
+
+/* RFORK_MIGRATE_SIGNAL from rforkd: `rfork migrate` asked to move this process. It asks to be placed
+ * exactly as a freshly forked child does (all of place() is async-signal-safe), with every signal
+ * blocked meanwhile: the local copy becomes the stand-in, or the restored copy returns from here on the
+ * target and goes on with what it was doing (an interrupted system call restarts). */
+static void on_migrate_signal(int signo, siginfo_t *info, void *context)
+{
+    (void)signo;
+    (void)info;
+    (void)context;
+    if (is_remote || depth > 0)
+        return; /* moving again from another node comes later; a fork in progress says no (rforkd times out) */
+    int saved_errno = errno;
+    depth++;
+    place(NULL, now_ns(), 1);
+    depth--;
+    errno = saved_errno;
 }
 
 unsigned long long rfork_now_ns(void) { return now_ns(); }
@@ -355,6 +452,29 @@ __attribute__((constructor)) static void rfork_init(void)
 {
     const char *r = getenv("RFORK_REMOTE");
     is_remote = r && *r == '1';
+    const char *sock = getenv("RFORK_SOCKET");
+    if (!is_remote && sock && *sock) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_sigaction = on_migrate_signal;
+        sa.sa_flags = SA_SIGINFO | SA_RESTART;
+        sigfillset(&sa.sa_mask);
+        sigaction(RFORK_MIGRATE_SIGNAL, &sa, NULL);
+    }
+    /* The stand-in's default path, found now: dladdr takes the loader's lock, which a child must not. */
+    Dl_info info;
+    if (dladdr((void *)&rfork_init, &info) && info.dli_fname) {
+        const char *slash = strrchr(info.dli_fname, '/');
+        if (slash) {
+            struct sbuf b;
+            sb_init(&b, standin_default, sizeof standin_default);
+            for (const char *c = info.dli_fname; c < slash; c++)
+                sb_chr(&b, *c);
+            sb_str(&b, "/../libexec/rfork/rfork-standin");
+            if (b.over)
+                standin_default[0] = 0;
+        }
+    }
 }
 
 pid_t rfork_do_fork(const char *node, int allow_remote)

@@ -5,9 +5,10 @@
  * cannot reproduce goes to the real posix_spawn, which runs the child locally.
  */
 #define _GNU_SOURCE
+#include "include/rfork.h"
 #include "internal.h"
+#include "safe.h"
 
-#include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -29,32 +30,36 @@ struct action {
     char *path;
 };
 
+/* The actions recorded for one posix_spawn_file_actions_t, in a list with no limit on its length. */
 struct record {
     const posix_spawn_file_actions_t *key;
     int n, cap, bad; /* bad: an action we could not record: spawn locally */
     struct action *a;
+    struct record *next;
 };
 
-#define MAX_RECORDS 256
-static struct record records[MAX_RECORDS];
+static struct record *records;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 
+/* Under lock. With create, adds a record when there is none (NULL only when out of memory). */
 static struct record *find(const posix_spawn_file_actions_t *fa, int create)
 {
-    struct record *free_slot = NULL;
-    for (int i = 0; i < MAX_RECORDS; i++) {
-        if (records[i].key == fa)
-            return &records[i];
-        if (!records[i].key && !free_slot)
-            free_slot = &records[i];
+    for (struct record *r = records; r; r = r->next)
+        if (r->key == fa)
+            return r;
+    if (!create)
+        return NULL;
+    struct record *r = calloc(1, sizeof *r);
+    if (r) {
+        r->key = fa;
+        r->next = records;
+        records = r;
     }
-    if (create && free_slot) {
-        memset(free_slot, 0, sizeof *free_slot);
-        free_slot->key = fa;
-    }
-    return create ? free_slot : NULL;
+    return r;
 }
 
+/* Records one action. One that cannot be recorded (out of memory) is not dropped silently: the record is
+ * marked bad, or, with no record at all, the count of glibc's actions no longer matches (see spawn()). */
 static void add(const posix_spawn_file_actions_t *fa, struct action act)
 {
     pthread_mutex_lock(&lock);
@@ -67,24 +72,30 @@ static void add(const posix_spawn_file_actions_t *fa, struct action act)
             r->cap = cap;
         }
     }
-    if (r && r->n < r->cap)
+    int path_ok = !((act.kind == A_OPEN || act.kind == A_CHDIR) && !act.path); /* strdup may fail */
+    if (r && r->n < r->cap && path_ok) {
         r->a[r->n++] = act;
-    else if (r)
-        r->bad = 1;
-    else
+    } else {
+        if (r)
+            r->bad = 1;
         free(act.path);
+    }
     pthread_mutex_unlock(&lock);
 }
 
 static void forget(const posix_spawn_file_actions_t *fa)
 {
     pthread_mutex_lock(&lock);
-    struct record *r = find(fa, 0);
-    if (r) {
+    for (struct record **p = &records; *p; p = &(*p)->next) {
+        struct record *r = *p;
+        if (r->key != fa)
+            continue;
+        *p = r->next;
         for (int i = 0; i < r->n; i++)
             free(r->a[i].path);
         free(r->a);
-        memset(r, 0, sizeof *r);
+        free(r);
+        break;
     }
     pthread_mutex_unlock(&lock);
 }
@@ -153,25 +164,17 @@ EXPORT int posix_spawn_file_actions_addclosefrom_np(posix_spawn_file_actions_t *
     return r;
 }
 
-/* Closes what exec would close, so the child is placed (and dumped) as it will be after exec. */
-static void close_cloexec(void)
+static int close_if_cloexec(int fd, void *arg)
 {
-    int fds[1024], n = 0;
-    DIR *d = opendir("/proc/self/fd");
-    if (!d)
-        return;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL && n < 1024)
-        if (e->d_name[0] != '.')
-            fds[n++] = atoi(e->d_name);
-    int dfd = dirfd(d);
-    for (int i = 0; i < n; i++) {
-        int fl = fds[i] == dfd ? -1 : fcntl(fds[i], F_GETFD);
-        if (fl >= 0 && (fl & FD_CLOEXEC))
-            close(fds[i]);
-    }
-    closedir(d);
+    (void)arg;
+    int fl = fcntl(fd, F_GETFD);
+    if (fl >= 0 && (fl & FD_CLOEXEC))
+        close(fd);
+    return 0;
 }
+
+/* Closes what exec would close, so the child is placed (and dumped) as it will be after exec. */
+static void close_cloexec(void) { (void)safe_each_fd(close_if_cloexec, NULL); }
 
 /* In the child: replays the file actions and attributes, places itself, then execs. Never returns. */
 static void become(const char *path, int search, struct record *rec, const posix_spawnattr_t *attr,
@@ -236,6 +239,15 @@ static void become(const char *path, int search, struct record *rec, const posix
     }
     close_cloexec();
     rfork_place_child(NULL, t0);
+    /* A remote child's program is remote too (it forks on its own node): the caller's envp gets
+     * RFORK_REMOTE=1, which rfork_place_child could only put in environ. */
+    if (rfork_is_remote()) {
+        char **env = rfork_remote_env(envp);
+        if (env)
+            envp = env;
+        else
+            safe_say("rfork: out of memory: the remote child's environment lacks RFORK_REMOTE=1\n", (char *)NULL);
+    }
     if (search)
         execvpe(path, argv, envp);
     else
@@ -247,16 +259,21 @@ static int spawn(pid_t *pid, const char *path, int search, const posix_spawn_fil
                  const posix_spawnattr_t *attr, char *const argv[], char *const envp[])
 {
     struct record *rec = NULL;
+    int complete = 1;
     if (fa) {
         pthread_mutex_lock(&lock);
         rec = find(fa, 0);
+        /* Every action glibc holds must be one we recorded and can replay. Not so when recording failed,
+         * for actions added before this library was loaded, or through a call it does not wrap
+         * (posix_spawn_file_actions_addtcsetpgrp_np): then the child is spawned locally, never placed
+         * without them. No record and no action: nothing to replay. */
+        complete = fa->__used == (rec ? rec->n : 0) && !(rec && rec->bad);
         pthread_mutex_unlock(&lock);
     }
     short flags = 0;
     if (attr)
         posix_spawnattr_getflags(attr, &flags);
-    /* No record: initialized (under the preload) but no action added yet, so none to replay. */
-    int unsupported = (rec && rec->bad) || (flags & (POSIX_SPAWN_SETSCHEDULER | POSIX_SPAWN_SETSCHEDPARAM));
+    int unsupported = !complete || (flags & (POSIX_SPAWN_SETSCHEDULER | POSIX_SPAWN_SETSCHEDPARAM));
     if (!rfork_placement_wanted() || unsupported) {
         typedef int (*fn)(pid_t *, const char *, const posix_spawn_file_actions_t *, const posix_spawnattr_t *,
                           char *const[], char *const[]);

@@ -78,8 +78,11 @@ int main(int argc, char **argv)
     int n = 0;
     for (int i = 3; i < argc && n < RFORK_MAX_CHANNELS; i++) {
         int id, fd, kind;
-        if (sscanf(argv[i], "%d:%d:%d", &id, &fd, &kind) != 3 || id != n)
-            return 2;
+        if (sscanf(argv[i], "%d:%d:%d", &id, &fd, &kind) != 3 || id != n) {
+            fprintf(stderr, "rfork: the stand-in of remote child %d got a bad channel argument '%s'; ending the child\n",
+                    getpid(), argv[i]);
+            die_like(RFORK_EVENT_KILLED, SIGKILL); /* our socket closes: the daemon ends the remote child */
+        }
         ch[n].fd = fd;
         ch[n].kind = kind;
         n++;
@@ -93,6 +96,12 @@ int main(int argc, char **argv)
     sigdelset(&all, SIGPIPE);
     sigprocmask(SIG_SETMASK, &all, NULL);
     int sfd = signalfd(-1, &all, SFD_CLOEXEC);
+    if (sfd < 0) {
+        /* Signals sent to the child's PID could not be forwarded: the parent could not control it. */
+        fprintf(stderr, "rfork: the stand-in of remote child %d cannot receive its signals (signalfd: %s); ending the child\n",
+                getpid(), strerror(errno));
+        die_like(RFORK_EVENT_KILLED, SIGKILL); /* our socket closes: the daemon ends the remote child */
+    }
 
     for (;;) {
         struct pollfd p[RFORK_MAX_CHANNELS + 2];

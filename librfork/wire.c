@@ -85,6 +85,7 @@ int rfork_recv(int fd, struct rfork_frame *f)
     r = read_exact(fd, f->buf, len);
     if (r <= 0)
         return r < 0 ? -1 : (errno = EPROTO, -1);
+    f->buf[len] = 0; /* in bounds: buf has RFORK_FRAME_MAX + 1 bytes */
     f->type = f->buf[0];
     f->data = f->buf + 1;
     f->len = len - 1;

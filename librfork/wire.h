@@ -33,6 +33,7 @@ enum rfork_msg {
     RFORK_MSG_ABORT = 11,       /* daemon -> namespace init: kill the child and leave */
     RFORK_MSG_DEMAND = 12,      /* namespace init -> daemon -> stand-in: u32 channel; the child reads it now */
     RFORK_MSG_ACK = 13,         /* either way, helper to helper: u32 channel, u32 bytes consumed */
+    RFORK_MSG_MIGRATE = 14,     /* CLI -> daemon: "pid N\nnode NAME\n"; ANSWER (JSON) once the move ended */
 };
 
 /* Verdicts in a FORK_REPLY. */
@@ -59,17 +60,23 @@ enum rfork_event_kind {
 
 #define RFORK_MAX_CHANNELS 64
 
-/* A received frame; data points into buf. */
+/* rforkd sends it to a process started under `rfork run` that `rfork migrate` asked to move; librfork's
+ * handler asks to be placed. SIGRTMAX - 2 with glibc (a constant here: SIGRTMAX is a function call). */
+#define RFORK_MIGRATE_SIGNAL 62
+
+/* A received frame; data points into buf. rfork_recv terminates the payload: data[len] is 0, also for a
+ * frame of RFORK_FRAME_MAX bytes (hence the one spare byte), so a text payload is a C string. */
 struct rfork_frame {
     uint8_t type;
     uint32_t len; /* payload length */
     unsigned char *data;
-    unsigned char buf[RFORK_FRAME_MAX];
+    unsigned char buf[RFORK_FRAME_MAX + 1];
 };
 
 /* Sends one frame made of a header and two payload pieces (either may be empty). 0 or -1/errno. */
 int rfork_send(int fd, uint8_t type, const void *a, size_t alen, const void *b, size_t blen);
-/* Reads one whole frame (blocking). 1 on a frame, 0 on clean end of stream, -1/errno on error. */
+/* Reads one whole frame (blocking), payload terminated (see struct rfork_frame). 1 on a frame, 0 on clean
+ * end of stream, -1/errno on error. */
 int rfork_recv(int fd, struct rfork_frame *f);
 /* Flow control of one channel, on both helpers' sides. */
 struct rfork_flow {

@@ -11,19 +11,50 @@
 #include <time.h>
 #include <unistd.h>
 
+/* Whether descriptor number fd is one of the sources. */
+static int is_source(const int *fds, int count, int fd)
+{
+    for (int i = 0; i < count; i++)
+        if (fds[i] == fd)
+            return 1;
+    return 0;
+}
+
 pid_t crfork_spawn(const char *path, char *const argv[], char *const envp[], const int *fds, int count,
                    int setsid)
 {
+    if (count < 0 || (count > 0 && !fds))
+        return -EINVAL;
+    for (int i = 0; i < count; i++)
+        if (fds[i] < 0)
+            return -EBADF;
     posix_spawn_file_actions_t fa;
     posix_spawnattr_t attr;
     posix_spawn_file_actions_init(&fa);
     posix_spawnattr_init(&attr);
-    /* Move every source out of the way first, so placing one cannot clobber another. */
-    for (int i = 0; i < count; i++)
-        posix_spawn_file_actions_adddup2(&fa, fds[i], 1000 + i);
-    for (int i = 0; i < count; i++)
-        posix_spawn_file_actions_adddup2(&fa, 1000 + i, i);
-    posix_spawn_file_actions_addclosefrom_np(&fa, count);
+    /* Placing fds[i] at i (in order) can clobber a later source that sits at a lower slot, so the sources
+     * that sit in 0..count-1 first move to temporary numbers: each at least count (no placement writes
+     * there) and no source's number (so a move clobbers no source). Sources from count up stay put. */
+    int temp[count > 0 ? count : 1];
+    int next = count, rc = 0;
+    for (int i = 0; i < count && rc == 0; i++) {
+        temp[i] = fds[i];
+        if (fds[i] >= count)
+            continue;
+        while (is_source(fds, count, next))
+            next++;
+        temp[i] = next++;
+        rc = posix_spawn_file_actions_adddup2(&fa, fds[i], temp[i]);
+    }
+    for (int i = 0; i < count && rc == 0; i++)
+        rc = posix_spawn_file_actions_adddup2(&fa, temp[i], i);
+    if (rc == 0)
+        rc = posix_spawn_file_actions_addclosefrom_np(&fa, count);
+    if (rc != 0) {
+        posix_spawn_file_actions_destroy(&fa);
+        posix_spawnattr_destroy(&attr);
+        return -rc;
+    }
     short flags = POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF;
     if (setsid)
         flags |= POSIX_SPAWN_SETSID;
@@ -34,7 +65,7 @@ pid_t crfork_spawn(const char *path, char *const argv[], char *const envp[], con
     posix_spawnattr_setsigdefault(&attr, &all);
     posix_spawnattr_setflags(&attr, flags);
     pid_t pid;
-    int rc = posix_spawn(&pid, path, &fa, &attr, argv, envp);
+    rc = posix_spawn(&pid, path, &fa, &attr, argv, envp);
     posix_spawn_file_actions_destroy(&fa);
     posix_spawnattr_destroy(&attr);
     return rc == 0 ? pid : -rc;

@@ -5,6 +5,14 @@ import RforkWire
 /// A blocking client of the local socket, for the CLI's queries.
 public enum LocalClient {
     public static func query(_ query: String, socket path: String) throws(DaemonError) -> String {
+        try ask(.query, query, socket: path)
+    }
+
+    /// Sends one frame of `type` with `text` and waits for the daemon's ANSWER (which may take a while:
+    /// a migration answers when the process has moved).
+    public static func ask(_ type: LocalMessageType, _ text: String, socket path: String) throws(DaemonError)
+        -> String
+    {
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw DaemonError("socket: errno \(errno)") }
         defer { close(fd) }
@@ -24,9 +32,9 @@ public enum LocalClient {
             throw DaemonError("no rforkd answers at \(path): start one ('rfork cluster up', or rforkd --config FILE)")
         }
         var out = ByteBuffer()
-        LocalFrameEncoder.write(LocalFrame.text(.query, query), to: &out)
+        LocalFrameEncoder.write(LocalFrame.text(type, text), to: &out)
         let sent = out.withUnsafeReadableBytes { write(fd, $0.baseAddress, $0.count) }
-        guard sent == out.readableBytes else { throw DaemonError("cannot send the query to rforkd") }
+        guard sent == out.readableBytes else { throw DaemonError("cannot send the request to rforkd") }
         var input = ByteBuffer()
         var chunk = [UInt8](repeating: 0, count: 65536)
         while true {

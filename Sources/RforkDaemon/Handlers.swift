@@ -35,6 +35,8 @@ final class LocalHandler: ChannelInboundHandler {
                 node.logger.warning("malformed placement request: \(error)")
                 node.reply(context.channel, .local, "malformed placement request: \(error)")
             }
+        case .migrate:
+            node.handleMigrate(frame.text, peerUID: creds?.uid, from: context.channel)
         case .query:
             let answer = node.answer(query: frame.text, uid: creds?.uid ?? UInt32.max)
             context.writeAndFlush(wrapOutboundOut(LocalFrame.text(.answer, answer)), promise: nil)

@@ -36,6 +36,7 @@ final class Node: @unchecked Sendable {
     var lazyRelays: [String: Channel] = [:]  // target: post-copy relays to criu lazy-pages, by hosted key
     var lazyKillAfter: [pid_t: pid_t] = [:]  // target: criu lazy-pages to kill once this rfork-nsinit is reaped
     var recent: [PlacementRecord] = []  // the last remote forks from this node, newest last
+    var migrations: [Int32: PendingMigration] = [:]  // `rfork migrate` requests under way, by PID
     static let recentLimit = 256
     /// How long a target may take to restore a child before it runs locally instead.
     let restoreDeadline = TimeAmount.seconds(20)
@@ -88,8 +89,16 @@ final class Node: @unchecked Sendable {
             reply(channel, .local, "placement refused: PID \(request.pid) is not the caller")
             return
         }
-        let policy = request.policy.flatMap(PlacementPolicy.init(rawValue:))
-        if request.policy != nil && policy == nil {
+        var migrationTarget: String?
+        if request.migrate {
+            // A process told to move (rfork migrate) calls in from its signal handler.
+            guard let pending = migrations[request.pid], pending.machine.state == .signalled else {
+                return migrationEvent(pid: request.pid, .strayCall, call: channel)
+            }
+            migrationTarget = pending.machine.node
+        }
+        let policy = migrationTarget == nil ? request.policy.flatMap(PlacementPolicy.init(rawValue:)) : nil
+        if migrationTarget == nil && request.policy != nil && policy == nil {
             reply(channel, .local, "unknown placement policy '\(request.policy ?? "")'")
             return
         }
@@ -97,13 +106,21 @@ final class Node: @unchecked Sendable {
             reply(channel, .local, "rforkd on \(config.node) is shutting down")
             return
         }
-        let decision = placement.choose(policy: policy, node: request.node, peers: peerViews())
+        let decision = placement.choose(policy: policy, node: migrationTarget ?? request.node, peers: peerViews())
         guard case .remote(let target) = decision else {
-            if case .local(let reason) = decision { reply(channel, .local, reason ?? "") }
+            if case .local(let reason) = decision {
+                reply(channel, .local, reason ?? "")
+                if request.migrate {
+                    migrationEvent(pid: request.pid, .refused(reason: reason ?? "placement chose this node"))
+                }
+            }
             return
         }
         guard let link = links[target], let peerChannel = link.channel, link.isUp else {
             reply(channel, .local, "node '\(target)' is not reachable")
+            if request.migrate {
+                migrationEvent(pid: request.pid, .refused(reason: "node '\(target)' is not reachable"))
+            }
             return
         }
         let id = nextSession
@@ -112,6 +129,7 @@ final class Node: @unchecked Sendable {
             id: id, pid: request.pid, uid: uid, target: target, child: channel, request: request,
             started: Posix.monotonicNanoseconds())
         homeSessions[id] = session
+        if request.migrate { migrationEvent(pid: request.pid, .called(session: id)) }
         let dir = imageRoot + "/h\(id)"
         let criu = self.criu
         let node = config.node
@@ -161,16 +179,19 @@ final class Node: @unchecked Sendable {
                 ch.fd = c.fd
                 return ch
             }
-            // Small images go inline; the large ones (memory pages) follow as a stream of ImageChunks.
+            // Small images go inline (at most inlineTotalLimit in all, well under the peer envelope
+            // limit); the large ones, and the rest, follow as a stream of ImageChunks.
             do {
+                var inlined = 0
                 for name in Posix.listDirectory(dir) where name.hasSuffix(".img") {
                     let size = Posix.fileSize(dir + "/" + name)
-                    if size > Self.inlineImageLimit {
+                    if size > Self.inlineImageLimit || inlined + size > Self.inlineTotalLimit {
                         fork.imageBytes += UInt64(size)
                     } else {
                         var file = Rfork_Wire_V1_ImageFile()
                         file.name = name
                         file.data = try Posix.readData(dir + "/" + name)
+                        inlined += file.data.count
                         fork.images.append(file)
                     }
                 }
@@ -214,9 +235,10 @@ final class Node: @unchecked Sendable {
                 if envelope.forkRequest.imageBytes > 0 {
                     let logger = self.logger
                     let removeAfter = lazy == nil
+                    let inlined = Set(envelope.forkRequest.images.map(\.name))
                     _ = self.threads.runIfActive(eventLoop: self.loop) {
                         defer { if removeAfter { Posix.removeFlatDirectory(dir) } }
-                        do { try Self.streamImages(from: dir, session: id, to: peerChannel) } catch {
+                        do { try Self.streamImages(from: dir, inlined: inlined, session: id, to: peerChannel) } catch {
                             logger.warning("sending the image of child \(request.pid) failed: \(error)")
                         }
                     }
@@ -305,13 +327,13 @@ final class Node: @unchecked Sendable {
 
     /// Image files up to this size travel inside the ForkRequest; larger ones are streamed.
     static let inlineImageLimit = 256 * 1024
+    /// Image files inline in one ForkRequest add up to at most this (PeerFraming's limit is 16 MiB).
+    static let inlineTotalLimit = 4 << 20
     static let chunkSize = 1 << 20
 
     /// Sends the large image files of `dir` as ImageChunks, at most 8 MiB in flight. On a pool thread.
-    static func streamImages(from dir: String, session: UInt64, to channel: Channel) throws {
-        let names = Posix.listDirectory(dir).filter {
-            $0.hasSuffix(".img") && Posix.fileSize(dir + "/" + $0) > inlineImageLimit
-        }
+    static func streamImages(from dir: String, inlined: Set<String>, session: UInt64, to channel: Channel) throws {
+        let names = Posix.listDirectory(dir).filter { $0.hasSuffix(".img") && !inlined.contains($0) }
         var inFlight: [EventLoopFuture<Void>] = []
         for (index, name) in names.enumerated() {
             try Posix.readChunks(dir + "/" + name, size: chunkSize) { offset, data, isLast in
@@ -347,6 +369,7 @@ final class Node: @unchecked Sendable {
         // A post-copy dump still serving pages gives up when its relay closes, and the child runs on here.
         dropPageRelay(session.id)
         reply(session.child, .local, localReason)
+        migrationSessionEnded(session, reason: localReason)
     }
 
     /// A frame from a stand-in (or from a child still waiting for its verdict).
@@ -401,6 +424,11 @@ final class Node: @unchecked Sendable {
                     ])
                 session.child.writeAndFlush(LocalFrame.reply(.standIn, "\(session.id)"), promise: nil)
                 recordPhases(session)
+                if session.request.migrate {
+                    let frozen = Double(session.runningAt &- session.request.forkStartedNanoseconds) / 1e6
+                    migrationEvent(
+                        pid: session.pid, .running(session: session.id, frozenMs: frozen, postCopy: session.postCopy))
+                }
             } else {
                 logger.info("child \(session.pid) stays local: restore on \(session.target) failed: \(reply.error)")
                 endHomeSession(session, localReason: "restore on \(session.target) failed: \(reply.error)")
@@ -444,6 +472,7 @@ final class Node: @unchecked Sendable {
                     LocalFrame.event(kind: EventKindCode.killed.rawValue, code: SIGKILL), promise: nil)
             } else {
                 reply(session.child, .local, "node \(session.target) refused the child: \(abort.reason)")
+                migrationSessionEnded(session, reason: "node \(session.target) refused it: \(abort.reason)")
             }
         case .pageStream(let stream):
             pageRelays[stream.session]?.channel.writeAndFlush(ByteBuffer(bytes: stream.data), promise: nil)
@@ -466,6 +495,7 @@ final class Node: @unchecked Sendable {
             switch session.state {
             case .dumping, .restoring:
                 reply(session.child, .local, "lost the link to \(link.name) during the fork")
+                migrationSessionEnded(session, reason: "lost the link to \(link.name) during the move")
             case .running:
                 logger.warning("lost node \(link.name): remote child \(session.pid) is reported killed")
                 session.ended = true

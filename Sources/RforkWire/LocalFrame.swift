@@ -10,6 +10,9 @@ public enum LocalWire {
     /// Flow control: the most bytes of one channel a helper sends before the receiving helper acknowledges.
     public static let window = 4 << 20
     public static let maxChannels = 64
+    /// The signal rforkd sends a process started under `rfork run` to make it move (RFORK_MIGRATE_SIGNAL:
+    /// SIGRTMAX - 2 on Linux). librfork's handler asks to be placed, as a freshly forked child does.
+    public static let migrateSignal: Int32 = 62
 }
 
 public enum LocalMessageType: UInt8, Sendable {
@@ -26,6 +29,7 @@ public enum LocalMessageType: UInt8, Sendable {
     case abort = 11
     case demand = 12
     case ack = 13
+    case migrate = 14  // CLI -> daemon: "pid N\nnode NAME\n"; answered with ANSWER (JSON) once done
 }
 
 public enum Verdict: UInt8, Sendable {
@@ -189,6 +193,8 @@ public struct LocalForkRequest: Sendable, Equatable {
     public var channels: [Channel]
     /// "always", "never" or nil (the daemon's threshold decides): whether memory follows the child.
     public var postCopy: String?
+    /// The process asks because it was told to move (`rfork migrate`), not because it was just forked.
+    public var migrate: Bool = false
 
     public init(
         pid: Int32, uid: UInt32, socketInode: UInt64, policy: String?, node: String?,
@@ -239,11 +245,13 @@ public struct LocalForkRequest: Sendable, Equatable {
             pid: pid, uid: uid, socketInode: sock, policy: optional("policy"), node: optional("node"),
             forkStartedNanoseconds: UInt64(fields["t0"] ?? "") ?? 0, channels: channels,
             postCopy: optional("postcopy"))
+        self.migrate = fields["migrate"] == "1"
     }
 
     public var text: String {
         var s = "pid \(pid)\nuid \(uid)\nsock \(socketInode)\npolicy \(policy ?? "-")\nnode \(node ?? "-")\n"
         s += "t0 \(forkStartedNanoseconds)\npostcopy \(postCopy ?? "-")\n"
+        if migrate { s += "migrate 1\n" }
         for c in channels { s += "ch \(c.id) \(c.kind.rawValue) \(c.fd) \(c.criuID)\n" }
         return s
     }

@@ -4,8 +4,12 @@ import SwiftProtobuf
 /// The peer protocol's version. A peer that says another major version is refused.
 public enum PeerProtocol {
     public static let version: UInt32 = 3
-    /// The largest envelope accepted (a fork request carries the child's memory image).
-    public static let maxEnvelope = 1 << 31 - 1
+    /// The largest envelope accepted: 16 MiB. What the envelopes carry is far smaller: an `ImageChunk` holds
+    /// at most 1 MiB of an image, a `PageStream` at most one 1 MiB read, `Data` one local frame (1 MiB), and a
+    /// `ForkRequest` the small image files inline (each at most 256 KiB; the memory pages follow as chunks).
+    /// A length above this closes the connection at once (a peer that sends one is broken or hostile), before
+    /// the receiver buffers any of it.
+    public static let maxEnvelope = 16 << 20
 }
 
 public struct PeerWireError: Error, CustomStringConvertible, Sendable {
@@ -29,7 +33,8 @@ public struct EnvelopeDecoder: ByteToMessageDecoder, Sendable {
             return nil
         }
         guard length <= PeerProtocol.maxEnvelope else {
-            throw PeerWireError("peer envelope of \(length) bytes is too large")
+            let limit = PeerProtocol.maxEnvelope
+            throw PeerWireError("peer envelope of \(length) bytes is over the limit of \(limit) bytes")
         }
         guard buffer.readableBytes >= 4 + Int(length) else { return nil }
         buffer.moveReaderIndex(forwardBy: 4)

@@ -60,3 +60,9 @@ func helpIfAsked(_ captured: [String], _ command: any ParsableCommand.Type) thro
         throw CleanExit.helpRequest(command)
     }
 }
+
+/// One line on standard error.
+func printError(_ line: String) {
+    var text = line + "\n"
+    text.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
+}

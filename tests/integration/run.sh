@@ -211,6 +211,72 @@ out=$("$RFORK" run --policy local -- --help 2>&1); rc=$?
 [ "$rc" != 0 ] && echo "$out" | grep -q -- "cannot run --help" || why+="'rfork run -- --help' did not try to run --help: $out; "
 result "cli/--help for every subcommand" "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
 
+# --- migration: a running process moves to another node while it talks through pipes ---
+cc -o "$WORK/talker" "$P/talker.c"
+mkfifo "$WORK/talk.in"
+( on node1 "$RFORK" run --policy local -- "$WORK/talker" < <(exec cat "$WORK/talk.in") 2>"$WORK/talk.err" \
+    | cat >"$WORK/talk.out"; echo "${PIPESTATUS[0]}" >"$WORK/talk.rc" ) &
+talkjob=$!
+exec 7>"$WORK/talk.in"
+for _ in $(seq 200); do grep -q '^tick 20 ' "$WORK/talk.out" 2>/dev/null && break; sleep 0.05; done
+tpid=$(sed -n 's/^pid //p' "$WORK/talk.out" | head -n 1)
+echo hello >&7
+sleep 0.2
+on node1 "$RFORK" migrate "${tpid:-0}" node2 >"$WORK/mig.out" 2>"$WORK/mig.err"
+mrc=$?
+sleep 0.3
+echo after >&7
+[ -n "$tpid" ] && [ "$tpid" -gt 1 ] && kill -USR1 "$tpid"
+sleep 0.3
+echo "exit 7" >&7
+exec 7>&-
+wait "$talkjob"
+settle
+why=""
+[ "$mrc" = 0 ] || why+="migrate exit $mrc: $(tr '\n' ' ' <"$WORK/mig.err"); "
+grep -Eq "^process $tpid runs on node2; frozen [0-9.]+ ms" "$WORK/mig.out" || why+="migrate said: $(cat "$WORK/mig.out"); "
+[ "$(cat "$WORK/talk.rc")" = 7 ] || why+="exit status $(cat "$WORK/talk.rc") ($(tail -2 "$WORK/talk.err" | tr '\n' ' ')); "
+grep -q '^echo hello node1$' "$WORK/talk.out" || why+="no answer from node1 before the move; "
+grep -q '^echo after node2$' "$WORK/talk.out" || why+="no answer from node2 after the move; "
+grep -q '^signal USR1 node2$' "$WORK/talk.out" || why+="the signal did not reach it on node2; "
+gap=$(awk '/^tick /{ if ($2 != n) { print "tick " n " expected, got " $2; exit } n++ }' "$WORK/talk.out")
+[ -z "$gap" ] || why+="output lost, repeated or reordered: $gap; "
+awk '/^tick .* node2$/{m=1} m && /^tick .* node1$/{bad=1} END{exit !m || bad}' "$WORK/talk.out" \
+    || why+="ticks did not move to node2 for good; "
+grep -q 'rfork:' "$WORK/talk.err" && why+="the process said: $(grep rfork: "$WORK/talk.err" | head -1); "
+left=$(leftovers)
+[ -z "$left" ] || why+="left behind:$left; "
+result "migrate/a running process moves with its pipes, output, signals and exit status ($(head -c 60 "$WORK/mig.out" | tr -d '\n'))" \
+    "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
+
+# Refusals: one line each, exit 1, the process keeps running where it is.
+migrate_refused() { # name, expected-reason-regexp, migrate-args...
+    local name=$1 reason=$2; shift 2
+    local out rc
+    out=$(on node1 "$@" 2>&1); rc=$?
+    result "migrate/refused: $name" "$([ "$rc" = 1 ] && echo "$out" | grep -Eq "^rfork: .*($reason)" && echo 0 || echo 1)" \
+        "exit $rc: $out"
+}
+on node1 "$RFORK" run --policy local -- python3 -c 'import mmap, time; m = mmap.mmap(-1, 4096); m[0] = 1; time.sleep(20)' &
+shmjob=$!
+on node1 sleep 20 &
+plainjob=$!
+for _ in $(seq 100); do
+    shmpid=$(pgrep -f '^[^ ]*python3 -c import mmap' | head -n 1); plainpid=$(pgrep -f '^sleep 20$' | head -n 1)
+    [ -n "$shmpid" ] && [ -n "$plainpid" ] && break; sleep 0.05
+done
+sleep 0.3
+migrate_refused "shared memory" "MAP_SHARED.*keeps running here|shares memory" "$RFORK" migrate "${shmpid:-0}" node2
+migrate_refused "not under rfork run" "was not started under 'rfork run'" "$RFORK" migrate "${plainpid:-0}" node2
+migrate_refused "another user's process" "belongs to another user" \
+    setpriv --reuid=65534 --regid=65534 --clear-groups "$RFORK" migrate "${shmpid:-0}" node2
+migrate_refused "unknown node" "unknown node 'node9'" "$RFORK" migrate "${shmpid:-0}" node9
+migrate_refused "no such process" "no process 999999" "$RFORK" migrate 999999 node2
+[ -n "$shmpid" ] && kill -0 "$shmpid" 2>/dev/null || result "migrate/a refused process keeps running" 1 "process ${shmpid:-?} is gone"
+for p in ${shmpid:-} ${plainpid:-}; do [ "$p" -gt 1 ] && kill "$p" 2>/dev/null; done
+wait "$shmjob" "$plainjob" 2>/dev/null
+settle
+
 # --- flow control: a fast writer and a slow reader, both ways; the daemons must not hold the bytes ---
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 home_pid=$(daemon_pid node1); target_pid=$(daemon_pid node2)

@@ -1,0 +1,103 @@
+/// One `rfork migrate PID NODE` request on the process's home node, from the command's ask to its
+/// answer. Pure: events in, actions out; the daemon carries the actions out.
+///
+/// The daemon has checked that the process may move and signalled it. The process's librfork answers
+/// the signal by asking to be placed, exactly as a freshly forked child does, and from then on the move is
+/// an ordinary home session: the copy runs on the target and the local one becomes its stand-in, or
+/// the session ends early and the process simply continues here. Either way the command hears once.
+public struct Migration: Sendable, Equatable {
+    public enum State: Sendable, Equatable {
+        /// The process was signalled; its call has not come yet.
+        case signalled
+        /// The process called in; home session `session` moves it.
+        case moving(session: UInt64)
+        /// The command has its answer.
+        case finished
+    }
+
+    public enum Event: Sendable, Equatable {
+        /// The process called in and home session `session` started.
+        case called(session: UInt64)
+        /// A placement call from the process that this request cannot take (it is already moving).
+        case strayCall
+        /// The moved copy runs on the target; `frozenMs` since the process stopped its own work.
+        case running(session: UInt64, frozenMs: Double, postCopy: Bool)
+        /// The session ended before the copy ran: the process continues where it was.
+        case stayed(session: UInt64, reason: String)
+        /// The process did not call in time (it blocks the signal, or does not run librfork).
+        case deadline(seconds: Int)
+        /// The process called in, but the move could not start (placement, an unreachable node).
+        case refused(reason: String)
+    }
+
+    public enum Action: Sendable, Equatable {
+        /// Tell the command how it ended (and forget this request).
+        case answer(Outcome)
+        /// Tell the process to stay, quietly (a call this request does not take).
+        case keepProcessHere
+    }
+
+    /// What `rfork migrate` reports (JSON with --json).
+    public struct Outcome: Codable, Sendable, Equatable {
+        public var pid: Int32
+        public var node: String
+        public var moved: Bool
+        /// From the process's stop (its signal handler) until its copy ran on the target.
+        public var frozenMs: Double?
+        public var postCopy: Bool?
+        public var reason: String?
+
+        public init(
+            pid: Int32, node: String, moved: Bool, frozenMs: Double? = nil, postCopy: Bool? = nil,
+            reason: String? = nil
+        ) {
+            self.pid = pid
+            self.node = node
+            self.moved = moved
+            self.frozenMs = frozenMs
+            self.postCopy = postCopy
+            self.reason = reason
+        }
+    }
+
+    public let pid: Int32
+    public let node: String
+    public private(set) var state: State = .signalled
+
+    public init(pid: Int32, node: String) {
+        self.pid = pid
+        self.node = node
+    }
+
+    public mutating func handle(_ event: Event) -> [Action] {
+        switch (state, event) {
+        case (.signalled, .called(let session)):
+            state = .moving(session: session)
+            return []
+        case (.signalled, .deadline(let seconds)):
+            state = .finished
+            return [
+                .answer(
+                    Outcome(
+                        pid: pid, node: node, moved: false,
+                        reason:
+                            "process \(pid) did not answer the move within \(seconds) s (it blocks the move signal or is stuck in the kernel); it keeps running here"
+                    ))
+            ]
+        case (.signalled, .refused(let reason)):
+            state = .finished
+            return [.answer(Outcome(pid: pid, node: node, moved: false, reason: "\(reason); it keeps running here"))]
+        case (.moving(let current), .running(let session, let frozenMs, let postCopy)) where current == session:
+            state = .finished
+            return [.answer(Outcome(pid: pid, node: node, moved: true, frozenMs: frozenMs, postCopy: postCopy))]
+        case (.moving(let current), .stayed(let session, let reason)) where current == session:
+            state = .finished
+            return [.answer(Outcome(pid: pid, node: node, moved: false, reason: "\(reason); it keeps running here"))]
+        case (_, .strayCall), (.finished, .called), (.moving, .called):
+            return [.keepProcessHere]
+        default:
+            // Late or foreign events (another session's end, a deadline after the call) change nothing.
+            return []
+        }
+    }
+}
