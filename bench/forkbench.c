@@ -224,10 +224,22 @@ int main(int argc, char **argv)
         for (;;)
             pause();
     }
+    if (argc >= 3 && strcmp(argv[1], "dirty") == 0) {
+        /* A process that keeps writing its memory (one byte a page, round robin), for migration. */
+        size_t n = (size_t)atol(argv[2]) << 20;
+        volatile unsigned char *m = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (m == MAP_FAILED)
+            return 2;
+        memset((void *)m, 1, n);
+        printf("READY %d\n", (int)getpid());
+        fflush(stdout);
+        for (size_t i = 0;; i = (i + 4096) % n)
+            m[i]++;
+    }
     if (argc >= 3 && strcmp(argv[1], "children") == 0)
         return children(atoi(argv[2]));
     if (argc >= 3 && strcmp(argv[1], "fill") == 0)
         return fill((size_t)atol(argv[2]));
-    fprintf(stderr, "usage: forkbench latency MIB TRIALS | pipe MIB | rate COUNT INFLIGHT | hold MIB | children N | fill MIB\n");
+    fprintf(stderr, "usage: forkbench latency MIB TRIALS | pipe MIB | rate COUNT INFLIGHT | hold MIB | dirty MIB | children N | fill MIB\n");
     return 2;
 }

@@ -27,7 +27,9 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
+#include <linux/futex.h>
 #include <termios.h>
 #include <time.h>
 #include <unistd.h>
@@ -418,21 +420,105 @@ local:
 
 void rfork_place_child(const char *node, unsigned long long t0) { place(node, t0, 0); }
 
-/* RFORK_MIGRATE_SIGNAL from rforkd: `rfork migrate` asked to move this process. It asks to be placed
- * exactly as a freshly forked child does (all of place() is async-signal-safe), with every signal
- * blocked meanwhile: the local copy becomes the stand-in, or the restored copy returns from here on the
- * target and goes on with what it was doing (an interrupted system call restarts). */
+/*
+ * Moving a multi-threaded process: the thread that takes rforkd's signal first leads. It sends the
+ * signal to every other thread, and each of those parks in its handler (a futex wait) until the move has
+ * ended, so the whole process is at rest, with no thread writing output, when CRIU takes it: the local
+ * copy execs the stand-in (which ends the parked threads), and the restored copy wakes them on the target.
+ */
+static int leader;           /* TID of the thread leading a move, 0 when none */
+static int parked;           /* threads waiting in their handler */
+static unsigned park_gate;   /* futex word: changes when the parked threads may go */
+
+static long futex(unsigned *word, int op, unsigned val)
+{
+    return syscall(SYS_futex, word, op, val, NULL, NULL, 0);
+}
+
+struct stop_others {
+    int self;
+    int sent; /* threads signalled in this round */
+};
+
+static int signal_thread(int tid, void *arg)
+{
+    struct stop_others *s = arg;
+    if (tid != s->self && syscall(SYS_tgkill, getpid(), tid, RFORK_MIGRATE_SIGNAL) == 0)
+        s->sent++;
+    return 0;
+}
+
+static int count_thread(int tid, void *arg)
+{
+    (void)tid;
+    (*(int *)arg)++;
+    return 0;
+}
+
+/* Parks every other thread; 0 once all are parked, -1 when one does not come within 2 s. */
+static int park_others(int self)
+{
+    struct stop_others s = {.self = self};
+    if (safe_each_number("/proc/self/task", signal_thread, &s) < 0)
+        return -1;
+    for (int waited = 0;; waited++) {
+        int threads = 0;
+        if (safe_each_number("/proc/self/task", count_thread, &threads) < 0)
+            return -1;
+        if (__atomic_load_n(&parked, __ATOMIC_ACQUIRE) >= threads - 1)
+            return 0;
+        if (waited >= 20000)
+            return -1;
+        if (waited % 1000 == 999) { /* a thread created meanwhile has not been asked yet */
+            s.sent = 0;
+            (void)safe_each_number("/proc/self/task", signal_thread, &s);
+        }
+        struct timespec ts = {0, 100000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+static void release_others(void)
+{
+    __atomic_add_fetch(&park_gate, 1, __ATOMIC_RELEASE);
+    futex(&park_gate, FUTEX_WAKE_PRIVATE, INT_MAX);
+    while (__atomic_load_n(&parked, __ATOMIC_ACQUIRE) > 0) {
+        struct timespec ts = {0, 50000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+/* RFORK_MIGRATE_SIGNAL from rforkd: `rfork migrate` asked to move this process. The leading thread asks to
+ * be placed exactly as a freshly forked child does (all of place() is async-signal-safe), with every
+ * signal blocked meanwhile: the local copy becomes the stand-in, or the restored copy returns from here
+ * on the target and goes on with what it was doing (interrupted system calls restart). */
 static void on_migrate_signal(int signo, siginfo_t *info, void *context)
 {
     (void)signo;
     (void)info;
     (void)context;
-    if (is_remote || depth > 0)
-        return; /* moving again from another node comes later; a fork in progress says no (rforkd times out) */
     int saved_errno = errno;
-    depth++;
-    place(NULL, now_ns(), 1);
-    depth--;
+    int self = (int)syscall(SYS_gettid);
+    int expected = 0;
+    if (!__atomic_compare_exchange_n(&leader, &expected, self, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+        if (expected != self) { /* another thread leads: wait here until it is done */
+            unsigned gate = __atomic_load_n(&park_gate, __ATOMIC_ACQUIRE);
+            __atomic_add_fetch(&parked, 1, __ATOMIC_ACQ_REL);
+            while (__atomic_load_n(&park_gate, __ATOMIC_ACQUIRE) == gate)
+                futex(&park_gate, FUTEX_WAIT_PRIVATE, gate);
+            __atomic_sub_fetch(&parked, 1, __ATOMIC_ACQ_REL);
+        }
+        errno = saved_errno;
+        return;
+    }
+    /* Moving again from another node comes later; a fork in progress says no (rforkd's deadline). */
+    if (!is_remote && depth == 0 && park_others(self) == 0) {
+        depth++;
+        place(NULL, now_ns(), 1);
+        depth--;
+    }
+    release_others();
+    __atomic_store_n(&leader, 0, __ATOMIC_RELEASE);
     errno = saved_errno;
 }
 

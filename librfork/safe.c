@@ -111,9 +111,11 @@ void safe_say(const char *first, ...)
     errno = saved;
 }
 
-int safe_each_fd(int (*fn)(int fd, void *arg), void *arg)
+int safe_each_fd(int (*fn)(int fd, void *arg), void *arg) { return safe_each_number("/proc/self/fd", fn, arg); }
+
+int safe_each_number(const char *dir, int (*fn)(int n, void *arg), void *arg)
 {
-    int dfd = open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd < 0)
         return -1;
     /* /proc/self/fd is positioned by descriptor number, so closing listed descriptors is safe. */

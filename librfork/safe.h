@@ -36,5 +36,7 @@ void safe_say(const char *first, ...) __attribute__((sentinel));
  * used to list them; fn may close descriptors. Stops early when fn returns nonzero, and returns that.
  * 0 once all were seen, -1/errno when /proc/self/fd cannot be read. */
 int safe_each_fd(int (*fn)(int fd, void *arg), void *arg);
+/* The same for every entry of `dir` named by a number (/proc/self/task: the threads). */
+int safe_each_number(const char *dir, int (*fn)(int n, void *arg), void *arg);
 
 #endif

@@ -57,11 +57,9 @@ extension Node {
             return "no process \(pid) on \(config.node)"
         }
         var owner: UInt32?
-        var threads = 1
         for line in String(decoding: status, as: UTF8.self).split(separator: "\n") {
             let fields = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
             if fields.first == "Uid:", fields.count > 1 { owner = UInt32(fields[1]) }
-            if fields.first == "Threads:", fields.count > 1 { threads = Int(fields[1]) ?? 1 }
         }
         guard uid == 0 || owner == uid else { return "process \(pid) belongs to another user" }
         if migrations[pid] != nil { return "a move of process \(pid) is already under way" }
@@ -73,8 +71,9 @@ extension Node {
         guard let maps = try? Posix.readFile("/proc/\(pid)/maps"),
             String(decoding: maps, as: UTF8.self).contains("/librfork.so")
         else { return "process \(pid) was not started under 'rfork run' (librfork.so is not loaded in it)" }
-        if threads > 1 { return "process \(pid) has \(threads) threads; multi-threaded processes cannot move yet" }
-        let children = (try? Posix.readFile("/proc/\(pid)/task/\(pid)/children")) ?? []
+        let children = Posix.listDirectory("/proc/\(pid)/task").flatMap {
+            (try? Posix.readFile("/proc/\(pid)/task/\($0)/children")) ?? []
+        }
         if children.contains(where: { $0 != UInt8(ascii: " ") && $0 != UInt8(ascii: "\n") }) {
             return "process \(pid) has children on \(config.node); moving a process with its children comes later"
         }

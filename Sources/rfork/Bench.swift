@@ -3,6 +3,7 @@ import Foundation
 import Glibc
 import RforkCluster
 import RforkDaemon
+import RforkProtocol
 import RforkSystem
 
 extension Rfork {
@@ -85,6 +86,17 @@ struct SizeResult: Codable {
     var failures: Int
 }
 
+/// `rfork migrate` of a process that keeps writing its memory, against the seed's pipeline downtime
+/// (criu dump to tmpfs, copy, restore) of the same size. Medians in ms.
+struct MigrationResult: Codable {
+    var mib: Int
+    var frozenMs: Double
+    var postCopy: Bool
+    var seedDowntimeMs: Double
+    var trials: Int
+    var moved: Int
+}
+
 /// The same remote fork with both nodes' links limited to 1 Gbit/s (tc tbf). Medians in ms.
 struct LimitedResult: Codable {
     var mib: Int
@@ -116,6 +128,7 @@ struct BenchReport: Codable {
     /// Writing 1 GiB into fresh memory on the target, no rfork involved, then into the same memory again.
     var freshFillMs, againFillMs: Double
     var profiles: [String: [ProfileRow]]  // what ran ("remote-forking 1 MiB children") -> perf record -a
+    var migrations: [MigrationResult] = []
 
     var json: String {
         let encoder = JSONEncoder()
@@ -163,6 +176,19 @@ struct BenchReport: Codable {
                 ("page server (dump sends pages)", r.pageServer),
             ] {
                 s += row(r.mib, name, seed, baselineColumns)
+            }
+        }
+        if !migrations.isEmpty {
+            s += "\n## Migration: freeze time of a running process\n\n"
+            s += "`rfork migrate PID NODE` of `forkbench dirty MIB` (started with `rfork run --policy local`, it "
+            s += "keeps writing one byte a page of its memory), against the seed's pipeline downtime for the "
+            s += "same size (criu dump to tmpfs, copy, restore in a new PID namespace). Frozen: from the "
+            s += "process's stop (its signal handler) until its copy runs on the target.\n\n"
+            s += "| memory | rfork migrate frozen | memory moved | seed pipeline downtime | ratio | moved |\n"
+            s += "|---|---|---|---|---|---|\n"
+            for m in migrations {
+                s += "| \(m.mib) MiB | \(f(m.frozenMs)) | \(m.postCopy ? "post-copy" : "whole image") "
+                s += "| \(f(m.seedDowntimeMs)) | \(f(m.frozenMs / m.seedDowntimeMs))× | \(m.moved) of \(m.trials) |\n"
             }
         }
         s += "\n## Links, rates and memory\n\n| metric | plain / local | rfork (remote child) |\n|---|---|---|\n"
@@ -220,6 +246,12 @@ struct BenchReport: Codable {
         let rate = max(forksPerSecondRemote, forksPerSecondRemote100)
         s += "| remote forks per second, one parent | ≥ 200 | \(f(forksPerSecondRemote)) one at a time, "
         s += "\(f(forksPerSecondRemote100)) with 100 in flight | \(mark(rate >= 200)) |\n"
+        for (mib, goal) in [(64, 0.5), (1024, 0.1)] {
+            guard let m = migrations.first(where: { $0.mib == mib }) else { continue }
+            let ratio = m.frozenMs / m.seedDowntimeMs
+            s += "| freeze of a migrated \(mib) MiB process that keeps writing | ≤ \(goal)× seed downtime "
+            s += "(\(f(goal * m.seedDowntimeMs)) ms) | \(f(m.frozenMs)) ms (\(f(ratio))×) | \(mark(ratio <= goal)) |\n"
+        }
         s += "| memory rfork adds per remote child | ≤ 512 KiB home, ≤ 512 KiB target "
         s += "| \(f(homeKiBPerChild)) / \(f(targetKiBPerChild)) KiB "
         s += "| \(mark(homeKiBPerChild <= 512 && targetKiBPerChild <= 512)) |\n\n"
@@ -484,6 +516,7 @@ struct BenchRunner {
 
     func measureAll() throws -> BenchReport {
         var results: [SizeResult] = []
+        var migrations: [MigrationResult] = []
         for mib in sizes {
             let n = mib >= 1024 ? min(trials, 3) : trials
             say("\(mib) MiB: plain fork, \(n) trials")
@@ -514,6 +547,8 @@ struct BenchRunner {
                 mib: mib, transport: .directory("/var/tmp/rfork-bench"), trials: min(n, 3), stats: &unused)
             let pageServer = baseline(mib: mib, transport: .pageServer, trials: min(n, 3), stats: &unused)
             let good = remoteOut.filter { $0["running_ms"] != nil && $0["moved"] == 1 }
+            say("\(mib) MiB: rfork migrate of a process that keeps writing its memory, \(min(n, 3)) trials")
+            migrations.append(migrate(mib: mib, trials: min(n, 3), seedDowntime: tmpfs["total"] ?? .nan))
             results.append(
                 SizeResult(
                     mib: mib, localBlocked: median(local.compactMap { $0["blocked_ms"] }),
@@ -586,7 +621,7 @@ struct BenchRunner {
         }
         rmdir(Self.scratch + "/seed")
         rmdir("/var/tmp/rfork-bench")
-        return BenchReport(
+        var report = BenchReport(
             date: ISO8601DateFormatter().string(from: Date()), machine: machine(), sizes: results, tcpMiBps: tcpMiBps,
             pipeLocalMiBps: pipeLocal["throughput_mib_s"] ?? .nan,
             pipeRemoteMiBps: pipeRemote["throughput_mib_s"] ?? .nan,
@@ -597,6 +632,55 @@ struct BenchRunner {
             targetKiBPerChild: targetKiB, limited: limited, tcpLimitedMiBps: tcpLimited,
             freshFillMs: median(fills.compactMap { $0["fresh_ms"] }),
             againFillMs: median(fills.compactMap { $0["again_ms"] }), profiles: profiles)
+        report.migrations = migrations
+        return report
+    }
+
+    /// Starts `forkbench dirty MIB` under `rfork run --policy local` on the home node, moves it to the
+    /// target with `rfork migrate --json` and ends it; medians of the frozen times of `trials` moves.
+    func migrate(mib: Int, trials: Int, seedDowntime: Double) -> MigrationResult {
+        var frozen: [Double] = []
+        var postCopy = false
+        for trial in 0..<trials {
+            let ready = "\(Self.scratch)/dirty-\(trial)"
+            unlink(ready)
+            guard
+                let runner = try? Posix.spawn(
+                    "/usr/bin/nsenter",
+                    [
+                        "nsenter", "-t", String(home.daemonPID), "-n", "-m", "-u", "--", "/bin/sh", "-c",
+                        "exec \"$0\" run --policy local -- \"$1\" dirty \"$2\" >\"$3\" 2>/dev/null </dev/null", rfork,
+                        forkbench, String(mib), ready,
+                    ], newSession: true)
+            else { continue }
+            var pid: Int32?
+            for _ in 0..<3000 where pid == nil {
+                if let bytes = try? Posix.readFile(ready),
+                    let line = String(decoding: bytes, as: UTF8.self).split(
+                        separator: "\n"
+                    ).first, line.hasPrefix("READY ")
+                {
+                    pid = Int32(line.dropFirst(6))
+                }
+                if pid == nil { usleep(10_000) }
+            }
+            if let pid, let out = try? on(home, [rfork, "migrate", String(pid), target.name, "--json"]),
+                let outcome = try? JSONDecoder().decode(Migration.Outcome.self, from: Data(out.utf8)),
+                outcome.moved, let ms = outcome.frozenMs
+            {
+                frozen.append(ms)
+                postCopy = outcome.postCopy ?? false
+            } else {
+                say("\(mib) MiB: the migration did not happen")
+            }
+            if let pid { Posix.kill(pid, SIGKILL) }  // the stand-in's end takes the moved copy with it
+            Posix.kill(runner, SIGKILL)
+            _ = try? Posix.wait(runner)
+            unlink(ready)
+        }
+        return MigrationResult(
+            mib: mib, frozenMs: median(frozen), postCopy: postCopy, seedDowntimeMs: seedDowntime, trials: trials,
+            moved: frozen.count)
     }
 
     /// How the images reach the target in a CRIU baseline.

@@ -212,42 +212,48 @@ out=$("$RFORK" run --policy local -- --help 2>&1); rc=$?
 result "cli/--help for every subcommand" "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
 
 # --- migration: a running process moves to another node while it talks through pipes ---
-cc -o "$WORK/talker" "$P/talker.c"
-mkfifo "$WORK/talk.in"
-( on node1 "$RFORK" run --policy local -- "$WORK/talker" < <(exec cat "$WORK/talk.in") 2>"$WORK/talk.err" \
-    | cat >"$WORK/talk.out"; echo "${PIPESTATUS[0]}" >"$WORK/talk.rc" ) &
-talkjob=$!
-exec 7>"$WORK/talk.in"
-for _ in $(seq 200); do grep -q '^tick 20 ' "$WORK/talk.out" 2>/dev/null && break; sleep 0.05; done
-tpid=$(sed -n 's/^pid //p' "$WORK/talk.out" | head -n 1)
-echo hello >&7
-sleep 0.2
-on node1 "$RFORK" migrate "${tpid:-0}" node2 >"$WORK/mig.out" 2>"$WORK/mig.err"
-mrc=$?
-sleep 0.3
-echo after >&7
-[ -n "$tpid" ] && [ "$tpid" -gt 1 ] && kill -USR1 "$tpid"
-sleep 0.3
-echo "exit 7" >&7
-exec 7>&-
-wait "$talkjob"
-settle
-why=""
-[ "$mrc" = 0 ] || why+="migrate exit $mrc: $(tr '\n' ' ' <"$WORK/mig.err"); "
-grep -Eq "^process $tpid runs on node2; frozen [0-9.]+ ms" "$WORK/mig.out" || why+="migrate said: $(cat "$WORK/mig.out"); "
-[ "$(cat "$WORK/talk.rc")" = 7 ] || why+="exit status $(cat "$WORK/talk.rc") ($(tail -2 "$WORK/talk.err" | tr '\n' ' ')); "
-grep -q '^echo hello node1$' "$WORK/talk.out" || why+="no answer from node1 before the move; "
-grep -q '^echo after node2$' "$WORK/talk.out" || why+="no answer from node2 after the move; "
-grep -q '^signal USR1 node2$' "$WORK/talk.out" || why+="the signal did not reach it on node2; "
-gap=$(awk '/^tick /{ if ($2 != n) { print "tick " n " expected, got " $2; exit } n++ }' "$WORK/talk.out")
-[ -z "$gap" ] || why+="output lost, repeated or reordered: $gap; "
-awk '/^tick .* node2$/{m=1} m && /^tick .* node1$/{bad=1} END{exit !m || bad}' "$WORK/talk.out" \
-    || why+="ticks did not move to node2 for good; "
-grep -q 'rfork:' "$WORK/talk.err" && why+="the process said: $(grep rfork: "$WORK/talk.err" | head -1); "
-left=$(leftovers)
-[ -z "$left" ] || why+="left behind:$left; "
-result "migrate/a running process moves with its pipes, output, signals and exit status ($(head -c 60 "$WORK/mig.out" | tr -d '\n'))" \
-    "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
+cc -pthread -o "$WORK/talker" "$P/talker.c"
+migrate_talker() { # name, extra threads
+    rm -f "$WORK/talk.in" "$WORK/talk.out"; mkfifo "$WORK/talk.in"
+    ( on node1 "$RFORK" run --policy local -- "$WORK/talker" "$2" < <(exec cat "$WORK/talk.in") 2>"$WORK/talk.err" \
+        | cat >"$WORK/talk.out"; echo "${PIPESTATUS[0]}" >"$WORK/talk.rc" ) &
+    local talkjob=$! tpid mrc gap
+    exec 7>"$WORK/talk.in"
+    for _ in $(seq 200); do grep -q '^tick 20 ' "$WORK/talk.out" 2>/dev/null && break; sleep 0.05; done
+    tpid=$(sed -n 's/^pid //p' "$WORK/talk.out" | head -n 1)
+    echo hello >&7
+    sleep 0.2
+    on node1 "$RFORK" migrate "${tpid:-0}" node2 >"$WORK/mig.out" 2>"$WORK/mig.err"
+    mrc=$?
+    sleep 0.3
+    echo after >&7
+    [ -n "$tpid" ] && [ "$tpid" -gt 1 ] && kill -USR1 "$tpid"
+    sleep 0.3
+    echo "exit 7" >&7
+    exec 7>&-
+    wait "$talkjob"
+    settle
+    why=""
+    [ "$mrc" = 0 ] || why+="migrate exit $mrc: $(tr '\n' ' ' <"$WORK/mig.err"); "
+    grep -Eq "^process $tpid runs on node2; frozen [0-9.]+ ms" "$WORK/mig.out" || why+="migrate said: $(cat "$WORK/mig.out"); "
+    [ "$(cat "$WORK/talk.rc")" = 7 ] || why+="exit status $(cat "$WORK/talk.rc") ($(tail -2 "$WORK/talk.err" | tr '\n' ' ')); "
+    grep -q '^echo hello node1$' "$WORK/talk.out" || why+="no answer from node1 before the move; "
+    grep -q '^echo after node2$' "$WORK/talk.out" || why+="no answer from node2 after the move; "
+    grep -q '^signal USR1 node2$' "$WORK/talk.out" || why+="the signal did not reach it on node2; "
+    # Every numbered line once, in order, per thread: nothing lost, repeated or reordered by the move.
+    gap=$(awk '/^tick /{ if ($2 != n) { print "tick " n " expected, got " $2; exit } n++ }
+               /^thread /{ if ($3 != t[$2] + 0) { print "thread " $2 ": " t[$2] + 0 " expected, got " $3; exit } t[$2]++; seen[$2] = 1 }
+               END { if (length(seen) != '"$2"') print length(seen) " threads printed, expected '"$2"'" }' "$WORK/talk.out")
+    [ -z "$gap" ] || why+="output lost, repeated or reordered: $gap; "
+    awk '/^(tick|thread) .* node2$/{m=1} m && /^(tick|thread) .* node1$/{bad=1} END{exit !m || bad}' "$WORK/talk.out" \
+        || why+="output did not move to node2 for good; "
+    grep -q 'rfork:' "$WORK/talk.err" && why+="the process said: $(grep rfork: "$WORK/talk.err" | head -1); "
+    left=$(leftovers)
+    [ -z "$left" ] || why+="left behind:$left; "
+    result "migrate/$1 ($(head -c 60 "$WORK/mig.out" | tr -d '\n'))" "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
+}
+migrate_talker "a running process moves with its pipes, output, signals and exit status" 0
+migrate_talker "a process with 3 more threads moves, every thread at rest during the move" 3
 
 # Refusals: one line each, exit 1, the process keeps running where it is.
 migrate_refused() { # name, expected-reason-regexp, migrate-args...
