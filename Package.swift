@@ -17,6 +17,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
     ],
     targets: [
         // Linux calls Swift cannot make directly (CMSG, prctl, clone flags), all prefixed `crfork_`.
@@ -38,7 +39,9 @@ let package = Package(
         // The protocols' state machines (migration, ...): events in, actions out. Pure: no I/O.
         .target(name: "RforkProtocol", swiftSettings: strict),
         // The checkpoint engine adapter: CRIU command lines, runs and errors.
-        .target(name: "RforkCheckpoint", dependencies: ["RforkSystem"], swiftSettings: strict),
+        .target(
+            name: "RforkCheckpoint",
+            dependencies: ["RforkSystem", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict),
         // The node daemon's core: local socket, peer links over mutual TLS, sessions, relays.
         .target(
             name: "RforkDaemon",
@@ -67,7 +70,7 @@ let package = Package(
         .executableTarget(
             name: "rfork",
             dependencies: [
-                "RforkCluster", "RforkDaemon", "RforkProtocol", "RforkSystem", "RforkWire",
+                "RforkCheckpoint", "RforkCluster", "RforkDaemon", "RforkProtocol", "RforkSystem", "RforkWire",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict

@@ -34,6 +34,9 @@ enum rfork_msg {
     RFORK_MSG_DEMAND = 12,      /* namespace init -> daemon -> stand-in: u32 channel; the child reads it now */
     RFORK_MSG_ACK = 13,         /* either way, helper to helper: u32 channel, u32 bytes consumed */
     RFORK_MSG_MIGRATE = 14,     /* CLI -> daemon: "pid N\nnode NAME\n"; ANSWER (JSON) once the move ended */
+    RFORK_MSG_CHECKPOINT = 15,  /* CLI -> daemon: "pid N\ndir PATH\nleave 0|1\n"; ANSWER (JSON) once saved */
+    RFORK_MSG_RESTART = 16,     /* CLI -> daemon: "dir PATH\nnode NAME|-\n"; FORK_REPLY: the CLI becomes the stand-in */
+    RFORK_MSG_SCHEDULE = 17,    /* rfork run -> daemon: "pid N\ndir PATH\nevery SECONDS\n"; ANSWER (JSON) */
 };
 
 /* Verdicts in a FORK_REPLY. */

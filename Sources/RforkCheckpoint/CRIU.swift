@@ -24,7 +24,7 @@ public struct CRIU: Sendable {
     }
 
     /// The mark `make setup` gives the CRIU it builds with scripts/criu-rfork.patch.
-    public static let requiredMark = "rfork-13"
+    public static let requiredMark = "rfork-14"
 
     /// Checks that the configured CRIU runs and carries rfork's patch.
     public func check() throws(CheckpointError) {
@@ -202,6 +202,10 @@ public struct CheckpointError: Error, CustomStringConvertible, Sendable {
         case restoreFailed
         /// The process holds something that cannot follow it to another node (shared memory).
         case unmovable
+        /// A checkpoint directory is not one, or its files do not match its manifest.
+        case corrupt
+        /// A checkpoint could not be written.
+        case saveFailed
     }
     public var code: Code
     public var message: String

@@ -145,9 +145,18 @@ extension Node {
             case .dumping, .restoring:
                 sendAbort(session: s.id, to: s.target, reason: "rforkd on the home node stopped")
                 reply(s.child, .local, "rforkd on \(config.node) is shutting down")
+                migrationSessionEnded(s, reason: "rforkd on \(config.node) is shutting down")
             }
         }
         homeSessions.removeAll()
+        for (pid, pending) in migrations {
+            migrations[pid] = nil
+            answerMigration(
+                pending.command,
+                .init(
+                    pid: pid, node: pending.machine.node, moved: false,
+                    reason: "rforkd on \(config.node) is shutting down"))
+        }
         // Post-copy dumps still serving pages give up when their relays close; their children run on here.
         for relay in pageRelays.values { relay.channel.close(promise: nil) }
         pageRelays.removeAll()

@@ -37,6 +37,17 @@ final class LocalHandler: ChannelInboundHandler {
             }
         case .migrate:
             node.handleMigrate(frame.text, peerUID: creds?.uid, from: context.channel)
+        case .checkpoint:
+            node.handleCheckpoint(frame.text, peerUID: creds?.uid, from: context.channel)
+        case .schedule:
+            node.handleSchedule(frame.text, peerUID: creds?.uid, peerPID: creds?.pid, from: context.channel)
+        case .restart:
+            // The command becomes the stand-in of the session that restores its job (once the checkpoint
+            // has been read): its later frames belong to that session.
+            let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+            node.handleRestart(frame.text, peerUID: creds?.uid, peerPID: creds?.pid, from: context.channel) {
+                handler.value.session = $0
+            }
         case .query:
             let answer = node.answer(query: frame.text, uid: creds?.uid ?? UInt32.max)
             context.writeAndFlush(wrapOutboundOut(LocalFrame.text(.answer, answer)), promise: nil)

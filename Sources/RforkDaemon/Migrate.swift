@@ -33,48 +33,55 @@ extension Node {
         else {
             return answerMigration(channel, .init(pid: 0, node: "", moved: false, reason: "malformed migrate request"))
         }
+        // The checks below read /proc/PID; a pidfd opened first and still naming a live process proves
+        // they were about this process, and the signal can reach no other.
+        guard let pidfd = Posix.openProcess(pid) else {
+            return answerMigration(channel, .init(pid: pid, node: target, moved: false, reason: "no process \(pid)"))
+        }
+        defer { Posix.close(pidfd) }
         if let why = migrationRefusal(pid: pid, target: target, uid: peerUID) {
             return answerMigration(channel, .init(pid: pid, node: target, moved: false, reason: why))
         }
         let pending = PendingMigration(machine: Migration(pid: pid, node: target), command: channel)
         migrations[pid] = pending
         logger.info("moving process \(pid) to \(target)")
-        Posix.kill(pid, LocalWire.migrateSignal)
+        guard Posix.signal(process: pidfd, LocalWire.migrateSignal) else {
+            return migrationEvent(pid: pid, .refused(reason: "process \(pid) ended"))
+        }
         let seconds = Self.migrationCallSeconds
         loop.scheduleTask(in: .seconds(Int64(seconds))) {
             self.migrationEvent(pid: pid, .deadline(seconds: seconds))
+        }
+        loop.scheduleTask(in: .minutes(10)) {
+            self.migrationEvent(
+                pid: pid, .abandoned(reason: "the move of process \(pid) did not end within 10 minutes"))
         }
     }
 
     /// Why process `pid` cannot be moved to `target` by a caller with `uid`, or nil if it can be tried.
     func migrationRefusal(pid: Int32, target: String, uid: UInt32?) -> String? {
         guard let uid else { return "the caller cannot be identified" }
+        // Who owns it comes first: nothing else about another user's process is told.
+        guard let status = Posix.processStatus(pid) else { return "no process \(pid) on \(config.node)" }
+        let owner = status["Uid"]?.split(whereSeparator: { $0 == " " || $0 == "\t" }).first.flatMap { UInt32($0) }
+        guard uid == 0 || owner == uid else { return "process \(pid) belongs to another user" }
         if let session = homeSessions.values.first(where: { $0.pid == pid }) {
             return
                 "process \(pid) already runs on \(session.target) (its stand-in is here); moving a process that has moved comes later"
         }
-        guard let status = try? Posix.readFile("/proc/\(pid)/status") else {
-            return "no process \(pid) on \(config.node)"
+        if Posix.namespacePIDs(pid).count > 1 {
+            return isInHostedNamespace(pid)
+                ? "process \(pid) runs in a remote child hosted here; moving it from here comes later"
+                : "process \(pid) runs in a PID namespace below rforkd's, from which CRIU cannot move it"
         }
-        var owner: UInt32?
-        for line in String(decoding: status, as: UTF8.self).split(separator: "\n") {
-            let fields = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
-            if fields.first == "Uid:", fields.count > 1 { owner = UInt32(fields[1]) }
-        }
-        guard uid == 0 || owner == uid else { return "process \(pid) belongs to another user" }
         if migrations[pid] != nil { return "a move of process \(pid) is already under way" }
         if target == config.node { return "process \(pid) already runs on \(target)" }
         guard config.peers.contains(where: { $0.name == target }) else { return "unknown node '\(target)'" }
         guard let link = links[target], link.isUp, link.channel != nil else {
             return "node '\(target)' is not reachable"
         }
-        guard let maps = try? Posix.readFile("/proc/\(pid)/maps"),
-            String(decoding: maps, as: UTF8.self).contains("/librfork.so")
-        else { return "process \(pid) was not started under 'rfork run' (librfork.so is not loaded in it)" }
-        let children = Posix.listDirectory("/proc/\(pid)/task").flatMap {
-            (try? Posix.readFile("/proc/\(pid)/task/\($0)/children")) ?? []
-        }
-        if children.contains(where: { $0 != UInt8(ascii: " ") && $0 != UInt8(ascii: "\n") }) {
+        if let why = Self.signalRefusal(pid: pid, status: status) { return why }
+        if Posix.hasChildren(pid) {
             return "process \(pid) has children on \(config.node); moving a process with its children comes later"
         }
         for name in Posix.listDirectory("/proc/\(pid)/fd") {
@@ -84,6 +91,27 @@ extension Node {
         }
         if let why = SharedMemory.check(pid: pid) {
             return why.replacingOccurrences(of: "the child", with: "process \(pid)")
+        }
+        return nil
+    }
+
+    /// Why a process would not answer signal 62 with a call (its default action would kill it), or nil:
+    /// librfork must be loaded in it and must have caught the signal, which it leaves neither blocked
+    /// nor ignored. Programs that lost RFORK_SOCKET, or link librfork without `rfork run`, have no handler.
+    static func signalRefusal(pid: Int32, status: [String: String]) -> String? {
+        guard let maps = try? Posix.readFile("/proc/\(pid)/maps"),
+            String(decoding: maps, as: UTF8.self).contains("/librfork.so")
+        else { return "process \(pid) was not started under 'rfork run' (librfork.so is not loaded in it)" }
+        func has(_ key: String) -> Bool {
+            guard let mask = status[key].flatMap({ UInt64($0, radix: 16) }) else { return false }
+            return mask & (UInt64(1) << UInt64(LocalWire.migrateSignal - 1)) != 0
+        }
+        guard has("SigCgt") else {
+            return
+                "process \(pid) does not handle the move signal (\(LocalWire.migrateSignal)); was it started under 'rfork run'?"
+        }
+        if has("SigBlk") || has("SigIgn") {
+            return "process \(pid) blocks the move signal (\(LocalWire.migrateSignal)); it cannot be moved now"
         }
         return nil
     }

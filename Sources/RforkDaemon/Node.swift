@@ -37,6 +37,8 @@ final class Node: @unchecked Sendable {
     var lazyKillAfter: [pid_t: pid_t] = [:]  // target: criu lazy-pages to kill once this rfork-nsinit is reaped
     var recent: [PlacementRecord] = []  // the last remote forks from this node, newest last
     var migrations: [Int32: PendingMigration] = [:]  // `rfork migrate` requests under way, by PID
+    var checkpoints: [Int32: PendingCheckpoint] = [:]  // `rfork checkpoint` requests under way, by PID
+    var periodic: [Int32: RepeatedTask] = [:]  // `rfork run --checkpoint-every`, by PID
     static let recentLimit = 256
     /// How long a target may take to restore a child before it runs locally instead.
     let restoreDeadline = TimeAmount.seconds(20)
@@ -89,6 +91,9 @@ final class Node: @unchecked Sendable {
             reply(channel, .local, "placement refused: PID \(request.pid) is not the caller")
             return
         }
+        if request.migrate, checkpoints[request.pid] != nil {
+            return checkpointCall(request, from: channel)
+        }
         var migrationTarget: String?
         if request.migrate {
             // A process told to move (rfork migrate) calls in from its signal handler.
@@ -104,6 +109,7 @@ final class Node: @unchecked Sendable {
         }
         if shuttingDown {
             reply(channel, .local, "rforkd on \(config.node) is shutting down")
+            if request.migrate { migrationEvent(pid: request.pid, .refused(reason: "rforkd is shutting down")) }
             return
         }
         let decision = placement.choose(policy: policy, node: migrationTarget ?? request.node, peers: peerViews())
@@ -130,19 +136,21 @@ final class Node: @unchecked Sendable {
             started: Posix.monotonicNanoseconds())
         homeSessions[id] = session
         if request.migrate { migrationEvent(pid: request.pid, .called(session: id)) }
-        let dir = imageRoot + "/h\(id)"
         let criu = self.criu
-        let node = config.node
         let postCopyBytes = UInt64(config.resolvedPostCopyMiB) << 20
-        let work = threads.runIfActive(eventLoop: loop) { () throws -> (Envelope, UInt64, CRIU.LazyDump?) in
-            try Posix.makeDirectory(dir)
-            let t0 = Posix.monotonicNanoseconds()
+        startHomeSession(session, peer: peerChannel) { dir in
             // The directory goes with a failed dump; a successful one keeps it until its pages are sent.
             let externalFiles = request.channels.filter { $0.criuID.hasPrefix("file[") }.map(\.criuID)
             var lazy: CRIU.LazyDump?
             do {
                 // Decided before CRIU runs: memory it shares would become a private copy there.
                 if let why = SharedMemory.check(pid: request.pid) { throw CheckpointError(.unmovable, why) }
+                // CRIU takes the whole tree: a child forked since `rfork migrate` was checked would run twice.
+                if request.migrate, Posix.hasChildren(request.pid) {
+                    throw CheckpointError(
+                        .unmovable,
+                        "process \(request.pid) has children; moving a process with its children comes later")
+                }
                 let postCopy: Bool
                 switch request.postCopy {
                 case "always": postCopy = true
@@ -162,6 +170,26 @@ final class Node: @unchecked Sendable {
                 Posix.removeFlatDirectory(dir)
                 throw error
             }
+            return lazy
+        }
+    }
+
+    /// Moves the process of a new home session: `prepare` fills the session's image directory (a CRIU
+    /// dump, or a checkpoint's images) on a pool thread; its images then go to the target as a
+    /// ForkRequest, and the session follows the target's answer.
+    func startHomeSession(
+        _ session: HomeSession, peer peerChannel: Channel,
+        prepare: @escaping @Sendable (String) throws -> CRIU.LazyDump?
+    ) {
+        let id = session.id
+        let request = session.request
+        let uid = session.uid
+        let dir = imageRoot + "/h\(id)"
+        let node = config.node
+        let work = threads.runIfActive(eventLoop: loop) { () throws -> (Envelope, UInt64, CRIU.LazyDump?) in
+            try Posix.makeDirectory(dir)
+            let t0 = Posix.monotonicNanoseconds()
+            let lazy = try prepare(dir)
             let dumpNs = Posix.monotonicNanoseconds() - t0
             var fork = Rfork_Wire_V1_ForkRequest()
             fork.session = id
@@ -397,6 +425,9 @@ final class Node: @unchecked Sendable {
     /// The child's (or stand-in's) connection closed.
     func standInClosed(session id: UInt64) {
         guard let session = homeSessions.removeValue(forKey: id) else { return }
+        if session.state != .running {
+            migrationSessionEnded(session, reason: "process \(session.pid) ended during the move")
+        }
         guard session.state == .running || session.state == .restoring, !session.ended else { return }
         logger.info("stand-in of child \(session.pid) ended; ending the remote child on \(session.target)")
         sendAbort(session: id, to: session.target, reason: "the child's stand-in ended")

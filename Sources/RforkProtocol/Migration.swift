@@ -28,6 +28,8 @@ public struct Migration: Sendable, Equatable {
         case deadline(seconds: Int)
         /// The process called in, but the move could not start (placement, an unreachable node).
         case refused(reason: String)
+        /// The move took longer than any move may (its session is gone, or stuck): give up on it.
+        case abandoned(reason: String)
     }
 
     public enum Action: Sendable, Equatable {
@@ -93,6 +95,10 @@ public struct Migration: Sendable, Equatable {
         case (.moving(let current), .stayed(let session, let reason)) where current == session:
             state = .finished
             return [.answer(Outcome(pid: pid, node: node, moved: false, reason: "\(reason); it keeps running here"))]
+        case (.moving, .abandoned(let reason)):
+            // A backstop: the session behind the move vanished without its end being seen.
+            state = .finished
+            return [.answer(Outcome(pid: pid, node: node, moved: false, reason: reason))]
         case (_, .strayCall), (.finished, .called), (.moving, .called):
             return [.keepProcessHere]
         default:

@@ -295,6 +295,91 @@ public enum Posix {
 
     public static func fileExists(_ path: String) -> Bool { access(path, F_OK) == 0 }
 
+    /// Swaps two paths in one step (both must exist). False with errno set when it failed.
+    public static func exchange(_ a: String, _ b: String) -> Bool { crfork_rename_exchange(a, b) == 0 }
+
+    /// Flushes a file or directory to its disk and, with a uid, gives it to that owner. Best effort.
+    public static func syncAndOwn(_ path: String, uid: UInt32?, gid: UInt32?) {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return }
+        _ = fsync(fd)
+        if let uid { _ = fchown(fd, uid, gid ?? UInt32.max) }
+        _ = Glibc.close(fd)
+    }
+
+    /// Whether any thread of a process has a child (/proc/PID/task/TID/children).
+    public static func hasChildren(_ pid: Int32) -> Bool {
+        listDirectory("/proc/\(pid)/task").contains { tid in
+            let bytes = (try? readFile("/proc/\(pid)/task/\(tid)/children")) ?? []
+            return bytes.contains { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }
+        }
+    }
+
+    /// A process's status fields from /proc/PID/status ("Uid", "SigCgt", ...), or nil if it is gone.
+    public static func processStatus(_ pid: Int32) -> [String: String]? {
+        guard let bytes = try? readFile("/proc/\(pid)/status") else { return nil }
+        var fields: [String: String] = [:]
+        for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") {
+            guard let colon = line.firstIndex(of: ":") else { continue }
+            fields[String(line[..<colon])] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+        }
+        return fields
+    }
+
+    /// A descriptor that names one process for good (pidfd_open), or nil when it is gone.
+    public static func openProcess(_ pid: Int32) -> Int32? {
+        let fd = crfork_pidfd_open(pid)
+        return fd >= 0 ? fd : nil
+    }
+
+    /// Whether the process behind a pidfd still runs (a pidfd becomes readable when it ends).
+    public static func processAlive(pidfd: Int32) -> Bool {
+        var pfd = pollfd(fd: pidfd, events: Int16(POLLIN), revents: 0)
+        return Glibc.poll(&pfd, 1, 0) == 0
+    }
+
+    /// Sends a signal through a pidfd: it reaches that process or nobody, never a later one with its PID.
+    public static func signal(process pidfd: Int32, _ signal: Int32) -> Bool {
+        crfork_pidfd_send_signal(pidfd, signal) == 0
+    }
+
+    /// Copies a file in 1 MiB pieces (mode 0600).
+    public static func copyFile(_ from: String, to: String) throws(SystemError) {
+        let fd = open(to, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        if fd < 0 { throw SystemError("open \(to)", errno: errno) }
+        defer { _ = Glibc.close(fd) }
+        var failure: SystemError?
+        try readChunks(from, size: 1 << 20) { offset, data, _ in
+            if failure != nil { return }
+            do throws(SystemError) { try writeAll(fd, data, at: offset) } catch { failure = error }
+        }
+        if let failure { throw failure }
+    }
+
+    /// The access mode (O_RDONLY, O_WRONLY, O_RDWR) of a process's descriptor, from /proc/PID/fdinfo.
+    public static func accessMode(pid: Int32, fd: String) -> Int32? {
+        guard let bytes = try? readFile("/proc/\(pid)/fdinfo/\(fd)") else { return nil }
+        for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") where line.hasPrefix("flags:") {
+            let octal = line.dropFirst(6).trimmingCharacters(in: .whitespaces)
+            return Int32(octal, radix: 8).map { $0 & O_ACCMODE }
+        }
+        return nil
+    }
+
+    /// The canonical absolute path (symbolic links resolved), or nil if it does not exist.
+    public static func realPath(_ path: String) -> String? {
+        guard let p = realpath(path, nil) else { return nil }
+        defer { free(p) }
+        return String(cString: p)
+    }
+
+    /// The owner of a path (lstat), or nil.
+    public static func owner(_ path: String) -> (uid: UInt32, gid: UInt32)? {
+        var st = stat()
+        guard lstat(path, &st) == 0 else { return nil }
+        return (st.st_uid, st.st_gid)
+    }
+
     public static func isDirectory(_ path: String) -> Bool {
         var st = stat()
         return stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR

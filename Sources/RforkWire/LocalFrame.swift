@@ -30,6 +30,9 @@ public enum LocalMessageType: UInt8, Sendable {
     case demand = 12
     case ack = 13
     case migrate = 14  // CLI -> daemon: "pid N\nnode NAME\n"; answered with ANSWER (JSON) once done
+    case checkpoint = 15  // CLI -> daemon: "pid N\ndir PATH\nleave 0|1\n"; ANSWER (JSON) once saved
+    case restart = 16  // CLI -> daemon: "dir PATH\nnode NAME|-\n"; FORK_REPLY: the caller becomes the stand-in
+    case schedule = 17  // rfork run -> daemon: "pid N\ndir PATH\nevery SECONDS\n"; ANSWER (JSON)
 }
 
 public enum Verdict: UInt8, Sendable {
@@ -117,6 +120,13 @@ public struct LocalFrame: Sendable, Equatable {
     }
 
     public var text: String { String(buffer: payload) }
+
+    /// A FORK_REPLY's verdict (nil if unknown or missing) and the text after it (a reason or session).
+    public var verdict: (Verdict?, String) {
+        var rest = payload
+        guard let byte: UInt8 = rest.readInteger() else { return (nil, "") }
+        return (Verdict(rawValue: byte), String(buffer: rest))
+    }
 }
 
 public struct LocalWireError: Error, CustomStringConvertible, Sendable, Equatable {

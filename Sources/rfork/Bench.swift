@@ -49,6 +49,19 @@ extension Rfork {
             defer { _ = try? Posix.run(["/bin/rm", "-rf", BenchRunner.scratch]) }
             if let existing = try? cluster.load() {
                 state = existing
+                // Each node's /dev/shm is its own: the scratch directory must have been shared at `up`.
+                let probe = BenchRunner.scratch + "/.visible"
+                try Posix.writeFile(probe, Array("x".utf8), mode: 0o644)
+                defer { unlink(probe) }
+                guard let home = existing.nodes.first,
+                    (try? Posix.run([
+                        "/usr/bin/nsenter", "-t", String(home.daemonPID), "-m", "--", "/usr/bin/test", "-e", probe,
+                    ]))?.0 == .exited(0)
+                else {
+                    throw ValidationError(
+                        "the running cluster does not see \(BenchRunner.scratch): take it down ('rfork cluster down') and let bench start its own, or start it with --share \(BenchRunner.scratch)"
+                    )
+                }
             } else {
                 let sharing = LocalCluster(configuration: .init(sharedPaths: [BenchRunner.scratch]))
                 do { state = try sharing.up(nodes: 3) } catch { throw ValidationError("\(error)") }

@@ -21,12 +21,19 @@ extension Rfork {
                     discussion: "Each node has its own /tmp, /dev/shm and /run, as separate machines do."))
             var shared: [String] = []
             func validate() throws {
-                for path in shared where !path.hasPrefix("/") || !Posix.isDirectory(path) {
-                    throw ValidationError("--share \(path): not an absolute path to a directory")
+                for path in shared {
+                    guard let real = Posix.realPath(path), Posix.isDirectory(real) else {
+                        throw ValidationError("--share \(path): no such directory")
+                    }
+                    // Elsewhere the file system is shared already; a whole private mount cannot be.
+                    guard !LocalCluster.privateMounts.contains(real) else {
+                        throw ValidationError(
+                            "--share \(path): each node has its own \(real); share a directory under it")
+                    }
                 }
             }
             func run() throws {
-                let cluster = LocalCluster(configuration: .init(sharedPaths: shared))
+                let cluster = LocalCluster(configuration: .init(sharedPaths: shared.compactMap(Posix.realPath)))
                 let state: LocalCluster.State
                 do { state = try cluster.up(nodes: nodes) } catch { throw ValidationError("\(error)") }
                 for node in state.nodes { print("\(node.name)  \(node.address)  rforkd pid \(node.daemonPID)") }

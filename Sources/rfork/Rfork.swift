@@ -5,7 +5,10 @@ struct Rfork: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "rfork",
         abstract: "Transparent remote fork(): forked children run on other nodes, parents see ordinary children.",
-        subcommands: [Run.self, Migrate.self, Nodes.self, PS.self, Cluster.self, Keys.self, Bench.self, Query.self])
+        subcommands: [
+            Run.self, Migrate.self, CheckpointCommand.self, Restart.self, Nodes.self, PS.self, Cluster.self, Keys.self,
+            Bench.self, Query.self,
+        ])
 }
 
 /// Options every command that talks to the local daemon shares.

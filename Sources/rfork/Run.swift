@@ -1,6 +1,8 @@
 import ArgumentParser
+import Foundation
 import Glibc
 import RforkCluster
+import RforkDaemon
 import RforkPlacement
 import RforkSystem
 
@@ -32,6 +34,16 @@ extension Rfork {
         )
         var postCopy: String?
 
+        @Option(
+            name: .customLong("checkpoint-every"),
+            help:
+                "Save the job every DURATION (30s, 5m, 1h) into --checkpoint-dir, left running; the last good one is kept."
+        )
+        var checkpointEvery: String?
+
+        @Option(name: .customLong("checkpoint-dir"), help: "Where --checkpoint-every keeps the job's checkpoint.")
+        var checkpointDir: String?
+
         @Argument(parsing: .captureForPassthrough, help: "The command and its arguments (after --).")
         var command: [String] = []
 
@@ -40,6 +52,12 @@ extension Rfork {
             if node != nil && policy != nil { throw ValidationError("give --node or --policy, not both") }
             if let postCopy, !["always", "never", "auto"].contains(postCopy) {
                 throw ValidationError("--post-copy takes always, never or auto, not '\(postCopy)'")
+            }
+            if (checkpointEvery == nil) != (checkpointDir == nil) {
+                throw ValidationError("give --checkpoint-every and --checkpoint-dir together")
+            }
+            if let every = checkpointEvery, Self.seconds(every) == nil {
+                throw ValidationError("--checkpoint-every takes a duration like 30s, 5m or 1h, not '\(every)'")
             }
             if command.first == "--" { return }
             if command.isEmpty { throw ValidationError("give the command to run after --") }
@@ -61,10 +79,30 @@ extension Rfork {
             } else {
                 env["RFORK_POST_COPY"] = nil
             }
+            if let every = checkpointEvery.flatMap(Self.seconds), let dir = checkpointDir {
+                // The job keeps this process's PID: rforkd saves it every so often once it runs.
+                let absolute = dir.hasPrefix("/") ? dir : Posix.currentDirectory() + "/" + dir
+                let answer = try LocalClient.ask(
+                    .schedule, "pid \(getpid())\ndir \(absolute)\nevery \(every)\n", socket: daemon.resolvedSocket)
+                let decoded = try? JSONDecoder().decode(ScheduleAnswer.self, from: Data(answer.utf8))
+                guard decoded?.ok == true else {
+                    throw ValidationError("cannot keep checkpoints: \(decoded?.reason ?? answer)")
+                }
+            }
             // No daemon is not an error here: each child that cannot be placed says so on stderr.
             ProcessEnvironment.exec(argv, environment: env)
             throw ValidationError("cannot run \(argv[0]): \(Posix.errorText(errno))")
         }
+    }
+}
+
+extension Rfork.Run {
+    /// "30s", "5m", "1h" or plain seconds, in whole seconds (at least 1).
+    static func seconds(_ text: String) -> Int? {
+        let units: [Character: Int] = ["s": 1, "m": 60, "h": 3600]
+        let (digits, unit) = text.last.flatMap { units[$0] }.map { (text.dropLast(), $0) } ?? (Substring(text), 1)
+        guard let n = Int(digits), n >= 1 else { return nil }
+        return n * unit
     }
 }
 

@@ -18,7 +18,12 @@ enum ProcessEnvironment {
     }
 
     /// Replaces this process with argv (searched on PATH). Returns only on failure.
-    static func exec(_ argv: [String], environment: [String: String]) {
+    /// Like `exec(_:environment:)`, running the program at `path` (argv[0] is only its name).
+    static func exec(_ argv: [String], path: String, environment: [String: String]) {
+        exec(argv, environment: environment, path: path)
+    }
+
+    static func exec(_ argv: [String], environment: [String: String], path: String? = nil) {
         for (k, _) in all() where environment[k] == nil { unsetenv(k) }
         for (k, v) in environment { setenv(k, v, 1) }
         var cargs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) }
@@ -28,7 +33,7 @@ enum ProcessEnvironment {
         sigemptyset(&none)
         sigprocmask(SIG_SETMASK, &none, nil)
         signal(SIGPIPE, SIG_DFL)
-        execvp(argv[0], cargs)
+        if let path { execv(path, cargs) } else { execvp(argv[0], cargs) }
     }
 }
 

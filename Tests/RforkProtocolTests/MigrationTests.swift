@@ -3,6 +3,11 @@ import Testing
 
 @Suite("Migration request (pure)") struct MigrationTests {
     typealias Outcome = Migration.Outcome
+    static let noAnswer = Outcome(
+        pid: 42, node: "node2", moved: false,
+        reason:
+            "process 42 did not answer the move within 5 s (it blocks the move signal or is stuck in the kernel); it keeps running here"
+    )
 
     struct Row: Sendable, CustomStringConvertible {
         var name: String
@@ -32,19 +37,25 @@ import Testing
         Row(
             name: "no call in time", events: [.deadline(seconds: 5)],
             actions: [
-                [
-                    .answer(
-                        Outcome(
-                            pid: 42, node: "node2", moved: false,
-                            reason:
-                                "process 42 did not answer the move within 5 s (it blocks the move signal or is stuck in the kernel); it keeps running here"
-                        ))
-                ]
+                [.answer(Self.noAnswer)]
             ], final: .finished),
         Row(
             name: "a deadline after the call changes nothing",
             events: [.called(session: 7), .deadline(seconds: 5), .running(session: 7, frozenMs: 3, postCopy: true)],
             actions: [[], [], [.answer(Outcome(pid: 42, node: "node2", moved: true, frozenMs: 3, postCopy: true))]],
+            final: .finished),
+        Row(
+            name: "a move that never ends is given up",
+            events: [.called(session: 7), .abandoned(reason: "the move of process 42 did not end within 10 minutes")],
+            actions: [
+                [],
+                [
+                    .answer(
+                        Outcome(
+                            pid: 42, node: "node2", moved: false,
+                            reason: "the move of process 42 did not end within 10 minutes"))
+                ],
+            ],
             final: .finished),
         Row(
             name: "the call cannot start a move", events: [.refused(reason: "node 'node2' is not reachable")],
@@ -69,14 +80,7 @@ import Testing
         Row(
             name: "a call after the answer stays here", events: [.deadline(seconds: 5), .called(session: 8)],
             actions: [
-                [
-                    .answer(
-                        Outcome(
-                            pid: 42, node: "node2", moved: false,
-                            reason:
-                                "process 42 did not answer the move within 5 s (it blocks the move signal or is stuck in the kernel); it keeps running here"
-                        ))
-                ], [.keepProcessHere],
+                [.answer(Self.noAnswer)], [.keepProcessHere],
             ], final: .finished),
     ]
 
@@ -87,5 +91,60 @@ import Testing
             #expect(m.handle(event) == expected, "after \(event)")
         }
         #expect(m.state == row.final)
+    }
+}
+
+@Suite("Checkpoint request (pure)") struct CheckpointTests {
+    typealias Outcome = Checkpoint.Outcome
+
+    @Test func savedAndEnded() {
+        var c = Checkpoint(pid: 9, directory: "/ck", leaveRunning: false)
+        #expect(c.handle(.called) == [])
+        #expect(c.handle(.called) == [.keepProcessHere])
+        #expect(
+            c.handle(.saved(bytes: 4096, frozenMs: 12))
+                == [
+                    .endJob,
+                    .answer(
+                        Outcome(pid: 9, directory: "/ck", saved: true, bytes: 4096, frozenMs: 12, leftRunning: false)),
+                ])
+        #expect(c.state == .finished)
+        #expect(c.handle(.deadline(seconds: 5)) == [])
+    }
+
+    @Test func savedAndLeftRunning() {
+        var c = Checkpoint(pid: 9, directory: "/ck", leaveRunning: true)
+        _ = c.handle(.called)
+        #expect(
+            c.handle(.saved(bytes: 1, frozenMs: 2))
+                == [
+                    .resumeProcess,
+                    .answer(Outcome(pid: 9, directory: "/ck", saved: true, bytes: 1, frozenMs: 2, leftRunning: true)),
+                ])
+    }
+
+    @Test func aFailedSaveLeavesTheJobRunning() {
+        var c = Checkpoint(pid: 9, directory: "/ck", leaveRunning: false)
+        _ = c.handle(.called)
+        #expect(
+            c.handle(.failed(reason: "criu dump failed: x"))
+                == [
+                    .resumeProcess,
+                    .answer(
+                        Outcome(
+                            pid: 9, directory: "/ck", saved: false,
+                            reason: "criu dump failed: x; the job keeps running and /ck is as it was")),
+                ])
+    }
+
+    @Test func noCallInTime() {
+        var c = Checkpoint(pid: 9, directory: "/ck", leaveRunning: false)
+        let actions = c.handle(.deadline(seconds: 5))
+        guard case .answer(let outcome)? = actions.first else {
+            Issue.record("no answer: \(actions)")
+            return
+        }
+        #expect(!outcome.saved)
+        #expect(c.handle(.called) == [.keepProcessHere])
     }
 }

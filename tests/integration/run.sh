@@ -29,7 +29,8 @@ teardown() {
 }
 trap teardown EXIT
 
-on() { local node=$1; shift; timeout -s KILL 60 "$RFORK" cluster exec "$node" -- "$@"; }
+# shellcheck source=tests/integration/lib.sh
+. "$ROOT/tests/integration/lib.sh"
 daemon_pid() { python3 -c "import json;print([x['daemonPID'] for x in json.load(open('/run/rfork-cluster/cluster.json'))['nodes'] if x['name']=='$1'][0])"; }
 
 # Leftovers after a test: stand-ins, namespace inits, images. Prints what it finds.
@@ -45,18 +46,6 @@ leftovers() {
     echo "$found"
 }
 
-settle() { # waits up to 5 s for stand-ins, inits and post-copy transfers to finish
-    for _ in $(seq 50); do [ -z "$(pgrep -f 'rfork-(standin|nsinit)|criu (lazy-pages|dump)')" ] && return; sleep 0.1; done
-}
-
-result() { # name, ok(0/1), detail
-    if [ "$2" = 0 ]; then
-        PASS=$((PASS + 1)); echo "ok    $1"
-    else
-        FAIL=$((FAIL + 1)); FAILED+=("$1"); echo "FAIL  $1: $3"
-    fi
-}
-
 echo "starting a 3-node cluster"
 "$RFORK" cluster down >/dev/null 2>&1
 if ! "$RFORK" cluster up --nodes 3 --share "$ROOT" >"$WORK/up.log" 2>&1; then
@@ -65,21 +54,10 @@ fi
 
 # --- conformance: each program under plain fork and under rfork run must print the same ---
 conformance() { # name [stdin-file]
-    local name=$1 input=${2:-/dev/null}
-    # stdin is opened inside the node, as a program started there would have it.
-    on node1 bash -c 'exec "$0" <"$1"' "$T/$name" "$input" >"$WORK/$name.plain" 2>"$WORK/$name.plain.err"
-    local plain_rc=$?
-    on node1 bash -c 'exec "$0" run -- "$1" <"$2"' "$RFORK" "$T/$name" "$input" >"$WORK/$name.rfork" 2>"$WORK/$name.rfork.err"
-    local rfork_rc=$?
-    settle
-    local why=""
-    [ "$plain_rc" = "$rfork_rc" ] || why+="exit $rfork_rc under rfork, $plain_rc plain (stderr: $(tail -4 "$WORK/$name.rfork.err" | tr '\n' ' ')); "
-    cmp -s "$WORK/$name.plain" "$WORK/$name.rfork" || why+="output differs: $(diff "$WORK/$name.plain" "$WORK/$name.rfork" | head -5 | tr '\n' ' '); "
-    grep -q 'runs on node[23]' "$WORK/$name.rfork.err" || why+="no child ran remotely ($(head -3 "$WORK/$name.rfork.err" | tr '\n' ' ')); "
-    grep -q 'runs locally' "$WORK/$name.rfork.err" && why+="a child fell back: $(grep 'runs locally' "$WORK/$name.rfork.err" | head -1); "
+    conformance_pair "$1" "${2:-/dev/null}"
     local left; left=$(leftovers)
     [ -z "$left" ] || why+="left behind:$left; "
-    result "conformance/$name" "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
+    result "conformance/$1" "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
 }
 
 printf 'hello remote child\nsecond line\n' >"$WORK/stdin.txt"
@@ -154,14 +132,16 @@ C
 cc -o "$WORK/spawnshm" "$WORK/spawnshm.c"
 out=$(on node1 "$RFORK" run --node node2 -- "$WORK/spawnshm" 2>&1)
 settle
-# exec replaces the mappings, so the spawned program itself may move: what matters is that it ran right.
-result "shared memory/posix_spawn from a process with shared memory" \
-    "$(echo "$out" | grep -q 'spawned exit 0' && echo 0 || echo 1)" "got: $(echo "$out" | tr '\n' ' ')"
+# The spawned child holds the mapping until its exec: it stays home, with its line.
+result "shared memory/posix_spawn from a process with shared memory stays home and says why" \
+    "$(echo "$out" | grep -q 'spawned exit 0' && echo "$out" | grep -q '^rfork: the child shares memory .*MAP_SHARED' && echo 0 || echo 1)" \
+    "got: $(echo "$out" | tr '\n' ' ')"
 
 # --- Python multiprocessing (fork start method): right every time; workers holding its locks stay home ---
 on node1 python3 "$P/multiprocessing_check.py" >"$WORK/mp.plain" 2>"$WORK/mp.plain.err"
 mp_bad=0; mp_why=""; mp_moved=0
 for i in $(seq 20); do
+    rm -f "$WORK/mp.where"
     MP_WHERE="$WORK/mp.where" timeout -s KILL 120 "$RFORK" cluster exec node1 -- "$RFORK" run --policy spread -- \
         python3 "$P/multiprocessing_check.py" >"$WORK/mp.out" 2>"$WORK/mp.err"
     rc=$?
@@ -202,7 +182,7 @@ result "nested/forks inside a remote child stay on its node without a line" "$([
 
 # --- every subcommand answers --help; after -- it is the program's argument ---
 why=""
-for sub in "run" "nodes" "ps" "keys" "bench" "query" "cluster" "cluster up" "cluster down" "cluster status" "cluster exec"; do
+for sub in "run" "migrate" "checkpoint" "restart" "nodes" "ps" "keys" "bench" "query" "cluster" "cluster up" "cluster down" "cluster status" "cluster exec"; do
     # shellcheck disable=SC2086
     out=$("$RFORK" $sub --help 2>&1) || why+="'rfork $sub --help' failed: $(echo "$out" | head -1); "
     echo "$out" | grep -q '^USAGE:' || why+="'rfork $sub --help' printed no usage; "
@@ -282,6 +262,104 @@ migrate_refused "no such process" "no process 999999" "$RFORK" migrate 999999 no
 for p in ${shmpid:-} ${plainpid:-}; do [ "$p" -gt 1 ] && kill "$p" 2>/dev/null; done
 wait "$shmjob" "$plainjob" 2>/dev/null
 settle
+
+# --- checkpoint and restart: a two-process job joined by a pipe, saved midway, restarted on other nodes ---
+cc -o "$WORK/pipejob" "$P/pipejob.c"
+on node1 "$WORK/pipejob" >"$WORK/job.plain" 2>/dev/null
+expected=$(tail -n 1 "$WORK/job.plain")
+start_job() { # PREFIX: the job under rfork run on node1, in the background; sets jobbg and jpid
+    ( on node1 "$RFORK" run --policy local -- "$WORK/pipejob" 2>"$1.err" | cat >"$1.out"; echo "${PIPESTATUS[0]}" >"$1.rc" ) &
+    jobbg=$!
+    jpid=""
+    for _ in $(seq 100); do jpid=$(sed -n 's/^pid //p' "$1.out" 2>/dev/null); [ -n "$jpid" ] && break; sleep 0.05; done
+    sleep 0.5
+}
+restarts() { # DIR NODE...: restarts DIR on each node; appends to why
+    local dir=$1 n out rc; shift
+    for n in "$@"; do
+        out=$(on node1 "$RFORK" restart "$dir" --node "$n" 2>"$WORK/rs.err"); rc=$?
+        [ "$rc" = 0 ] && [ "$(echo "$out" | tail -n 1)" = "$expected" ] \
+            || why+="restart on $n: exit $rc, '$(echo "$out" | tail -n 1)' $(tr '\n' ' ' <"$WORK/rs.err"); "
+        grep -q "job ends on $n" "$WORK/rs.err" || why+="the job did not end on $n; "
+    done
+}
+start_job "$WORK/job"
+on node1 "$RFORK" checkpoint "${jpid:-0}" "$WORK/ck" >"$WORK/ck.out" 2>&1
+crc=$?
+wait "$jobbg"
+settle
+why=""
+[ "$crc" = 0 ] && grep -q "^saved the job of process $jpid to $WORK/ck (.* MiB); frozen [0-9.]* ms; it has ended$" "$WORK/ck.out" \
+    || why+="checkpoint said: $(cat "$WORK/ck.out"); "
+[ "$(cat "$WORK/job.rc")" = 137 ] || why+="the job was not ended (exit $(cat "$WORK/job.rc")); "
+grep -q '^sum' "$WORK/job.out" && why+="the job had finished before its checkpoint; "
+restarts "$WORK/ck" node2 node3
+settle
+left=$(leftovers)
+[ -z "$left" ] || why+="left behind:$left; "
+result "checkpoint/a job with a pipe: saved midway and ended, restarted on node2 and node3, same result" \
+    "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
+
+# --leave-running: the job goes on to its end; the checkpoint restarts to the same end; a second
+# checkpoint into the same directory replaces the first.
+start_job "$WORK/job2"
+on node1 "$RFORK" checkpoint --leave-running "${jpid:-0}" "$WORK/ck" >"$WORK/ck2.out" 2>&1
+crc=$?
+wait "$jobbg"
+settle
+why=""
+[ "$crc" = 0 ] && grep -q 'it runs on$' "$WORK/ck2.out" || why+="checkpoint said: $(cat "$WORK/ck2.out"); "
+[ "$(cat "$WORK/job2.rc")" = 0 ] && [ "$(tail -n 1 "$WORK/job2.out")" = "$expected" ] \
+    || why+="the job left running ended with $(cat "$WORK/job2.rc"): $(tail -n 1 "$WORK/job2.out"); "
+grep -q "\"pid\" : $jpid," "$WORK/ck/manifest.json" || why+="the directory was not replaced; "
+ls -d "$WORK"/ck.rfork-* 2>/dev/null | grep -q . && why+="a staging directory is left: $(ls -d "$WORK"/ck.rfork-*); "
+restarts "$WORK/ck" node2
+result "checkpoint/--leave-running: the job goes on, its checkpoint replaces the last and restarts to the same end" \
+    "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
+
+# --checkpoint-every: the job is saved every second, left running; lost with its node (killed here), it
+# restarts from the last good checkpoint to the same result.
+( on node1 "$RFORK" run --policy local --checkpoint-every 1s --checkpoint-dir "$WORK/ckp" -- "$WORK/pipejob" \
+    2>"$WORK/job3.err" | cat >"$WORK/job3.out" ) &
+jobbg=$!
+for _ in $(seq 100); do jpid=$(sed -n 's/^pid //p' "$WORK/job3.out" 2>/dev/null); [ -n "$jpid" ] && break; sleep 0.05; done
+for _ in $(seq 50); do [ -e "$WORK/ckp/manifest.json" ] && break; sleep 0.1; done
+first=$(sed -n 's/.*"controlSocketInode" : \([0-9]*\).*/\1/p' "$WORK/ckp/manifest.json" 2>/dev/null)
+sleep 1.2
+second=$(sed -n 's/.*"controlSocketInode" : \([0-9]*\).*/\1/p' "$WORK/ckp/manifest.json" 2>/dev/null)
+[ -n "$jpid" ] && [ "$jpid" -gt 1 ] && kill -KILL "$jpid"
+wait "$jobbg"
+settle
+why=""
+[ -n "$first" ] || why+="no checkpoint within 5 s; "
+[ -n "$second" ] && [ "$second" != "$first" ] || why+="the checkpoint was not renewed ($first, $second); "
+grep -q '^sum' "$WORK/job3.out" && why+="the job had finished before it was lost; "
+grep -q 'rfork:' "$WORK/job3.err" && why+="the job said: $(grep -m1 rfork: "$WORK/job3.err"); "
+restarts "$WORK/ckp" node3
+result "checkpoint/--checkpoint-every keeps the last good checkpoint; the lost job restarts from it" \
+    "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
+
+# Damaged, truncated or foreign directories: one line, exit 1, nothing started.
+restart_refused() { # name, dir, expected-line-regexp
+    local out rc
+    out=$(on node1 "$RFORK" restart "$2" --node node2 2>&1); rc=$?
+    settle
+    local left; left=$(leftovers)
+    result "checkpoint/restart refuses $1" \
+        "$([ "$rc" = 1 ] && [ "$(echo "$out" | wc -l)" = 1 ] && echo "$out" | grep -Eq "^rfork: .*($3)" && [ -z "$left" ] && echo 0 || echo 1)" \
+        "exit $rc: $out ${left:+left behind:$left}"
+}
+cp -r "$WORK/ck" "$WORK/ck-bad"
+big=$(ls -S "$WORK/ck-bad/images" | head -n 1)
+printf '\377' | dd of="$WORK/ck-bad/images/$big" bs=1 seek=100 conv=notrunc 2>/dev/null
+restart_refused "a damaged image" "$WORK/ck-bad" "is damaged: $big does not match its checksum"
+cp -r "$WORK/ck" "$WORK/ck-short"
+truncate -s 10 "$WORK/ck-short/images/$big"
+restart_refused "a truncated image" "$WORK/ck-short" "is damaged: $big has 10 bytes"
+mkdir -p "$WORK/not-a-checkpoint"
+restart_refused "a foreign directory" "$WORK/not-a-checkpoint" "is not an rfork checkpoint"
+out=$(on node1 setpriv --reuid=65534 --regid=65534 --clear-groups "$RFORK" checkpoint 1 "$WORK/x" 2>&1)
+result "checkpoint/another user's process is refused" "$(echo "$out" | grep -q '^rfork: process 1 belongs to another user$' && echo 0 || echo 1)" "$out"
 
 # --- flow control: a fast writer and a slow reader, both ways; the daemons must not hold the bytes ---
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
@@ -576,12 +654,41 @@ settle
 result "security/ps shows a user only their own processes" \
     "$(echo "$mine" | grep -q '"uid":0' && [ "$theirs" = "[]" ] && echo 0 || echo 1)" "root saw: $mine; nobody saw: $theirs"
 
-# --- a dead node: the child falls back, and children on it are reported lost ---
+# --- a dead node: a fork and a migration to it are under way when it dies; both stay home ---
+rm -f "$WORK/talk.in"; mkfifo "$WORK/talk.in"
+( on node1 "$RFORK" run --policy local -- "$WORK/talker" 0 < <(exec cat "$WORK/talk.in") 2>"$WORK/talkd.err" \
+    | cat >"$WORK/talkd.out"; echo "${PIPESTATUS[0]}" >"$WORK/talkd.rc" ) &
+talkjob=$!
+exec 7>"$WORK/talk.in"
+for _ in $(seq 200); do grep -q '^tick 20 ' "$WORK/talkd.out" 2>/dev/null && break; sleep 0.05; done
+tpid=$(sed -n 's/^pid //p' "$WORK/talkd.out" | head -n 1)
 node3pid=$(daemon_pid node3)
 kill -STOP "$node3pid"
 on node1 "$RFORK" run --node node3 -- "$T/exit_status" >"$WORK/dead.out" 2>"$WORK/dead.err" &
-sleep 1; kill -KILL "$node3pid"; wait
+forkjob=$!
+on node1 "$RFORK" migrate "${tpid:-0}" node3 >"$WORK/migd.out" 2>&1 &
+migjob=$!
+sleep 1; kill -KILL "$node3pid"
+wait "$forkjob"
+wait "$migjob"; mrc=$?
+sleep 0.3
+echo after >&7
+sleep 0.3
+echo "exit 7" >&7
+exec 7>&-
+wait "$talkjob"
 settle
+why=""
+[ "$mrc" = 1 ] || why+="migrate exit $mrc; "
+grep -Eq '^rfork: (lost the link to node3 during the move|node node3 refused it).*; it keeps running here$' "$WORK/migd.out" \
+    || why+="migrate said: $(tr '\n' ' ' <"$WORK/migd.out"); "
+[ "$(cat "$WORK/talkd.rc")" = 7 ] || why+="the process ended with $(cat "$WORK/talkd.rc"); "
+grep -q '^echo after node1$' "$WORK/talkd.out" || why+="it did not go on at home; "
+grep -q ' node3$' "$WORK/talkd.out" && why+="it ran on node3; "
+gap=$(awk '/^tick /{ if ($2 != n) { print "tick " n " expected, got " $2; exit } n++ }' "$WORK/talkd.out")
+[ -z "$gap" ] || why+="output lost, repeated or reordered: $gap; "
+result "migrate/the target dies during the move: the process goes on at home, the command says why" \
+    "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
 why=""
 cmp -s "$WORK/exit_status.plain" "$WORK/dead.out" || why+="output differs: $(cat "$WORK/dead.out" | tr '\n' ' '); "
 grep -q 'runs on node1' "$WORK/dead.err" || why+="child did not run locally: $(cat "$WORK/dead.err" | tr '\n' ' '); "

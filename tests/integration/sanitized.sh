@@ -17,6 +17,7 @@ LOGS=$ROOT/build/sanitize-logs
 WORK=$ROOT/build/sanitize-run
 PASS=0
 FAIL=0
+FAILED=()
 
 if [ -z "$PREFIX" ] || [ ! -x "$RFORK" ]; then
     echo "give the sanitizer installation: RFORK_PREFIX=PREFIX (make sanitize-test makes one)" >&2
@@ -54,17 +55,9 @@ export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:exitcode=86:log_path=$L
 teardown() { "$RFORK" cluster down >/dev/null 2>&1 || true; }
 trap teardown EXIT
 
-on() { local node=$1; shift; timeout -s KILL 60 "$RFORK" cluster exec "$node" -- "$@"; }
-settle() { # stand-ins and namespace inits write their reports (and run LeakSanitizer) as they end
-    for _ in $(seq 100); do [ -z "$(pgrep -f 'rfork-(standin|nsinit)|criu (lazy-pages|dump)')" ] && return; sleep 0.1; done
-}
-result() { # name, ok(0/1), detail
-    if [ "$2" = 0 ]; then
-        PASS=$((PASS + 1)); echo "ok    $1"
-    else
-        FAIL=$((FAIL + 1)); echo "FAIL  $1: $3"
-    fi
-}
+# shellcheck source=tests/integration/lib.sh
+. "$ROOT/tests/integration/lib.sh"
+SETTLE_TENTHS=100 # stand-ins and namespace inits write their reports as they end
 reports() { # the sanitizer reports written since the last call, as one line; moved aside
     local found=""
     for f in "$LOGS"/asan.* "$LOGS"/ubsan.*; do
@@ -94,19 +87,8 @@ result "sanitizer reports from inside a node reach $LOGS" "$([ "$canary" -ge 1 ]
     "the canary's report is missing: nothing below could be trusted"
 
 conformance() { # name [stdin-file [args...]]
-    local name=$1 input=${2:-/dev/null}
-    shift 2 2>/dev/null || shift $#
-    on node1 bash -c 'exec "$0" "${@:2}" <"$1"' "$T/$name" "$input" "$@" >"$WORK/$name.plain" 2>"$WORK/$name.plain.err"
-    local plain_rc=$?
-    on node1 bash -c 'exec "$0" run -- "$1" "${@:3}" <"$2"' "$RFORK" "$T/$name" "$input" "$@" \
-        >"$WORK/$name.rfork" 2>"$WORK/$name.rfork.err"
-    local rfork_rc=$?
-    settle
-    local why=""
-    [ "$plain_rc" = "$rfork_rc" ] || why+="exit $rfork_rc under rfork, $plain_rc plain (stderr: $(tail -3 "$WORK/$name.rfork.err" | tr '\n' ' ')); "
-    cmp -s "$WORK/$name.plain" "$WORK/$name.rfork" || why+="output differs: $(diff "$WORK/$name.plain" "$WORK/$name.rfork" | head -4 | tr '\n' ' '); "
-    grep -q 'runs on node[23]' "$WORK/$name.rfork.err" || why+="no child ran remotely ($(head -2 "$WORK/$name.rfork.err" | tr '\n' ' ')); "
-    grep -q 'runs locally' "$WORK/$name.rfork.err" && why+="a child fell back: $(grep -m1 'runs locally' "$WORK/$name.rfork.err"); "
+    local name=$1
+    conformance_pair "$@"
     grep -qE 'runtime error|Sanitizer' "$WORK/$name.rfork.err" "$WORK/$name.plain.err" && why+="a sanitizer spoke on stderr; "
     local rep; rep=$(reports)
     [ -z "$rep" ] || why+="sanitizer reports: $rep"
@@ -120,7 +102,7 @@ conformance slow_reader /dev/null 12 # flow control both ways: three windows' wo
 conformance big_memory               # post-copy
 
 # Anything reported outside a test's own window (a daemon's helpers ending late).
-settle
+settle 100
 rep=$(reports)
 result "no other sanitizer report" "$([ -z "$rep" ] && echo 0 || echo 1)" "$rep"
 

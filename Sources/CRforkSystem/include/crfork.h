@@ -29,6 +29,13 @@ unsigned long long crfork_monotonic_ns(void);
 /* mallopt(M_MMAP_THRESHOLD) and mallopt(M_TRIM_THRESHOLD), in bytes; 0 on failure. */
 int crfork_malloc_thresholds(int mmap_bytes, int trim_bytes);
 
+/* Swaps two paths in one step (renameat2 RENAME_EXCHANGE): 0, or -1/errno. */
+int crfork_rename_exchange(const char *a, const char *b);
+
+/* pidfd_open(2) and pidfd_send_signal(2): -1/errno on failure. */
+int crfork_pidfd_open(pid_t pid);
+int crfork_pidfd_send_signal(int pidfd, int sig);
+
 /* The layout of struct ucred (SO_PEERCRED). */
 struct crfork_ucred {
     pid_t pid;

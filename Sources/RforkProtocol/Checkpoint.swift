@@ -1,0 +1,106 @@
+/// One `rfork checkpoint PID DIR` request on the job's home node. Pure: events in, actions out.
+///
+/// As for a migration, the daemon checks the job and signals its top process, whose librfork calls in
+/// and waits (frozen) while CRIU saves the job's process tree into a staging directory that is then
+/// swapped in at DIR. With `leaveRunning` the job goes on afterwards; without it, it is ended.
+public struct Checkpoint: Sendable, Equatable {
+    public enum State: Sendable, Equatable {
+        case signalled
+        case saving
+        case finished
+    }
+
+    public enum Event: Sendable, Equatable {
+        /// The top process called in; saving starts.
+        case called
+        /// A call this request cannot take (it is already saving, or finished).
+        case strayCall
+        /// The checkpoint is complete at DIR.
+        case saved(bytes: Int, frozenMs: Double)
+        /// It could not be saved; DIR is as it was.
+        case failed(reason: String)
+        case deadline(seconds: Int)
+    }
+
+    public enum Action: Sendable, Equatable {
+        /// Tell the command how it ended (and forget this request).
+        case answer(Outcome)
+        /// Let the job's top process go on (quietly: it says nothing on stderr).
+        case resumeProcess
+        /// End the job (it was saved without --leave-running).
+        case endJob
+        /// Tell a stray caller to carry on.
+        case keepProcessHere
+    }
+
+    public struct Outcome: Codable, Sendable, Equatable {
+        public var pid: Int32
+        public var directory: String
+        public var saved: Bool
+        public var bytes: Int?
+        public var frozenMs: Double?
+        public var leftRunning: Bool?
+        public var reason: String?
+
+        public init(
+            pid: Int32, directory: String, saved: Bool, bytes: Int? = nil, frozenMs: Double? = nil,
+            leftRunning: Bool? = nil, reason: String? = nil
+        ) {
+            self.pid = pid
+            self.directory = directory
+            self.saved = saved
+            self.bytes = bytes
+            self.frozenMs = frozenMs
+            self.leftRunning = leftRunning
+            self.reason = reason
+        }
+    }
+
+    public let pid: Int32
+    public let directory: String
+    public let leaveRunning: Bool
+    public private(set) var state: State = .signalled
+
+    public init(pid: Int32, directory: String, leaveRunning: Bool) {
+        self.pid = pid
+        self.directory = directory
+        self.leaveRunning = leaveRunning
+    }
+
+    public mutating func handle(_ event: Event) -> [Action] {
+        switch (state, event) {
+        case (.signalled, .called):
+            state = .saving
+            return []
+        case (.signalled, .deadline(let seconds)):
+            state = .finished
+            return [
+                .answer(
+                    Outcome(
+                        pid: pid, directory: directory, saved: false,
+                        reason:
+                            "process \(pid) did not answer within \(seconds) s (it blocks the checkpoint signal or is stuck in the kernel); nothing was saved"
+                    ))
+            ]
+        case (.saving, .saved(let bytes, let frozenMs)):
+            state = .finished
+            let outcome = Outcome(
+                pid: pid, directory: directory, saved: true, bytes: bytes, frozenMs: frozenMs, leftRunning: leaveRunning
+            )
+            return leaveRunning ? [.resumeProcess, .answer(outcome)] : [.endJob, .answer(outcome)]
+        case (.saving, .failed(let reason)):
+            state = .finished
+            return [
+                .resumeProcess,
+                .answer(
+                    Outcome(
+                        pid: pid, directory: directory, saved: false,
+                        reason: "\(reason); the job keeps running and \(directory) is as it was")),
+            ]
+        case (_, .strayCall), (.saving, .called), (.finished, .called):
+            return [.keepProcessHere]
+        default:
+            return []
+        }
+    }
+}
