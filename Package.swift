@@ -56,7 +56,9 @@ let package = Package(
             swiftSettings: strict
         ),
         // A cluster of nodes on one machine (network, mount and UTS namespaces) and cluster keys.
-        .target(name: "RforkCluster", dependencies: ["RforkSystem", "RforkDaemon"], swiftSettings: strict),
+        .target(
+            name: "RforkCluster", dependencies: ["RforkSystem", "RforkDaemon", "RforkCheckpoint"], swiftSettings: strict
+        ),
         .executableTarget(
             name: "rforkd",
             dependencies: [

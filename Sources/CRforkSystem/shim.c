@@ -129,3 +129,7 @@ int crfork_rename_exchange(const char *a, const char *b)
 int crfork_pidfd_open(pid_t pid) { return (int)syscall(SYS_pidfd_open, pid, 0); }
 
 int crfork_pidfd_send_signal(int pidfd, int sig) { return (int)syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0); }
+
+int crfork_setfsuid(unsigned uid) { return (int)syscall(SYS_setfsuid, uid); }
+
+int crfork_setfsgid(unsigned gid) { return (int)syscall(SYS_setfsgid, gid); }

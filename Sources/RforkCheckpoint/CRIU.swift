@@ -46,12 +46,16 @@ public struct CRIU: Sendable {
 
     /// The arguments of a dump that leaves the child running, with its socket to the daemon external.
     /// `externalFiles` are CRIU file keys ("file[MNT:INO]") the restore will supply by --inherit-fd.
+    /// `leaveStopped`: the dumped tree is left stopped (SIGSTOP) instead of running, for a caller that
+    /// ends it (or continues it) afterwards.
     public func dumpArguments(
-        pid: Int32, imageDirectory: String, externalSocketInode: UInt64, externalFiles: [String] = []
+        pid: Int32, imageDirectory: String, externalSocketInode: UInt64, externalFiles: [String] = [],
+        leaveStopped: Bool = false
     ) -> [String] {
         var args = [
             configuration.path, "dump", "-t", String(pid), "-D", imageDirectory, "-o", "dump.log",
-            "--leave-running", "--shell-job", "--external", "unix[\(externalSocketInode)]",
+            leaveStopped ? "--leave-stopped" : "--leave-running", "--shell-job", "--external",
+            "unix[\(externalSocketInode)]",
         ]
         for key in externalFiles { args += ["--external", key] }
         return args
@@ -59,11 +63,12 @@ public struct CRIU: Sendable {
 
     /// Dumps `pid` into `imageDirectory` (on tmpfs). Blocking: call it off the event loop.
     public func dump(
-        pid: Int32, imageDirectory: String, externalSocketInode: UInt64, externalFiles: [String] = []
+        pid: Int32, imageDirectory: String, externalSocketInode: UInt64, externalFiles: [String] = [],
+        leaveStopped: Bool = false
     ) throws(CheckpointError) {
         let args = dumpArguments(
             pid: pid, imageDirectory: imageDirectory, externalSocketInode: externalSocketInode,
-            externalFiles: externalFiles)
+            externalFiles: externalFiles, leaveStopped: leaveStopped)
         let devnull = open("/dev/null", O_RDWR | O_CLOEXEC)
         defer { if devnull >= 0 { Posix.close(devnull) } }
         let status: ExitStatus

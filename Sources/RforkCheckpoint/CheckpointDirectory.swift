@@ -5,11 +5,14 @@ import RforkSystem
 
 /// A checkpoint on disk: `manifest.json` and CRIU's images in `images/`. Self-contained: the manifest
 /// says what the job is (its PID, owner, home node), which of its descriptors lead outside it (its
-/// stdio, replaced at restart) and the size and SHA-256 of every image file.
+/// stdio, replaced at restart), the size and SHA-256 of every image file, and an HMAC-SHA256 of all
+/// that with the cluster's checkpoint key, which only the daemons hold: the owner can read and delete
+/// their checkpoint, but an image they change (credentials, say) is refused at restart.
 ///
 /// A directory is written under a temporary name beside its final one and swapped in whole (renameat2
 /// RENAME_EXCHANGE when a previous checkpoint is there), so a crash leaves either the previous checkpoint
-/// or the new one, never a half-written one.
+/// or the new one, never a half-written one. All of it is written and read with the owner's file system
+/// identity, never following a symbolic link at the last step.
 public struct CheckpointManifest: Codable, Sendable, Equatable {
     public static let formatName = "rfork-checkpoint"
     public static let currentVersion = 1
@@ -55,6 +58,9 @@ public struct CheckpointManifest: Codable, Sendable, Equatable {
     public var controlSocketInode: UInt64
     public var channels: [Channel]
     public var files: [File]
+    /// HMAC-SHA256 (hex) of this manifest without its signature (JSON, sorted keys), with the cluster's
+    /// checkpoint key.
+    public var signature: String?
 
     public init(
         created: String, node: String, pid: Int32, uid: UInt32, controlSocketInode: UInt64, channels: [Channel],
@@ -72,56 +78,65 @@ public struct CheckpointManifest: Codable, Sendable, Equatable {
     }
 }
 
+/// The cluster's checkpoint key (every node the same; only the daemons read it): it signs manifests.
+public struct CheckpointKey: Sendable {
+    let bytes: [UInt8]
+    public init(file path: String) throws(CheckpointError) {
+        guard let bytes = try? Posix.readFile(path), bytes.count >= 32 else {
+            throw CheckpointError(.saveFailed, "cannot read the checkpoint key \(path) (at least 32 bytes)")
+        }
+        self.bytes = bytes
+    }
+    var symmetric: SymmetricKey { SymmetricKey(data: bytes) }
+}
+
 public enum CheckpointDirectory {
     public static let manifestName = "manifest.json"
     public static let imagesName = "images"
+    static let manifestLimit = 1 << 20
 
-    /// The SHA-256 of a file, in hex; reads it in 1 MiB pieces.
-    public static func sha256(of path: String) throws(SystemError) -> String {
-        var hasher = SHA256()
-        try Posix.readChunks(path, size: 1 << 20) { _, data, _ in hasher.update(data: data) }
-        return hasher.finalize().map { String(format: "%02x", $0) }.joined()
+    /// The bytes the signature covers: the manifest without its signature, as sorted-key JSON.
+    static func signedBytes(_ manifest: CheckpointManifest) -> Data {
+        var unsigned = manifest
+        unsigned.signature = nil
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return (try? encoder.encode(unsigned)) ?? Data()
     }
 
-    /// Reads and checks a checkpoint: its manifest (format, version), and every image file it lists
-    /// (present, same size, same SHA-256), with no image file it does not list. The error says what is
-    /// wrong in one line.
-    public static func load(_ dir: String) throws(CheckpointError) -> CheckpointManifest {
-        let manifest = try readManifest(dir)
-        let images = dir + "/" + imagesName
-        let present = Set(Posix.listDirectory(images))
-        for file in manifest.files {
-            let path = images + "/" + file.name
-            guard !file.name.contains("/"), present.contains(file.name) else {
-                throw CheckpointError(.corrupt, "\(dir) is damaged: image file \(file.name) is missing")
-            }
-            guard Posix.fileSize(path) == file.size else {
-                throw CheckpointError(
-                    .corrupt, "\(dir) is damaged: \(file.name) has \(Posix.fileSize(path)) bytes, not \(file.size)")
-            }
-            let sum: String
-            do { sum = try sha256(of: path) } catch {
-                throw CheckpointError(.corrupt, "\(dir) is damaged: cannot read \(file.name): \(error)")
-            }
-            guard sum == file.sha256 else {
-                throw CheckpointError(.corrupt, "\(dir) is damaged: \(file.name) does not match its checksum")
-            }
-        }
-        let extra = present.subtracting(manifest.files.map(\.name)).sorted()
-        if let first = extra.first {
-            throw CheckpointError(.corrupt, "\(dir) is damaged: image file \(first) is not in its manifest")
-        }
-        return manifest
+    static func hex<D: Sequence>(_ bytes: D) -> String where D.Element == UInt8 {
+        bytes.map { String(format: "%02x", $0) }.joined()
     }
 
-    /// The manifest alone (format and version checked), for a quick look.
+    /// Creates a key file of 32 random bytes, in hex, readable by root only (unless it exists).
+    public static func createKey(_ path: String) throws(CheckpointError) {
+        if Posix.fileExists(path) { return }
+        let random = SymmetricKey(size: .bits256).withUnsafeBytes { Array($0) }
+        do { try Posix.writeFile(path, Array(hex(random).utf8), mode: 0o600) } catch {
+            throw CheckpointError(.saveFailed, "cannot write \(path): \(error)")
+        }
+    }
+
+    /// The manifest alone (format and version checked), read as the caller (the CLI runs as its user).
     public static func readManifest(_ dir: String) throws(CheckpointError) -> CheckpointManifest {
-        guard Posix.isDirectory(dir) else { throw CheckpointError(.corrupt, "\(dir) is not a directory") }
-        guard Posix.fileExists(dir + "/" + manifestName) else {
-            throw CheckpointError(.corrupt, "\(dir) is not an rfork checkpoint (no \(manifestName))")
+        let dirFD: Int32
+        do { dirFD = try Posix.openDirectory(dir, shown: dir) } catch {
+            throw CheckpointError(.corrupt, "\(dir) is not a directory (\(error))")
         }
+        defer { Posix.close(dirFD) }
+        return try readManifest(at: dirFD, shown: dir)
+    }
+
+    static func readManifest(at dirFD: Int32, shown dir: String) throws(CheckpointError) -> CheckpointManifest {
         let bytes: [UInt8]
-        do { bytes = try Posix.readFile(dir + "/" + manifestName) } catch {
+        do {
+            let fd = try Posix.openRegularFile(at: dirFD, manifestName, shown: dir + "/" + manifestName)
+            defer { Posix.close(fd) }
+            bytes = try Posix.readAll(fd, limit: manifestLimit, shown: dir + "/" + manifestName)
+        } catch {
+            if error.errno == ENOENT {
+                throw CheckpointError(.corrupt, "\(dir) is not an rfork checkpoint (no \(manifestName))")
+            }
             throw CheckpointError(.corrupt, "cannot read the checkpoint \(dir): \(error)")
         }
         struct Header: Decodable {
@@ -142,45 +157,172 @@ public enum CheckpointDirectory {
         }
     }
 
-    /// Completes a checkpoint written into `staging` (images already in `staging/images`): checksums,
-    /// manifest, flushed to disk, owned by `uid`, then swapped in at `dir` in one step. The previous
-    /// checkpoint at `dir`, if any, is removed afterwards.
-    public static func commit(
-        staging: String, to dir: String, manifest partial: CheckpointManifest, uid: UInt32, gid: UInt32
-    ) throws(CheckpointError) {
-        var manifest = partial
-        let images = staging + "/" + imagesName
+    /// Copies a checkpoint into `privateDirectory` (root's, on tmpfs) and checks the copy: the manifest's
+    /// signature with `key`, and every image file (regular, listed, same size and SHA-256, none unlisted).
+    /// DIR is opened and read with the file system identity of uid:gid, so a user can restart only what
+    /// they can read, and nothing is read through a link. One line says what is wrong.
+    public static func copyVerified(
+        _ dir: String, into privateDirectory: String, key: CheckpointKey, uid: UInt32, gid: UInt32
+    ) throws(CheckpointError) -> CheckpointManifest {
+        // As the user: pin DIR and its images directory, read the manifest, open every listed file.
+        let opened: (CheckpointManifest, [(CheckpointManifest.File, Int32)])
         do {
-            manifest.files = try Posix.listDirectory(images).map { (name: String) throws(SystemError) in
-                CheckpointManifest.File(
-                    name: name, size: Posix.fileSize(images + "/" + name), sha256: try sha256(of: images + "/" + name))
-            }
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            let json = (try? encoder.encode(manifest)) ?? Data()
-            try Posix.writeFile(staging + "/" + manifestName, json, mode: 0o600)
-        } catch { throw CheckpointError(.saveFailed, "cannot write the checkpoint: \(error)") }
-        for name in Posix.listDirectory(images) { Posix.syncAndOwn(images + "/" + name, uid: uid, gid: gid) }
-        Posix.syncAndOwn(images, uid: uid, gid: gid)
-        Posix.syncAndOwn(staging + "/" + manifestName, uid: uid, gid: gid)
-        Posix.syncAndOwn(staging, uid: uid, gid: gid)
-        if Posix.fileExists(dir) {
-            guard Posix.exchange(staging, dir) else {
-                throw CheckpointError(.saveFailed, "cannot replace \(dir): \(Posix.errorText(errno))")
-            }
-            remove(staging)  // now the previous checkpoint
-        } else {
-            guard rename(staging, dir) == 0 else {
-                throw CheckpointError(.saveFailed, "cannot create \(dir): \(Posix.errorText(errno))")
+            opened = try Posix.asFilesystemUser(uid: uid, gid: gid) {
+                () throws(CheckpointError) -> (CheckpointManifest, [(CheckpointManifest.File, Int32)]) in
+                let dirFD: Int32
+                do { dirFD = try Posix.openDirectory(dir, shown: dir) } catch {
+                    throw CheckpointError(.corrupt, "\(dir) is not a directory (\(error))")
+                }
+                defer { Posix.close(dirFD) }
+                let manifest = try readManifest(at: dirFD, shown: dir)
+                let imagesFD: Int32
+                do { imagesFD = try Posix.openDirectory(at: dirFD, imagesName, shown: dir + "/" + imagesName) } catch {
+                    throw CheckpointError(.corrupt, "\(dir) is damaged: \(error)")
+                }
+                defer { Posix.close(imagesFD) }
+                let listed = Set(manifest.files.map(\.name))
+                if let extra = Posix.listDirectory(fd: imagesFD).first(where: { !listed.contains($0) }) {
+                    throw CheckpointError(.corrupt, "\(dir) is damaged: image file \(extra) is not in its manifest")
+                }
+                var files: [(CheckpointManifest.File, Int32)] = []
+                do throws(CheckpointError) {
+                    for file in manifest.files {
+                        guard !file.name.isEmpty, !file.name.contains("/"), file.name != ".", file.name != ".." else {
+                            throw CheckpointError(
+                                .corrupt, "\(dir) is damaged: its manifest names a file '\(file.name)'")
+                        }
+                        let fd: Int32
+                        do throws(SystemError) {
+                            fd = try Posix.openRegularFile(at: imagesFD, file.name, shown: file.name)
+                        } catch {
+                            let why = error.errno == ENOENT ? "image file \(file.name) is missing" : "\(error)"
+                            throw CheckpointError(.corrupt, "\(dir) is damaged: \(why)")
+                        }
+                        files.append((file, fd))
+                    }
+                } catch {
+                    for (_, fd) in files { Posix.close(fd) }
+                    throw error
+                }
+                return (manifest, files)
             }
         }
-        let parent = dir.split(separator: "/").dropLast().joined(separator: "/")
-        Posix.syncAndOwn("/" + parent, uid: nil, gid: nil)
+        let (manifest, files) = opened
+        defer { for (_, fd) in files { Posix.close(fd) } }
+        // As root: the signature, then a copy of each file checked as it is written.
+        guard let signature = manifest.signature,
+            hex(HMAC<SHA256>.authenticationCode(for: signedBytes(manifest), using: key.symmetric)) == signature
+        else {
+            throw CheckpointError(
+                .corrupt,
+                "\(dir) was changed since it was saved, or saved by another cluster (its signature does not match)")
+        }
+        for (file, fd) in files {
+            let path = privateDirectory + "/" + file.name
+            var hasher = SHA256()
+            var size = 0
+            do {
+                let out = try Posix.createFile(path, shown: path)
+                defer { Posix.close(out) }
+                try Posix.eachChunk(of: fd, size: 1 << 20, shown: file.name) { (data: Data) throws(SystemError) in
+                    hasher.update(data: data)
+                    size += data.count
+                    try Posix.writeAll(out, data, shown: path)
+                }
+            } catch { throw CheckpointError(.corrupt, "cannot copy \(dir)/images/\(file.name): \(error)") }
+            guard size == file.size else {
+                throw CheckpointError(.corrupt, "\(dir) is damaged: \(file.name) has \(size) bytes, not \(file.size)")
+            }
+            guard hex(hasher.finalize()) == file.sha256 else {
+                throw CheckpointError(.corrupt, "\(dir) is damaged: \(file.name) does not match its checksum")
+            }
+        }
+        return manifest
     }
 
-    /// Removes a checkpoint directory (or a staging one) and what is in it.
+    /// Writes a checkpoint from the image files in `source` (root's private dump directory): as user
+    /// uid:gid, into `DIR.rfork-staging-PID` beside `dir` (made new: never an existing path or a link),
+    /// with checksums and the signed manifest, flushed, then swapped in at `dir`; a previous checkpoint
+    /// there is removed afterwards. A `dir` that exists and is not a checkpoint is left alone.
+    /// Returns the bytes of image data written.
+    public static func write(
+        from source: String, to dir: String, manifest partial: CheckpointManifest, key: CheckpointKey, uid: UInt32,
+        gid: UInt32
+    ) throws(CheckpointError) -> Int {
+        // As root: open the dump's files.
+        var sources: [(String, Int32)] = []
+        defer { for (_, fd) in sources { Posix.close(fd) } }
+        for name in Posix.listDirectory(source) where name.hasSuffix(".img") {
+            do { sources.append((name, try Posix.openRegularFile(source + "/" + name, shown: name))) } catch {
+                throw CheckpointError(.saveFailed, "cannot read the dump: \(error)")
+            }
+        }
+        let staging = dir + ".rfork-staging-\(partial.pid)"
+        return try Posix.asFilesystemUser(uid: uid, gid: gid) { () throws(CheckpointError) -> Int in
+            if Posix.fileExists(dir) {
+                guard Posix.isPlainDirectory(dir), (try? readManifest(dir)) != nil else {
+                    throw CheckpointError(.saveFailed, "\(dir) exists and is not an rfork checkpoint; it is left alone")
+                }
+            }
+            if Posix.isPlainDirectory(staging) { remove(staging) }  // left by a crash
+            guard mkdir(staging, 0o700) == 0 else {
+                throw CheckpointError(.saveFailed, "cannot create \(staging): \(Posix.errorText(errno))")
+            }
+            var manifest = partial
+            var total = 0
+            do {
+                let stagingFD = try Posix.openDirectory(staging, shown: staging)
+                defer { Posix.close(stagingFD) }
+                guard mkdirat(stagingFD, imagesName, 0o700) == 0 else {
+                    throw SystemError("mkdir \(staging)/\(imagesName)", errno: errno)
+                }
+                let imagesFD = try Posix.openDirectory(at: stagingFD, imagesName, shown: imagesName)
+                defer { Posix.close(imagesFD) }
+                for (name, fd) in sources {
+                    var hasher = SHA256()
+                    var size = 0
+                    let out = try Posix.createFile(at: imagesFD, name, shown: name)
+                    defer { Posix.close(out) }
+                    try Posix.eachChunk(of: fd, size: 1 << 20, shown: name) { (data: Data) throws(SystemError) in
+                        hasher.update(data: data)
+                        size += data.count
+                        try Posix.writeAll(out, data, shown: name)
+                    }
+                    _ = fsync(out)
+                    total += size
+                    manifest.files.append(.init(name: name, size: size, sha256: hex(hasher.finalize())))
+                }
+                manifest.signature = hex(
+                    HMAC<SHA256>.authenticationCode(for: signedBytes(manifest), using: key.symmetric))
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+                let out = try Posix.createFile(at: stagingFD, manifestName, shown: manifestName)
+                defer { Posix.close(out) }
+                try Posix.writeAll(out, (try? encoder.encode(manifest)) ?? Data(), shown: manifestName)
+                _ = fsync(out)
+                _ = fsync(imagesFD)
+                _ = fsync(stagingFD)
+            } catch {
+                remove(staging)
+                throw CheckpointError(.saveFailed, "cannot write the checkpoint: \(error)")
+            }
+            let replacing = Posix.isPlainDirectory(dir)
+            guard replacing ? Posix.exchange(staging, dir) : rename(staging, dir) == 0 else {
+                let why = Posix.errorText(errno)
+                remove(staging)
+                throw CheckpointError(.saveFailed, "cannot put the checkpoint at \(dir): \(why)")
+            }
+            let parent = "/" + dir.split(separator: "/").dropLast().joined(separator: "/")
+            Posix.syncAndOwn(parent, uid: nil, gid: nil)
+            if replacing { remove(staging) }  // now the previous checkpoint
+            return total
+        }
+    }
+
+    /// Removes a checkpoint directory (or a staging one) and what is in it; nothing through a link.
     public static func remove(_ dir: String) {
-        Posix.removeFlatDirectory(dir + "/" + imagesName)
+        let images = dir + "/" + imagesName
+        if Posix.isPlainDirectory(images) { Posix.removeFlatDirectory(images) }
         unlink(dir + "/" + manifestName)
         rmdir(dir)
     }

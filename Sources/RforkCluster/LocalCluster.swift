@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import RforkCheckpoint
 import RforkDaemon
 import RforkSystem
 
@@ -96,6 +97,7 @@ public struct LocalCluster: Sendable {
         do {
             try ClusterKeys.createAuthority(in: dir + "/keys")
             for i in 1...count { try ClusterKeys.issue(node: "node\(i)", caDir: dir + "/keys", out: dir + "/keys") }
+            try CheckpointDirectory.createKey(dir + "/keys/checkpoint.key")
         } catch { throw Error("\(error)") }
 
         var state = State(nodes: [], hub: Self.hubNamespace)
@@ -121,6 +123,7 @@ public struct LocalCluster: Sendable {
             for (index, node) in state.nodes.enumerated() {
                 let config = DaemonConfiguration(
                     node: node.name, criu: criu, helperDirectory: configuration.prefix + "/libexec/rfork",
+                    checkpointKey: dir + "/keys/checkpoint.key",
                     tls: .init(
                         ca: dir + "/keys/ca.pem", certificate: dir + "/keys/\(node.name).pem",
                         key: dir + "/keys/\(node.name).key"),

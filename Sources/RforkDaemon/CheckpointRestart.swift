@@ -7,32 +7,51 @@ import RforkProtocol
 import RforkSystem
 import RforkWire
 
-/// A `rfork checkpoint` waiting for its answer.
+/// A `rfork checkpoint` (or a periodic one) waiting for its end.
 final class PendingCheckpoint: @unchecked Sendable {  // confined to Node.loop
     var machine: Checkpoint
     let command: Channel?  // nil for a periodic checkpoint (`rfork run --checkpoint-every`)
+    /// The job's owner, as the kernel says (/proc/PID/status): the checkpoint is written as them.
+    let uid: UInt32
     let gid: UInt32
-    init(machine: Checkpoint, command: Channel?, gid: UInt32) {
+    init(machine: Checkpoint, command: Channel?, uid: UInt32, gid: UInt32) {
         self.machine = machine
         self.command = command
+        self.uid = uid
         self.gid = gid
     }
 }
 
+/// One `rfork run --checkpoint-every`: its timer and the process it saves.
+struct Schedule {
+    let task: RepeatedTask
+    let pidfd: Int32
+}
+
+/// The answer to a checkpoint schedule.
+public struct ScheduleAnswer: Codable, Sendable {
+    public var ok: Bool
+    public var reason: String?
+}
+
 extension Node {
+    /// The most periodic checkpoints one daemon keeps.
+    static let scheduleLimit = 256
+
     // MARK: checkpoint
 
-    /// `rfork checkpoint PID DIR`: checks the job and DIR, then signals the job's top process, whose
-    /// call (a fork request marked `migrate`) is answered once its tree is saved.
+    /// `rfork checkpoint PID DIR`: checks the job, then signals its top process, whose call (a fork
+    /// request marked `migrate`) is answered once its tree is saved. DIR itself is only ever touched with
+    /// the job owner's file system identity, on a pool thread.
     func handleCheckpoint(_ text: String, peerUID: UInt32?, from channel: Channel) {
         loop.preconditionInEventLoop()
         let fields = Self.fields(text)
-        let dir = fields["dir"] ?? ""
+        let dir = fields["dir"].flatMap { Posix.cleanAbsolutePath($0, relativeTo: "/") } ?? ""
         func refuse(_ pid: Int32, _ why: String) {
-            answerCheckpoint(channel, .init(pid: pid, directory: dir, saved: false, reason: why))
+            answerJSON(channel, Checkpoint.Outcome(pid: pid, directory: dir, saved: false, reason: why))
         }
-        guard let pid = fields["pid"].flatMap({ Int32($0) }), pid > 0, dir.hasPrefix("/") else {
-            return refuse(0, "malformed checkpoint request")
+        guard let pid = fields["pid"].flatMap({ Int32($0) }), pid > 0, !dir.isEmpty else {
+            return refuse(0, "malformed checkpoint request (DIR must be a path without '.' or '..')")
         }
         guard let pidfd = Posix.openProcess(pid) else { return refuse(pid, "no process \(pid)") }
         defer { Posix.close(pidfd) }
@@ -44,15 +63,20 @@ extension Node {
         }
     }
 
-    /// Checks the job and DIR and signals the job's top process; the reason when it cannot start.
+    /// Checks the job and signals its top process; the reason when it cannot start.
     func startCheckpoint(
         pid: Int32, pidfd: Int32, directory dir: String, uid: UInt32, leaveRunning: Bool, command channel: Channel?
     ) -> String? {
-        let status = Posix.processStatus(pid)
-        if let why = checkpointRefusal(pid: pid, directory: dir, uid: uid, status: status) { return why }
-        let gid = status?["Gid"]?.split(whereSeparator: { $0 == " " || $0 == "\t" }).first.flatMap { UInt32($0) } ?? 0
+        guard checkpointKey != nil else {
+            return "rforkd on \(config.node) has no checkpointKey in its configuration; it saves no checkpoints"
+        }
+        guard let status = Posix.processStatus(pid) else { return "no process \(pid) on \(config.node)" }
+        let owner = Self.firstNumber(status["Uid"])
+        guard let owner, uid == 0 || owner == uid else { return "process \(pid) belongs to another user" }
+        if let why = checkpointRefusal(pid: pid, status: status) { return why }
         let pending = PendingCheckpoint(
-            machine: Checkpoint(pid: pid, directory: dir, leaveRunning: leaveRunning), command: channel, gid: gid)
+            machine: Checkpoint(pid: pid, directory: dir, leaveRunning: leaveRunning), command: channel, uid: owner,
+            gid: Self.firstNumber(status["Gid"]) ?? owner)
         checkpoints[pid] = pending
         logger.info("saving the job of process \(pid) to \(dir)")
         guard Posix.signal(process: pidfd, LocalWire.migrateSignal) else {
@@ -61,92 +85,42 @@ extension Node {
         }
         let seconds = Self.migrationCallSeconds
         loop.scheduleTask(in: .seconds(Int64(seconds))) {
+            // Only this request's deadline: a later checkpoint of the same PID has its own.
+            guard self.checkpoints[pid] === pending else { return }
             self.checkpointEvent(pid: pid, .deadline(seconds: seconds))
         }
         return nil
     }
 
-    // MARK: periodic checkpoints
-
-    /// `rfork run --checkpoint-every`: before it execs the job, `rfork run` (the job's top process to be,
-    /// same PID) asks for a checkpoint of itself into DIR every so often, left running, as long as it lives.
-    func handleSchedule(_ text: String, peerUID: UInt32?, peerPID: Int32?, from channel: Channel) {
-        loop.preconditionInEventLoop()
-        let fields = Self.fields(text)
-        let dir = fields["dir"] ?? ""
-        func answer(_ error: String?) {
-            answerJSON(channel, ScheduleAnswer(ok: error == nil, reason: error))
-        }
-        guard let pid = fields["pid"].flatMap({ Int32($0) }), let seconds = fields["every"].flatMap({ Int($0) }),
-            seconds >= 1, dir.hasPrefix("/"), let uid = peerUID
-        else { return answer("malformed checkpoint schedule") }
-        // Only a process may schedule its own checkpoints.
-        guard peerPID == pid else { return answer("a process can only schedule checkpoints of itself") }
-        let parent = "/" + dir.split(separator: "/").dropLast().joined(separator: "/")
-        guard Posix.isDirectory(parent), uid == 0 || Posix.owner(parent)?.uid == uid else {
-            return answer("\(parent) is not a directory of yours")
-        }
-        if Posix.fileExists(dir) {
-            guard (try? CheckpointDirectory.readManifest(dir)) != nil, uid == 0 || Posix.owner(dir)?.uid == uid else {
-                return answer("\(dir) exists and is not a checkpoint of yours; it is left alone")
-            }
-        }
-        guard let pidfd = Posix.openProcess(pid) else { return answer("no process \(pid)") }
-        logger.info("process \(pid) is saved to \(dir) every \(seconds) s")
-        let task = loop.scheduleRepeatedTask(initialDelay: .seconds(Int64(seconds)), delay: .seconds(Int64(seconds))) {
-            task in
-            guard Posix.processAlive(pidfd: pidfd) else {
-                task.cancel()
-                Posix.close(pidfd)
-                return
-            }
-            if self.checkpoints[pid] != nil || self.migrations[pid] != nil { return }  // one at a time
-            if let why = self.startCheckpoint(
-                pid: pid, pidfd: pidfd, directory: dir, uid: uid, leaveRunning: true, command: nil)
-            {
-                self.logger.warning("periodic checkpoint of process \(pid) to \(dir) skipped: \(why)")
-            }
-        }
-        periodic[pid] = task
-        answer(nil)
+    static func firstNumber(_ field: String?) -> UInt32? {
+        field?.split(whereSeparator: { $0 == " " || $0 == "\t" }).first.flatMap { UInt32($0) }
     }
 
-    /// Why the job of `pid` cannot be saved to `dir` for a caller with `uid`, or nil.
-    func checkpointRefusal(pid: Int32, directory dir: String, uid: UInt32, status: [String: String]?) -> String? {
-        guard let status else { return "no process \(pid) on \(config.node)" }
-        let owner = status["Uid"]?.split(whereSeparator: { $0 == " " || $0 == "\t" }).first.flatMap { UInt32($0) }
-        guard uid == 0 || owner == uid else { return "process \(pid) belongs to another user" }
+    /// Why the job of `pid` cannot be saved, or nil: every process of it is checked.
+    func checkpointRefusal(pid: Int32, status: [String: String]) -> String? {
         if homeSessions.values.contains(where: { $0.pid == pid }) {
             return "process \(pid) runs on another node; saving a job from there comes later"
         }
         if Posix.namespacePIDs(pid).count > 1 { return "process \(pid) runs in a PID namespace below rforkd's" }
         if migrations[pid] != nil || checkpoints[pid] != nil { return "process \(pid) is being moved or saved already" }
         if let why = Self.signalRefusal(pid: pid, status: status) { return why }
-        let tree = Self.descendants(of: pid)
-        if let standIn = tree.first(where: { p in homeSessions.values.contains { $0.pid == p } }) {
-            return "process \(standIn) of the job runs on another node; saving a job with remote processes comes later"
-        }
-        for name in Posix.listDirectory("/proc/\(pid)/fd") {
-            if let target = Posix.readLink("/proc/\(pid)/fd/\(name)"), target.hasPrefix("socket:") {
-                return "process \(pid) holds a socket (descriptor \(name), \(target)), which rfork cannot save yet"
+        for p in [pid] + Self.descendants(of: pid) {
+            if homeSessions.values.contains(where: { $0.pid == p }) {
+                return "process \(p) of the job runs on another node; saving a job with remote processes comes later"
             }
-        }
-        if let why = SharedMemory.check(pid: pid) {
-            return why.replacingOccurrences(of: "the child", with: "process \(pid)")
-        }
-        // DIR: its parent is the caller's, and DIR is new or a checkpoint of theirs (it is replaced).
-        let parent = "/" + dir.split(separator: "/").dropLast().joined(separator: "/")
-        guard Posix.isDirectory(parent), let parentOwner = Posix.owner(parent) else {
-            return "\(parent) is not a directory"
-        }
-        guard uid == 0 || parentOwner.uid == uid else { return "\(parent) is not yours" }
-        if Posix.fileExists(dir) {
-            do { _ = try CheckpointDirectory.readManifest(dir) } catch {
-                return "\(dir) exists and is not an rfork checkpoint; it is left alone"
-            }
-            guard uid == 0 || Posix.owner(dir)?.uid == uid else { return "\(dir) is not yours" }
+            if let why = Self.heldResourceRefusal(pid: p) { return why }
         }
         return nil
+    }
+
+    /// What a process holds that cannot be saved or moved yet (a socket, shared memory), or nil.
+    static func heldResourceRefusal(pid: Int32) -> String? {
+        for name in Posix.listDirectory("/proc/\(pid)/fd") {
+            if let target = Posix.readLink("/proc/\(pid)/fd/\(name)"), target.hasPrefix("socket:") {
+                return "process \(pid) holds a socket (descriptor \(name), \(target)), which rfork cannot move yet"
+            }
+        }
+        return SharedMemory.check(pid: pid).map { $0.replacingOccurrences(of: "the child", with: "process \(pid)") }
     }
 
     /// Every descendant of a process (not the process itself), from /proc's children lists.
@@ -164,24 +138,10 @@ extension Node {
         return out
     }
 
-    /// The job's top process called in: its tree is saved (on a pool thread) into a staging directory
-    /// next to DIR, which then replaces DIR in one step.
-    func checkpointCall(_ request: LocalForkRequest, from channel: Channel) {
-        guard let pending = checkpoints[request.pid] else { return reply(channel, .local, "") }
-        let before = pending.machine.state
-        checkpointEvent(pid: request.pid, .called, call: channel)
-        guard before == .signalled else { return }
-        let machine = pending.machine
-        let dir = machine.directory
-        let staging = dir + ".rfork-staging-\(request.pid)"
-        let criu = self.criu
-        let node = config.node
-        let uid = request.uid
-        let gid = pending.gid
-        // Pipes between processes of the job stay inside it (CRIU saves them with their bytes); only what
-        // leads outside is replaced at restart: a pipe end whose other end no process of the job holds.
-        let tree = [request.pid] + Self.descendants(of: request.pid)
-        let outside = request.channels.filter { channel in
+    /// The channels of a job's top process that lead outside the job: a pipe end whose other end no
+    /// process of the job holds (pipes inside the job are saved by CRIU with their bytes). Renumbered.
+    static func outsideChannels(_ channels: [LocalForkRequest.Channel], tree: [Int32]) -> [LocalForkRequest.Channel] {
+        channels.filter { channel in
             guard channel.criuID.hasPrefix("pipe:["), let direction = channel.criuID.last else { return true }
             let key = String(channel.criuID.dropLast())  // "pipe:[INO]"
             let wantReader = direction == "w"
@@ -192,31 +152,46 @@ extension Node {
                 }
             }
         }.enumerated().map { index, channel in
-            // Channels are numbered 0..<n, in order.
             LocalForkRequest.Channel(id: UInt32(index), kind: channel.kind, criuID: channel.criuID, fd: channel.fd)
         }
+    }
+
+    /// The job's top process called in: CRIU saves its tree into a private directory (left stopped when
+    /// the job is to end, so nothing runs between the cut and the end), which is then written to DIR as
+    /// the job's owner and swapped in.
+    func checkpointCall(_ request: LocalForkRequest, from channel: Channel) {
+        guard let pending = checkpoints[request.pid], pending.machine.state == .signalled, let key = checkpointKey
+        else { return checkpointEvent(pid: request.pid, .strayCall, call: channel) }
+        checkpointEvent(pid: request.pid, .called, call: channel)
+        let machine = pending.machine
+        let id = nextSession
+        nextSession += 1
+        let privateDir = imageRoot + "/c\(id)"
+        let criu = self.criu
+        let node = config.node
+        let (uid, gid) = (pending.uid, pending.gid)
         threads.runIfActive(eventLoop: loop) { () throws -> Int in
-            CheckpointDirectory.remove(staging)
-            try Posix.makeDirectory(staging)
-            let images = staging + "/" + CheckpointDirectory.imagesName
-            try Posix.makeDirectory(images)
+            let tree = [request.pid] + Self.descendants(of: request.pid)
+            let outside = Self.outsideChannels(request.channels, tree: tree)
+            try Posix.makeDirectory(privateDir)
+            defer { Posix.removeFlatDirectory(privateDir) }
+            try criu.dump(
+                pid: request.pid, imageDirectory: privateDir, externalSocketInode: request.socketInode,
+                externalFiles: outside.filter { $0.criuID.hasPrefix("file[") }.map(\.criuID),
+                leaveStopped: !machine.leaveRunning)
+            unlink(privateDir + "/dump.log")
+            let manifest = CheckpointManifest(
+                created: ISO8601DateFormatter().string(from: Date()), node: node, pid: request.pid, uid: uid,
+                controlSocketInode: request.socketInode,
+                channels: outside.map { .init(id: $0.id, kind: $0.kind.rawValue, criuID: $0.criuID, fd: $0.fd) },
+                files: [])
             do {
-                try criu.dump(
-                    pid: request.pid, imageDirectory: images, externalSocketInode: request.socketInode,
-                    externalFiles: outside.filter { $0.criuID.hasPrefix("file[") }.map(\.criuID))
-                unlink(images + "/dump.log")
-                let manifest = CheckpointManifest(
-                    created: ISO8601DateFormatter().string(from: Date()), node: node, pid: request.pid, uid: uid,
-                    controlSocketInode: request.socketInode,
-                    channels: outside.map { .init(id: $0.id, kind: $0.kind.rawValue, criuID: $0.criuID, fd: $0.fd) },
-                    files: [])
-                try CheckpointDirectory.commit(staging: staging, to: dir, manifest: manifest, uid: uid, gid: gid)
+                return try CheckpointDirectory.write(
+                    from: privateDir, to: machine.directory, manifest: manifest, key: key, uid: uid, gid: gid)
             } catch {
-                CheckpointDirectory.remove(staging)
+                // The job was left stopped for its end: it goes on instead.
+                if !machine.leaveRunning { for p in tree { Posix.kill(p, SIGCONT) } }
                 throw error
-            }
-            return Posix.listDirectory(dir + "/" + CheckpointDirectory.imagesName).reduce(0) {
-                $0 + Posix.fileSize(dir + "/" + CheckpointDirectory.imagesName + "/" + $1)
             }
         }.whenComplete { result in
             switch result {
@@ -243,11 +218,12 @@ extension Node {
                 logger.info(
                     "job of process \(pid): \(outcome.saved ? "saved to \(outcome.directory)" : "not saved: \(outcome.reason ?? "")")"
                 )
-                if let command = pending.command { answerCheckpoint(command, outcome) }
+                if let command = pending.command { answerJSON(command, outcome) }
             case .resumeProcess, .keepProcessHere:
                 if let channel { reply(channel, .local, "") }
             case .endJob:
-                // Saved without --leave-running: the job ends now (its parent sees SIGKILL), children first.
+                // Saved without --leave-running: the job (left stopped by CRIU) ends now; its parent sees
+                // SIGKILL. The top process is still blocked in its call, so its PID is still its own.
                 for p in Self.descendants(of: pid).reversed() { Posix.kill(p, SIGKILL) }
                 Posix.kill(pid, SIGKILL)
                 if let channel { channel.close(promise: nil) }
@@ -255,33 +231,83 @@ extension Node {
         }
     }
 
-    func answerCheckpoint(_ channel: Channel, _ outcome: Checkpoint.Outcome) {
-        answerJSON(channel, outcome)
+    // MARK: periodic checkpoints
+
+    /// `rfork run --checkpoint-every`: before it execs the job, `rfork run` (the job's top process to be,
+    /// same PID) asks for a checkpoint of itself into DIR every so often, left running, as long as it lives.
+    func handleSchedule(_ text: String, peerUID: UInt32?, peerPID: Int32?, from channel: Channel) {
+        loop.preconditionInEventLoop()
+        let fields = Self.fields(text)
+        func answer(_ error: String?) { answerJSON(channel, ScheduleAnswer(ok: error == nil, reason: error)) }
+        guard let pid = fields["pid"].flatMap({ Int32($0) }), let seconds = fields["every"].flatMap({ Int($0) }),
+            (1...86400 * 365).contains(seconds),
+            let dir = fields["dir"].flatMap({ Posix.cleanAbsolutePath($0, relativeTo: "/") }), let uid = peerUID
+        else { return answer("malformed checkpoint schedule (DIR must be a path without '.' or '..')") }
+        // Only a process may schedule its own checkpoints.
+        guard peerPID == pid else { return answer("a process can only schedule checkpoints of itself") }
+        guard checkpointKey != nil else {
+            return answer("rforkd on \(config.node) has no checkpointKey in its configuration; it saves no checkpoints")
+        }
+        guard periodic[pid] != nil || periodic.count < Self.scheduleLimit else {
+            return answer("rforkd on \(config.node) keeps \(Self.scheduleLimit) schedules already")
+        }
+        guard let pidfd = Posix.openProcess(pid) else { return answer("no process \(pid)") }
+        dropSchedule(pid)
+        logger.info("process \(pid) is saved to \(dir) every \(seconds) s")
+        let task = loop.scheduleRepeatedTask(initialDelay: .seconds(Int64(seconds)), delay: .seconds(Int64(seconds))) {
+            task in
+            guard Posix.processAlive(pidfd: pidfd), !self.shuttingDown else {
+                if self.periodic[pid]?.task === task { self.dropSchedule(pid) }
+                return
+            }
+            if self.checkpoints[pid] != nil || self.migrations[pid] != nil { return }  // one at a time
+            if let why = self.startCheckpoint(
+                pid: pid, pidfd: pidfd, directory: dir, uid: uid, leaveRunning: true, command: nil)
+            {
+                self.logger.warning("periodic checkpoint of process \(pid) to \(dir) skipped: \(why)")
+            }
+        }
+        periodic[pid] = Schedule(task: task, pidfd: pidfd)
+        answer(nil)
+    }
+
+    /// Ends the periodic checkpoints of `pid` (its descriptor goes with them).
+    func dropSchedule(_ pid: Int32) {
+        guard let schedule = periodic.removeValue(forKey: pid) else { return }
+        schedule.task.cancel()
+        Posix.close(schedule.pidfd)
     }
 
     // MARK: restart
 
     /// `rfork restart DIR [--node NODE]`: the caller (the command, which becomes the job's stand-in)
-    /// gets the job restored on NODE with its stdio in place of the job's.
+    /// gets the job restored on NODE with its stdio in place of the job's. DIR is read as the caller, and
+    /// its copy is checked (signature, sizes, checksums) before anything is restored.
     func handleRestart(
         _ text: String, peerUID: UInt32?, peerPID: Int32?, from channel: Channel,
         onSession: @escaping @Sendable (UInt64) -> Void
     ) {
         loop.preconditionInEventLoop()
         let fields = Self.fields(text)
-        let dir = fields["dir"] ?? ""
-        guard dir.hasPrefix("/"), let uid = peerUID, let callerPID = peerPID else {
-            return reply(channel, .local, "malformed restart request")
+        guard let dir = fields["dir"].flatMap({ Posix.cleanAbsolutePath($0, relativeTo: "/") }), let uid = peerUID,
+            let callerPID = peerPID
+        else { return reply(channel, .local, "malformed restart request") }
+        guard let key = checkpointKey else {
+            return reply(channel, .local, "rforkd on \(config.node) has no checkpointKey in its configuration")
         }
+        let gid = Self.firstNumber(Posix.processStatus(callerPID)?["Gid"]) ?? uid
         let wanted = fields["node"].flatMap { $0 == "-" ? nil : $0 }
         threads.runIfActive(eventLoop: loop) { () throws -> CheckpointManifest in
-            try CheckpointDirectory.load(dir)
+            try Posix.asFilesystemUser(uid: uid, gid: gid) { () throws(CheckpointError) in
+                try CheckpointDirectory.readManifest(dir)
+            }
         }.whenComplete { result in
             let manifest: CheckpointManifest
             switch result {
             case .success(let m): manifest = m
             case .failure(let error): return self.reply(channel, .local, "\(error)")
             }
+            guard channel.isActive else { return }  // the command is gone: nothing to restart for
             guard uid == 0 || manifest.uid == uid else {
                 return self.reply(channel, .local, "\(dir) is another user's job")
             }
@@ -319,13 +345,12 @@ extension Node {
                 started: Posix.monotonicNanoseconds())
             self.homeSessions[id] = session
             onSession(id)
+            guard channel.isActive else { return self.standInClosed(session: id) }  // it left meanwhile
             self.logger.info("restarting the job of \(dir) on \(target) for process \(callerPID)")
-            let images = dir + "/" + CheckpointDirectory.imagesName
             self.startHomeSession(session, peer: peer) { staging in
-                // The checkpoint stays as it is: its images are copied for this restart.
-                for name in Posix.listDirectory(images) {
-                    try Posix.copyFile(images + "/" + name, to: staging + "/" + name)
-                }
+                // What is restored is this checked copy; the checkpoint itself is never changed.
+                let checked = try CheckpointDirectory.copyVerified(dir, into: staging, key: key, uid: uid, gid: gid)
+                guard checked == manifest else { throw CheckpointError(.corrupt, "\(dir) changed while it was read") }
                 return nil
             }
         }
@@ -346,10 +371,4 @@ extension Node {
         let json = (try? encoder.encode(value)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
         channel.writeAndFlush(LocalFrame.text(.answer, json)).whenComplete { _ in channel.close(promise: nil) }
     }
-}
-
-/// The answer to a checkpoint schedule.
-public struct ScheduleAnswer: Codable, Sendable {
-    public var ok: Bool
-    public var reason: String?
 }

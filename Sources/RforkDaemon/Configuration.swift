@@ -47,14 +47,19 @@ public struct DaemonConfiguration: Codable, Sendable, Equatable {
     /// target as soon as everything but its memory is there, and its pages follow on demand and in the
     /// background. 0 turns post-copy off. Default: 32.
     public var postCopyMiB: Int?
+    /// A file of at least 32 random bytes, the same on every node and readable by root only
+    /// (`rfork keys` writes one): it signs checkpoints, so a changed one is refused at restart. Without
+    /// it, this node neither saves nor restarts checkpoints. Default: none.
+    public var checkpointKey: String?
     public var tls: TLSFiles
     public var peers: [Peer]
 
     public init(
         node: String, listen: String? = nil, port: Int? = nil, socket: String? = nil,
-        runtimeDirectory: String? = nil, criu: String? = nil, helperDirectory: String? = nil, tls: TLSFiles,
-        peers: [Peer]
+        runtimeDirectory: String? = nil, criu: String? = nil, helperDirectory: String? = nil,
+        checkpointKey: String? = nil, tls: TLSFiles, peers: [Peer]
     ) {
+        self.checkpointKey = checkpointKey
         self.node = node
         self.listen = listen
         self.port = port

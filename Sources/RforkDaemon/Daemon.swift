@@ -3,6 +3,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import NIOSSL
+import RforkProtocol
 import RforkSystem
 import RforkWire
 import ServiceLifecycle
@@ -149,6 +150,17 @@ extension Node {
             }
         }
         homeSessions.removeAll()
+        for pid in periodic.keys { dropSchedule(pid) }
+        for (pid, pending) in checkpoints {
+            checkpoints[pid] = nil
+            if let command = pending.command {
+                answerJSON(
+                    command,
+                    Checkpoint.Outcome(
+                        pid: pid, directory: pending.machine.directory, saved: false,
+                        reason: "rforkd on \(config.node) is shutting down"))
+            }
+        }
         for (pid, pending) in migrations {
             migrations[pid] = nil
             answerMigration(

@@ -24,11 +24,7 @@ extension Node {
     /// placed (a fork request marked `migrate`), and the answer goes back once the move ended.
     func handleMigrate(_ text: String, peerUID: UInt32?, from channel: Channel) {
         loop.preconditionInEventLoop()
-        var fields: [String: String] = [:]
-        for line in text.split(separator: "\n") {
-            let parts = line.split(separator: " ", maxSplits: 1)
-            if parts.count == 2 { fields[String(parts[0])] = String(parts[1]) }
-        }
+        let fields = Self.fields(text)
         guard let pid = fields["pid"].flatMap({ Int32($0) }), pid > 0, let target = fields["node"], !target.isEmpty
         else {
             return answerMigration(channel, .init(pid: 0, node: "", moved: false, reason: "malformed migrate request"))
@@ -49,10 +45,13 @@ extension Node {
             return migrationEvent(pid: pid, .refused(reason: "process \(pid) ended"))
         }
         let seconds = Self.migrationCallSeconds
+        // Each timer belongs to this request only: a later move of the same PID has its own.
         loop.scheduleTask(in: .seconds(Int64(seconds))) {
+            guard self.migrations[pid] === pending else { return }
             self.migrationEvent(pid: pid, .deadline(seconds: seconds))
         }
         loop.scheduleTask(in: .minutes(10)) {
+            guard self.migrations[pid] === pending else { return }
             self.migrationEvent(
                 pid: pid, .abandoned(reason: "the move of process \(pid) did not end within 10 minutes"))
         }
@@ -74,7 +73,9 @@ extension Node {
                 ? "process \(pid) runs in a remote child hosted here; moving it from here comes later"
                 : "process \(pid) runs in a PID namespace below rforkd's, from which CRIU cannot move it"
         }
-        if migrations[pid] != nil { return "a move of process \(pid) is already under way" }
+        if migrations[pid] != nil || checkpoints[pid] != nil {
+            return "process \(pid) is being moved or saved already"
+        }
         if target == config.node { return "process \(pid) already runs on \(target)" }
         guard config.peers.contains(where: { $0.name == target }) else { return "unknown node '\(target)'" }
         guard let link = links[target], link.isUp, link.channel != nil else {
@@ -84,14 +85,7 @@ extension Node {
         if Posix.hasChildren(pid) {
             return "process \(pid) has children on \(config.node); moving a process with its children comes later"
         }
-        for name in Posix.listDirectory("/proc/\(pid)/fd") {
-            if let target = Posix.readLink("/proc/\(pid)/fd/\(name)"), target.hasPrefix("socket:") {
-                return "process \(pid) holds a socket (descriptor \(name), \(target)), which rfork cannot move yet"
-            }
-        }
-        if let why = SharedMemory.check(pid: pid) {
-            return why.replacingOccurrences(of: "the child", with: "process \(pid)")
-        }
+        if let why = Self.heldResourceRefusal(pid: pid) { return why }
         return nil
     }
 
@@ -145,10 +139,5 @@ extension Node {
         migrationEvent(pid: session.pid, .stayed(session: session.id, reason: reason))
     }
 
-    func answerMigration(_ channel: Channel, _ outcome: Migration.Outcome) {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
-        let json = (try? encoder.encode(outcome)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
-        channel.writeAndFlush(LocalFrame.text(.answer, json)).whenComplete { _ in channel.close(promise: nil) }
-    }
+    func answerMigration(_ channel: Channel, _ outcome: Migration.Outcome) { answerJSON(channel, outcome) }
 }

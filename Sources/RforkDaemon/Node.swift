@@ -38,7 +38,7 @@ final class Node: @unchecked Sendable {
     var recent: [PlacementRecord] = []  // the last remote forks from this node, newest last
     var migrations: [Int32: PendingMigration] = [:]  // `rfork migrate` requests under way, by PID
     var checkpoints: [Int32: PendingCheckpoint] = [:]  // `rfork checkpoint` requests under way, by PID
-    var periodic: [Int32: RepeatedTask] = [:]  // `rfork run --checkpoint-every`, by PID
+    var periodic: [Int32: Schedule] = [:]  // `rfork run --checkpoint-every`, by PID
     static let recentLimit = 256
     /// How long a target may take to restore a child before it runs locally instead.
     let restoreDeadline = TimeAmount.seconds(20)
@@ -55,7 +55,17 @@ final class Node: @unchecked Sendable {
         self.logger = logger
         self.criu = CRIU(configuration: .init(path: config.criu ?? CRIU.defaultPath()))
         self.placement = Placement(selfName: config.node)
+        var key: CheckpointKey?
+        if let path = config.checkpointKey {
+            do { key = try CheckpointKey(file: path) } catch {
+                logger.error("checkpoints are off: \(error)")
+            }
+        }
+        self.checkpointKey = key
     }
+
+    /// Signs and checks checkpoints; nil when the configuration names no (readable) key.
+    let checkpointKey: CheckpointKey?
 
     var imageRoot: String { config.resolvedRuntimeDirectory + "/images" }
 

@@ -30,7 +30,9 @@ extension Rfork {
         @Flag(name: .long, help: "Print JSON.") var json = false
 
         func run() throws {
-            let absolute = dir.hasPrefix("/") ? dir : Posix.currentDirectory() + "/" + dir
+            guard let absolute = Posix.cleanAbsolutePath(dir, relativeTo: Posix.currentDirectory()) else {
+                throw ValidationError("DIR must be a path without '.' or '..' components")
+            }
             let answer = try LocalClient.ask(
                 .checkpoint, "pid \(pid)\ndir \(absolute)\nleave \(leaveRunning ? 1 : 0)\n",
                 socket: daemon.resolvedSocket)
@@ -70,7 +72,9 @@ extension Rfork {
         @Option(name: .long, help: "The node to run the job on.") var node: String?
 
         func run() throws {
-            let absolute = dir.hasPrefix("/") ? dir : Posix.currentDirectory() + "/" + dir
+            guard let absolute = Posix.cleanAbsolutePath(dir, relativeTo: Posix.currentDirectory()) else {
+                throw ValidationError("DIR must be a path without '.' or '..' components")
+            }
             // The channels come from the manifest; rforkd checks the whole directory again.
             let manifest: CheckpointManifest
             do { manifest = try CheckpointDirectory.readManifest(absolute) } catch {

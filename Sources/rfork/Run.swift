@@ -81,7 +81,9 @@ extension Rfork {
             }
             if let every = checkpointEvery.flatMap(Self.seconds), let dir = checkpointDir {
                 // The job keeps this process's PID: rforkd saves it every so often once it runs.
-                let absolute = dir.hasPrefix("/") ? dir : Posix.currentDirectory() + "/" + dir
+                guard let absolute = Posix.cleanAbsolutePath(dir, relativeTo: Posix.currentDirectory()) else {
+                    throw ValidationError("--checkpoint-dir must be a path without '.' or '..' components")
+                }
                 let answer = try LocalClient.ask(
                     .schedule, "pid \(getpid())\ndir \(absolute)\nevery \(every)\n", socket: daemon.resolvedSocket)
                 let decoded = try? JSONDecoder().decode(ScheduleAnswer.self, from: Data(answer.utf8))
@@ -101,7 +103,7 @@ extension Rfork.Run {
     static func seconds(_ text: String) -> Int? {
         let units: [Character: Int] = ["s": 1, "m": 60, "h": 3600]
         let (digits, unit) = text.last.flatMap { units[$0] }.map { (text.dropLast(), $0) } ?? (Substring(text), 1)
-        guard let n = Int(digits), n >= 1 else { return nil }
+        guard let n = Int(digits), (1...(86400 * 365 / unit)).contains(n) else { return nil }
         return n * unit
     }
 }

@@ -361,6 +361,42 @@ restart_refused "a foreign directory" "$WORK/not-a-checkpoint" "is not an rfork 
 out=$(on node1 setpriv --reuid=65534 --regid=65534 --clear-groups "$RFORK" checkpoint 1 "$WORK/x" 2>&1)
 result "checkpoint/another user's process is refused" "$(echo "$out" | grep -q '^rfork: process 1 belongs to another user$' && echo 0 || echo 1)" "$out"
 
+# A user's checkpoint is written and read as that user: not where they cannot write, never through a
+# link they planted, and a checkpoint they changed (here: its owner) is refused.
+NOBODY=(setpriv --reuid=65534 --regid=65534 --clear-groups)
+chmod 755 "$WORK" "$WORK/pipejob"
+mine=$WORK/nobody; mkdir -p "$mine"; chown 65534:65534 "$mine"
+( on node1 "${NOBODY[@]}" "$RFORK" run --policy local -- "$WORK/pipejob" 2>/dev/null | cat >"$WORK/nb.out" ) &
+jobbg=$!
+for _ in $(seq 100); do jpid=$(sed -n 's/^pid //p' "$WORK/nb.out" 2>/dev/null); [ -n "$jpid" ] && break; sleep 0.05; done
+sleep 0.3
+why=""
+out=$(on node1 "${NOBODY[@]}" "$RFORK" checkpoint --leave-running "${jpid:-0}" "$WORK/root-owned-ck" 2>&1)
+echo "$out" | grep -q '^rfork: .*Permission denied' || why+="a checkpoint where nobody cannot write: $out; "
+[ -e "$WORK/root-owned-ck" ] && why+="it was written there anyway; "
+ln -s /etc "$mine/ck.rfork-staging-$jpid"
+out=$(on node1 "${NOBODY[@]}" "$RFORK" checkpoint --leave-running "${jpid:-0}" "$mine/ck" 2>&1)
+echo "$out" | grep -q '^rfork: ' || why+="a planted staging link was used: $out; "
+[ "$(stat -c %U /etc)" = root ] && [ ! -e /etc/images ] && [ ! -e /etc/manifest.json ] || why+="/etc was touched; "
+rm -f "$mine/ck.rfork-staging-$jpid"
+out=$(on node1 "${NOBODY[@]}" "$RFORK" checkpoint --leave-running "${jpid:-0}" "$mine/ck" 2>&1)
+echo "$out" | grep -q '^saved the job' || why+="nobody's own checkpoint failed: $out; "
+[ "$(stat -c %U "$mine/ck" "$mine/ck/images" "$mine/ck/manifest.json" | sort -u)" = nobody ] || why+="the checkpoint is not nobody's: $(stat -c '%n %U' "$mine/ck"/*); "
+wait "$jobbg"
+settle
+[ "$(tail -n 1 "$WORK/nb.out")" = "$expected" ] || why+="nobody's job ended with: $(tail -n 1 "$WORK/nb.out"); "
+cp -r "$mine/ck" "$mine/ck-forged" && chown -R 65534:65534 "$mine/ck-forged"
+sed -i 's/"uid" : 65534/"uid" : 0/' "$mine/ck-forged/manifest.json"
+out=$(on node1 "$RFORK" restart "$mine/ck-forged" --node node2 2>&1)
+echo "$out" | grep -q 'its signature does not match' || why+="a forged manifest was not refused: $out; "
+out=$(on node1 "${NOBODY[@]}" "$RFORK" restart "$WORK/ck" --node node2 2>&1)
+echo "$out" | grep -q '^rfork: .*Permission denied\|another user' || why+="nobody restarted root's checkpoint: $out; "
+settle
+left=$(leftovers)
+[ -z "$left" ] || why+="left behind:$left; "
+result "checkpoint/written and read as its owner: no foreign directory, no planted link, no forged manifest" \
+    "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
+
 # --- flow control: a fast writer and a slow reader, both ways; the daemons must not hold the bytes ---
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 home_pid=$(daemon_pid node1); target_pid=$(daemon_pid node2)

@@ -36,6 +36,10 @@ int crfork_rename_exchange(const char *a, const char *b);
 int crfork_pidfd_open(pid_t pid);
 int crfork_pidfd_send_signal(int pidfd, int sig);
 
+/* setfsuid(2)/setfsgid(2) as raw system calls: they change the calling thread's file system identity only. */
+int crfork_setfsuid(unsigned uid);
+int crfork_setfsgid(unsigned gid);
+
 /* The layout of struct ucred (SO_PEERCRED). */
 struct crfork_ucred {
     pid_t pid;
