@@ -1,3 +1,4 @@
+import Glibc
 import RforkSystem
 
 /// What a process shares with processes that would stay behind if it moved: writable shared memory.
@@ -110,6 +111,9 @@ public enum SharedMemory {
         var descriptors: [(fd: Int32, target: String)] = []
         for name in Posix.listDirectory("/proc/\(pid)/fd") {
             guard let fd = Int32(name), let target = Posix.readLink("/proc/\(pid)/fd/\(name)") else { continue }
+            // A write-only descriptor cannot be mapped (mmap needs read access): output redirected to a
+            // file under /dev/shm is relayed like any written file.
+            if Posix.accessMode(pid: pid, fd: name) == O_WRONLY { continue }
             descriptors.append((fd, target))
         }
         return firstReason(maps: maps, descriptors: descriptors).map {

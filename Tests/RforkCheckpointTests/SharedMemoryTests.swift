@@ -87,4 +87,20 @@ import Testing
         #expect(why?.contains("MAP_SHARED|MAP_ANONYMOUS") == true, "reason: \(why ?? "none")")
         #expect(SharedMemory.check(pid: -1)?.contains("cannot read") == true)
     }
+
+    /// Output redirected into /dev/shm (write-only: it cannot be mapped) does not hold a process back;
+    /// the same file open for reading and writing does.
+    @Test func onlyMappableDescriptorsCount() throws {
+        let path = "/dev/shm/rfork-unit-\(getpid())"
+        let writeOnly = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        try #require(writeOnly >= 0)
+        defer {
+            close(writeOnly)
+            unlink(path)
+        }
+        #expect(SharedMemory.check(pid: getpid())?.contains(path) != true)
+        let readWrite = open(path, O_RDWR)
+        defer { close(readWrite) }
+        #expect(SharedMemory.check(pid: getpid())?.contains(path) == true)
+    }
 }

@@ -36,3 +36,10 @@ conformance_pair() {
     grep -q 'runs on node[23]' "$WORK/$name.rfork.err" || why+="no child ran remotely ($(head -3 "$WORK/$name.rfork.err" | tr '\n' ' ')); "
     grep -q 'runs locally' "$WORK/$name.rfork.err" && why+="a child fell back: $(grep -m1 'runs locally' "$WORK/$name.rfork.err"); "
 }
+
+cluster_up() { # N: a fresh N-node cluster sharing this checkout; on failure the run ends as one failed test
+    "$RFORK" cluster down >/dev/null 2>&1
+    if ! "$RFORK" cluster up --nodes "$1" --share "$ROOT" >"$WORK/up.log" 2>&1; then
+        cat "$WORK/up.log"; echo "0 passed, 1 failed"; exit 1
+    fi
+}

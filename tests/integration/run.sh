@@ -47,10 +47,7 @@ leftovers() {
 }
 
 echo "starting a 3-node cluster"
-"$RFORK" cluster down >/dev/null 2>&1
-if ! "$RFORK" cluster up --nodes 3 --share "$ROOT" >"$WORK/up.log" 2>&1; then
-    cat "$WORK/up.log"; echo "0 passed, 1 failed"; exit 1
-fi
+cluster_up 3
 
 # --- conformance: each program under plain fork and under rfork run must print the same ---
 conformance() { # name [stdin-file]
@@ -193,14 +190,18 @@ result "cli/--help for every subcommand" "$([ -z "$why" ] && echo 0 || echo 1)" 
 
 # --- migration: a running process moves to another node while it talks through pipes ---
 cc -pthread -o "$WORK/talker" "$P/talker.c"
-migrate_talker() { # name, extra threads
-    rm -f "$WORK/talk.in" "$WORK/talk.out"; mkfifo "$WORK/talk.in"
-    ( on node1 "$RFORK" run --policy local -- "$WORK/talker" "$2" < <(exec cat "$WORK/talk.in") 2>"$WORK/talk.err" \
-        | cat >"$WORK/talk.out"; echo "${PIPESTATUS[0]}" >"$WORK/talk.rc" ) &
-    local talkjob=$! tpid mrc gap
+start_talker() { # PREFIX THREADS: the talker under rfork run on node1, its stdin on fd 7; sets talkjob, tpid
+    rm -f "$WORK/talk.in" "$1.out"; mkfifo "$WORK/talk.in"
+    ( on node1 "$RFORK" run --policy local -- "$WORK/talker" "$2" < <(exec cat "$WORK/talk.in") 2>"$1.err" \
+        | cat >"$1.out"; echo "${PIPESTATUS[0]}" >"$1.rc" ) &
+    talkjob=$!
     exec 7>"$WORK/talk.in"
-    for _ in $(seq 200); do grep -q '^tick 20 ' "$WORK/talk.out" 2>/dev/null && break; sleep 0.05; done
-    tpid=$(sed -n 's/^pid //p' "$WORK/talk.out" | head -n 1)
+    for _ in $(seq 200); do grep -q '^tick 20 ' "$1.out" 2>/dev/null && break; sleep 0.05; done
+    tpid=$(sed -n 's/^pid //p' "$1.out" | head -n 1)
+}
+migrate_talker() { # name, extra threads
+    local mrc gap
+    start_talker "$WORK/talk" "$2"
     echo hello >&7
     sleep 0.2
     on node1 "$RFORK" migrate "${tpid:-0}" node2 >"$WORK/mig.out" 2>"$WORK/mig.err"
@@ -691,13 +692,7 @@ result "security/ps shows a user only their own processes" \
     "$(echo "$mine" | grep -q '"uid":0' && [ "$theirs" = "[]" ] && echo 0 || echo 1)" "root saw: $mine; nobody saw: $theirs"
 
 # --- a dead node: a fork and a migration to it are under way when it dies; both stay home ---
-rm -f "$WORK/talk.in"; mkfifo "$WORK/talk.in"
-( on node1 "$RFORK" run --policy local -- "$WORK/talker" 0 < <(exec cat "$WORK/talk.in") 2>"$WORK/talkd.err" \
-    | cat >"$WORK/talkd.out"; echo "${PIPESTATUS[0]}" >"$WORK/talkd.rc" ) &
-talkjob=$!
-exec 7>"$WORK/talk.in"
-for _ in $(seq 200); do grep -q '^tick 20 ' "$WORK/talkd.out" 2>/dev/null && break; sleep 0.05; done
-tpid=$(sed -n 's/^pid //p' "$WORK/talkd.out" | head -n 1)
+start_talker "$WORK/talkd" 0
 node3pid=$(daemon_pid node3)
 kill -STOP "$node3pid"
 on node1 "$RFORK" run --node node3 -- "$T/exit_status" >"$WORK/dead.out" 2>"$WORK/dead.err" &

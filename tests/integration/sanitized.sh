@@ -69,10 +69,7 @@ reports() { # the sanitizer reports written since the last call, as one line; mo
 }
 
 echo "starting a 3-node cluster"
-"$RFORK" cluster down >/dev/null 2>&1
-if ! "$RFORK" cluster up --nodes 3 --share "$ROOT" >"$WORK/up.log" 2>&1; then
-    cat "$WORK/up.log"; echo "0 passed, 1 failed"; exit 1
-fi
+cluster_up 3
 
 # The reports can be written from inside a node: a UBSan program with a known fault must leave one.
 cat >"$WORK/canary.c" <<'C'
