@@ -82,6 +82,12 @@ public struct CheckpointManifest: Codable, Sendable, Equatable {
 public struct CheckpointKey: Sendable {
     let bytes: [UInt8]
     public init(file path: String) throws(CheckpointError) {
+        // Whoever can read or replace the key can forge any checkpoint, credentials included.
+        var st = stat()
+        guard lstat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG, st.st_uid == 0, st.st_mode & 0o077 == 0 else {
+            throw CheckpointError(
+                .saveFailed, "the checkpoint key \(path) must be a file of root's that only root can read")
+        }
         guard let bytes = try? Posix.readFile(path), bytes.count >= 32 else {
             throw CheckpointError(.saveFailed, "cannot read the checkpoint key \(path) (at least 32 bytes)")
         }
@@ -96,25 +102,41 @@ public enum CheckpointDirectory {
     static let manifestLimit = 1 << 20
 
     /// The bytes the signature covers: the manifest without its signature, as sorted-key JSON.
-    static func signedBytes(_ manifest: CheckpointManifest) -> Data {
+    static func signedBytes(_ manifest: CheckpointManifest) throws(CheckpointError) -> Data {
         var unsigned = manifest
         unsigned.signature = nil
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
-        return (try? encoder.encode(unsigned)) ?? Data()
+        guard let bytes = try? encoder.encode(unsigned) else {
+            throw CheckpointError(.saveFailed, "cannot encode the checkpoint's manifest")
+        }
+        return bytes
     }
 
     static func hex<D: Sequence>(_ bytes: D) -> String where D.Element == UInt8 {
         bytes.map { String(format: "%02x", $0) }.joined()
     }
 
+    static func bytes(hex: String) -> [UInt8]? {
+        let digits = Array(hex.utf8)
+        guard digits.count % 2 == 0 else { return nil }
+        var out: [UInt8] = []
+        for i in stride(from: 0, to: digits.count, by: 2) {
+            guard let byte = UInt8(String(decoding: digits[i..<i + 2], as: UTF8.self), radix: 16) else { return nil }
+            out.append(byte)
+        }
+        return out
+    }
+
     /// Creates a key file of 32 random bytes, in hex, readable by root only (unless it exists).
     public static func createKey(_ path: String) throws(CheckpointError) {
         if Posix.fileExists(path) { return }
         let random = SymmetricKey(size: .bits256).withUnsafeBytes { Array($0) }
-        do { try Posix.writeFile(path, Array(hex(random).utf8), mode: 0o600) } catch {
-            throw CheckpointError(.saveFailed, "cannot write \(path): \(error)")
-        }
+        do {
+            let fd = try Posix.createFile(path, shown: path)
+            defer { Posix.close(fd) }
+            try Posix.writeAll(fd, Data(hex(random).utf8), shown: path)
+        } catch { throw CheckpointError(.saveFailed, "cannot write \(path): \(error)") }
     }
 
     /// The manifest alone (format and version checked), read as the caller (the CLI runs as its user).
@@ -167,7 +189,10 @@ public enum CheckpointDirectory {
         // As the user: pin DIR and its images directory, read the manifest, open every listed file.
         let opened: (CheckpointManifest, [(CheckpointManifest.File, Int32)])
         do {
-            opened = try Posix.asFilesystemUser(uid: uid, gid: gid) {
+            opened = try Posix.asFilesystemUser(
+                uid: uid, gid: gid,
+                unavailable: CheckpointError(.saveFailed, "cannot take the file system identity of uid \(uid)")
+            ) {
                 () throws(CheckpointError) -> (CheckpointManifest, [(CheckpointManifest.File, Int32)]) in
                 let dirFD: Int32
                 do { dirFD = try Posix.openDirectory(dir, shown: dir) } catch {
@@ -210,8 +235,9 @@ public enum CheckpointDirectory {
         let (manifest, files) = opened
         defer { for (_, fd) in files { Posix.close(fd) } }
         // As root: the signature, then a copy of each file checked as it is written.
-        guard let signature = manifest.signature,
-            hex(HMAC<SHA256>.authenticationCode(for: signedBytes(manifest), using: key.symmetric)) == signature
+        guard let signature = manifest.signature.flatMap(Self.bytes(hex:)),
+            HMAC<SHA256>.isValidAuthenticationCode(
+                signature, authenticating: try signedBytes(manifest), using: key.symmetric)
         else {
             throw CheckpointError(
                 .corrupt,
@@ -219,12 +245,19 @@ public enum CheckpointDirectory {
         }
         for (file, fd) in files {
             let path = privateDirectory + "/" + file.name
+            var st = stat()
+            guard fstat(fd, &st) == 0, Int(st.st_size) == file.size else {
+                throw CheckpointError(
+                    .corrupt, "\(dir) is damaged: \(file.name) has \(st.st_size) bytes, not \(file.size)")
+            }
             var hasher = SHA256()
             var size = 0
             do {
                 let out = try Posix.createFile(path, shown: path)
                 defer { Posix.close(out) }
                 try Posix.eachChunk(of: fd, size: 1 << 20, shown: file.name) { (data: Data) throws(SystemError) in
+                    // A file that grows while it is copied is not the one that was checked: stop there.
+                    guard size + data.count <= file.size else { throw SystemError("\(file.name) grew", errno: EFBIG) }
                     hasher.update(data: data)
                     size += data.count
                     try Posix.writeAll(out, data, shown: path)
@@ -258,8 +291,12 @@ public enum CheckpointDirectory {
             }
         }
         let staging = dir + ".rfork-staging-\(partial.pid)"
-        return try Posix.asFilesystemUser(uid: uid, gid: gid) { () throws(CheckpointError) -> Int in
-            if Posix.fileExists(dir) {
+        return try Posix.asFilesystemUser(
+            uid: uid, gid: gid,
+            unavailable: CheckpointError(.saveFailed, "cannot take the file system identity of uid \(uid)")
+        ) {
+            () throws(CheckpointError) -> Int in
+            if Posix.exists(dir) {
                 guard Posix.isPlainDirectory(dir), (try? readManifest(dir)) != nil else {
                     throw CheckpointError(.saveFailed, "\(dir) exists and is not an rfork checkpoint; it is left alone")
                 }
@@ -293,7 +330,7 @@ public enum CheckpointDirectory {
                     manifest.files.append(.init(name: name, size: size, sha256: hex(hasher.finalize())))
                 }
                 manifest.signature = hex(
-                    HMAC<SHA256>.authenticationCode(for: signedBytes(manifest), using: key.symmetric))
+                    HMAC<SHA256>.authenticationCode(for: try signedBytes(manifest), using: key.symmetric))
                 let encoder = JSONEncoder()
                 encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
                 let out = try Posix.createFile(at: stagingFD, manifestName, shown: manifestName)

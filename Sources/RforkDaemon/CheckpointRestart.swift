@@ -104,13 +104,75 @@ extension Node {
         if Posix.namespacePIDs(pid).count > 1 { return "process \(pid) runs in a PID namespace below rforkd's" }
         if migrations[pid] != nil || checkpoints[pid] != nil { return "process \(pid) is being moved or saved already" }
         if let why = Self.signalRefusal(pid: pid, status: status) { return why }
+        let owner = Self.firstNumber(status["Uid"]) ?? 0
+        let relayed = Self.relayedFiles(of: pid)
         for p in [pid] + Self.descendants(of: pid) {
             if homeSessions.values.contains(where: { $0.pid == p }) {
                 return "process \(p) of the job runs on another node; saving a job with remote processes comes later"
             }
             if let why = Self.heldResourceRefusal(pid: p) { return why }
+            if owner != 0, let why = Self.restartSafetyRefusal(pid: p, owner: owner, relayed: relayed) { return why }
         }
         return nil
+    }
+
+    /// The files a job's top process writes (dev:ino): they are relayed at restart, not reopened.
+    static func relayedFiles(of pid: Int32) -> Set<String> {
+        var out: Set<String> = []
+        for fd in Posix.listDirectory("/proc/\(pid)/fd") where Posix.accessMode(pid: pid, fd: fd) != O_RDONLY {
+            var st = stat()
+            if stat("/proc/\(pid)/fd/\(fd)", &st) == 0, (st.st_mode & S_IFMT) == S_IFREG {
+                out.insert("\(st.st_dev):\(st.st_ino)")
+            }
+        }
+        return out
+    }
+
+    /// Why a process of a user's job must not be saved: a restart, which CRIU does as root, would give
+    /// it another identity than its owner's (a setuid program, capabilities), or reopen by path a file
+    /// its owner could replace meanwhile (anything not root's, or below a directory others can write,
+    /// or deleted). Until CRIU opens files with the task's identity, such jobs stay unsaved.
+    static func restartSafetyRefusal(pid: Int32, owner: UInt32, relayed: Set<String>) -> String? {
+        guard let status = Posix.processStatus(pid) else { return nil }
+        let ids = (status["Uid"] ?? "").split(whereSeparator: { $0 == " " || $0 == "\t" })
+        if ids.contains(where: { UInt32($0) != owner })
+            || (status["CapEff"].flatMap { UInt64($0, radix: 16) } ?? 0) != 0
+        {
+            return "process \(pid) of the job runs with another identity or capabilities; it cannot be saved"
+        }
+        var files: [(String, String)] = []  // (what, path)
+        for fd in Posix.listDirectory("/proc/\(pid)/fd") {
+            guard let target = Posix.readLink("/proc/\(pid)/fd/\(fd)"), target.hasPrefix("/"),
+                !target.hasPrefix("/dev/")
+            else { continue }
+            var st = stat()
+            if stat("/proc/\(pid)/fd/\(fd)", &st) == 0, relayed.contains("\(st.st_dev):\(st.st_ino)") { continue }
+            files.append(("descriptor \(fd)", target))
+        }
+        if let maps = try? Posix.readFile("/proc/\(pid)/maps") {
+            for mapping in SharedMemory.parseMaps(String(decoding: maps, as: UTF8.self))
+            where mapping.path.hasPrefix("/") && !mapping.path.hasPrefix("/dev/") {
+                files.append(("a mapping", mapping.path))
+            }
+        }
+        for (what, path) in files where !Self.isRootControlled(path) {
+            return
+                "process \(pid) holds \(path) (\(what)), which a restart would reopen by path while others could replace it; saving such a job comes later"
+        }
+        return nil
+    }
+
+    /// Whether a path and every directory above it belong to root and are writable by nobody else.
+    static func isRootControlled(_ path: String) -> Bool {
+        if path.hasSuffix(" (deleted)") { return false }
+        var prefix = ""
+        for part in [""] + path.split(separator: "/").map(String.init) {
+            prefix = part.isEmpty ? "/" : (prefix == "/" ? "/" + part : prefix + "/" + part)
+            var st = stat()
+            guard lstat(prefix, &st) == 0, st.st_uid == 0, st.st_mode & 0o022 == 0 || (st.st_mode & S_IFMT) == S_IFLNK
+            else { return false }
+        }
+        return true
     }
 
     /// What a process holds that cannot be saved or moved yet (a socket, shared memory), or nil.
@@ -180,17 +242,23 @@ extension Node {
                 externalFiles: outside.filter { $0.criuID.hasPrefix("file[") }.map(\.criuID),
                 leaveStopped: !machine.leaveRunning)
             unlink(privateDir + "/dump.log")
+            // The tree is stopped now: descriptors that name exactly these processes, for its end.
+            let stopped = machine.leaveRunning ? [] : tree.compactMap(Posix.openProcess)
+            defer { for fd in stopped { Posix.close(fd) } }
             let manifest = CheckpointManifest(
                 created: ISO8601DateFormatter().string(from: Date()), node: node, pid: request.pid, uid: uid,
                 controlSocketInode: request.socketInode,
                 channels: outside.map { .init(id: $0.id, kind: $0.kind.rawValue, criuID: $0.criuID, fd: $0.fd) },
                 files: [])
             do {
-                return try CheckpointDirectory.write(
+                let bytes = try CheckpointDirectory.write(
                     from: privateDir, to: machine.directory, manifest: manifest, key: key, uid: uid, gid: gid)
+                // Saved without --leave-running: the stopped job ends now (its parent sees SIGKILL).
+                for fd in stopped.reversed() { _ = Posix.signal(process: fd, SIGKILL) }
+                return bytes
             } catch {
                 // The job was left stopped for its end: it goes on instead.
-                if !machine.leaveRunning { for p in tree { Posix.kill(p, SIGCONT) } }
+                for fd in stopped { _ = Posix.signal(process: fd, SIGCONT) }
                 throw error
             }
         }.whenComplete { result in
@@ -222,10 +290,7 @@ extension Node {
             case .resumeProcess, .keepProcessHere:
                 if let channel { reply(channel, .local, "") }
             case .endJob:
-                // Saved without --leave-running: the job (left stopped by CRIU) ends now; its parent sees
-                // SIGKILL. The top process is still blocked in its call, so its PID is still its own.
-                for p in Self.descendants(of: pid).reversed() { Posix.kill(p, SIGKILL) }
-                Posix.kill(pid, SIGKILL)
+                // The job was killed on the pool thread, through pidfds taken while it was stopped.
                 if let channel { channel.close(promise: nil) }
             }
         }
@@ -298,7 +363,11 @@ extension Node {
         let gid = Self.firstNumber(Posix.processStatus(callerPID)?["Gid"]) ?? uid
         let wanted = fields["node"].flatMap { $0 == "-" ? nil : $0 }
         threads.runIfActive(eventLoop: loop) { () throws -> CheckpointManifest in
-            try Posix.asFilesystemUser(uid: uid, gid: gid) { () throws(CheckpointError) in
+            try Posix.asFilesystemUser(
+                uid: uid, gid: gid,
+                unavailable: CheckpointError(.saveFailed, "cannot take the file system identity of uid \(uid)")
+            ) {
+                () throws(CheckpointError) in
                 try CheckpointDirectory.readManifest(dir)
             }
         }.whenComplete { result in

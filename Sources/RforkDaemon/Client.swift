@@ -13,28 +13,9 @@ public enum LocalClient {
     public static func ask(
         _ type: LocalMessageType, _ text: String, socket path: String, timeoutSeconds: Int = 900
     ) throws(DaemonError) -> String {
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { throw DaemonError("socket: errno \(errno)") }
+        let fd = try open(socket: path)
         defer { close(fd) }
-        var addr = sockaddr_un()
-        addr.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.utf8)
-        guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else { throw DaemonError("socket path too long") }
-        withUnsafeMutableBytes(of: &addr.sun_path) { raw in
-            for (i, b) in bytes.enumerated() { raw[i] = b }
-        }
-        let ok = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
-            }
-        }
-        guard ok == 0 else {
-            throw DaemonError("no rforkd answers at \(path): start one ('rfork cluster up', or rforkd --config FILE)")
-        }
-        var out = ByteBuffer()
-        LocalFrameEncoder.write(LocalFrame.text(type, text), to: &out)
-        let sent = out.withUnsafeReadableBytes { write(fd, $0.baseAddress, $0.count) }
-        guard sent == out.readableBytes else { throw DaemonError("cannot send the request to rforkd") }
+        try send(LocalFrame.text(type, text), to: fd)
         // A daemon that never answers must not hold the command for good.
         var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
         _ = setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))

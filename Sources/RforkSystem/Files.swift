@@ -8,15 +8,21 @@ import Glibc
 extension Posix {
     /// Runs `body` on this thread with the file system identity of uid:gid (setfsuid/setfsgid: this thread
     /// only, and without root's file capabilities), then returns to root's.
-    public static func asFilesystemUser<T, E: Error>(uid: UInt32, gid: UInt32, _ body: () throws(E) -> T) throws(E)
-        -> T
-    {
+    /// Fails closed: if the identity cannot be taken (setfsuid reports nothing back), `body` does not run.
+    /// Root's supplementary groups and non-file capabilities stay (documented in docs/CHECKPOINT.md).
+    public static func asFilesystemUser<T, E: Error>(
+        uid: UInt32, gid: UInt32, unavailable: E, _ body: () throws(E) -> T
+    ) throws(E) -> T {
         if uid == 0 { return try body() }
         _ = crfork_setfsgid(gid)
         _ = crfork_setfsuid(uid)
         defer {
             _ = crfork_setfsuid(0)
             _ = crfork_setfsgid(0)
+        }
+        // setfsuid returns the previous identity: asked again, it must say the user's.
+        guard crfork_setfsuid(uid) == Int32(bitPattern: uid), crfork_setfsgid(gid) == Int32(bitPattern: gid) else {
+            throw unavailable
         }
         return try body()
     }
@@ -116,6 +122,13 @@ extension Posix {
         return out.sorted()
     }
 
+    /// Whether anything is at `path` (lstat, checked with the caller's file system identity; unlike access(2),
+    /// which asks with the real uid).
+    public static func exists(_ path: String) -> Bool {
+        var st = stat()
+        return lstat(path, &st) == 0
+    }
+
     /// Whether `path` is a real directory (lstat: a symbolic link to one is not).
     public static func isPlainDirectory(_ path: String) -> Bool {
         var st = stat()
@@ -127,7 +140,9 @@ extension Posix {
     public static func cleanAbsolutePath(_ path: String, relativeTo cwd: String) -> String? {
         let full = path.hasPrefix("/") ? path : cwd + "/" + path
         let parts = full.split(separator: "/", omittingEmptySubsequences: true)
-        guard !parts.isEmpty, !parts.contains(where: { $0 == "." || $0 == ".." }) else { return nil }
+        guard !parts.isEmpty, !parts.contains(where: { $0 == "." || $0 == ".." }),
+            !full.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7f })
+        else { return nil }
         return "/" + parts.joined(separator: "/")
     }
 }

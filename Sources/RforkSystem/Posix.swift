@@ -300,7 +300,7 @@ public enum Posix {
 
     /// Flushes a file or directory to its disk and, with a uid, gives it to that owner. Best effort.
     public static func syncAndOwn(_ path: String, uid: UInt32?, gid: UInt32?) {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)
         guard fd >= 0 else { return }
         _ = fsync(fd)
         if let uid { _ = fchown(fd, uid, gid ?? UInt32.max) }

@@ -2,7 +2,7 @@ import Glibc
 import RforkCheckpoint
 import Testing
 
-@Suite struct SharedMemoryTests {
+@Suite(.serialized) struct SharedMemoryTests {
     static let maps = """
         55d0c0a00000-55d0c0a02000 r--p 00000000 08:01 1234                       /usr/bin/python3.11
         55d0c0a02000-55d0c0b00000 r-xp 00002000 08:01 1234                       /usr/bin/python3.11

@@ -199,6 +199,16 @@ start_talker() { # PREFIX THREADS: the talker under rfork run on node1, its stdi
     for _ in $(seq 200); do grep -q '^tick 20 ' "$1.out" 2>/dev/null && break; sleep 0.05; done
     tpid=$(sed -n 's/^pid //p' "$1.out" | head -n 1)
 }
+finish_talker() { # [SIGNAL]: one more line, the signal if given, then "exit 7"; waits for it to end
+    sleep 0.3
+    echo after >&7
+    [ -n "${1:-}" ] && [ -n "$tpid" ] && [ "$tpid" -gt 1 ] && kill "-$1" "$tpid"
+    sleep 0.3
+    echo "exit 7" >&7
+    exec 7>&-
+    wait "$talkjob"
+    settle
+}
 migrate_talker() { # name, extra threads
     local mrc gap
     start_talker "$WORK/talk" "$2"
@@ -206,14 +216,7 @@ migrate_talker() { # name, extra threads
     sleep 0.2
     on node1 "$RFORK" migrate "${tpid:-0}" node2 >"$WORK/mig.out" 2>"$WORK/mig.err"
     mrc=$?
-    sleep 0.3
-    echo after >&7
-    [ -n "$tpid" ] && [ "$tpid" -gt 1 ] && kill -USR1 "$tpid"
-    sleep 0.3
-    echo "exit 7" >&7
-    exec 7>&-
-    wait "$talkjob"
-    settle
+    finish_talker USR1
     why=""
     [ "$mrc" = 0 ] || why+="migrate exit $mrc: $(tr '\n' ' ' <"$WORK/mig.err"); "
     grep -Eq "^process $tpid runs on node2; frozen [0-9.]+ ms" "$WORK/mig.out" || why+="migrate said: $(cat "$WORK/mig.out"); "
@@ -365,6 +368,14 @@ result "checkpoint/another user's process is refused" "$(echo "$out" | grep -q '
 # A user's checkpoint is written and read as that user: not where they cannot write, never through a
 # link they planted, and a checkpoint they changed (here: its owner) is refused.
 NOBODY=(setpriv --reuid=65534 --regid=65534 --clear-groups)
+root_controlled() { # PATH: it and every directory above it are root's and writable by nobody else
+    local p=$1
+    while :; do
+        [ "$(stat -c %u "$p")" = 0 ] && [ $(( 0$(stat -c %a "$p") & 022 )) = 0 ] || return 1
+        [ "$p" = / ] && return 0
+        p=$(dirname "$p")
+    done
+}
 chmod 755 "$WORK" "$WORK/pipejob"
 mine=$WORK/nobody; mkdir -p "$mine"; chown 65534:65534 "$mine"
 ( on node1 "${NOBODY[@]}" "$RFORK" run --policy local -- "$WORK/pipejob" 2>/dev/null | cat >"$WORK/nb.out" ) &
@@ -381,8 +392,16 @@ echo "$out" | grep -q '^rfork: ' || why+="a planted staging link was used: $out;
 [ "$(stat -c %U /etc)" = root ] && [ ! -e /etc/images ] && [ ! -e /etc/manifest.json ] || why+="/etc was touched; "
 rm -f "$mine/ck.rfork-staging-$jpid"
 out=$(on node1 "${NOBODY[@]}" "$RFORK" checkpoint --leave-running "${jpid:-0}" "$mine/ck" 2>&1)
-echo "$out" | grep -q '^saved the job' || why+="nobody's own checkpoint failed: $out; "
-[ "$(stat -c %U "$mine/ck" "$mine/ck/images" "$mine/ck/manifest.json" | sort -u)" = nobody ] || why+="the checkpoint is not nobody's: $(stat -c '%n %U' "$mine/ck"/*); "
+if root_controlled "$WORK/pipejob"; then
+    echo "$out" | grep -q '^saved the job' || why+="nobody's own checkpoint failed: $out; "
+    [ "$(stat -c %U "$mine/ck" "$mine/ck/images" "$mine/ck/manifest.json" | sort -u)" = nobody ] || why+="the checkpoint is not nobody's: $(stat -c '%n %U' "$mine/ck"/*); "
+else
+    # This checkout lies below a directory others can write (/tmp): the job's program could be replaced.
+    echo "$out" | grep -q "^rfork: process $jpid holds $WORK/pipejob (a mapping), which a restart would reopen by path" \
+        || why+="a job whose program others could replace was not refused: $out; "
+    mkdir -p "$mine/ck/images"  # an unsigned stand-in for the forged-manifest check below
+    printf '{"channels" : [], "controlSocketInode" : 1, "created" : "-", "files" : [], "format" : "rfork-checkpoint",\n "node" : "node1", "pid" : 2, "uid" : 65534, "version" : 1}\n' >"$mine/ck/manifest.json"
+fi
 wait "$jobbg"
 settle
 [ "$(tail -n 1 "$WORK/nb.out")" = "$expected" ] || why+="nobody's job ended with: $(tail -n 1 "$WORK/nb.out"); "
@@ -397,6 +416,20 @@ left=$(leftovers)
 [ -z "$left" ] || why+="left behind:$left; "
 result "checkpoint/written and read as its owner: no foreign directory, no planted link, no forged manifest" \
     "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
+
+# A user's job that holds a file the user could replace before a restart (which CRIU does as root) is
+# not saved: the restart would open whatever stands at that path then.
+echo data >"$mine/held"; chown 65534:65534 "$mine/held"
+( on node1 "${NOBODY[@]}" "$RFORK" run --policy local -- bash -c 'exec 3<"$0"; echo "pid $$"; sleep 3' "$mine/held" \
+    2>/dev/null | cat >"$WORK/held.out" ) &
+jobbg=$!
+for _ in $(seq 100); do jpid=$(sed -n 's/^pid //p' "$WORK/held.out" 2>/dev/null); [ -n "$jpid" ] && break; sleep 0.05; done
+out=$(on node1 "${NOBODY[@]}" "$RFORK" checkpoint "${jpid:-0}" "$mine/ck-held" 2>&1)
+wait "$jobbg"
+settle
+result "checkpoint/a user's job holding a file they could replace is not saved" \
+    "$(echo "$out" | grep -q "^rfork: process $jpid holds $mine/held (descriptor 3), which a restart would reopen by path" && [ ! -e "$mine/ck-held" ] && echo 0 || echo 1)" \
+    "$out"
 
 # --- flow control: a fast writer and a slow reader, both ways; the daemons must not hold the bytes ---
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
@@ -702,13 +735,7 @@ migjob=$!
 sleep 1; kill -KILL "$node3pid"
 wait "$forkjob"
 wait "$migjob"; mrc=$?
-sleep 0.3
-echo after >&7
-sleep 0.3
-echo "exit 7" >&7
-exec 7>&-
-wait "$talkjob"
-settle
+finish_talker
 why=""
 [ "$mrc" = 1 ] || why+="migrate exit $mrc; "
 grep -Eq '^rfork: (lost the link to node3 during the move|node node3 refused it).*; it keeps running here$' "$WORK/migd.out" \
