@@ -250,23 +250,18 @@ public enum CheckpointDirectory {
                 throw CheckpointError(
                     .corrupt, "\(dir) is damaged: \(file.name) has \(st.st_size) bytes, not \(file.size)")
             }
-            var hasher = SHA256()
-            var size = 0
+            let size: Int
+            let sha256: String
             do {
                 let out = try Posix.createFile(path, shown: path)
                 defer { Posix.close(out) }
-                try Posix.eachChunk(of: fd, size: 1 << 20, shown: file.name) { (data: Data) throws(SystemError) in
-                    // A file that grows while it is copied is not the one that was checked: stop there.
-                    guard size + data.count <= file.size else { throw SystemError("\(file.name) grew", errno: EFBIG) }
-                    hasher.update(data: data)
-                    size += data.count
-                    try Posix.writeAll(out, data, shown: path)
-                }
+                // A file that grows while it is copied is not the one that was checked: stop there.
+                (size, sha256) = try copyHashing(fd, to: out, shown: file.name, limit: file.size)
             } catch { throw CheckpointError(.corrupt, "cannot copy \(dir)/images/\(file.name): \(error)") }
             guard size == file.size else {
                 throw CheckpointError(.corrupt, "\(dir) is damaged: \(file.name) has \(size) bytes, not \(file.size)")
             }
-            guard hex(hasher.finalize()) == file.sha256 else {
+            guard sha256 == file.sha256 else {
                 throw CheckpointError(.corrupt, "\(dir) is damaged: \(file.name) does not match its checksum")
             }
         }
@@ -316,18 +311,12 @@ public enum CheckpointDirectory {
                 let imagesFD = try Posix.openDirectory(at: stagingFD, imagesName, shown: imagesName)
                 defer { Posix.close(imagesFD) }
                 for (name, fd) in sources {
-                    var hasher = SHA256()
-                    var size = 0
                     let out = try Posix.createFile(at: imagesFD, name, shown: name)
                     defer { Posix.close(out) }
-                    try Posix.eachChunk(of: fd, size: 1 << 20, shown: name) { (data: Data) throws(SystemError) in
-                        hasher.update(data: data)
-                        size += data.count
-                        try Posix.writeAll(out, data, shown: name)
-                    }
+                    let (size, sha256) = try copyHashing(fd, to: out, shown: name, limit: nil)
                     _ = fsync(out)
                     total += size
-                    manifest.files.append(.init(name: name, size: size, sha256: hex(hasher.finalize())))
+                    manifest.files.append(.init(name: name, size: size, sha256: sha256))
                 }
                 manifest.signature = hex(
                     HMAC<SHA256>.authenticationCode(for: try signedBytes(manifest), using: key.symmetric))
@@ -350,10 +339,25 @@ public enum CheckpointDirectory {
                 throw CheckpointError(.saveFailed, "cannot put the checkpoint at \(dir): \(why)")
             }
             let parent = "/" + dir.split(separator: "/").dropLast().joined(separator: "/")
-            Posix.syncAndOwn(parent, uid: nil, gid: nil)
+            Posix.sync(parent)
             if replacing { remove(staging) }  // now the previous checkpoint
             return total
         }
+    }
+
+    /// Copies a descriptor from its start to `out` in 1 MiB pieces; its size and SHA-256 (hex). With a
+    /// `limit`, a source longer than that is an error.
+    static func copyHashing(_ fd: Int32, to out: Int32, shown: String, limit: Int?) throws(SystemError) -> (Int, String)
+    {
+        var hasher = SHA256()
+        var size = 0
+        try Posix.eachChunk(of: fd, size: 1 << 20, shown: shown) { (data: Data) throws(SystemError) in
+            if let limit, size + data.count > limit { throw SystemError("\(shown) grew", errno: EFBIG) }
+            hasher.update(data: data)
+            size += data.count
+            try Posix.writeAll(out, data, shown: shown)
+        }
+        return (size, hex(hasher.finalize()))
     }
 
     /// Removes a checkpoint directory (or a staging one) and what is in it; nothing through a link.

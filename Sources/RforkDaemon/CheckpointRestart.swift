@@ -190,12 +190,9 @@ extension Node {
         var out: [Int32] = []
         var queue = [pid]
         while let p = queue.popLast() {
-            for tid in Posix.listDirectory("/proc/\(p)/task") {
-                let bytes = (try? Posix.readFile("/proc/\(p)/task/\(tid)/children")) ?? []
-                let kids = String(decoding: bytes, as: UTF8.self).split(separator: " ").compactMap { Int32($0) }
-                out += kids
-                queue += kids
-            }
+            let kids = Posix.children(of: p)
+            out += kids
+            queue += kids
         }
         return out
     }

@@ -62,7 +62,7 @@ extension Node {
         guard let uid else { return "the caller cannot be identified" }
         // Who owns it comes first: nothing else about another user's process is told.
         guard let status = Posix.processStatus(pid) else { return "no process \(pid) on \(config.node)" }
-        let owner = status["Uid"]?.split(whereSeparator: { $0 == " " || $0 == "\t" }).first.flatMap { UInt32($0) }
+        let owner = Self.firstNumber(status["Uid"])
         guard uid == 0 || owner == uid else { return "process \(pid) belongs to another user" }
         if let session = homeSessions.values.first(where: { $0.pid == pid }) {
             return

@@ -298,22 +298,23 @@ public enum Posix {
     /// Swaps two paths in one step (both must exist). False with errno set when it failed.
     public static func exchange(_ a: String, _ b: String) -> Bool { crfork_rename_exchange(a, b) == 0 }
 
-    /// Flushes a file or directory to its disk and, with a uid, gives it to that owner. Best effort.
-    public static func syncAndOwn(_ path: String, uid: UInt32?, gid: UInt32?) {
+    /// Flushes a file or directory to its disk (no link followed, never blocking on open). Best effort.
+    public static func sync(_ path: String) {
         let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)
         guard fd >= 0 else { return }
         _ = fsync(fd)
-        if let uid { _ = fchown(fd, uid, gid ?? UInt32.max) }
         _ = Glibc.close(fd)
     }
 
-    /// Whether any thread of a process has a child (/proc/PID/task/TID/children).
-    public static func hasChildren(_ pid: Int32) -> Bool {
-        listDirectory("/proc/\(pid)/task").contains { tid in
+    /// The children of every thread of a process (/proc/PID/task/TID/children).
+    public static func children(of pid: Int32) -> [Int32] {
+        listDirectory("/proc/\(pid)/task").flatMap { tid in
             let bytes = (try? readFile("/proc/\(pid)/task/\(tid)/children")) ?? []
-            return bytes.contains { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }
+            return String(decoding: bytes, as: UTF8.self).split(separator: " ").compactMap { Int32($0) }
         }
     }
+
+    public static func hasChildren(_ pid: Int32) -> Bool { !children(of: pid).isEmpty }
 
     /// A process's status fields from /proc/PID/status ("Uid", "SigCgt", ...), or nil if it is gone.
     public static func processStatus(_ pid: Int32) -> [String: String]? {
@@ -343,19 +344,6 @@ public enum Posix {
         crfork_pidfd_send_signal(pidfd, signal) == 0
     }
 
-    /// Copies a file in 1 MiB pieces (mode 0600).
-    public static func copyFile(_ from: String, to: String) throws(SystemError) {
-        let fd = open(to, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        if fd < 0 { throw SystemError("open \(to)", errno: errno) }
-        defer { _ = Glibc.close(fd) }
-        var failure: SystemError?
-        try readChunks(from, size: 1 << 20) { offset, data, _ in
-            if failure != nil { return }
-            do throws(SystemError) { try writeAll(fd, data, at: offset) } catch { failure = error }
-        }
-        if let failure { throw failure }
-    }
-
     /// The access mode (O_RDONLY, O_WRONLY, O_RDWR) of a process's descriptor, from /proc/PID/fdinfo.
     public static func accessMode(pid: Int32, fd: String) -> Int32? {
         guard let bytes = try? readFile("/proc/\(pid)/fdinfo/\(fd)") else { return nil }
@@ -371,13 +359,6 @@ public enum Posix {
         guard let p = realpath(path, nil) else { return nil }
         defer { free(p) }
         return String(cString: p)
-    }
-
-    /// The owner of a path (lstat), or nil.
-    public static func owner(_ path: String) -> (uid: UInt32, gid: UInt32)? {
-        var st = stat()
-        guard lstat(path, &st) == 0 else { return nil }
-        return (st.st_uid, st.st_gid)
     }
 
     public static func isDirectory(_ path: String) -> Bool {

@@ -657,26 +657,9 @@ struct BenchRunner {
         for trial in 0..<trials {
             let ready = "\(Self.scratch)/dirty-\(trial)"
             unlink(ready)
-            guard
-                let runner = try? Posix.spawn(
-                    "/usr/bin/nsenter",
-                    [
-                        "nsenter", "-t", String(home.daemonPID), "-n", "-m", "-u", "--", "/bin/sh", "-c",
-                        "exec \"$0\" run --policy local -- \"$1\" dirty \"$2\" >\"$3\" 2>/dev/null </dev/null", rfork,
-                        forkbench, String(mib), ready,
-                    ], newSession: true)
-            else { continue }
-            var pid: Int32?
-            for _ in 0..<3000 where pid == nil {
-                if let bytes = try? Posix.readFile(ready),
-                    let line = String(decoding: bytes, as: UTF8.self).split(
-                        separator: "\n"
-                    ).first, line.hasPrefix("READY ")
-                {
-                    pid = Int32(line.dropFirst(6))
-                }
-                if pid == nil { usleep(10_000) }
-            }
+            // rfork run execs forkbench: the process started is the one to move, same PID.
+            let pid = try? startOnHome(
+                [rfork, "run", "--policy", "local", "--", forkbench, "dirty", String(mib)], readyFile: ready)
             if let pid, let out = try? on(home, [rfork, "migrate", String(pid), target.name, "--json"]),
                 let outcome = try? JSONDecoder().decode(Migration.Outcome.self, from: Data(out.utf8)),
                 outcome.moved, let ms = outcome.frozenMs
@@ -686,9 +669,10 @@ struct BenchRunner {
             } else {
                 say("\(mib) MiB: the migration did not happen")
             }
-            if let pid { Posix.kill(pid, SIGKILL) }  // the stand-in's end takes the moved copy with it
-            Posix.kill(runner, SIGKILL)
-            _ = try? Posix.wait(runner)
+            if let pid {
+                Posix.kill(pid, SIGKILL)  // the stand-in's end takes the moved copy with it
+                _ = try? Posix.wait(pid)
+            }
             unlink(ready)
         }
         return MigrationResult(
@@ -877,12 +861,18 @@ struct BenchRunner {
 
     /// Starts `forkbench hold MIB` on the home node, in its own session, output to a file; waits for READY.
     func startHolder(mib: Int, readyFile: String) throws -> pid_t {
+        try startOnHome([forkbench, "hold", String(mib)], readyFile: readyFile)
+    }
+
+    /// Starts `argv` on the home node in its own session (it execs, so its PID is the process's), output
+    /// to `readyFile`; returns once the output says READY.
+    func startOnHome(_ argv: [String], readyFile: String) throws -> pid_t {
         let pid = try Posix.spawn(
             "/usr/bin/nsenter",
             [
                 "nsenter", "-t", String(home.daemonPID), "-n", "-m", "-u", "--", "/bin/sh", "-c",
-                "exec \"$0\" hold \"$1\" >\"$2\" 2>&1 </dev/null", forkbench, String(mib), readyFile,
-            ],
+                "exec \"$@\" >\"$0\" 2>&1 </dev/null", readyFile,
+            ] + argv,
             newSession: true)
         for _ in 0..<3000 {
             if let bytes = try? Posix.readFile(readyFile), String(decoding: bytes, as: UTF8.self).contains("READY") {
@@ -891,7 +881,8 @@ struct BenchRunner {
             usleep(10_000)
         }
         Posix.kill(pid, SIGKILL)
-        throw ValidationError("the memory holder did not start")
+        _ = try? Posix.wait(pid)
+        throw ValidationError("\(argv.dropFirst().joined(separator: " ")) did not start on \(home.name)")
     }
 
     /// Raw TCP from the home node to the target: 512 MiB through one connection.

@@ -271,11 +271,14 @@ settle
 cc -o "$WORK/pipejob" "$P/pipejob.c"
 on node1 "$WORK/pipejob" >"$WORK/job.plain" 2>/dev/null
 expected=$(tail -n 1 "$WORK/job.plain")
+wait_pid() { # FILE: waits up to 5 s for a "pid N" line in FILE; sets jpid
+    jpid=""
+    for _ in $(seq 100); do jpid=$(sed -n 's/^pid //p' "$1" 2>/dev/null); [ -n "$jpid" ] && return; sleep 0.05; done
+}
 start_job() { # PREFIX: the job under rfork run on node1, in the background; sets jobbg and jpid
     ( on node1 "$RFORK" run --policy local -- "$WORK/pipejob" 2>"$1.err" | cat >"$1.out"; echo "${PIPESTATUS[0]}" >"$1.rc" ) &
     jobbg=$!
-    jpid=""
-    for _ in $(seq 100); do jpid=$(sed -n 's/^pid //p' "$1.out" 2>/dev/null); [ -n "$jpid" ] && break; sleep 0.05; done
+    wait_pid "$1.out"
     sleep 0.5
 }
 restarts() { # DIR NODE...: restarts DIR on each node; appends to why
@@ -326,7 +329,7 @@ result "checkpoint/--leave-running: the job goes on, its checkpoint replaces the
 ( on node1 "$RFORK" run --policy local --checkpoint-every 1s --checkpoint-dir "$WORK/ckp" -- "$WORK/pipejob" \
     2>"$WORK/job3.err" | cat >"$WORK/job3.out" ) &
 jobbg=$!
-for _ in $(seq 100); do jpid=$(sed -n 's/^pid //p' "$WORK/job3.out" 2>/dev/null); [ -n "$jpid" ] && break; sleep 0.05; done
+wait_pid "$WORK/job3.out"
 for _ in $(seq 50); do [ -e "$WORK/ckp/manifest.json" ] && break; sleep 0.1; done
 first=$(sed -n 's/.*"controlSocketInode" : \([0-9]*\).*/\1/p' "$WORK/ckp/manifest.json" 2>/dev/null)
 sleep 1.2
@@ -380,7 +383,7 @@ chmod 755 "$WORK" "$WORK/pipejob"
 mine=$WORK/nobody; mkdir -p "$mine"; chown 65534:65534 "$mine"
 ( on node1 "${NOBODY[@]}" "$RFORK" run --policy local -- "$WORK/pipejob" 2>/dev/null | cat >"$WORK/nb.out" ) &
 jobbg=$!
-for _ in $(seq 100); do jpid=$(sed -n 's/^pid //p' "$WORK/nb.out" 2>/dev/null); [ -n "$jpid" ] && break; sleep 0.05; done
+wait_pid "$WORK/nb.out"
 sleep 0.3
 why=""
 # (From a checkout below /tmp the job itself is refused first: its program could be replaced.)
@@ -425,7 +428,7 @@ echo data >"$mine/held"; chown 65534:65534 "$mine/held"
 ( on node1 "${NOBODY[@]}" "$RFORK" run --policy local -- bash -c 'exec 3<"$0"; echo "pid $$"; sleep 3' "$mine/held" \
     2>/dev/null | cat >"$WORK/held.out" ) &
 jobbg=$!
-for _ in $(seq 100); do jpid=$(sed -n 's/^pid //p' "$WORK/held.out" 2>/dev/null); [ -n "$jpid" ] && break; sleep 0.05; done
+wait_pid "$WORK/held.out"
 out=$(on node1 "${NOBODY[@]}" "$RFORK" checkpoint "${jpid:-0}" "$mine/ck-held" 2>&1)
 wait "$jobbg"
 settle
