@@ -156,9 +156,12 @@ static int collect_one(int fd, void *arg)
         sb_chr(&b, ':');
         sb_hex(&b, (unsigned long)st.st_dev);
         sb_chr(&b, ']');
-    } else if (S_ISREG(st.st_mode) && acc != O_RDONLY && link[0] == '/' && !strstr(link, " (deleted)")) {
+    } else if (S_ISREG(st.st_mode) && acc != O_RDONLY && link[0] == '/' &&
+               (!strstr(link, " (deleted)") || (acc == O_WRONLY && strncmp(link, "/memfd:", 7) == 0))) {
         /* A file the child writes is relayed: the remote node may not see the same mount, and a file
-         * that grows between dump and restore would make CRIU refuse it. */
+         * that grows between dump and restore would make CRIU refuse it. A memfd it only writes (a
+         * remote child's output file is one, made by rfork-nsinit) is relayed too, so that writes
+         * reach the one memfd, not a private copy; one it may read is shared memory (kept home). */
         ch.kind = RFORK_CHANNEL_FILE;
         int mnt = mount_id(fd);
         if (mnt < 0)
@@ -310,7 +313,9 @@ static void place(const char *node, unsigned long long t0, int migrate)
     if ((!sock || !*sock) && node && *node)
         sock = "/run/rfork/rforkd.sock";
     const char *policy = safe_getenv("RFORK_POLICY");
-    if (is_remote || !sock || !*sock)
+    /* A remote child asks its node's rforkd too: its forks are placed from there, and it is moved on from
+     * there (CRIU dumps it from inside the child's namespaces). */
+    if (!sock || !*sock)
         return;
     if (!node || !*node) {
         node = safe_getenv("RFORK_NODE");
@@ -511,8 +516,8 @@ static void on_migrate_signal(int signo, siginfo_t *info, void *context)
         errno = saved_errno;
         return;
     }
-    /* Moving again from another node comes later; a fork in progress says no (rforkd's deadline). */
-    if (!is_remote && depth == 0 && park_others(self) == 0) {
+    /* A fork in progress says no (rforkd's deadline). */
+    if (depth == 0 && park_others(self) == 0) {
         depth++;
         place(NULL, now_ns(), 1);
         depth--;
@@ -527,19 +532,19 @@ unsigned long long rfork_now_ns(void) { return now_ns(); }
 int rfork_placement_wanted(void)
 {
     const char *sock = getenv("RFORK_SOCKET"), *policy = getenv("RFORK_POLICY");
-    if (is_remote || !sock || !*sock)
+    if (!sock || !*sock)
         return 0;
     const char *node = getenv("RFORK_NODE");
     return (node && *node) || !policy || strcmp(policy, "local") != 0;
 }
 
-/* A process exec'd by a remote child is remote too: it forks on its own node. */
+/* A process exec'd by a remote child is remote too (it asks its own node's rforkd, like any). */
 __attribute__((constructor)) static void rfork_init(void)
 {
     const char *r = getenv("RFORK_REMOTE");
     is_remote = r && *r == '1';
     const char *sock = getenv("RFORK_SOCKET");
-    if (!is_remote && sock && *sock) {
+    if (sock && *sock) {
         struct sigaction sa;
         memset(&sa, 0, sizeof sa);
         sa.sa_sigaction = on_migrate_signal;

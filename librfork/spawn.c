@@ -239,7 +239,7 @@ static void become(const char *path, int search, struct record *rec, const posix
     }
     close_cloexec();
     rfork_place_child(NULL, t0);
-    /* A remote child's program is remote too (it forks on its own node): the caller's envp gets
+    /* A remote child's program is remote too (RFORK_REMOTE=1, for rfork_is_remote()): the caller's envp gets
      * RFORK_REMOTE=1, which rfork_place_child could only put in environ. */
     if (rfork_is_remote()) {
         char **env = rfork_remote_env(envp);

@@ -9,7 +9,13 @@ public struct CRIU: Sendable {
     public struct Configuration: Sendable {
         /// The `criu` binary. Default: found on PATH at /usr/local/sbin or /usr/sbin.
         public var path: String
-        public init(path: String = CRIU.defaultPath()) { self.path = path }
+        /// `nsenter` (util-linux): runs CRIU inside the namespaces of a task that lives in a PID namespace
+        /// below this daemon's, which CRIU can dump only from inside. Default: /usr/bin/nsenter.
+        public var nsenter: String
+        public init(path: String = CRIU.defaultPath(), nsenter: String = "/usr/bin/nsenter") {
+            self.path = path
+            self.nsenter = nsenter
+        }
     }
 
     public let configuration: Configuration
@@ -24,7 +30,7 @@ public struct CRIU: Sendable {
     }
 
     /// The mark `make setup` gives the CRIU it builds with scripts/criu-rfork.patch.
-    public static let requiredMark = "rfork-14"
+    public static let requiredMark = "rfork-15"
 
     /// Checks that the configured CRIU runs and carries rfork's patch.
     public func check() throws(CheckpointError) {
@@ -47,12 +53,15 @@ public struct CRIU: Sendable {
     /// The arguments of a dump that leaves the child running, with its socket to the daemon external.
     /// `externalFiles` are CRIU file keys ("file[MNT:INO]") the restore will supply by --inherit-fd.
     /// `leaveStopped`: the dumped tree is left stopped (SIGSTOP) instead of running, for a caller that
-    /// ends it (or continues it) afterwards.
+    /// ends it (or continues it) afterwards. `insideNamespacesOf`: the PID (as this daemon sees it) of a
+    /// task in a PID namespace below this daemon's; CRIU then runs in all of that task's namespaces
+    /// (through nsenter) and `pid` is the task's PID there. The first argument is the program to run.
     public func dumpArguments(
         pid: Int32, imageDirectory: String, externalSocketInode: UInt64, externalFiles: [String] = [],
-        leaveStopped: Bool = false
+        leaveStopped: Bool = false, insideNamespacesOf host: Int32? = nil
     ) -> [String] {
-        var args = [
+        var args = host.map { [configuration.nsenter, "--target", String($0), "--all", "--"] } ?? []
+        args += [
             configuration.path, "dump", "-t", String(pid), "-D", imageDirectory, "-o", "dump.log",
             leaveStopped ? "--leave-stopped" : "--leave-running", "--shell-job", "--external",
             "unix[\(externalSocketInode)]",
@@ -64,16 +73,16 @@ public struct CRIU: Sendable {
     /// Dumps `pid` into `imageDirectory` (on tmpfs). Blocking: call it off the event loop.
     public func dump(
         pid: Int32, imageDirectory: String, externalSocketInode: UInt64, externalFiles: [String] = [],
-        leaveStopped: Bool = false
+        leaveStopped: Bool = false, insideNamespacesOf host: Int32? = nil
     ) throws(CheckpointError) {
         let args = dumpArguments(
             pid: pid, imageDirectory: imageDirectory, externalSocketInode: externalSocketInode,
-            externalFiles: externalFiles, leaveStopped: leaveStopped)
+            externalFiles: externalFiles, leaveStopped: leaveStopped, insideNamespacesOf: host)
         let devnull = open("/dev/null", O_RDWR | O_CLOEXEC)
         defer { if devnull >= 0 { Posix.close(devnull) } }
         let status: ExitStatus
         do {
-            let child = try Posix.spawn(configuration.path, args, descriptors: [devnull, devnull, devnull])
+            let child = try Posix.spawn(args[0], args, descriptors: [devnull, devnull, devnull])
             status = try Posix.wait(child)
         } catch {
             throw CheckpointError(.engineMissing, "cannot run \(configuration.path): \(error); run 'make setup'")
@@ -95,12 +104,15 @@ public struct CRIU: Sendable {
     /// Starts a post-copy dump of `pid` and returns once every image but the memory pages is written.
     /// Blocking: call it off the event loop. The caller owns `pageSocket` and must reap `process`.
     public func lazyDump(
-        pid: Int32, imageDirectory: String, externalSocketInode: UInt64, externalFiles: [String] = []
+        pid: Int32, imageDirectory: String, externalSocketInode: UInt64, externalFiles: [String] = [],
+        insideNamespacesOf host: Int32? = nil
     ) throws(CheckpointError) -> LazyDump {
         let args =
             dumpArguments(
                 pid: pid, imageDirectory: imageDirectory, externalSocketInode: externalSocketInode,
-                externalFiles: externalFiles) + ["--lazy-pages", "--ps-socket", "3", "--status-fd", "4"]
+                externalFiles: externalFiles, insideNamespacesOf: host) + [
+                "--lazy-pages", "--ps-socket", "3", "--status-fd", "4",
+            ]
         let (process, pageSocket) = try startReporting(
             args, failure: .dumpFailed, log: imageDirectory + "/dump.log", stdout: nil)
         return LazyDump(process: process, pageSocket: pageSocket)
@@ -169,7 +181,7 @@ public struct CRIU: Sendable {
         let process: pid_t
         do {
             process = try Posix.spawn(
-                configuration.path, args, environment: Posix.currentEnvironment() + [Self.holdOnFailure],
+                args[0], args, environment: Posix.currentEnvironment() + [Self.holdOnFailure],
                 descriptors: [devnull, stdout ?? devnull, devnull, theirs, status[1]])
         } catch {
             for fd in [ours, theirs, status[0], status[1]] { Posix.close(fd) }
@@ -185,7 +197,8 @@ public struct CRIU: Sendable {
         Posix.close(ours)
         let exit = (try? Posix.wait(process)).map { "\($0)" } ?? "?"
         let why = Self.lastError(inLog: log) ?? "criu \(exit)"
-        throw CheckpointError(code, "criu \(args[1]) failed: \(why)")
+        let verb = args.firstIndex(of: configuration.path).map { args[min($0 + 1, args.count - 1)] } ?? "?"
+        throw CheckpointError(code, "criu \(verb) failed: \(why)")
     }
 
     /// The last meaningful error line of a CRIU log, without the harmless RLIMIT_NOFILE complaint.

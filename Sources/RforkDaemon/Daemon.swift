@@ -164,7 +164,7 @@ extension Node {
         for (pid, pending) in migrations {
             migrations[pid] = nil
             answerMigration(
-                pending.command,
+                pending.requester,
                 .init(
                     pid: pid, node: pending.machine.node, moved: false,
                     reason: "rforkd on \(config.node) is shutting down"))

@@ -50,6 +50,8 @@ extension Node {
             startRestore(request, link: link)
         case .imageChunk(let chunk):
             receiveChunk(chunk, link: link)
+        case .migrateRequest(let request):
+            handleMigrateRequest(request, link: link)
         case .data(let data):
             guard let s = hosted[hostedKey(link, data.session)] else { return }
             s.helper?.writeAndFlush(LocalFrame.data(channel: data.channel, ByteBuffer(bytes: data.data)), promise: nil)

@@ -6,13 +6,19 @@ import RforkProtocol
 import RforkSystem
 import RforkWire
 
-/// A `rfork migrate` waiting for its answer: the request's state machine and the command's connection.
+/// A `rfork migrate` waiting for its answer: the request's state machine and who asked (the command, or
+/// the home node of a process this node runs, which passed the command's request on).
 final class PendingMigration: @unchecked Sendable {  // confined to Node.loop
+    enum Requester {
+        case command(Channel)
+        /// `local` is the process's PID here, `shown` its PID as its home node knows it (its reasons say that one).
+        case home(InboundLink, session: UInt64, local: Int32, shown: Int32)
+    }
     var machine: Migration
-    let command: Channel
-    init(machine: Migration, command: Channel) {
+    let requester: Requester
+    init(machine: Migration, requester: Requester) {
         self.machine = machine
-        self.command = command
+        self.requester = requester
     }
 }
 
@@ -21,24 +27,96 @@ extension Node {
     static let migrationCallSeconds = 5
 
     /// `rfork migrate`: checks that the process may move, then signals it; its librfork asks to be
-    /// placed (a fork request marked `migrate`), and the answer goes back once the move ended.
+    /// placed (a fork request marked `migrate`), and the answer goes back once the move ended. A process
+    /// that has moved is a stand-in here: the node that runs it is asked instead.
     func handleMigrate(_ text: String, peerUID: UInt32?, from channel: Channel) {
         loop.preconditionInEventLoop()
         let fields = Self.fields(text)
         guard let pid = fields["pid"].flatMap({ Int32($0) }), pid > 0, let target = fields["node"], !target.isEmpty
         else {
-            return answerMigration(channel, .init(pid: 0, node: "", moved: false, reason: "malformed migrate request"))
+            return answerJSON(
+                channel, Migration.Outcome(pid: 0, node: "", moved: false, reason: "malformed migrate request"))
         }
+        let requester = PendingMigration.Requester.command(channel)
         // The checks below read /proc/PID; a pidfd opened first and still naming a live process proves
         // they were about this process, and the signal can reach no other.
         guard let pidfd = Posix.openProcess(pid) else {
-            return answerMigration(channel, .init(pid: pid, node: target, moved: false, reason: "no process \(pid)"))
+            return answerMigration(requester, .init(pid: pid, node: target, moved: false, reason: "no process \(pid)"))
         }
         defer { Posix.close(pidfd) }
-        if let why = migrationRefusal(pid: pid, target: target, uid: peerUID) {
-            return answerMigration(channel, .init(pid: pid, node: target, moved: false, reason: why))
+        guard let uid = peerUID else {
+            return answerMigration(
+                requester, .init(pid: pid, node: target, moved: false, reason: "the caller cannot be identified"))
         }
-        let pending = PendingMigration(machine: Migration(pid: pid, node: target), command: channel)
+        // Who owns it comes first: nothing else about another user's process is told.
+        guard let status = Posix.processStatus(pid) else {
+            return answerMigration(
+                requester, .init(pid: pid, node: target, moved: false, reason: "no process \(pid) on \(config.node)"))
+        }
+        guard uid == 0 || Self.firstNumber(status["Uid"]) == uid else {
+            return answerMigration(
+                requester,
+                .init(pid: pid, node: target, moved: false, reason: "process \(pid) belongs to another user"))
+        }
+        if Posix.namespacePIDs(pid).count > 1 {
+            let why =
+                isInHostedNamespace(pid)
+                ? "process \(pid) runs in a remote child hosted here; ask its home node (where its parent runs)"
+                : "process \(pid) runs in a PID namespace below rforkd's, from which rfork cannot move it"
+            return answerMigration(requester, .init(pid: pid, node: target, moved: false, reason: why))
+        }
+        moveProcess(pid, pidfd: pidfd, target: target, requester: requester)
+    }
+
+    /// A home node asks this node to move a process it runs for it (a `rfork migrate` there).
+    func handleMigrateRequest(_ request: Rfork_Wire_V1_MigrateRequest, link: InboundLink) {
+        func refuse(_ why: String) {
+            let requester = PendingMigration.Requester.home(link, session: request.session, local: 0, shown: 0)
+            answerMigration(requester, .init(pid: 0, node: request.node, moved: false, reason: why))
+        }
+        guard let hosted = hosted[hostedKey(link, request.session)], hosted.restored, !hosted.ended,
+            let pid = hostedProcess(hosted)
+        else { return refuse("the process no longer runs on \(config.node)") }
+        let requester = PendingMigration.Requester.home(
+            link, session: request.session, local: pid, shown: hosted.pid)
+        guard let pidfd = Posix.openProcess(pid) else { return refuse("the process ended") }
+        defer { Posix.close(pidfd) }
+        moveProcess(pid, pidfd: pidfd, target: request.node, requester: requester)
+    }
+
+    /// Moves process `pid` (as this daemon sees it; `pidfd` names it) to `target`: if it is the stand-in
+    /// of a process that runs elsewhere, the node running it is asked; else it is checked and signalled.
+    func moveProcess(_ pid: Int32, pidfd: Int32, target: String, requester: PendingMigration.Requester) {
+        func refuse(_ why: String) {
+            answerMigration(requester, .init(pid: pid, node: target, moved: false, reason: why))
+        }
+        if migrations[pid] != nil || checkpoints[pid] != nil {
+            return refuse("process \(pid) is being moved or saved already")
+        }
+        guard target == config.node || config.peers.contains(where: { $0.name == target }) else {
+            return refuse("unknown node '\(target)'")
+        }
+        if let session = homeSessions.values.first(where: { $0.localPID == pid }) {
+            guard session.state == .running else { return refuse("process \(pid) is being moved already") }
+            if session.target == target { return refuse("process \(pid) already runs on \(target)") }
+            guard let peer = links[session.target]?.channel, links[session.target]?.isUp == true else {
+                return refuse("node '\(session.target)', which runs process \(pid), is not reachable")
+            }
+            let pending = PendingMigration(machine: Migration(pid: pid, node: target), requester: requester)
+            migrations[pid] = pending
+            logger.info("asking \(session.target) to move process \(pid) to \(target)")
+            migrationEvent(pid: pid, .passedOn(node: session.target))
+            var request = Rfork_Wire_V1_MigrateRequest()
+            request.session = session.id
+            request.node = target
+            var envelope = Envelope()
+            envelope.migrateRequest = request
+            peer.writeAndFlush(envelope, promise: nil)
+            abandonLater(pid, pending)
+            return
+        }
+        if let why = migrationRefusal(pid: pid, target: target) { return refuse(why) }
+        let pending = PendingMigration(machine: Migration(pid: pid, node: target), requester: requester)
         migrations[pid] = pending
         logger.info("moving process \(pid) to \(target)")
         guard Posix.signal(process: pidfd, LocalWire.migrateSignal) else {
@@ -50,6 +128,10 @@ extension Node {
             guard self.migrations[pid] === pending else { return }
             self.migrationEvent(pid: pid, .deadline(seconds: seconds))
         }
+        abandonLater(pid, pending)
+    }
+
+    private func abandonLater(_ pid: Int32, _ pending: PendingMigration) {
         loop.scheduleTask(in: .minutes(10)) {
             guard self.migrations[pid] === pending else { return }
             self.migrationEvent(
@@ -57,29 +139,23 @@ extension Node {
         }
     }
 
-    /// Why process `pid` cannot be moved to `target` by a caller with `uid`, or nil if it can be tried.
-    func migrationRefusal(pid: Int32, target: String, uid: UInt32?) -> String? {
-        guard let uid else { return "the caller cannot be identified" }
-        // Who owns it comes first: nothing else about another user's process is told.
+    /// The process a hosted session restored (as this daemon sees it): the child of the namespace's init
+    /// whose PID there is the session's.
+    func hostedProcess(_ session: HostedSession) -> Int32? {
+        guard let outer = session.helperPID else { return nil }
+        for inner in Posix.children(of: outer) {
+            for pid in Posix.children(of: inner) where Posix.namespacePIDs(pid).last == session.pid { return pid }
+        }
+        return nil
+    }
+
+    /// Why process `pid`, which runs here (not a stand-in), cannot be moved to `target`, or nil if it can be
+    /// tried.
+    func migrationRefusal(pid: Int32, target: String) -> String? {
         guard let status = Posix.processStatus(pid) else { return "no process \(pid) on \(config.node)" }
-        let owner = Self.firstNumber(status["Uid"])
-        guard uid == 0 || owner == uid else { return "process \(pid) belongs to another user" }
-        if let session = homeSessions.values.first(where: { $0.pid == pid }) {
-            return
-                "process \(pid) already runs on \(session.target) (its stand-in is here); moving a process that has moved comes later"
-        }
-        if Posix.namespacePIDs(pid).count > 1 {
-            return isInHostedNamespace(pid)
-                ? "process \(pid) runs in a remote child hosted here; moving it from here comes later"
-                : "process \(pid) runs in a PID namespace below rforkd's, from which CRIU cannot move it"
-        }
-        if migrations[pid] != nil || checkpoints[pid] != nil {
-            return "process \(pid) is being moved or saved already"
-        }
         if target == config.node { return "process \(pid) already runs on \(target)" }
-        guard config.peers.contains(where: { $0.name == target }) else { return "unknown node '\(target)'" }
         guard let link = links[target], link.isUp, link.channel != nil else {
-            return "node '\(target)' is not reachable"
+            return "node '\(target)' is not reachable from \(config.node)"
         }
         if let why = Self.signalRefusal(pid: pid, status: status) { return why }
         if Posix.hasChildren(pid) {
@@ -126,7 +202,7 @@ extension Node {
                 } else {
                     logger.info("process \(pid) did not move: \(outcome.reason ?? "")")
                 }
-                answerMigration(pending.command, outcome)
+                answerMigration(pending.requester, outcome)
             case .keepProcessHere:
                 if let channel { reply(channel, .local, "") }
             }
@@ -136,8 +212,35 @@ extension Node {
     /// A home session ended before its copy ran: if it was a migration, the command hears why.
     func migrationSessionEnded(_ session: HomeSession, reason: String) {
         guard session.request.migrate else { return }
-        migrationEvent(pid: session.pid, .stayed(session: session.id, reason: reason))
+        migrationEvent(pid: session.localPID, .stayed(session: session.id, reason: reason))
     }
 
-    func answerMigration(_ channel: Channel, _ outcome: Migration.Outcome) { answerJSON(channel, outcome) }
+    /// The answer to whoever asked: the command as JSON, a home node as a MigrateResult.
+    func answerMigration(_ requester: PendingMigration.Requester, _ outcome: Migration.Outcome) {
+        switch requester {
+        case .command(let channel):
+            answerJSON(channel, outcome)
+        case .home(let link, let session, let local, let shown):
+            var result = Rfork_Wire_V1_MigrateResult()
+            result.session = session
+            result.moved = outcome.moved
+            result.node = outcome.node
+            result.frozenMs = outcome.frozenMs ?? 0
+            result.postCopy = outcome.postCopy ?? false
+            result.reason = Migration.renaming(process: local, to: shown, in: outcome.reason ?? "")
+            var envelope = Envelope()
+            envelope.migrateResult = result
+            link.channel.writeAndFlush(envelope, promise: nil)
+        }
+    }
+
+    /// The node running the process of home session `result.session` answered a passed-on move.
+    func handleMigrateResult(_ result: Rfork_Wire_V1_MigrateResult) {
+        guard let session = homeSessions[result.session] else { return }
+        let outcome = Migration.Outcome(
+            pid: session.localPID, node: result.node, moved: result.moved,
+            frozenMs: result.moved ? result.frozenMs : nil, postCopy: result.moved ? result.postCopy : nil,
+            reason: result.reason.isEmpty ? nil : result.reason)
+        migrationEvent(pid: session.localPID, .answered(outcome))
+    }
 }

@@ -75,40 +75,50 @@ final class Node: @unchecked Sendable {
 
     // MARK: placement requests (home side)
 
-    func handleForkRequest(_ request: LocalForkRequest, peerUID: UInt32?, peerPID: Int32?, from channel: Channel) {
+    func handleForkRequest(_ asked: LocalForkRequest, peerUID: UInt32?, peerPID: Int32?, from channel: Channel) {
+        var request = asked
         loop.preconditionInEventLoop()
         // Only a process may ask to move itself: the kernel says who is on the other end of the socket.
         guard let peerPID, let uid = peerUID else {
             reply(channel, .local, "placement refused: the caller cannot be identified")
             return
         }
-        guard peerPID == request.pid else {
+        // The caller's PID as this daemon sees it (for /proc); `request.pid` is its PID in its own namespace.
+        let localPID = peerPID
+        if peerPID != request.pid {
             // A process inside a nested PID namespace knows itself by its PID there.
             let nested = Posix.namespacePIDs(peerPID)
-            if nested.count > 1 && nested.last == request.pid {
-                if isInHostedNamespace(peerPID) {
-                    // A fork inside a remote child (or a program it exec'd): it stays on this node, quietly.
-                    reply(channel, .local, "")
-                } else {
-                    reply(
-                        channel, .local,
-                        "the child runs in a PID namespace below rforkd's on \(config.node), from which CRIU cannot move it"
-                    )
-                }
+            guard nested.count > 1 && nested.last == request.pid else {
+                logger.warning("refused a placement request for PID \(request.pid) from PID \(peerPID)")
+                reply(channel, .local, "placement refused: PID \(request.pid) is not the caller")
                 return
             }
-            logger.warning("refused a placement request for PID \(request.pid) from PID \(peerPID)")
-            reply(channel, .local, "placement refused: PID \(request.pid) is not the caller")
-            return
+            // A fork inside a remote child this node hosts (or a program it exec'd) is placed like any
+            // other, and CRIU dumps it from inside that child's namespaces. Moving such a process again
+            // (rfork migrate) comes later: it stays, quietly. Other nested namespaces are not rfork's.
+            guard isInHostedNamespace(peerPID) else {
+                reply(
+                    channel, .local,
+                    "the child runs in a PID namespace below rforkd's on \(config.node), from which rfork cannot move it"
+                )
+                return
+            }
         }
-        if request.migrate, checkpoints[request.pid] != nil {
+        let nested = localPID != request.pid
+        if nested && request.forkStartedNanoseconds > 0 {
+            // Its CLOCK_MONOTONIC is that of its time namespace (a restored child's): in ours, for the phases.
+            let offset = Posix.monotonicOffset(localPID)
+            request.forkStartedNanoseconds = UInt64(max(0, Int64(request.forkStartedNanoseconds) - offset))
+        }
+        let placed = request
+        if request.migrate, !nested, checkpoints[request.pid] != nil {
             return checkpointCall(request, from: channel)
         }
         var migrationTarget: String?
         if request.migrate {
             // A process told to move (rfork migrate) calls in from its signal handler.
-            guard let pending = migrations[request.pid], pending.machine.state == .signalled else {
-                return migrationEvent(pid: request.pid, .strayCall, call: channel)
+            guard let pending = migrations[localPID], pending.machine.state == .signalled else {
+                return migrationEvent(pid: localPID, .strayCall, call: channel)
             }
             migrationTarget = pending.machine.node
         }
@@ -119,7 +129,7 @@ final class Node: @unchecked Sendable {
         }
         if shuttingDown {
             reply(channel, .local, "rforkd on \(config.node) is shutting down")
-            if request.migrate { migrationEvent(pid: request.pid, .refused(reason: "rforkd is shutting down")) }
+            if request.migrate { migrationEvent(pid: localPID, .refused(reason: "rforkd is shutting down")) }
             return
         }
         let decision = placement.choose(policy: policy, node: migrationTarget ?? request.node, peers: peerViews())
@@ -127,7 +137,7 @@ final class Node: @unchecked Sendable {
             if case .local(let reason) = decision {
                 reply(channel, .local, reason ?? "")
                 if request.migrate {
-                    migrationEvent(pid: request.pid, .refused(reason: reason ?? "placement chose this node"))
+                    migrationEvent(pid: localPID, .refused(reason: reason ?? "placement chose this node"))
                 }
             }
             return
@@ -135,46 +145,47 @@ final class Node: @unchecked Sendable {
         guard let link = links[target], let peerChannel = link.channel, link.isUp else {
             reply(channel, .local, "node '\(target)' is not reachable")
             if request.migrate {
-                migrationEvent(pid: request.pid, .refused(reason: "node '\(target)' is not reachable"))
+                migrationEvent(pid: localPID, .refused(reason: "node '\(target)' is not reachable"))
             }
             return
         }
         let id = nextSession
         nextSession += 1
         let session = HomeSession(
-            id: id, pid: request.pid, uid: uid, target: target, child: channel, request: request,
+            id: id, pid: request.pid, localPID: localPID, uid: uid, target: target, child: channel, request: request,
             started: Posix.monotonicNanoseconds())
         homeSessions[id] = session
-        if request.migrate { migrationEvent(pid: request.pid, .called(session: id)) }
+        if request.migrate { migrationEvent(pid: localPID, .called(session: id)) }
         let criu = self.criu
         let postCopyBytes = UInt64(config.resolvedPostCopyMiB) << 20
         startHomeSession(session, peer: peerChannel) { dir in
             // The directory goes with a failed dump; a successful one keeps it until its pages are sent.
-            let externalFiles = request.channels.filter { $0.criuID.hasPrefix("file[") }.map(\.criuID)
+            let externalFiles = placed.channels.filter { $0.criuID.hasPrefix("file[") }.map(\.criuID)
             var lazy: CRIU.LazyDump?
             do {
                 // Decided before CRIU runs: memory it shares would become a private copy there.
-                if let why = SharedMemory.check(pid: request.pid) { throw CheckpointError(.unmovable, why) }
+                if let why = SharedMemory.check(pid: localPID) { throw CheckpointError(.unmovable, why) }
                 // CRIU takes the whole tree: a child forked since `rfork migrate` was checked would run twice.
-                if request.migrate, Posix.hasChildren(request.pid) {
+                if placed.migrate, Posix.hasChildren(localPID) {
                     throw CheckpointError(
                         .unmovable,
-                        "process \(request.pid) has children; moving a process with its children comes later")
+                        "process \(placed.pid) has children; moving a process with its children comes later")
                 }
                 let postCopy: Bool
-                switch request.postCopy {
+                switch placed.postCopy {
                 case "always": postCopy = true
                 case "never": postCopy = false
-                default: postCopy = postCopyBytes > 0 && Posix.anonymousBytes(request.pid) >= postCopyBytes
+                default: postCopy = postCopyBytes > 0 && Posix.anonymousBytes(localPID) >= postCopyBytes
                 }
+                let inside: Int32? = nested ? localPID : nil
                 if postCopy {
                     lazy = try criu.lazyDump(
-                        pid: request.pid, imageDirectory: dir, externalSocketInode: request.socketInode,
-                        externalFiles: externalFiles)
+                        pid: placed.pid, imageDirectory: dir, externalSocketInode: placed.socketInode,
+                        externalFiles: externalFiles, insideNamespacesOf: inside)
                 } else {
                     try criu.dump(
-                        pid: request.pid, imageDirectory: dir, externalSocketInode: request.socketInode,
-                        externalFiles: externalFiles)
+                        pid: placed.pid, imageDirectory: dir, externalSocketInode: placed.socketInode,
+                        externalFiles: externalFiles, insideNamespacesOf: inside)
                 }
             } catch {
                 Posix.removeFlatDirectory(dir)
@@ -468,7 +479,8 @@ final class Node: @unchecked Sendable {
                 if session.request.migrate {
                     let frozen = Double(session.runningAt &- session.request.forkStartedNanoseconds) / 1e6
                     migrationEvent(
-                        pid: session.pid, .running(session: session.id, frozenMs: frozen, postCopy: session.postCopy))
+                        pid: session.localPID,
+                        .running(session: session.id, frozenMs: frozen, postCopy: session.postCopy))
                 }
             } else {
                 logger.info("child \(session.pid) stays local: restore on \(session.target) failed: \(reply.error)")
@@ -521,6 +533,8 @@ final class Node: @unchecked Sendable {
             // The target's lazy-pages is gone: the dump's page server reads end of stream and stops (it may
             // still write its last words, so only our side of writing is shut), which thaws the home copy.
             if let relay = pageRelays[end.session] { Posix.shutdownWrite(relay.socket) }
+        case .migrateResult(let result):
+            handleMigrateResult(result)
         case .load(let load):
             link.load = load
         default:
@@ -530,6 +544,9 @@ final class Node: @unchecked Sendable {
 
     /// The link to a target node is gone: its remote children are lost (or, mid-fork, stay local).
     func linkLost(_ link: PeerLink) {
+        for (pid, pending) in migrations where pending.machine.state == .passedOn(node: link.name) {
+            migrationEvent(pid: pid, .linkLost(node: link.name))
+        }
         for session in homeSessions.values where session.target == link.name {
             homeSessions[session.id] = nil
             dropPageRelay(session.id)
@@ -586,7 +603,7 @@ final class Node: @unchecked Sendable {
     /// and every second tells peers this node's load.
     func tick(count: Int) {
         for session in homeSessions.values where session.state == .running {
-            let stopped = Posix.processState(session.pid) == "T"
+            let stopped = Posix.processState(session.localPID) == "T"
             if stopped && !session.standInStopped && !session.remoteStopped {
                 session.expectRemoteStop = true
                 var signal = Rfork_Wire_V1_Signal()
@@ -679,7 +696,11 @@ extension Envelope {
 final class HomeSession: @unchecked Sendable {  // confined to Node.loop
     enum State { case dumping, restoring, running }
     let id: UInt64
+    /// The child's PID in its own PID namespace (what CRIU and the target see).
     let pid: Int32
+    /// The same process as this daemon sees it (for /proc); differs from `pid` for a child forked inside a
+    /// remote child this node hosts.
+    let localPID: Int32
     let uid: UInt32
     let target: String
     let child: Channel
@@ -698,10 +719,12 @@ final class HomeSession: @unchecked Sendable {  // confined to Node.loop
     var imageBytes = 0
 
     init(
-        id: UInt64, pid: Int32, uid: UInt32, target: String, child: Channel, request: LocalForkRequest, started: UInt64
+        id: UInt64, pid: Int32, localPID: Int32? = nil, uid: UInt32, target: String, child: Channel,
+        request: LocalForkRequest, started: UInt64
     ) {
         self.id = id
         self.pid = pid
+        self.localPID = localPID ?? pid
         self.uid = uid
         self.target = target
         self.child = child

@@ -5,12 +5,17 @@
 /// the signal by asking to be placed, exactly as a freshly forked child does, and from then on the move is
 /// an ordinary home session: the copy runs on the target and the local one becomes its stand-in, or
 /// the session ends early and the process simply continues here. Either way the command hears once.
+///
+/// A process that has already moved runs elsewhere and is a stand-in here: the request is passed on to
+/// the node that runs it (which moves it as its own, or passes it on again), and its answer comes back.
 public struct Migration: Sendable, Equatable {
     public enum State: Sendable, Equatable {
         /// The process was signalled; its call has not come yet.
         case signalled
         /// The process called in; home session `session` moves it.
         case moving(session: UInt64)
+        /// The process runs on `node` (it is a stand-in here): that node was asked to move it.
+        case passedOn(node: String)
         /// The command has its answer.
         case finished
     }
@@ -30,6 +35,12 @@ public struct Migration: Sendable, Equatable {
         case refused(reason: String)
         /// The move took longer than any move may (its session is gone, or stuck): give up on it.
         case abandoned(reason: String)
+        /// The process runs on `node`, which was asked to move it (instead of signalling it here).
+        case passedOn(node: String)
+        /// The node asked to move it answered.
+        case answered(Outcome)
+        /// The link to `node` closed (the process there is reported killed to its parent).
+        case linkLost(node: String)
     }
 
     public enum Action: Sendable, Equatable {
@@ -99,11 +110,48 @@ public struct Migration: Sendable, Equatable {
             // A backstop: the session behind the move vanished without its end being seen.
             state = .finished
             return [.answer(Outcome(pid: pid, node: node, moved: false, reason: reason))]
-        case (_, .strayCall), (.finished, .called), (.moving, .called):
+        case (.signalled, .passedOn(let where_)):
+            state = .passedOn(node: where_)
+            return []
+        case (.passedOn, .answered(let outcome)):
+            state = .finished
+            var answer = outcome
+            answer.pid = pid
+            answer.node = node
+            return [.answer(answer)]
+        case (.passedOn(let where_), .linkLost(let lost)) where where_ == lost:
+            state = .finished
+            return [
+                .answer(
+                    Outcome(
+                        pid: pid, node: node, moved: false,
+                        reason: "lost the link to \(lost), which ran process \(pid), during the move"))
+            ]
+        case (.passedOn, .abandoned(let reason)):
+            state = .finished
+            return [.answer(Outcome(pid: pid, node: node, moved: false, reason: reason))]
+        case (_, .strayCall), (.finished, .called), (.moving, .called), (.passedOn, .called):
             return [.keepProcessHere]
         default:
             // Late or foreign events (another session's end, a deadline after the call) change nothing.
             return []
         }
+    }
+
+    /// `text` with "process LOCAL" said as "process SHOWN" (whole numbers only): a node that runs a process
+    /// for another knows it by another PID than its home, whose user reads the reasons.
+    public static func renaming(process local: Int32, to shown: Int32, in text: String) -> String {
+        guard local != shown else { return text }
+        let from = "process \(local)"
+        var out = ""
+        var rest = Substring(text)
+        while let range = rest.firstRange(of: from) {
+            let after = rest[range.upperBound...]
+            let whole = after.first.map { !$0.isNumber } ?? true
+            out += rest[..<range.lowerBound]
+            out += whole ? "process \(shown)" : from
+            rest = after
+        }
+        return out + rest
     }
 }

@@ -307,6 +307,19 @@ public enum Posix {
     }
 
     /// The children of every thread of a process (/proc/PID/task/TID/children).
+    /// How far the CLOCK_MONOTONIC of `pid`'s time namespace is ahead of ours, in ns (0 when it has none
+    /// of its own): a restored process's clock readings minus this are this daemon's.
+    public static func monotonicOffset(_ pid: Int32) -> Int64 {
+        guard let bytes = try? readFile("/proc/\(pid)/timens_offsets") else { return 0 }
+        for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") {
+            let f = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
+            guard f.count == 3, f[0] == "monotonic" || f[0] == "1", let sec = Int64(f[1]), let nsec = Int64(f[2])
+            else { continue }
+            return sec &* 1_000_000_000 &+ nsec
+        }
+        return 0
+    }
+
     public static func children(of pid: Int32) -> [Int32] {
         listDirectory("/proc/\(pid)/task").flatMap { tid in
             let bytes = (try? readFile("/proc/\(pid)/task/\(tid)/children")) ?? []

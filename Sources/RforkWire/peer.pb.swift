@@ -423,6 +423,46 @@ public nonisolated struct Rfork_Wire_V1_Abort: Sendable {
   public init() {}
 }
 
+/// home -> the node running the session's child: move that process to `node` (rfork migrate of a process
+/// that has moved). The node running it moves it as its own (or asks the next node on, if it has moved
+/// from there too) and answers with MigrateResult.
+public nonisolated struct Rfork_Wire_V1_MigrateRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var session: UInt64 = 0
+
+  public var node: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// -> home: how a MigrateRequest for `session` ended.
+public nonisolated struct Rfork_Wire_V1_MigrateResult: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var session: UInt64 = 0
+
+  public var moved: Bool = false
+
+  public var node: String = String()
+
+  public var frozenMs: Double = 0
+
+  public var postCopy: Bool = false
+
+  public var reason: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 /// Load information, sent by every daemon to its peers once a second.
 public nonisolated struct Rfork_Wire_V1_Load: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
@@ -559,6 +599,22 @@ public nonisolated struct Rfork_Wire_V1_Envelope: Sendable {
     set {body = .ack(newValue)}
   }
 
+  public var migrateRequest: Rfork_Wire_V1_MigrateRequest {
+    get {
+      if case .migrateRequest(let v)? = body {return v}
+      return Rfork_Wire_V1_MigrateRequest()
+    }
+    set {body = .migrateRequest(newValue)}
+  }
+
+  public var migrateResult: Rfork_Wire_V1_MigrateResult {
+    get {
+      if case .migrateResult(let v)? = body {return v}
+      return Rfork_Wire_V1_MigrateResult()
+    }
+    set {body = .migrateResult(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Body: Equatable, Sendable {
@@ -576,6 +632,8 @@ public nonisolated struct Rfork_Wire_V1_Envelope: Sendable {
     case pageStream(Rfork_Wire_V1_PageStream)
     case pageStreamEnd(Rfork_Wire_V1_PageStreamEnd)
     case ack(Rfork_Wire_V1_Ack)
+    case migrateRequest(Rfork_Wire_V1_MigrateRequest)
+    case migrateResult(Rfork_Wire_V1_MigrateResult)
 
   }
 
@@ -1214,6 +1272,96 @@ nonisolated extension Rfork_Wire_V1_Abort: SwiftProtobuf.Message, SwiftProtobuf.
   }
 }
 
+nonisolated extension Rfork_Wire_V1_MigrateRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".MigrateRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}session\0\u{1}node\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.session) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.node) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.session != 0 {
+      try visitor.visitSingularUInt64Field(value: self.session, fieldNumber: 1)
+    }
+    if !self.node.isEmpty {
+      try visitor.visitSingularStringField(value: self.node, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Rfork_Wire_V1_MigrateRequest, rhs: Rfork_Wire_V1_MigrateRequest) -> Bool {
+    if lhs.session != rhs.session {return false}
+    if lhs.node != rhs.node {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Rfork_Wire_V1_MigrateResult: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".MigrateResult"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}session\0\u{1}moved\0\u{1}node\0\u{3}frozen_ms\0\u{3}post_copy\0\u{1}reason\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.session) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self.moved) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.node) }()
+      case 4: try { try decoder.decodeSingularDoubleField(value: &self.frozenMs) }()
+      case 5: try { try decoder.decodeSingularBoolField(value: &self.postCopy) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.reason) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.session != 0 {
+      try visitor.visitSingularUInt64Field(value: self.session, fieldNumber: 1)
+    }
+    if self.moved != false {
+      try visitor.visitSingularBoolField(value: self.moved, fieldNumber: 2)
+    }
+    if !self.node.isEmpty {
+      try visitor.visitSingularStringField(value: self.node, fieldNumber: 3)
+    }
+    if self.frozenMs.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.frozenMs, fieldNumber: 4)
+    }
+    if self.postCopy != false {
+      try visitor.visitSingularBoolField(value: self.postCopy, fieldNumber: 5)
+    }
+    if !self.reason.isEmpty {
+      try visitor.visitSingularStringField(value: self.reason, fieldNumber: 6)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Rfork_Wire_V1_MigrateResult, rhs: Rfork_Wire_V1_MigrateResult) -> Bool {
+    if lhs.session != rhs.session {return false}
+    if lhs.moved != rhs.moved {return false}
+    if lhs.node != rhs.node {return false}
+    if lhs.frozenMs != rhs.frozenMs {return false}
+    if lhs.postCopy != rhs.postCopy {return false}
+    if lhs.reason != rhs.reason {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
 nonisolated extension Rfork_Wire_V1_Load: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Load"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}load_average\0\u{3}hosted_children\0\u{1}cpus\0")
@@ -1256,7 +1404,7 @@ nonisolated extension Rfork_Wire_V1_Load: SwiftProtobuf.Message, SwiftProtobuf._
 
 nonisolated extension Rfork_Wire_V1_Envelope: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Envelope"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hello\0\u{3}fork_request\0\u{3}fork_reply\0\u{1}data\0\u{3}end_of_file\0\u{1}signal\0\u{3}child_event\0\u{1}abort\0\u{1}load\0\u{1}demand\0\u{3}image_chunk\0\u{3}page_stream\0\u{3}page_stream_end\0\u{1}ack\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hello\0\u{3}fork_request\0\u{3}fork_reply\0\u{1}data\0\u{3}end_of_file\0\u{1}signal\0\u{3}child_event\0\u{1}abort\0\u{1}load\0\u{1}demand\0\u{3}image_chunk\0\u{3}page_stream\0\u{3}page_stream_end\0\u{1}ack\0\u{3}migrate_request\0\u{3}migrate_result\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1446,6 +1594,32 @@ nonisolated extension Rfork_Wire_V1_Envelope: SwiftProtobuf.Message, SwiftProtob
           self.body = .ack(v)
         }
       }()
+      case 15: try {
+        var v: Rfork_Wire_V1_MigrateRequest?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .migrateRequest(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .migrateRequest(v)
+        }
+      }()
+      case 16: try {
+        var v: Rfork_Wire_V1_MigrateResult?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .migrateResult(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .migrateResult(v)
+        }
+      }()
       default: break
       }
     }
@@ -1512,6 +1686,14 @@ nonisolated extension Rfork_Wire_V1_Envelope: SwiftProtobuf.Message, SwiftProtob
     case .ack?: try {
       guard case .ack(let v)? = self.body else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 14)
+    }()
+    case .migrateRequest?: try {
+      guard case .migrateRequest(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 15)
+    }()
+    case .migrateResult?: try {
+      guard case .migrateResult(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 16)
     }()
     case nil: break
     }

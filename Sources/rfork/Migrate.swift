@@ -10,12 +10,13 @@ extension Rfork {
         static let configuration = CommandConfiguration(
             abstract: "Move a running process started under 'rfork run' to another node.",
             discussion: """
-                PID is the process's PID on this node (its home). It keeps its PID for its parent, its pipes, \
-                stdio, files and terminal, signals and its exit status; only where it runs changes. Ends by \
-                printing how long the process was frozen. A process that cannot move (it shares memory, \
-                holds a socket, has threads or children, belongs to another user) keeps running here, and \
-                the reason is printed; the exit status is then 1. Moving a process that has already moved, \
-                and moving its descendants with it, come later.
+                PID is the process's PID on this node (its home), as its parent sees it. It keeps its PID \
+                for its parent, its pipes, stdio, files and terminal, signals and its exit status; only where \
+                it runs changes. A process that has moved can be moved again, to any node, this one \
+                included: the node running it moves it on. Ends by printing how long the process was \
+                frozen. A process that cannot move (it shares memory, holds a socket, has children, belongs \
+                to another user) keeps running where it is, and the reason is printed; the exit status is \
+                then 1. Moving its descendants with it comes later.
                 """)
 
         @OptionGroup var daemon: DaemonOptions

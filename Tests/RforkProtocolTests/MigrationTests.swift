@@ -19,6 +19,38 @@ import Testing
 
     static let rows: [Row] = [
         Row(
+            name: "a process that runs elsewhere: the node running it answers",
+            events: [
+                .passedOn(node: "node2"), .deadline(seconds: 5),
+                .answered(Outcome(pid: 13, node: "node3", moved: true, frozenMs: 30, postCopy: false)),
+            ],
+            actions: [[], [], [.answer(Outcome(pid: 42, node: "node2", moved: true, frozenMs: 30, postCopy: false))]],
+            final: .finished),
+        Row(
+            name: "passed on, then the link to that node closes",
+            events: [.passedOn(node: "node2"), .linkLost(node: "node3"), .linkLost(node: "node2")],
+            actions: [
+                [], [],
+                [
+                    .answer(
+                        Outcome(
+                            pid: 42, node: "node2", moved: false,
+                            reason: "lost the link to node2, which ran process 42, during the move"))
+                ],
+            ],
+            final: .finished),
+        Row(
+            name: "passed on: a call from the stand-in is not taken, a late answer changes nothing",
+            events: [
+                .passedOn(node: "node3"), .called(session: 1),
+                .answered(Outcome(pid: 7, node: "x", moved: false, reason: "r")),
+                .answered(Outcome(pid: 7, node: "x", moved: true)),
+            ],
+            actions: [
+                [], [.keepProcessHere], [.answer(Outcome(pid: 42, node: "node2", moved: false, reason: "r"))], [],
+            ],
+            final: .finished),
+        Row(
             name: "moves", events: [.called(session: 7), .running(session: 7, frozenMs: 21.5, postCopy: false)],
             actions: [[], [.answer(Outcome(pid: 42, node: "node2", moved: true, frozenMs: 21.5, postCopy: false))]],
             final: .finished),
@@ -146,5 +178,13 @@ import Testing
         }
         #expect(!outcome.saved)
         #expect(c.handle(.called) == [.keepProcessHere])
+    }
+
+    @Test func reasonsNameTheProcessAsItsHomeKnowsIt() {
+        #expect(
+            Migration.renaming(
+                process: 114, to: 42, in: "process 114 already runs on node1; process 1140 too, process 114")
+                == "process 42 already runs on node1; process 1140 too, process 42")
+        #expect(Migration.renaming(process: 7, to: 7, in: "process 7") == "process 7")
     }
 }

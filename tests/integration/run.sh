@@ -168,14 +168,48 @@ read -r mono boot < <(sed -n 's/^monotonic \(-\?[0-9]*\) us, boottime \(-\?[0-9]
 result "clocks/a remote child's CLOCK_MONOTONIC and CLOCK_BOOTTIME agree with its parent's ($(tr -d '\n' <"$WORK/clocks.out"))" \
     "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
 
-# --- nested forks: forks inside a remote child stay on its node, quietly, even without RFORK_REMOTE ---
+# --- nested forks: a remote child's forks are placed from its node, at every depth ---
+# The tree (tests/integration/programs/forktree.sh) forks subshells in the background and in pipelines,
+# waits for them and combines their exit statuses; plain and under rfork run it must print the same
+# lines (in some order) and end with the same status, and its processes must have run on every node.
+on node1 bash "$P/forktree.sh" 3 >"$WORK/forktree.plain.out" 2>&1
+plain_rc=$?
+sed 's/ on node[0-9]*$//; s/ on node[0-9]*:/:/' "$WORK/forktree.plain.out" | sort >"$WORK/forktree.plain"
+on node1 "$RFORK" run --policy spread -- bash "$P/forktree.sh" 3 >"$WORK/forktree.out" 2>"$WORK/forktree.err"
+rc=$?
+settle
+why=""
+[ "$rc" = "$plain_rc" ] || why+="exit $rc under rfork, $plain_rc plain; "
+sed 's/ on node[0-9]*$//; s/ on node[0-9]*:/:/' "$WORK/forktree.out" | sort | cmp -s - "$WORK/forktree.plain" ||
+    why+="output differs: $(sed 's/ on node[0-9]*$//; s/ on node[0-9]*:/:/' "$WORK/forktree.out" | sort | diff - "$WORK/forktree.plain" | head -4 | tr '\n' ' '); "
+for n in node1 node2 node3; do
+    grep -q "^ *leaf r... on $n$" "$WORK/forktree.out" || why+="no great-grandchild ran on $n; "
+done
+grep -Eq "^ *node r.. on node[23]:" "$WORK/forktree.out" || why+="no grandchild ran away from node1; "
+[ -s "$WORK/forktree.err" ] && why+="stderr: $(head -3 "$WORK/forktree.err" | tr '\n' ' '); "
+result "nested/a fork tree of depth 3 spreads over all nodes, output and exit status as plain ($(grep -c ' on node2' "$WORK/forktree.out") lines from node2, $(grep -c ' on node3' "$WORK/forktree.out") from node3)" \
+    "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
+
+# stdin and signals through two hops: a grandchild placed from node2 reads the job's input and is signalled
+out=$(printf 'a\nb\n' | on node1 "$RFORK" run --policy spread -- bash -c '
+    (read -r x; echo "child got $x"
+     (read -r y; echo "grandchild got $y")
+     (sleep 30) & s=$!; sleep 0.3; kill -TERM $s; wait $s; echo "sleeper status $?"
+     exit 9); echo "child status $?"' 2>&1)
+settle
+expected=$'child got a\ngrandchild got b\nsleeper status 143\nchild status 9'
+[ "$out" = "$expected" ] && why="" || why="got: $(echo "$out" | tr '\n' '|')"
+result "nested/a grandchild reads the job's stdin, its signal and exit status pass through two nodes" \
+    "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
+
+# --- nested forks of a child told to run on node2 stay there, quietly, even without RFORK_REMOTE ---
 out=$(on node1 "$RFORK" run --node node2 -- bash -c 'env -u RFORK_REMOTE bash -c "(hostname); (hostname); /bin/true"; echo done' 2>&1)
 settle
 why=""
 [ "$(echo "$out" | grep -c '^node2$')" = 2 ] || why+="the nested children did not run on node2; "
 echo "$out" | grep -q '^done$' || why+="no end; "
 echo "$out" | grep -q 'rfork:' && why+="a line was printed: $(echo "$out" | grep 'rfork:' | head -2 | tr '\n' ' '); "
-result "nested/forks inside a remote child stay on its node without a line" "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
+result "nested/forks inside a child sent to node2 (rfork run --node node2) stay there without a line" "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
 
 # --- every subcommand answers --help; after -- it is the program's argument ---
 why=""
@@ -190,9 +224,12 @@ result "cli/--help for every subcommand" "$([ -z "$why" ] && echo 0 || echo 1)" 
 
 # --- migration: a running process moves to another node while it talks through pipes ---
 cc -pthread -o "$WORK/talker" "$P/talker.c"
-start_talker() { # PREFIX THREADS: the talker under rfork run on node1, its stdin on fd 7; sets talkjob, tpid
+start_talker() { # PREFIX THREADS [parent]: the talker under rfork run on node1 (with "parent", as the child
+    # of a shell that prints its exit status and ends with it), its stdin on fd 7; sets talkjob, tpid
     rm -f "$WORK/talk.in" "$1.out"; mkfifo "$WORK/talk.in"
-    ( on node1 "$RFORK" run --policy local -- "$WORK/talker" "$2" < <(exec cat "$WORK/talk.in") 2>"$1.err" \
+    local job=("$WORK/talker" "$2")
+    [ "${3:-}" = parent ] && job=(bash -c '"$0" "$1"; s=$?; echo "child exited $s"; exit $s' "$WORK/talker" "$2")
+    ( on node1 "$RFORK" run --policy local -- "${job[@]}" < <(exec cat "$WORK/talk.in") 2>"$1.err" \
         | cat >"$1.out"; echo "${PIPESTATUS[0]}" >"$1.rc" ) &
     talkjob=$!
     exec 7>"$WORK/talk.in"
@@ -238,6 +275,44 @@ migrate_talker() { # name, extra threads
 }
 migrate_talker "a running process moves with its pipes, output, signals and exit status" 0
 migrate_talker "a process with 3 more threads moves, every thread at rest during the move" 3
+
+# --- moving again: a child moved home -> node2 -> node3 -> home while it talks to its parent ---
+# Each move after the first is made by the node running it (the command asks the home node, which
+# passes the request on); the process keeps its PID, pipes, signals and exit status all the way.
+start_talker "$WORK/route" 2 parent
+route=""; mrcs=""
+for n in node2 node3 node1; do
+    echo "hello $n" >&7
+    sleep 0.2
+    out=$(on node1 "$RFORK" migrate "${tpid:-0}" "$n" 2>&1); mrcs+="$?"
+    route+="$out; "
+    sleep 0.3
+done
+refused=$(on node1 "$RFORK" migrate "${tpid:-0}" node1 2>&1); rrc=$?
+finish_talker USR1
+why=""
+[ "$mrcs" = 000 ] || why+="migrate exits $mrcs: $route"
+for n in node2 node3 node1; do
+    echo "$route" | grep -Eq "process $tpid runs on $n; frozen [0-9.]+ ms" || why+="no move to $n ($route); "
+done
+[ "$rrc" = 1 ] && echo "$refused" | grep -q "^rfork: process $tpid already runs on node1" ||
+    why+="a move to where it runs said: [$refused] (exit $rrc, tpid $tpid); "
+[ "$(cat "$WORK/route.rc")" = 7 ] || why+="exit status $(cat "$WORK/route.rc") ($(tail -2 "$WORK/route.err" | tr '\n' ' ')); "
+grep -q '^child exited 7$' "$WORK/route.out" || why+="the parent did not see exit status 7; "
+for answer in "hello node2 node1" "hello node3 node2" "hello node1 node3" "after node1"; do
+    grep -q "^echo $answer$" "$WORK/route.out" || why+="no 'echo $answer'; "
+done
+grep -q '^signal USR1 node1$' "$WORK/route.out" || why+="the signal did not reach it back home; "
+hops=$(awk '/^tick /{print $3}' "$WORK/route.out" | uniq | tr '\n' ' ')
+[ "$hops" = "node1 node2 node3 node1 " ] || why+="it ran on: $hops; "
+gap=$(awk '/^tick /{ if ($2 != n) { print "tick " n " expected, got " $2; exit } n++ }
+           /^thread /{ if ($3 != t[$2] + 0) { print "thread " $2 ": " t[$2] + 0 " expected, got " $3; exit } t[$2]++ }' "$WORK/route.out")
+[ -z "$gap" ] || why+="output lost, repeated or reordered: $gap; "
+grep -q 'rfork:' "$WORK/route.err" && why+="the process said: $(grep rfork: "$WORK/route.err" | head -1); "
+left=$(leftovers)
+[ -z "$left" ] || why+="left behind:$left; "
+result "migrate/a child with 2 more threads moved home -> node2 -> node3 -> home while it talks to its parent ($(echo "$route" | grep -o 'frozen [0-9.]* ms' | tr '\n' ' '))" \
+    "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
 
 # Refusals: one line each, exit 1, the process keeps running where it is.
 migrate_refused() { # name, expected-reason-regexp, migrate-args...

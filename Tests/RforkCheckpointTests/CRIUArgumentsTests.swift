@@ -1,0 +1,26 @@
+import RforkCheckpoint
+import Testing
+
+@Suite struct CRIUArgumentsTests {
+    let criu = CRIU(configuration: .init(path: "/usr/local/sbin/criu", nsenter: "/usr/bin/nsenter"))
+
+    @Test func aDumpHereRunsCRIUItself() {
+        let args = criu.dumpArguments(
+            pid: 42, imageDirectory: "/run/rfork/images/h1", externalSocketInode: 7, externalFiles: ["file[1b:2c]"])
+        #expect(
+            args == [
+                "/usr/local/sbin/criu", "dump", "-t", "42", "-D", "/run/rfork/images/h1", "-o", "dump.log",
+                "--leave-running", "--shell-job", "--external", "unix[7]", "--external", "file[1b:2c]",
+            ])
+    }
+
+    @Test func aTaskBelowOurPIDNamespaceIsDumpedFromInsideItsNamespacesByItsPIDThere() {
+        let args = criu.dumpArguments(
+            pid: 13, imageDirectory: "/run/rfork/images/h2", externalSocketInode: 9, leaveStopped: true,
+            insideNamespacesOf: 16486)
+        #expect(
+            Array(args.prefix(6)) == ["/usr/bin/nsenter", "--target", "16486", "--all", "--", "/usr/local/sbin/criu"])
+        #expect(Array(args.dropFirst(5).prefix(4)) == ["/usr/local/sbin/criu", "dump", "-t", "13"])
+        #expect(args.contains("--leave-stopped") && !args.contains("--leave-running"))
+    }
+}
