@@ -275,7 +275,9 @@ static void restore_log_reason(const char *dir, char *out, size_t cap)
     if (!f)
         return;
     while (fgets(line, sizeof line, f)) {
-        if (!out[0] && strstr(line, "Error") && !strstr(line, "RLIMIT_NOFILE") && !strstr(line, "FAILED"))
+        if (strstr(line, "RLIMIT_NOFILE")) /* harmless, and said by every restore here */
+            continue;
+        if (!out[0] && strstr(line, "Error") && !strstr(line, "FAILED"))
             snprintf(out, cap, "%s", line); /* the first real error says why */
         snprintf(last, sizeof last, "%s", line);
     }
@@ -516,6 +518,11 @@ static int init_main(int argc, char **argv)
                                     relay_file(i, 0); /* written before the watch was polled */
                             if (early)
                                 return report_end(early_status);
+                        } else if (WIFSIGNALED(st)) {
+                            char msg[64];
+                            snprintf(msg, sizeof msg, "criu restore was killed by signal %d", WTERMSIG(st));
+                            send_failed(msg);
+                            return 1;
                         } else {
                             report_failure(dir, "criu restore failed");
                             return 1;

@@ -337,7 +337,10 @@ static void place(const char *node, unsigned long long t0, int migrate)
     if (b.over)
         errno = ENAMETOOLONG;
     if (ctl < 0 || b.over || connect(ctl, (struct sockaddr *)&sa, sizeof sa) < 0) {
-        SAY_LOCAL("cannot reach rforkd at ", sock, " (", safe_strerror(errno), ")");
+        /* A remote child carries its home's socket path: a node whose rforkd listens elsewhere keeps its
+         * forks, as before nested placement, without a line each. */
+        if (!is_remote)
+            SAY_LOCAL("cannot reach rforkd at ", sock, " (", safe_strerror(errno), ")");
         goto local;
     }
 

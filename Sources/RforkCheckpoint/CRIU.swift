@@ -30,7 +30,7 @@ public struct CRIU: Sendable {
     }
 
     /// The mark `make setup` gives the CRIU it builds with scripts/criu-rfork.patch.
-    public static let requiredMark = "rfork-15"
+    public static let requiredMark = "rfork-16"
 
     /// Checks that the configured CRIU runs and carries rfork's patch.
     public func check() throws(CheckpointError) {
@@ -53,14 +53,22 @@ public struct CRIU: Sendable {
     /// The arguments of a dump that leaves the child running, with its socket to the daemon external.
     /// `externalFiles` are CRIU file keys ("file[MNT:INO]") the restore will supply by --inherit-fd.
     /// `leaveStopped`: the dumped tree is left stopped (SIGSTOP) instead of running, for a caller that
-    /// ends it (or continues it) afterwards. `insideNamespacesOf`: the PID (as this daemon sees it) of a
-    /// task in a PID namespace below this daemon's; CRIU then runs in all of that task's namespaces
-    /// (through nsenter) and `pid` is the task's PID there. The first argument is the program to run.
+    /// ends it (or continues it) afterwards. `insideNamespacesOf`: an rfork-nsinit this daemon started
+    /// (its child, so its PID cannot be reused meanwhile): CRIU then runs in the PID namespace it made
+    /// for its children and in its mount namespace (through nsenter), where `pid` is the task's PID.
+    /// Never a namespace of the task itself, which its owner could have made. The first argument is the
+    /// program to run.
     public func dumpArguments(
         pid: Int32, imageDirectory: String, externalSocketInode: UInt64, externalFiles: [String] = [],
-        leaveStopped: Bool = false, insideNamespacesOf host: Int32? = nil
+        leaveStopped: Bool = false, insideNamespacesOf helper: Int32? = nil
     ) -> [String] {
-        var args = host.map { [configuration.nsenter, "--target", String($0), "--all", "--"] } ?? []
+        var args =
+            helper.map {
+                [
+                    configuration.nsenter, "--pid=/proc/\($0)/ns/pid_for_children", "--mount=/proc/\($0)/ns/mnt",
+                    "--",
+                ]
+            } ?? []
         args += [
             configuration.path, "dump", "-t", String(pid), "-D", imageDirectory, "-o", "dump.log",
             leaveStopped ? "--leave-stopped" : "--leave-running", "--shell-job", "--external",
@@ -73,11 +81,11 @@ public struct CRIU: Sendable {
     /// Dumps `pid` into `imageDirectory` (on tmpfs). Blocking: call it off the event loop.
     public func dump(
         pid: Int32, imageDirectory: String, externalSocketInode: UInt64, externalFiles: [String] = [],
-        leaveStopped: Bool = false, insideNamespacesOf host: Int32? = nil
+        leaveStopped: Bool = false, insideNamespacesOf helper: Int32? = nil
     ) throws(CheckpointError) {
         let args = dumpArguments(
             pid: pid, imageDirectory: imageDirectory, externalSocketInode: externalSocketInode,
-            externalFiles: externalFiles, leaveStopped: leaveStopped, insideNamespacesOf: host)
+            externalFiles: externalFiles, leaveStopped: leaveStopped, insideNamespacesOf: helper)
         let devnull = open("/dev/null", O_RDWR | O_CLOEXEC)
         defer { if devnull >= 0 { Posix.close(devnull) } }
         let status: ExitStatus
@@ -105,12 +113,12 @@ public struct CRIU: Sendable {
     /// Blocking: call it off the event loop. The caller owns `pageSocket` and must reap `process`.
     public func lazyDump(
         pid: Int32, imageDirectory: String, externalSocketInode: UInt64, externalFiles: [String] = [],
-        insideNamespacesOf host: Int32? = nil
+        insideNamespacesOf helper: Int32? = nil
     ) throws(CheckpointError) -> LazyDump {
         let args =
             dumpArguments(
                 pid: pid, imageDirectory: imageDirectory, externalSocketInode: externalSocketInode,
-                externalFiles: externalFiles, insideNamespacesOf: host) + [
+                externalFiles: externalFiles, insideNamespacesOf: helper) + [
                 "--lazy-pages", "--ps-socket", "3", "--status-fd", "4",
             ]
         let (process, pageSocket) = try startReporting(

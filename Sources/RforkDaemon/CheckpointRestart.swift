@@ -98,7 +98,7 @@ extension Node {
 
     /// Why the job of `pid` cannot be saved, or nil: every process of it is checked.
     func checkpointRefusal(pid: Int32, status: [String: String]) -> String? {
-        if homeSessions.values.contains(where: { $0.pid == pid }) {
+        if homeSessions.values.contains(where: { $0.localPID == pid }) {
             return "process \(pid) runs on another node; saving a job from there comes later"
         }
         if Posix.namespacePIDs(pid).count > 1 { return "process \(pid) runs in a PID namespace below rforkd's" }
@@ -107,7 +107,7 @@ extension Node {
         let owner = Self.firstNumber(status["Uid"]) ?? 0
         let relayed = Self.relayedFiles(of: pid)
         for p in [pid] + Self.descendants(of: pid) {
-            if homeSessions.values.contains(where: { $0.pid == p }) {
+            if homeSessions.values.contains(where: { $0.localPID == p }) {
                 return "process \(p) of the job runs on another node; saving a job with remote processes comes later"
             }
             if let why = Self.heldResourceRefusal(pid: p) { return why }

@@ -4,6 +4,7 @@ import Glibc
 import NIOCore
 import NIOPosix
 import NIOSSL
+import RforkSystem
 import RforkWire
 
 /// A local client: a forked child asking where to run (later its stand-in), or the CLI asking a query.
@@ -29,7 +30,10 @@ final class LocalHandler: ChannelInboundHandler {
             do {
                 let request = try LocalForkRequest(parsing: frame.text)
                 let before = node.nextSession
-                node.handleForkRequest(request, peerUID: creds?.uid, peerPID: creds?.pid, from: context.channel)
+                node.handleForkRequest(
+                    request, peerUID: creds?.uid, peerPID: creds?.pid,
+                    pin: peerPIDFD(context.channel).map(ProcessPin.init),
+                    from: context.channel)
                 if node.nextSession != before { session = before }
             } catch {
                 node.logger.warning("malformed placement request: \(error)")
@@ -187,6 +191,27 @@ final class PeerHandler: ChannelInboundHandler {
     private func remote(_ context: ChannelHandlerContext) -> String {
         context.remoteAddress.map { "\($0)" } ?? "?"
     }
+}
+
+/// SO_PEERPIDFD (Linux 6.5): a pidfd for the process that connected, taken when it connected; unlike its
+/// PID it can never name another process later.
+func peerPIDFD(_ channel: Channel) -> Int32? {
+    guard let provider = channel as? SocketOptionProvider else { return nil }
+    let soPeerPIDFD: Int32 = 77  // not in this glibc's headers yet
+    let future: EventLoopFuture<Int32> = provider.unsafeGetSocketOption(
+        level: SocketOptionLevel(SOL_SOCKET), name: SocketOptionName(soPeerPIDFD))
+    var result: Int32?
+    future.assumeIsolated().whenSuccess { result = $0 >= 0 ? $0 : nil }
+    return result
+}
+
+/// An open pidfd, closed when the last holder lets go.
+final class ProcessPin: Sendable {
+    let fd: Int32
+    init(_ fd: Int32) { self.fd = fd }
+    deinit { Posix.close(fd) }
+    /// Whether the process it was taken for still runs (so its PID is still its own).
+    var isAlive: Bool { Posix.processAlive(pidfd: fd) }
 }
 
 struct PeerCredentials {

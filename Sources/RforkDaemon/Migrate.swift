@@ -12,10 +12,14 @@ final class PendingMigration: @unchecked Sendable {  // confined to Node.loop
     enum Requester {
         case command(Channel)
         /// `local` is the process's PID here, `shown` its PID as its home node knows it (its reasons say that one).
-        case home(InboundLink, session: UInt64, local: Int32, shown: Int32)
+        case home(InboundLink, session: UInt64, request: UInt64, local: Int32, shown: Int32)
+        /// Process number `index` of `rfork migrate --all` number `drain`.
+        case drain(UInt64, index: Int, local: Int32, shown: Int32, home: String)
     }
     var machine: Migration
     let requester: Requester
+    /// Passed on: the home session whose node was asked, and the number of that request.
+    var passedOn: (session: UInt64, request: UInt64)?
     init(machine: Migration, requester: Requester) {
         self.machine = machine
         self.requester = requester
@@ -32,6 +36,7 @@ extension Node {
     func handleMigrate(_ text: String, peerUID: UInt32?, from channel: Channel) {
         loop.preconditionInEventLoop()
         let fields = Self.fields(text)
+        if fields["all"] == "1" { return handleDrain(fields, peerUID: peerUID, from: channel) }
         guard let pid = fields["pid"].flatMap({ Int32($0) }), pid > 0, let target = fields["node"], !target.isEmpty
         else {
             return answerJSON(
@@ -61,7 +66,7 @@ extension Node {
         if Posix.namespacePIDs(pid).count > 1 {
             let why =
                 isInHostedNamespace(pid)
-                ? "process \(pid) runs in a remote child hosted here; ask its home node (where its parent runs)"
+                ? "process \(pid) runs inside a process this node runs for another node; rfork migrate names processes by the PID their home node knows"
                 : "process \(pid) runs in a PID namespace below rforkd's, from which rfork cannot move it"
             return answerMigration(requester, .init(pid: pid, node: target, moved: false, reason: why))
         }
@@ -71,16 +76,24 @@ extension Node {
     /// A home node asks this node to move a process it runs for it (a `rfork migrate` there).
     func handleMigrateRequest(_ request: Rfork_Wire_V1_MigrateRequest, link: InboundLink) {
         func refuse(_ why: String) {
-            let requester = PendingMigration.Requester.home(link, session: request.session, local: 0, shown: 0)
+            let requester = PendingMigration.Requester.home(
+                link, session: request.session, request: request.request, local: 0, shown: 0)
             answerMigration(requester, .init(pid: 0, node: request.node, moved: false, reason: why))
         }
         guard let hosted = hosted[hostedKey(link, request.session)], hosted.restored, !hosted.ended,
             let pid = hostedProcess(hosted)
         else { return refuse("the process no longer runs on \(config.node)") }
         let requester = PendingMigration.Requester.home(
-            link, session: request.session, local: pid, shown: hosted.pid)
+            link, session: request.session, request: request.request, local: pid, shown: hosted.pid)
         guard let pidfd = Posix.openProcess(pid) else { return refuse("the process ended") }
         defer { Posix.close(pidfd) }
+        // The pidfd names the process listed (not a later one with its PID).
+        guard Posix.namespacePIDs(pid).last == hosted.pid else { return refuse("the process ended") }
+        if hosted.lazyPID != nil {
+            return refuse(
+                "the memory of process \(hosted.pid) is still arriving on \(config.node) (post-copy); move it when it is there"
+            )
+        }
         moveProcess(pid, pidfd: pidfd, target: request.node, requester: requester)
     }
 
@@ -97,18 +110,22 @@ extension Node {
             return refuse("unknown node '\(target)'")
         }
         if let session = homeSessions.values.first(where: { $0.localPID == pid }) {
+            // Its stand-in: the node it went to runs it, or passes the request on again (only the node
+            // running it can tell whether it runs on `target` already).
             guard session.state == .running else { return refuse("process \(pid) is being moved already") }
-            if session.target == target { return refuse("process \(pid) already runs on \(target)") }
             guard let peer = links[session.target]?.channel, links[session.target]?.isUp == true else {
                 return refuse("node '\(session.target)', which runs process \(pid), is not reachable")
             }
             let pending = PendingMigration(machine: Migration(pid: pid, node: target), requester: requester)
+            nextMigrateRequest += 1
+            pending.passedOn = (session.id, nextMigrateRequest)
             migrations[pid] = pending
             logger.info("asking \(session.target) to move process \(pid) to \(target)")
             migrationEvent(pid: pid, .passedOn(node: session.target))
             var request = Rfork_Wire_V1_MigrateRequest()
             request.session = session.id
             request.node = target
+            request.request = nextMigrateRequest
             var envelope = Envelope()
             envelope.migrateRequest = request
             peer.writeAndFlush(envelope, promise: nil)
@@ -209,6 +226,14 @@ extension Node {
         }
     }
 
+    /// A home session whose process ran elsewhere is gone (it ended, or its stand-in did): a move of it
+    /// that was passed on will get no answer, so the command hears now.
+    func passedOnSessionEnded(_ session: HomeSession) {
+        guard let pending = migrations[session.localPID], pending.passedOn?.session == session.id else { return }
+        migrationEvent(
+            pid: session.localPID, .abandoned(reason: "process \(session.localPID) ended during the move"))
+    }
+
     /// A home session ended before its copy ran: if it was a migration, the command hears why.
     func migrationSessionEnded(_ session: HomeSession, reason: String) {
         guard session.request.migrate else { return }
@@ -220,9 +245,16 @@ extension Node {
         switch requester {
         case .command(let channel):
             answerJSON(channel, outcome)
-        case .home(let link, let session, let local, let shown):
+        case .drain(let id, let index, let local, let shown, let home):
+            var renamed = outcome
+            renamed.pid = shown
+            renamed.home = home
+            renamed.reason = outcome.reason.map { Migration.renaming(process: local, to: shown, in: $0) }
+            drainEvent(id, .answered(index: index, renamed))
+        case .home(let link, let session, let request, let local, let shown):
             var result = Rfork_Wire_V1_MigrateResult()
             result.session = session
+            result.request = request
             result.moved = outcome.moved
             result.node = outcome.node
             result.frozenMs = outcome.frozenMs ?? 0
@@ -235,8 +267,12 @@ extension Node {
     }
 
     /// The node running the process of home session `result.session` answered a passed-on move.
-    func handleMigrateResult(_ result: Rfork_Wire_V1_MigrateResult) {
-        guard let session = homeSessions[result.session] else { return }
+    func handleMigrateResult(_ result: Rfork_Wire_V1_MigrateResult, from link: PeerLink) {
+        // Only the node asked, about the request it was asked (not a late answer to an older one).
+        guard let session = homeSessions[result.session], session.target == link.name,
+            let pending = migrations[session.localPID], let asked = pending.passedOn,
+            asked == (result.session, result.request)
+        else { return }
         let outcome = Migration.Outcome(
             pid: session.localPID, node: result.node, moved: result.moved,
             frozenMs: result.moved ? result.frozenMs : nil, postCopy: result.moved ? result.postCopy : nil,

@@ -39,6 +39,9 @@ final class Node: @unchecked Sendable {
     var migrations: [Int32: PendingMigration] = [:]  // `rfork migrate` requests under way, by PID
     var checkpoints: [Int32: PendingCheckpoint] = [:]  // `rfork checkpoint` requests under way, by PID
     var periodic: [Int32: Schedule] = [:]  // `rfork run --checkpoint-every`, by PID
+    var drains: [UInt64: PendingDrain] = [:]  // `rfork migrate --all` requests under way
+    var nextDrain: UInt64 = 1
+    var nextMigrateRequest: UInt64 = 0  // numbers the moves passed on to other nodes
     static let recentLimit = 256
     /// How long a target may take to restore a child before it runs locally instead.
     let restoreDeadline = TimeAmount.seconds(20)
@@ -75,16 +78,22 @@ final class Node: @unchecked Sendable {
 
     // MARK: placement requests (home side)
 
-    func handleForkRequest(_ asked: LocalForkRequest, peerUID: UInt32?, peerPID: Int32?, from channel: Channel) {
+    func handleForkRequest(
+        _ asked: LocalForkRequest, peerUID: UInt32?, peerPID: Int32?, pin: ProcessPin? = nil, from channel: Channel
+    ) {
         var request = asked
         loop.preconditionInEventLoop()
         // Only a process may ask to move itself: the kernel says who is on the other end of the socket.
-        guard let peerPID, let uid = peerUID else {
+        // The pin (a pidfd taken when it connected) proves, up to the end of its dump, that its PID is still
+        // its own.
+        guard let peerPID, let uid = peerUID, let pin, pin.isAlive else {
             reply(channel, .local, "placement refused: the caller cannot be identified")
             return
         }
         // The caller's PID as this daemon sees it (for /proc); `request.pid` is its PID in its own namespace.
         let localPID = peerPID
+        // The rfork-nsinit whose namespaces a nested caller lives in (CRIU dumps it from there).
+        var helper: Int32?
         if peerPID != request.pid {
             // A process inside a nested PID namespace knows itself by its PID there.
             let nested = Posix.namespacePIDs(peerPID)
@@ -93,23 +102,44 @@ final class Node: @unchecked Sendable {
                 reply(channel, .local, "placement refused: PID \(request.pid) is not the caller")
                 return
             }
-            // A fork inside a remote child this node hosts (or a program it exec'd) is placed like any
-            // other, and CRIU dumps it from inside that child's namespaces. Moving such a process again
-            // (rfork migrate) comes later: it stays, quietly. Other nested namespaces are not rfork's.
-            guard isInHostedNamespace(peerPID) else {
+            // A fork inside a remote child this node hosts (or a program it exec'd), or that child called
+            // in to move on, is placed like any other, and CRIU dumps it from inside the namespaces of that
+            // child's rfork-nsinit. Other nested namespaces are not rfork's.
+            guard let container = hostedSession(containing: peerPID), let outer = container.helperPID else {
                 reply(
                     channel, .local,
-                    "the child runs in a PID namespace below rforkd's on \(config.node), from which rfork cannot move it"
+                    isInHostedNamespace(peerPID)
+                        ? ""
+                        : "the child runs in a PID namespace below rforkd's on \(config.node), from which rfork cannot move it"
                 )
                 return
             }
+            guard uid == container.uid else {
+                reply(channel, .local, "placement refused: the caller is not the user whose child runs here")
+                return
+            }
+            if container.lazyPID != nil {
+                // Its pages are still arriving (post-copy): a dump now would miss those not yet here.
+                reply(
+                    channel, .local,
+                    "the memory of the process it comes from is still arriving on \(config.node) (post-copy); it runs here"
+                )
+                if request.migrate { migrationEvent(pid: localPID, .refused(reason: "its memory is still arriving")) }
+                return
+            }
+            helper = outer
         }
-        let nested = localPID != request.pid
-        if nested && request.forkStartedNanoseconds > 0 {
-            // Its CLOCK_MONOTONIC is that of its time namespace (a restored child's): in ours, for the phases.
-            let offset = Posix.monotonicOffset(localPID)
-            request.forkStartedNanoseconds = UInt64(max(0, Int64(request.forkStartedNanoseconds) - offset))
+        let nested = helper != nil
+        let inside = helper
+        // t0 is the caller's CLOCK_MONOTONIC: a restored process's runs in its time namespace, and nothing
+        // it sends may be trusted to lie in the past; in ours, and no later than now.
+        let now = Posix.monotonicNanoseconds()
+        var t0 = Int64(clamping: request.forkStartedNanoseconds)
+        if nested {
+            let (adjusted, overflow) = t0.subtractingReportingOverflow(Posix.monotonicOffset(localPID))
+            t0 = overflow ? 0 : adjusted
         }
+        request.forkStartedNanoseconds = t0 <= 0 ? 0 : min(UInt64(t0), now)
         let placed = request
         if request.migrate, !nested, checkpoints[request.pid] != nil {
             return checkpointCall(request, from: channel)
@@ -163,6 +193,10 @@ final class Node: @unchecked Sendable {
             let externalFiles = placed.channels.filter { $0.criuID.hasPrefix("file[") }.map(\.criuID)
             var lazy: CRIU.LazyDump?
             do {
+                // CRIU runs as root: the process must still be the caller, and run as the user who asked, with
+                // no more privilege (a setuid program exec'd since it connected is not theirs to move).
+                guard pin.isAlive else { throw CheckpointError(.unmovable, "the process ended") }
+                if let why = Self.identityRefusal(pid: localPID, uid: uid) { throw CheckpointError(.unmovable, why) }
                 // Decided before CRIU runs: memory it shares would become a private copy there.
                 if let why = SharedMemory.check(pid: localPID) { throw CheckpointError(.unmovable, why) }
                 // CRIU takes the whole tree: a child forked since `rfork migrate` was checked would run twice.
@@ -177,7 +211,6 @@ final class Node: @unchecked Sendable {
                 case "never": postCopy = false
                 default: postCopy = postCopyBytes > 0 && Posix.anonymousBytes(localPID) >= postCopyBytes
                 }
-                let inside: Int32? = nested ? localPID : nil
                 if postCopy {
                     lazy = try criu.lazyDump(
                         pid: placed.pid, imageDirectory: dir, externalSocketInode: placed.socketInode,
@@ -186,6 +219,12 @@ final class Node: @unchecked Sendable {
                     try criu.dump(
                         pid: placed.pid, imageDirectory: dir, externalSocketInode: placed.socketInode,
                         externalFiles: externalFiles, insideNamespacesOf: inside)
+                }
+                // Dumped while its PID was its own: a process that ended meanwhile may have left its PID
+                // (in its namespace too) to another, whose images these would be.
+                guard pin.isAlive else {
+                    if let lazy { Self.stopLazyDump(lazy) }
+                    throw CheckpointError(.unmovable, "the process ended during its dump")
                 }
             } catch {
                 Posix.removeFlatDirectory(dir)
@@ -306,6 +345,28 @@ final class Node: @unchecked Sendable {
         }
     }
 
+    /// The hosted session in whose PID namespace (under its rfork-nsinit) process `pid` lives.
+    func hostedSession(containing pid: Int32) -> HostedSession? {
+        guard let namespace = Posix.readLink("/proc/\(pid)/ns/pid") else { return nil }
+        return hosted.values.first { session in
+            session.helperPID.map { Posix.readLink("/proc/\($0)/ns/pid_for_children") == namespace } ?? false
+        }
+    }
+
+    /// Why a process may not be dumped for `uid` (CRIU runs as root), or nil: every one of its user IDs is
+    /// `uid`, and a process of an ordinary user holds no effective capability.
+    static func identityRefusal(pid: Int32, uid: UInt32) -> String? {
+        guard let status = Posix.processStatus(pid) else { return "the process ended" }
+        let uids = (status["Uid"] ?? "").split(whereSeparator: { $0 == " " || $0 == "\t" }).map { UInt32($0) }
+        guard uids.count == 4, uids.allSatisfy({ $0 == uid }) else {
+            return "process \(pid) runs with another identity than its user's (a setuid program?)"
+        }
+        if uid != 0, let caps = status["CapEff"], UInt64(caps, radix: 16) != 0 {
+            return "process \(pid) holds capabilities its user does not have"
+        }
+        return nil
+    }
+
     /// Whether a process lives in the PID namespace of a child this node hosts (under its rfork-nsinit).
     func isInHostedNamespace(_ pid: Int32) -> Bool {
         guard let namespace = Posix.readLink("/proc/\(pid)/ns/pid") else { return false }
@@ -334,6 +395,8 @@ final class Node: @unchecked Sendable {
         relay.whenSuccess { self.pageRelays[id] = PageRelay(channel: $0, socket: lazy.pageSocket) }
         relay.whenFailure { error in
             self.logger.error("cannot relay the pages of child \(session.pid): \(error)")
+            // With nsenter in front, the kill reaches nsenter, not CRIU: the closed socket ends CRIU too.
+            Posix.shutdownWrite(lazy.pageSocket)
             Posix.kill(lazy.process, SIGKILL)
         }
         waiters.runIfActive(eventLoop: loop) { () -> (ExitStatus?, String?) in
@@ -446,6 +509,7 @@ final class Node: @unchecked Sendable {
     /// The child's (or stand-in's) connection closed.
     func standInClosed(session id: UInt64) {
         guard let session = homeSessions.removeValue(forKey: id) else { return }
+        passedOnSessionEnded(session)
         if session.state != .running {
             migrationSessionEnded(session, reason: "process \(session.pid) ended during the move")
         }
@@ -514,10 +578,12 @@ final class Node: @unchecked Sendable {
             if event.kind == .exited || event.kind == .killed {
                 session.ended = true
                 homeSessions[event.session] = nil
+                passedOnSessionEnded(session)
             }
             session.child.writeAndFlush(LocalFrame.event(kind: kind, code: event.code), promise: nil)
         case .abort(let abort):
             guard let session = homeSessions.removeValue(forKey: abort.session) else { return }
+            passedOnSessionEnded(session)
             logger.warning("remote child \(session.pid) on \(session.target) was ended: \(abort.reason)")
             if session.state == .running {
                 session.ended = true
@@ -534,7 +600,7 @@ final class Node: @unchecked Sendable {
             // still write its last words, so only our side of writing is shut), which thaws the home copy.
             if let relay = pageRelays[end.session] { Posix.shutdownWrite(relay.socket) }
         case .migrateResult(let result):
-            handleMigrateResult(result)
+            handleMigrateResult(result, from: link)
         case .load(let load):
             link.load = load
         default:

@@ -59,10 +59,12 @@ public struct Migration: Sendable, Equatable {
         public var frozenMs: Double?
         public var postCopy: Bool?
         public var reason: String?
+        /// The process's home node, when the move was not asked there (`rfork migrate --all`).
+        public var home: String?
 
         public init(
             pid: Int32, node: String, moved: Bool, frozenMs: Double? = nil, postCopy: Bool? = nil,
-            reason: String? = nil
+            reason: String? = nil, home: String? = nil
         ) {
             self.pid = pid
             self.node = node
@@ -70,6 +72,7 @@ public struct Migration: Sendable, Equatable {
             self.frozenMs = frozenMs
             self.postCopy = postCopy
             self.reason = reason
+            self.home = home
         }
     }
 

@@ -306,7 +306,6 @@ public enum Posix {
         _ = Glibc.close(fd)
     }
 
-    /// The children of every thread of a process (/proc/PID/task/TID/children).
     /// How far the CLOCK_MONOTONIC of `pid`'s time namespace is ahead of ours, in ns (0 when it has none
     /// of its own): a restored process's clock readings minus this are this daemon's.
     public static func monotonicOffset(_ pid: Int32) -> Int64 {
@@ -320,6 +319,7 @@ public enum Posix {
         return 0
     }
 
+    /// The children of every thread of a process (/proc/PID/task/TID/children).
     public static func children(of pid: Int32) -> [Int32] {
         listDirectory("/proc/\(pid)/task").flatMap { tid in
             let bytes = (try? readFile("/proc/\(pid)/task/\(tid)/children")) ?? []

@@ -435,6 +435,9 @@ public nonisolated struct Rfork_Wire_V1_MigrateRequest: Sendable {
 
   public var node: String = String()
 
+  /// chosen by the asker, echoed in the result
+  public var request: UInt64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -447,6 +450,8 @@ public nonisolated struct Rfork_Wire_V1_MigrateResult: Sendable {
   // methods supported on all messages.
 
   public var session: UInt64 = 0
+
+  public var request: UInt64 = 0
 
   public var moved: Bool = false
 
@@ -1274,7 +1279,7 @@ nonisolated extension Rfork_Wire_V1_Abort: SwiftProtobuf.Message, SwiftProtobuf.
 
 nonisolated extension Rfork_Wire_V1_MigrateRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".MigrateRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}session\0\u{1}node\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}session\0\u{1}node\0\u{1}request\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1284,6 +1289,7 @@ nonisolated extension Rfork_Wire_V1_MigrateRequest: SwiftProtobuf.Message, Swift
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularUInt64Field(value: &self.session) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.node) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.request) }()
       default: break
       }
     }
@@ -1296,12 +1302,16 @@ nonisolated extension Rfork_Wire_V1_MigrateRequest: SwiftProtobuf.Message, Swift
     if !self.node.isEmpty {
       try visitor.visitSingularStringField(value: self.node, fieldNumber: 2)
     }
+    if self.request != 0 {
+      try visitor.visitSingularUInt64Field(value: self.request, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Rfork_Wire_V1_MigrateRequest, rhs: Rfork_Wire_V1_MigrateRequest) -> Bool {
     if lhs.session != rhs.session {return false}
     if lhs.node != rhs.node {return false}
+    if lhs.request != rhs.request {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1309,7 +1319,7 @@ nonisolated extension Rfork_Wire_V1_MigrateRequest: SwiftProtobuf.Message, Swift
 
 nonisolated extension Rfork_Wire_V1_MigrateResult: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".MigrateResult"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}session\0\u{1}moved\0\u{1}node\0\u{3}frozen_ms\0\u{3}post_copy\0\u{1}reason\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}session\0\u{1}moved\0\u{1}node\0\u{3}frozen_ms\0\u{3}post_copy\0\u{1}reason\0\u{1}request\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1323,6 +1333,7 @@ nonisolated extension Rfork_Wire_V1_MigrateResult: SwiftProtobuf.Message, SwiftP
       case 4: try { try decoder.decodeSingularDoubleField(value: &self.frozenMs) }()
       case 5: try { try decoder.decodeSingularBoolField(value: &self.postCopy) }()
       case 6: try { try decoder.decodeSingularStringField(value: &self.reason) }()
+      case 7: try { try decoder.decodeSingularUInt64Field(value: &self.request) }()
       default: break
       }
     }
@@ -1347,11 +1358,15 @@ nonisolated extension Rfork_Wire_V1_MigrateResult: SwiftProtobuf.Message, SwiftP
     if !self.reason.isEmpty {
       try visitor.visitSingularStringField(value: self.reason, fieldNumber: 6)
     }
+    if self.request != 0 {
+      try visitor.visitSingularUInt64Field(value: self.request, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Rfork_Wire_V1_MigrateResult, rhs: Rfork_Wire_V1_MigrateResult) -> Bool {
     if lhs.session != rhs.session {return false}
+    if lhs.request != rhs.request {return false}
     if lhs.moved != rhs.moved {return false}
     if lhs.node != rhs.node {return false}
     if lhs.frozenMs != rhs.frozenMs {return false}

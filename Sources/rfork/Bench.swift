@@ -110,6 +110,19 @@ struct MigrationResult: Codable {
     var moved: Int
 }
 
+/// Many processes moved at once (`rfork migrate --all`) against the same processes moved one at a time
+/// (`rfork migrate`), in the same run. Medians in ms.
+struct DrainResult: Codable {
+    var processes: Int
+    var mib: Int
+    /// Each moved home -> target on its own.
+    var singleFrozenMs: Double
+    /// All moved target -> home at once.
+    var drainFrozenMs: Double
+    var drainWallMs: Double
+    var moved: Int
+}
+
 /// The same remote fork with both nodes' links limited to 1 Gbit/s (tc tbf). Medians in ms.
 struct LimitedResult: Codable {
     var mib: Int
@@ -142,6 +155,7 @@ struct BenchReport: Codable {
     var freshFillMs, againFillMs: Double
     var profiles: [String: [ProfileRow]]  // what ran ("remote-forking 1 MiB children") -> perf record -a
     var migrations: [MigrationResult] = []
+    var drain: DrainResult?
 
     var json: String {
         let encoder = JSONEncoder()
@@ -204,6 +218,16 @@ struct BenchReport: Codable {
                 s += "| \(f(m.seedDowntimeMs)) | \(f(m.frozenMs / m.seedDowntimeMs))× | \(m.moved) of \(m.trials) |\n"
             }
         }
+        if let d = drain {
+            s += "\n## Moving many processes at once\n\n"
+            s += "\(d.processes) processes of \(d.mib) MiB (`forkbench hold`, started with `rfork run --policy local`) "
+            s += "are moved home → target one at a time with `rfork migrate`, then all at once back off the target "
+            s += "with `rfork migrate --all --from target --to home`. Frozen: as above, medians.\n\n"
+            s += "| moved one at a time | moved all at once | ratio | whole drain (wall) | moved at once |\n"
+            s += "|---|---|---|---|---|\n"
+            s += "| \(f(d.singleFrozenMs)) ms | \(f(d.drainFrozenMs)) ms | \(f(d.drainFrozenMs / d.singleFrozenMs))× "
+            s += "| \(f(d.drainWallMs)) ms | \(d.moved) of \(d.processes) |\n"
+        }
         s += "\n## Links, rates and memory\n\n| metric | plain / local | rfork (remote child) |\n|---|---|---|\n"
         s += "| pipe throughput parent → child (MiB/s) | \(f(pipeLocalMiBps)) | \(f(pipeRemoteMiBps)) |\n"
         s += "| pipe round trip (µs) | \(f(rttLocalUs)) | \(f(rttRemoteUs)) |\n"
@@ -264,6 +288,11 @@ struct BenchReport: Codable {
             let ratio = m.frozenMs / m.seedDowntimeMs
             s += "| freeze of a migrated \(mib) MiB process that keeps writing | ≤ \(goal)× seed downtime "
             s += "(\(f(goal * m.seedDowntimeMs)) ms) | \(f(m.frozenMs)) ms (\(f(ratio))×) | \(mark(ratio <= goal)) |\n"
+        }
+        if let d = drain {
+            let ratio = d.drainFrozenMs / d.singleFrozenMs
+            s += "| \(d.processes) processes drained from one node at once | median freeze ≤ 2× a single move's "
+            s += "(\(f(2 * d.singleFrozenMs)) ms) | \(f(d.drainFrozenMs)) ms (\(f(ratio))×) | \(mark(ratio <= 2)) |\n"
         }
         s += "| memory rfork adds per remote child | ≤ 512 KiB home, ≤ 512 KiB target "
         s += "| \(f(homeKiBPerChild)) / \(f(targetKiBPerChild)) KiB "
@@ -489,13 +518,13 @@ struct BenchRunner {
 
     /// Runs argv on a node; stdin is /dev/null opened inside the node (a descriptor opened outside would
     /// name a mount the node cannot see, and the child could not move), stderr joins stdout.
-    func on(_ node: LocalCluster.NodeState, _ argv: [String]) throws -> String {
+    func on(_ node: LocalCluster.NodeState, _ argv: [String], anyStatus: Bool = false) throws -> String {
         let (status, out) = try Posix.run(
             [
                 "/usr/bin/nsenter", "-t", String(node.daemonPID), "-n", "-m", "-u", "--", "/bin/sh", "-c",
                 "exec \"$@\" </dev/null 2>&1", "sh",
             ] + argv)
-        guard status == .exited(0) else {
+        guard status == .exited(0) || anyStatus else {
             throw ValidationError(
                 "\(argv.prefix(6).joined(separator: " ")) on \(node.name) failed (\(status)): \(out.split(separator: "\n").last ?? "")"
             )
@@ -646,7 +675,48 @@ struct BenchRunner {
             freshFillMs: median(fills.compactMap { $0["fresh_ms"] }),
             againFillMs: median(fills.compactMap { $0["again_ms"] }), profiles: profiles)
         report.migrations = migrations
+        say("20 processes moved one at a time, then all at once")
+        report.drain = drain(count: 20, mib: 16)
         return report
+    }
+
+    /// `count` holders of `mib` MiB moved home -> target one by one (`rfork migrate`), then all at once
+    /// back (`rfork migrate --all --from target --to home`, run on the target); ended afterwards.
+    func drain(count: Int, mib: Int) -> DrainResult {
+        var pids: [pid_t] = []
+        var single: [Double] = []
+        defer {
+            for pid in pids {
+                Posix.kill(pid, SIGKILL)  // the stand-in's end takes the moved copy with it
+                _ = try? Posix.wait(pid)
+            }
+        }
+        for i in 0..<count {
+            let ready = "\(Self.scratch)/drain-\(i)"
+            unlink(ready)
+            defer { unlink(ready) }
+            guard
+                let pid = try? startOnHome(
+                    [rfork, "run", "--policy", "local", "--", forkbench, "hold", String(mib)], readyFile: ready)
+            else { continue }
+            pids.append(pid)
+            if let out = try? on(home, [rfork, "migrate", String(pid), target.name, "--json"]),
+                let outcome = try? JSONDecoder().decode(Migration.Outcome.self, from: Data(out.utf8)),
+                outcome.moved, let ms = outcome.frozenMs
+            {
+                single.append(ms)
+            }
+        }
+        let t0 = Posix.monotonicNanoseconds()
+        // It exits 1 when some did not move; the JSON says which.
+        let out = try? on(
+            target, [rfork, "migrate", "--all", "--from", target.name, "--to", home.name, "--json"], anyStatus: true)
+        let wall = Double(Posix.monotonicNanoseconds() - t0) / 1e6
+        let outcome = out.flatMap { try? JSONDecoder().decode(Drain.Outcome.self, from: Data($0.utf8)) }
+        if outcome == nil { say("rfork migrate --all did not answer: \(out ?? "nothing")") }
+        return DrainResult(
+            processes: count, mib: mib, singleFrozenMs: median(single), drainFrozenMs: outcome?.medianFrozenMs ?? .nan,
+            drainWallMs: wall, moved: outcome?.moved ?? 0)
     }
 
     /// Starts `forkbench dirty MIB` under `rfork run --policy local` on the home node, moves it to the

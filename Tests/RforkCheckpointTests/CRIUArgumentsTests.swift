@@ -14,13 +14,17 @@ import Testing
             ])
     }
 
-    @Test func aTaskBelowOurPIDNamespaceIsDumpedFromInsideItsNamespacesByItsPIDThere() {
+    @Test func aTaskBelowOurPIDNamespaceIsDumpedFromTheNamespacesOfItsInitByItsPIDThere() {
         let args = criu.dumpArguments(
             pid: 13, imageDirectory: "/run/rfork/images/h2", externalSocketInode: 9, leaveStopped: true,
-            insideNamespacesOf: 16486)
+            insideNamespacesOf: 16472)
+        // The namespaces rfork-nsinit (root's, the daemon's child) made, never those of the task itself.
         #expect(
-            Array(args.prefix(6)) == ["/usr/bin/nsenter", "--target", "16486", "--all", "--", "/usr/local/sbin/criu"])
-        #expect(Array(args.dropFirst(5).prefix(4)) == ["/usr/local/sbin/criu", "dump", "-t", "13"])
+            Array(args.prefix(5)) == [
+                "/usr/bin/nsenter", "--pid=/proc/16472/ns/pid_for_children", "--mount=/proc/16472/ns/mnt", "--",
+                "/usr/local/sbin/criu",
+            ])
+        #expect(Array(args.dropFirst(4).prefix(4)) == ["/usr/local/sbin/criu", "dump", "-t", "13"])
         #expect(args.contains("--leave-stopped") && !args.contains("--leave-running"))
     }
 }

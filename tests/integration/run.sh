@@ -224,12 +224,14 @@ result "cli/--help for every subcommand" "$([ -z "$why" ] && echo 0 || echo 1)" 
 
 # --- migration: a running process moves to another node while it talks through pipes ---
 cc -pthread -o "$WORK/talker" "$P/talker.c"
-start_talker() { # PREFIX THREADS [parent]: the talker under rfork run on node1 (with "parent", as the child
-    # of a shell that prints its exit status and ends with it), its stdin on fd 7; sets talkjob, tpid
+start_talker() { # PREFIX THREADS [parent|-] [MIB]: the talker under rfork run on node1 (with "parent", as the
+    # child of a shell that prints its exit status and ends with it; with MIB, holding that much memory,
+    # moved without post-copy), its stdin on fd 7; sets talkjob, tpid
     rm -f "$WORK/talk.in" "$1.out"; mkfifo "$WORK/talk.in"
-    local job=("$WORK/talker" "$2")
-    [ "${3:-}" = parent ] && job=(bash -c '"$0" "$1"; s=$?; echo "child exited $s"; exit $s' "$WORK/talker" "$2")
-    ( on node1 "$RFORK" run --policy local -- "${job[@]}" < <(exec cat "$WORK/talk.in") 2>"$1.err" \
+    local job=("$WORK/talker" "$2" "${4:-0}") run=(--policy local)
+    [ -n "${4:-}" ] && run+=(--post-copy never)
+    [ "${3:-}" = parent ] && job=(bash -c '"$0" "$@"; s=$?; echo "child exited $s"; exit $s' "${job[@]}")
+    ( on node1 "$RFORK" run "${run[@]}" -- "${job[@]}" < <(exec cat "$WORK/talk.in") 2>"$1.err" \
         | cat >"$1.out"; echo "${PIPESTATUS[0]}" >"$1.rc" ) &
     talkjob=$!
     exec 7>"$WORK/talk.in"
@@ -312,6 +314,35 @@ grep -q 'rfork:' "$WORK/route.err" && why+="the process said: $(grep rfork: "$WO
 left=$(leftovers)
 [ -z "$left" ] || why+="left behind:$left; "
 result "migrate/a child with 2 more threads moved home -> node2 -> node3 -> home while it talks to its parent ($(echo "$route" | grep -o 'frozen [0-9.]* ms' | tr '\n' ' '))" \
+    "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
+
+# --- draining a node: rfork migrate --all --from node2 moves the 4 workers it runs for node1 off it at once ---
+cc -o "$WORK/ticker" "$P/ticker.c"
+on node1 "$RFORK" run --node node2 -- bash -c 'for k in 1 2 3 4; do "$0" $k 5000 & done
+    s=0; for k in 1 2 3 4; do wait -n; s=$((s + $?)); done; echo "sum $s"' "$WORK/ticker" >"$WORK/drain.out" 2>"$WORK/drain.err" &
+drainjob=$!
+for _ in $(seq 200); do
+    [ "$(grep -Ec '^ticker [1-4] 20 node2$' "$WORK/drain.out" 2>/dev/null)" = 4 ] && break; sleep 0.05
+done
+notroot=$(on node2 setpriv --reuid=65534 --regid=65534 --clear-groups "$RFORK" migrate --all --from node2 2>&1); nrc=$?
+elsewhere=$(on node1 "$RFORK" migrate --all --from node2 2>&1); erc=$?
+on node2 "$RFORK" migrate --all --from node2 >"$WORK/drain.mig" 2>&1; drc=$?
+wait "$drainjob"
+settle
+why=""
+[ "$drc" = 0 ] || why+="migrate --all exit $drc: $(tr '\n' ' ' <"$WORK/drain.mig"); "
+grep -Eq '^moved 4 of 4 processes off node2; median freeze [0-9.]+ ms$' "$WORK/drain.mig" || why+="it said: $(tr '\n' ' ' <"$WORK/drain.mig"); "
+[ "$(grep -Ec '^process [0-9]+ \(home node1\) runs on node[13]; frozen' "$WORK/drain.mig")" = 4 ] || why+="not 4 moves to node1/node3; "
+grep -q '^sum 10$' "$WORK/drain.out" || why+="the parent summed: $(grep '^sum' "$WORK/drain.out" || echo nothing) ($(head -3 "$WORK/drain.err" | tr '\n' ' ')); "
+for k in 1 2 3 4; do
+    gap=$(awk -v k=$k '$1 == "ticker" && $2 == k { if ($3 != n) { print "ticker " k ": " n " expected, got " $3; exit } n++ }' "$WORK/drain.out")
+    [ -z "$gap" ] || why+="$gap; "
+    hops=$(awk -v k=$k '$1 == "ticker" && $2 == k {print $4}' "$WORK/drain.out" | uniq | tr '\n' ' ')
+    echo "$hops" | grep -Eq '^node2 node[13] $' || why+="ticker $k ran on: $hops; "
+done
+[ "$nrc" = 1 ] && echo "$notroot" | grep -q 'only root' || why+="a user was not refused: $notroot; "
+[ "$erc" = 1 ] && echo "$elsewhere" | grep -q "run 'rfork migrate --all --from node2' on node2" || why+="from node1: $elsewhere; "
+result "migrate/--all --from node2 moves its 4 workers off at once, nothing lost ($(tail -1 "$WORK/drain.mig"))" \
     "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
 
 # Refusals: one line each, exit 1, the process keeps running where it is.
@@ -906,6 +937,70 @@ grep -qE 'rfork:|session leader is visible|cluster up failed' "$WORK/pidns.out" 
 leftns=$(ls /run/netns 2>/dev/null | grep -E '^rfork-' || true)
 [ -z "$leftns" ] && [ ! -e /run/rfork-cluster ] || why+="left: $leftns $(ls /run/rfork-cluster 2>/dev/null); "
 result "container/session leader outside the PID namespace" "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
+
+# --- the migration protocol at its failure points, on a fresh 3-node cluster: before the copy runs on the
+# target, the process goes on at home (frozen meanwhile) and the command says why; after, the copy is the
+# process, and losing it (or its home) is reported to its parent as SIGKILL, with nothing left running ---
+cluster_up 3
+ticks_in_order() { awk '/^tick /{ if ($2 != n) { print "tick " n " expected, got " $2; exit } n++ }' "$1"; }
+# A move of a 384 MiB process (no post-copy) to node2 is caught while node2's CRIU restores it: that
+# CRIU, or the namespace's init it runs in, is killed.
+fail_restore() { # name, what to kill: criu|nsinit, the reason expected (a regexp)
+    start_talker "$WORK/fr" 0 parent 384
+    echo hello >&7
+    on node1 "$RFORK" migrate "${tpid:-0}" node2 >"$WORK/fr.mig" 2>&1 &
+    local mig=$! restorer="" mrc
+    for _ in $(seq 1000); do restorer=$(pgrep -f '^[^ ]*criu restore' | head -n 1); [ -n "$restorer" ] && break; sleep 0.01; done
+    if [ "$2" = criu ]; then
+        [ -n "$restorer" ] && [ "$restorer" -gt 1 ] && kill -STOP "$restorer" && kill -KILL "$restorer"
+    else
+        for p in $(pgrep -f 'rfork-nsinit'); do [ "$p" -gt 1 ] && kill -KILL "$p"; done
+    fi
+    wait "$mig"; mrc=$?
+    finish_talker
+    why=""
+    [ -n "$restorer" ] || why+="no criu restore was seen; "
+    [ "$mrc" = 1 ] || why+="migrate exit $mrc: $(tr '\n' ' ' <"$WORK/fr.mig"); "
+    grep -Eq "^rfork: ($3).*; it keeps running here$" "$WORK/fr.mig" || why+="migrate said: $(tr '\n' ' ' <"$WORK/fr.mig"); "
+    [ "$(cat "$WORK/fr.rc")" = 7 ] && grep -q '^child exited 7$' "$WORK/fr.out" || why+="the process ended with $(cat "$WORK/fr.rc"); "
+    grep -q '^echo after node1$' "$WORK/fr.out" || why+="it did not go on at home; "
+    grep -q ' node2$' "$WORK/fr.out" && why+="it ran on node2; "
+    gap=$(ticks_in_order "$WORK/fr.out"); [ -z "$gap" ] || why+="output lost, repeated or reordered: $gap; "
+    left=$(leftovers); [ -z "$left" ] || why+="left behind:$left; "
+    result "migrate/failure: $1 ($(head -c 120 "$WORK/fr.mig" | tr -d '\n'))" "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
+}
+fail_restore "the target's CRIU restore is killed: the process goes on at home" criu \
+    "restore on node2 failed: criu restore was killed by signal 9"
+fail_restore "the target's namespace init is killed during the restore: the process goes on at home" nsinit \
+    "restore on node2 failed: rfork-nsinit on node2 ended before the restore"
+
+# After the hand-over: the node running the process dies (its rforkd is killed), then, on a fresh
+# cluster, the home node's rforkd dies. Either way the parent sees SIGKILL and no copy survives.
+fail_after() { # name, node whose rforkd dies, the nodes it is moved to first (in order)
+    start_talker "$WORK/fa" 0 parent
+    local victim t0 t1 n
+    : >"$WORK/fa.mig"
+    for n in "${@:3}"; do on node1 "$RFORK" migrate "${tpid:-0}" "$n" >>"$WORK/fa.mig" 2>&1; done
+    victim=$(daemon_pid "$2")
+    t0=$(date +%s%N)
+    [ -n "$victim" ] && [ "$victim" -gt 1 ] && kill -KILL "$victim"
+    wait "$talkjob"; t1=$(date +%s%N)
+    exec 7>&-
+    settle
+    why=""
+    [ "$(grep -c "^process $tpid runs on" "$WORK/fa.mig")" = $(($# - 2)) ] || why+="the moves said: $(tr '\n' ' ' <"$WORK/fa.mig"); "
+    grep -q '^child exited 137$' "$WORK/fa.out" || why+="the parent saw: $(grep '^child' "$WORK/fa.out" || echo nothing); "
+    [ -z "$(pgrep -f "$WORK/talker")" ] || why+="a copy still runs: $(pgrep -fa "$WORK/talker" | tr '\n' ' '); "
+    [ -z "$(pgrep -f 'rfork-(standin|nsinit)')" ] || why+="left: $(pgrep -fa 'rfork-(standin|nsinit)' | tr '\n' ' '); "
+    result "migrate/failure: $1 (parent told in $(((t1 - t0) / 1000000)) ms)" "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
+}
+fail_after "the node running a moved process dies: its parent sees SIGKILL at once" node2 node2
+cluster_up 3
+fail_after "a node on a moved-again process's route dies (moved to node2, then node3; node2 dies): SIGKILL, no copy left" \
+    node2 node2 node3
+cluster_up 3
+fail_after "the home node's rforkd dies after the hand-over: the moved copy is ended, the parent sees SIGKILL" node1 node2
+"$RFORK" cluster down >/dev/null 2>&1
 
 echo
 [ "$FAIL" = 0 ] || printf 'failed: %s\n' "${FAILED[@]}"

@@ -1,7 +1,8 @@
 /* A long-running process to move while it talks: prints "pid N", then "tick I HOST" every 2 ms, answers
  * each line it reads on stdin with "echo LINE HOST", prints "signal USR1 HOST" on SIGUSR1 and exits with
  * N on the line "exit N". Ticks are numbered, so a lost, repeated or reordered line shows. With an
- * argument T, T more threads print "thread K I HOST" every 3 ms, numbered the same way. */
+ * argument T, T more threads print "thread K I HOST" every 3 ms, numbered the same way. With a second
+ * argument M, it first fills M MiB of memory (a move then has that much to carry). */
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -29,6 +30,12 @@ int main(int argc, char **argv)
 {
     signal(SIGUSR1, on_usr1);
     setvbuf(stdout, NULL, _IOLBF, 0);
+    size_t mib = argc > 2 ? (size_t)atol(argv[2]) : 0;
+    char *memory = mib ? malloc(mib << 20) : NULL;
+    if (mib && !memory)
+        return 4;
+    for (size_t i = 0; i < (mib << 20); i += 4096)
+        memory[i] = (char)i;
     printf("pid %d\n", (int)getpid());
     for (long k = 1; argc > 1 && k <= atol(argv[1]); k++) {
         pthread_t t;
