@@ -21,6 +21,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static struct rfork_frame frame;
@@ -128,6 +129,13 @@ int main(int argc, char **argv)
                 struct signalfd_siginfo si;
                 if (read(sfd, &si, sizeof si) == (ssize_t)sizeof si) {
                     uint32_t sig = si.ssi_signo;
+                    /* A child of this stand-in ended (the copies of descendants that moved with the
+                     * process, ended by rforkd): reaped here; the moved process has its own. */
+                    if (sig == SIGCHLD && si.ssi_code > 0) {
+                        while (waitpid(-1, NULL, WNOHANG) > 0) {
+                        }
+                        continue;
+                    }
                     if (rfork_send(ctl, RFORK_MSG_SIGNAL, &sig, sizeof sig, NULL, 0) < 0)
                         goto lost;
                 }

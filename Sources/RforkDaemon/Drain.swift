@@ -4,31 +4,73 @@ import NIOCore
 import RforkPlacement
 import RforkProtocol
 import RforkSystem
+import RforkWire
 
-/// A `rfork migrate --all` waiting for its moves: the state machine and the command's connection.
+/// A `rfork migrate --all` waiting for its moves: the state machine and who asked (the command here, or
+/// the node where it was run).
 final class PendingDrain: @unchecked Sendable {  // confined to Node.loop
+    enum Requester {
+        case command(Channel)
+        case peer(InboundLink, request: UInt64)
+    }
     var machine: Drain
-    let command: Channel
-    init(machine: Drain, command: Channel) {
+    let requester: Requester
+    init(machine: Drain, requester: Requester) {
         self.machine = machine
-        self.command = command
+        self.requester = requester
     }
 }
 
 extension Node {
-    /// `rfork migrate --all --from NODE [--to TARGET]`, run on NODE by root: every process this node runs
-    /// for another node is moved off it, all at once (each by its own migration, as `rfork migrate`
-    /// from its home would), to TARGET or spread over the peers that are up.
+    /// `rfork migrate --all --from NODE [--to TARGET]`, by root: every process NODE runs for another node
+    /// is moved off it, all at once (each by its own migration, as `rfork migrate` from its home would),
+    /// to TARGET or spread over the peers that are up. Asked on another node, NODE is asked to do it.
     func handleDrain(_ fields: [String: String], peerUID: UInt32?, from channel: Channel) {
         func refuse(_ why: String) {
             answerJSON(channel, Drain.Outcome(from: fields["from"] ?? "", moves: []).refused(why))
         }
         guard peerUID == 0 else { return refuse("only root moves every process off a node") }
         guard let from = fields["from"], !from.isEmpty else { return refuse("malformed migrate request") }
-        guard from == config.node else {
-            return refuse("this is \(config.node): run 'rfork migrate --all --from \(from)' on \(from)")
-        }
         let to = fields["to"].flatMap { $0.isEmpty ? nil : $0 }
+        guard from == config.node else {
+            guard config.peers.contains(where: { $0.name == from }) else { return refuse("unknown node '\(from)'") }
+            guard let link = links[from], link.isUp, let peer = link.channel else {
+                return refuse("node '\(from)' is not reachable from \(config.node)")
+            }
+            nextMigrateRequest += 1
+            forwardedDrains[nextMigrateRequest] = (channel, from)
+            var request = Rfork_Wire_V1_DrainRequest()
+            request.request = nextMigrateRequest
+            request.to = to ?? ""
+            var envelope = Envelope()
+            envelope.drainRequest = request
+            peer.writeAndFlush(envelope, promise: nil)
+            return
+        }
+        drain(to: to, requester: .command(channel))
+    }
+
+    /// A node where root ran `rfork migrate --all --from` this node.
+    func handleDrainRequest(_ request: Rfork_Wire_V1_DrainRequest, link: InboundLink) {
+        let requester = PendingDrain.Requester.peer(link, request: request.request)
+        let to = request.to.isEmpty ? nil : request.to
+        drain(to: to, requester: requester)
+    }
+
+    /// The node asked to empty itself answered: the command gets its answer as it came.
+    func handleDrainResult(_ result: Rfork_Wire_V1_DrainResult, from link: PeerLink) {
+        guard let (command, node) = forwardedDrains[result.request], node == link.name else { return }
+        forwardedDrains[result.request] = nil
+        command.writeAndFlush(LocalFrame.text(.answer, result.outcomeJson)).whenComplete { _ in
+            command.close(promise: nil)
+        }
+    }
+
+    /// Moves everything this node runs for others off it.
+    func drain(to: String?, requester: PendingDrain.Requester) {
+        func refuse(_ why: String) {
+            answerDrain(requester, Drain.Outcome(from: config.node, moves: []).refused(why))
+        }
         if let to {
             if to == config.node { return refuse("--to names the node being drained") }
             guard config.peers.contains(where: { $0.name == to }) else { return refuse("unknown node '\(to)'") }
@@ -37,7 +79,7 @@ extension Node {
         let sessions = hosted.values.filter { $0.restored && !$0.ended }.sorted { $0.key < $1.key }
         let id = nextDrain
         nextDrain += 1
-        drains[id] = PendingDrain(machine: Drain(from: config.node, count: sessions.count), command: channel)
+        drains[id] = PendingDrain(machine: Drain(from: config.node, count: sessions.count), requester: requester)
         logger.info("moving the \(sessions.count) processes this node runs for others off it")
         for (index, session) in sessions.enumerated() {
             func failed(_ why: String) {
@@ -80,8 +122,37 @@ extension Node {
             case .answer(let outcome):
                 drains[id] = nil
                 logger.info("moved \(outcome.moved) of \(outcome.moves.count) processes off \(config.node)")
-                answerJSON(pending.command, outcome)
+                answerDrain(pending.requester, outcome)
             }
+        }
+    }
+}
+
+extension Node {
+    func answerDrain(_ requester: PendingDrain.Requester, _ outcome: Drain.Outcome) {
+        switch requester {
+        case .command(let channel):
+            answerJSON(channel, outcome)
+        case .peer(let link, let request):
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys]
+            var result = Rfork_Wire_V1_DrainResult()
+            result.request = request
+            result.outcomeJson = (try? encoder.encode(outcome)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+            var envelope = Envelope()
+            envelope.drainResult = result
+            link.channel.writeAndFlush(envelope, promise: nil)
+        }
+    }
+
+    /// The link to `node` closed: a drain it was asked to do will not be answered.
+    func forwardedDrainsLost(_ node: String) {
+        for (request, (command, asked)) in forwardedDrains where asked == node {
+            forwardedDrains[request] = nil
+            answerJSON(
+                command,
+                Drain.Outcome(from: node, moves: []).refused(
+                    "lost the link to \(node) during the moves; see 'rfork ps' there"))
         }
     }
 }

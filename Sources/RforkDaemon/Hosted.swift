@@ -24,6 +24,8 @@ final class HostedSession: @unchecked Sendable {  // confined to Node.loop
     var received: UInt64 = 0
     var openFile: (name: String, fd: Int32)?
     var lazyPID: pid_t?  // post-copy: the criu lazy-pages serving this child, while it runs
+    var quietStops = 0  // stop events of rfork's own making (a tree moved on from here), not passed home
+    var quietContinues = 0
 
     init(key: String, session: UInt64, home: String, pid: Int32, uid: UInt32, link: InboundLink, imageDirectory: String)
     {
@@ -52,6 +54,8 @@ extension Node {
             receiveChunk(chunk, link: link)
         case .migrateRequest(let request):
             handleMigrateRequest(request, link: link)
+        case .drainRequest(let request):
+            handleDrainRequest(request, link: link)
         case .data(let data):
             guard let s = hosted[hostedKey(link, data.session)] else { return }
             s.helper?.writeAndFlush(LocalFrame.data(channel: data.channel, ByteBuffer(bytes: data.data)), promise: nil)
@@ -312,6 +316,16 @@ extension Node {
                 let kind = Rfork_Wire_V1_ChildEvent.Kind(rawValue: Int(raw))
             else { return }
             guard s.restored else { return abandon(s, "the child ended during its restore") }
+            // The stop and continue of a tree this node moves on (CRIU leaves it stopped) are rfork's, not
+            // the process's: its home must not stop the stand-in for them.
+            if kind == .stopped && s.quietStops > 0 {
+                s.quietStops -= 1
+                return
+            }
+            if kind == .continued && s.quietContinues > 0 {
+                s.quietContinues -= 1
+                return
+            }
             var event = Rfork_Wire_V1_ChildEvent()
             event.session = s.session
             event.kind = kind

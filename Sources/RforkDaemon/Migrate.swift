@@ -175,11 +175,10 @@ extension Node {
             return "node '\(target)' is not reachable from \(config.node)"
         }
         if let why = Self.signalRefusal(pid: pid, status: status) { return why }
-        if Posix.hasChildren(pid) {
-            return "process \(pid) has children on \(config.node); moving a process with its children comes later"
-        }
         if let why = Self.heldResourceRefusal(pid: pid) { return why }
-        return nil
+        // Its descendants go with it (CRIU takes the tree), if what they hold lets them.
+        let owner = Self.firstNumber(status["Uid"]) ?? 0
+        return Self.treeRefusal(pid: pid, owner: owner, standIns: Set(homeSessions.values.map(\.localPID)))
     }
 
     /// Why a process would not answer signal 62 with a call (its default action would kill it), or nil:
@@ -234,8 +233,27 @@ extension Node {
             pid: session.localPID, .abandoned(reason: "process \(session.localPID) ended during the move"))
     }
 
+    /// A tree moved with its top process was left stopped by CRIU. Moved: the copies here end (they never
+    /// run again) and the top process, woken, becomes the stand-in. Not moved: all of it runs on here.
+    func releaseTree(_ session: HomeSession, moved: Bool) {
+        guard session.treeStopped else { return }
+        session.treeStopped = false
+        let descendants = Self.descendants(of: session.localPID)
+        for pid in descendants where pid > 1 { Posix.kill(pid, moved ? SIGKILL : SIGCONT) }
+        Posix.kill(session.localPID, SIGCONT)
+        // The stop events this caused are swallowed (see handleHelperFrame); a failed dump never stopped
+        // the tree, so what was not used is dropped soon after, and later stops are the process's again.
+        if let container = hostedSession(containing: session.localPID) {
+            loop.scheduleTask(in: .seconds(2)) {
+                container.quietStops = 0
+                container.quietContinues = 0
+            }
+        }
+    }
+
     /// A home session ended before its copy ran: if it was a migration, the command hears why.
     func migrationSessionEnded(_ session: HomeSession, reason: String) {
+        releaseTree(session, moved: false)
         guard session.request.migrate else { return }
         migrationEvent(pid: session.localPID, .stayed(session: session.id, reason: reason))
     }
@@ -273,6 +291,7 @@ extension Node {
             let pending = migrations[session.localPID], let asked = pending.passedOn,
             asked == (result.session, result.request)
         else { return }
+        if result.moved { session.runsOn = result.node }
         let outcome = Migration.Outcome(
             pid: session.localPID, node: result.node, moved: result.moved,
             frozenMs: result.moved ? result.frozenMs : nil, postCopy: result.moved ? result.postCopy : nil,

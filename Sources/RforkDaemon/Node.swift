@@ -42,6 +42,7 @@ final class Node: @unchecked Sendable {
     var drains: [UInt64: PendingDrain] = [:]  // `rfork migrate --all` requests under way
     var nextDrain: UInt64 = 1
     var nextMigrateRequest: UInt64 = 0  // numbers the moves passed on to other nodes
+    var forwardedDrains: [UInt64: (command: Channel, node: String)] = [:]  // `rfork migrate --all` asked of peers
     static let recentLimit = 256
     /// How long a target may take to restore a child before it runs locally instead.
     let restoreDeadline = TimeAmount.seconds(20)
@@ -186,6 +187,16 @@ final class Node: @unchecked Sendable {
             started: Posix.monotonicNanoseconds())
         homeSessions[id] = session
         if request.migrate { migrationEvent(pid: localPID, .called(session: id)) }
+        // A process moved with its descendants: CRIU leaves the whole tree stopped after the dump, so the
+        // descendants' copies here do nothing more; they end once the tree runs on the target, or all go on
+        // here if it does not (see `releaseTree`).
+        let tree = request.migrate && Posix.hasChildren(localPID)
+        session.treeStopped = tree
+        if tree, nested, let container = hostedSession(containing: localPID) {
+            container.quietStops += 1
+            container.quietContinues += 1
+        }
+        let standIns = Set(homeSessions.values.map(\.localPID))
         let criu = self.criu
         let postCopyBytes = UInt64(config.resolvedPostCopyMiB) << 20
         startHomeSession(session, peer: peerChannel) { dir in
@@ -199,14 +210,17 @@ final class Node: @unchecked Sendable {
                 if let why = Self.identityRefusal(pid: localPID, uid: uid) { throw CheckpointError(.unmovable, why) }
                 // Decided before CRIU runs: memory it shares would become a private copy there.
                 if let why = SharedMemory.check(pid: localPID) { throw CheckpointError(.unmovable, why) }
-                // CRIU takes the whole tree: a child forked since `rfork migrate` was checked would run twice.
-                if placed.migrate, Posix.hasChildren(localPID) {
-                    throw CheckpointError(
-                        .unmovable,
-                        "process \(placed.pid) has children; moving a process with its children comes later")
+                // CRIU takes the whole tree: checked again now that the process is parked (its descendants
+                // may have changed since `rfork migrate` was checked).
+                if placed.migrate, let why = Self.treeRefusal(pid: localPID, owner: uid, standIns: standIns) {
+                    throw CheckpointError(.unmovable, why)
+                }
+                if !tree && Posix.hasChildren(localPID) {
+                    throw CheckpointError(.unmovable, "process \(placed.pid) has children since it was asked to move")
                 }
                 let postCopy: Bool
                 switch placed.postCopy {
+                case _ where tree: postCopy = false  // a stopped tree waits for no page server
                 case "always": postCopy = true
                 case "never": postCopy = false
                 default: postCopy = postCopyBytes > 0 && Posix.anonymousBytes(localPID) >= postCopyBytes
@@ -218,7 +232,7 @@ final class Node: @unchecked Sendable {
                 } else {
                     try criu.dump(
                         pid: placed.pid, imageDirectory: dir, externalSocketInode: placed.socketInode,
-                        externalFiles: externalFiles, insideNamespacesOf: inside)
+                        externalFiles: externalFiles, leaveStopped: tree, insideNamespacesOf: inside)
                 }
                 // Dumped while its PID was its own: a process that ended meanwhile may have left its PID
                 // (in its namespace too) to another, whose images these would be.
@@ -538,6 +552,7 @@ final class Node: @unchecked Sendable {
                         "dump_ms": "\(Double(session.dumpNanoseconds) / 1e6)",
                         "restore_ms": "\(Double(reply.restoreNs) / 1e6)",
                     ])
+                releaseTree(session, moved: true)
                 session.child.writeAndFlush(LocalFrame.reply(.standIn, "\(session.id)"), promise: nil)
                 recordPhases(session)
                 if session.request.migrate {
@@ -574,7 +589,12 @@ final class Node: @unchecked Sendable {
                     return
                 }
             }
-            if event.kind == .continued { session.remoteStopped = false }
+            if event.kind == .continued {
+                session.remoteStopped = false
+                // Continued over there (not through the stand-in): the stand-in, stopped by the stop
+                // before, wakes, so its parent sees it continue too and it reads on.
+                if Posix.processState(session.localPID) == "T" { Posix.kill(session.localPID, SIGCONT) }
+            }
             if event.kind == .exited || event.kind == .killed {
                 session.ended = true
                 homeSessions[event.session] = nil
@@ -601,6 +621,8 @@ final class Node: @unchecked Sendable {
             if let relay = pageRelays[end.session] { Posix.shutdownWrite(relay.socket) }
         case .migrateResult(let result):
             handleMigrateResult(result, from: link)
+        case .drainResult(let result):
+            handleDrainResult(result, from: link)
         case .load(let load):
             link.load = load
         default:
@@ -610,6 +632,7 @@ final class Node: @unchecked Sendable {
 
     /// The link to a target node is gone: its remote children are lost (or, mid-fork, stay local).
     func linkLost(_ link: PeerLink) {
+        forwardedDrainsLost(link.name)
         for (pid, pending) in migrations where pending.machine.state == .passedOn(node: link.name) {
             migrationEvent(pid: pid, .linkLost(node: link.name))
         }
@@ -783,6 +806,10 @@ final class HomeSession: @unchecked Sendable {  // confined to Node.loop
     var runningAt: UInt64 = 0
     var postCopy = false
     var imageBytes = 0
+    /// Moved with its descendants: the tree here is stopped until `releaseTree`.
+    var treeStopped = false
+    /// Where the process runs now: `target`, or the node it was moved on to from there.
+    var runsOn: String
 
     init(
         id: UInt64, pid: Int32, localPID: Int32? = nil, uid: UInt32, target: String, child: Channel,
@@ -791,6 +818,7 @@ final class HomeSession: @unchecked Sendable {  // confined to Node.loop
         self.id = id
         self.pid = pid
         self.localPID = localPID ?? pid
+        self.runsOn = target
         self.uid = uid
         self.target = target
         self.child = child

@@ -18,6 +18,9 @@ public struct ProcessRow: Codable, Sendable {
     public var node: String
     public var state: String
     public var seconds: Double
+    /// Home: the node its bytes go through first, when it was moved on from there (`node` runs it).
+    /// Hosted: the node it was moved on to, when it only passes through this one.
+    public var via: String?
 }
 
 /// The phases of one remote fork, in milliseconds. `total` runs from the parent's fork() call until the
@@ -63,15 +66,18 @@ extension Node {
             for s in homeSessions.values where uid == 0 || s.uid == uid {
                 rows.append(
                     ProcessRow(
-                        pid: s.pid, uid: s.uid, role: "home", node: s.target, state: "\(s.state)",
-                        seconds: Double(now - s.started) / 1e9))
+                        pid: s.pid, uid: s.uid, role: "home", node: s.runsOn, state: "\(s.state)",
+                        seconds: Double(now - s.started) / 1e9, via: s.runsOn == s.target ? nil : s.target))
             }
             for s in hosted.values where uid == 0 || s.uid == uid {
+                // A process moved on from here leaves its stand-in: this node only passes its bytes on.
+                let onward =
+                    s.restored ? hostedProcess(s).flatMap { p in homeSessions.values.first { $0.localPID == p } } : nil
                 rows.append(
                     ProcessRow(
                         pid: s.pid, uid: s.uid, role: "hosted", node: s.home,
-                        state: s.restored ? "running" : "restoring",
-                        seconds: Double(now - s.started) / 1e9))
+                        state: onward != nil ? "passing" : s.restored ? "running" : "restoring",
+                        seconds: Double(now - s.started) / 1e9, via: onward?.runsOn))
             }
             rows.sort { $0.pid < $1.pid }
             return String(decoding: (try? encoder.encode(rows)) ?? Data("[]".utf8), as: UTF8.self)

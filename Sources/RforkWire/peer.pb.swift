@@ -468,6 +468,37 @@ public nonisolated struct Rfork_Wire_V1_MigrateResult: Sendable {
   public init() {}
 }
 
+/// -> the node to empty: rfork migrate --all --from that node, asked (by root) on the sending node.
+public nonisolated struct Rfork_Wire_V1_DrainRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var request: UInt64 = 0
+
+  /// empty: spread over the others
+  public var to: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// -> the asking node: how it ended, the command's JSON answer (Drain.Outcome).
+public nonisolated struct Rfork_Wire_V1_DrainResult: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var request: UInt64 = 0
+
+  public var outcomeJson: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 /// Load information, sent by every daemon to its peers once a second.
 public nonisolated struct Rfork_Wire_V1_Load: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
@@ -620,6 +651,22 @@ public nonisolated struct Rfork_Wire_V1_Envelope: Sendable {
     set {body = .migrateResult(newValue)}
   }
 
+  public var drainRequest: Rfork_Wire_V1_DrainRequest {
+    get {
+      if case .drainRequest(let v)? = body {return v}
+      return Rfork_Wire_V1_DrainRequest()
+    }
+    set {body = .drainRequest(newValue)}
+  }
+
+  public var drainResult: Rfork_Wire_V1_DrainResult {
+    get {
+      if case .drainResult(let v)? = body {return v}
+      return Rfork_Wire_V1_DrainResult()
+    }
+    set {body = .drainResult(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Body: Equatable, Sendable {
@@ -639,6 +686,8 @@ public nonisolated struct Rfork_Wire_V1_Envelope: Sendable {
     case ack(Rfork_Wire_V1_Ack)
     case migrateRequest(Rfork_Wire_V1_MigrateRequest)
     case migrateResult(Rfork_Wire_V1_MigrateResult)
+    case drainRequest(Rfork_Wire_V1_DrainRequest)
+    case drainResult(Rfork_Wire_V1_DrainResult)
 
   }
 
@@ -1377,6 +1426,76 @@ nonisolated extension Rfork_Wire_V1_MigrateResult: SwiftProtobuf.Message, SwiftP
   }
 }
 
+nonisolated extension Rfork_Wire_V1_DrainRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".DrainRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}request\0\u{1}to\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.request) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.to) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.request != 0 {
+      try visitor.visitSingularUInt64Field(value: self.request, fieldNumber: 1)
+    }
+    if !self.to.isEmpty {
+      try visitor.visitSingularStringField(value: self.to, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Rfork_Wire_V1_DrainRequest, rhs: Rfork_Wire_V1_DrainRequest) -> Bool {
+    if lhs.request != rhs.request {return false}
+    if lhs.to != rhs.to {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Rfork_Wire_V1_DrainResult: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".DrainResult"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}request\0\u{3}outcome_json\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.request) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.outcomeJson) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.request != 0 {
+      try visitor.visitSingularUInt64Field(value: self.request, fieldNumber: 1)
+    }
+    if !self.outcomeJson.isEmpty {
+      try visitor.visitSingularStringField(value: self.outcomeJson, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Rfork_Wire_V1_DrainResult, rhs: Rfork_Wire_V1_DrainResult) -> Bool {
+    if lhs.request != rhs.request {return false}
+    if lhs.outcomeJson != rhs.outcomeJson {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
 nonisolated extension Rfork_Wire_V1_Load: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Load"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}load_average\0\u{3}hosted_children\0\u{1}cpus\0")
@@ -1419,7 +1538,7 @@ nonisolated extension Rfork_Wire_V1_Load: SwiftProtobuf.Message, SwiftProtobuf._
 
 nonisolated extension Rfork_Wire_V1_Envelope: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Envelope"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hello\0\u{3}fork_request\0\u{3}fork_reply\0\u{1}data\0\u{3}end_of_file\0\u{1}signal\0\u{3}child_event\0\u{1}abort\0\u{1}load\0\u{1}demand\0\u{3}image_chunk\0\u{3}page_stream\0\u{3}page_stream_end\0\u{1}ack\0\u{3}migrate_request\0\u{3}migrate_result\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hello\0\u{3}fork_request\0\u{3}fork_reply\0\u{1}data\0\u{3}end_of_file\0\u{1}signal\0\u{3}child_event\0\u{1}abort\0\u{1}load\0\u{1}demand\0\u{3}image_chunk\0\u{3}page_stream\0\u{3}page_stream_end\0\u{1}ack\0\u{3}migrate_request\0\u{3}migrate_result\0\u{3}drain_request\0\u{3}drain_result\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1635,6 +1754,32 @@ nonisolated extension Rfork_Wire_V1_Envelope: SwiftProtobuf.Message, SwiftProtob
           self.body = .migrateResult(v)
         }
       }()
+      case 17: try {
+        var v: Rfork_Wire_V1_DrainRequest?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .drainRequest(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .drainRequest(v)
+        }
+      }()
+      case 18: try {
+        var v: Rfork_Wire_V1_DrainResult?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .drainResult(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .drainResult(v)
+        }
+      }()
       default: break
       }
     }
@@ -1709,6 +1854,14 @@ nonisolated extension Rfork_Wire_V1_Envelope: SwiftProtobuf.Message, SwiftProtob
     case .migrateResult?: try {
       guard case .migrateResult(let v)? = self.body else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 16)
+    }()
+    case .drainRequest?: try {
+      guard case .drainRequest(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 17)
+    }()
+    case .drainResult?: try {
+      guard case .drainResult(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 18)
     }()
     case nil: break
     }

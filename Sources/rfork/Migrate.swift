@@ -14,12 +14,13 @@ extension Rfork {
                 for its parent, its pipes, stdio, files and terminal, signals and its exit status; only where \
                 it runs changes. A process that has moved can be moved again, to any node, this one \
                 included: the node running it moves it on. Ends by printing how long the process was \
-                frozen. A process that cannot move (it shares memory, holds a socket, has children, belongs \
-                to another user) keeps running where it is, and the reason is printed; the exit status is \
-                then 1. Moving its descendants with it comes later.
+                frozen. Its descendants on the same node move with it. A process that cannot move (it shares \
+                memory, holds a socket, belongs to another user, a child of it runs elsewhere or holds the \
+                other end of one of its pipes) keeps running where it is, and the reason is printed; the \
+                exit status is then 1.
 
-                rfork migrate --all --from NODE [--to TARGET], run as root on NODE, moves every process NODE \
-                runs for other nodes off it at once (maintenance): to TARGET, or spread over the others.
+                rfork migrate --all --from NODE [--to TARGET], run as root, moves every process NODE runs for \
+                other nodes off it at once (maintenance): to TARGET, or spread over the others.
                 """)
 
         @OptionGroup var daemon: DaemonOptions
@@ -29,9 +30,9 @@ extension Rfork {
             name: .long,
             help: ArgumentHelp(
                 "Move every process the node named by --from runs for other nodes off it, all at once.",
-                discussion: "Run it on that node, as root. Each process is moved as 'rfork migrate' would.")
+                discussion: "As root, on any node. Each process is moved as 'rfork migrate' would.")
         ) var all = false
-        @Option(name: .long, help: "With --all: the node to empty (the node this command runs on).") var from: String?
+        @Option(name: .long, help: "With --all: the node to empty.") var from: String?
         @Option(name: .long, help: "With --all: where they go (default: spread over the other nodes that are up).")
         var to: String?
         @Flag(name: .long, help: "Print JSON.") var json = false

@@ -55,15 +55,25 @@ extension Rfork {
                 return
             }
             let answer = try LocalClient.query("ps", socket: daemon.resolvedSocket)
+            // (NODE: where a home row's process runs, or a hosted row's home; "via" names the hops.)
             if json { return print(answer) }
             let rows = try JSONDecoder().decode([ProcessRow].self, from: Data(answer.utf8))
             print(
                 table(
                     ["PID", "UID", "ROLE", "NODE", "STATE", "SECONDS"],
                     rows.map {
-                        ["\($0.pid)", "\($0.uid)", $0.role, $0.node, $0.state, String(format: "%.1f", $0.seconds)]
+                        [
+                            "\($0.pid)", "\($0.uid)", $0.role, Self.place($0), $0.state,
+                            String(format: "%.1f", $0.seconds),
+                        ]
                     }),
                 terminator: "")
+        }
+
+        /// The NODE column: a moved-on process's route shows.
+        static func place(_ row: ProcessRow) -> String {
+            guard let via = row.via, !via.isEmpty else { return row.node }
+            return row.role == "home" ? "\(row.node) (via \(via))" : "\(row.node) (moved on to \(via))"
         }
     }
 

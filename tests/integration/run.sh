@@ -288,6 +288,7 @@ for n in node2 node3 node1; do
     sleep 0.2
     out=$(on node1 "$RFORK" migrate "${tpid:-0}" "$n" 2>&1); mrcs+="$?"
     route+="$out; "
+    [ "$n" = node3 ] && ps3=$(on node1 "$RFORK" ps 2>&1) && ps3node2=$(on node2 "$RFORK" ps 2>&1)
     sleep 0.3
 done
 refused=$(on node1 "$RFORK" migrate "${tpid:-0}" node1 2>&1); rrc=$?
@@ -310,13 +311,15 @@ hops=$(awk '/^tick /{print $3}' "$WORK/route.out" | uniq | tr '\n' ' ')
 gap=$(awk '/^tick /{ if ($2 != n) { print "tick " n " expected, got " $2; exit } n++ }
            /^thread /{ if ($3 != t[$2] + 0) { print "thread " $2 ": " t[$2] + 0 " expected, got " $3; exit } t[$2]++ }' "$WORK/route.out")
 [ -z "$gap" ] || why+="output lost, repeated or reordered: $gap; "
+echo "$ps3" | grep -Eq "^$tpid +0 +home +node3 \(via node2\) +running" || why+="rfork ps on node1 said: $(echo "$ps3" | tr '\n' '|'); "
+echo "$ps3node2" | grep -Eq "^$tpid +0 +hosted +node1 \(moved on to node3\) +passing" || why+="rfork ps on node2 said: $(echo "$ps3node2" | tr '\n' '|'); "
 grep -q 'rfork:' "$WORK/route.err" && why+="the process said: $(grep rfork: "$WORK/route.err" | head -1); "
 left=$(leftovers)
 [ -z "$left" ] || why+="left behind:$left; "
 result "migrate/a child with 2 more threads moved home -> node2 -> node3 -> home while it talks to its parent ($(echo "$route" | grep -o 'frozen [0-9.]* ms' | tr '\n' ' '))" \
     "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
 
-# --- draining a node: rfork migrate --all --from node2 moves the 4 workers it runs for node1 off it at once ---
+# --- draining a node: rfork migrate --all --from node2, asked on node1, moves the 4 workers node2 runs off it at once ---
 cc -o "$WORK/ticker" "$P/ticker.c"
 on node1 "$RFORK" run --node node2 -- bash -c 'for k in 1 2 3 4; do "$0" $k 5000 & done
     s=0; for k in 1 2 3 4; do wait -n; s=$((s + $?)); done; echo "sum $s"' "$WORK/ticker" >"$WORK/drain.out" 2>"$WORK/drain.err" &
@@ -325,8 +328,9 @@ for _ in $(seq 200); do
     [ "$(grep -Ec '^ticker [1-4] 20 node2$' "$WORK/drain.out" 2>/dev/null)" = 4 ] && break; sleep 0.05
 done
 notroot=$(on node2 setpriv --reuid=65534 --regid=65534 --clear-groups "$RFORK" migrate --all --from node2 2>&1); nrc=$?
-elsewhere=$(on node1 "$RFORK" migrate --all --from node2 2>&1); erc=$?
-on node2 "$RFORK" migrate --all --from node2 >"$WORK/drain.mig" 2>&1; drc=$?
+unknown=$(on node1 "$RFORK" migrate --all --from node9 2>&1); urc=$?
+# Asked on node1: node1 asks node2, which moves them (to node1 or node3) and answers through node1.
+on node1 "$RFORK" migrate --all --from node2 >"$WORK/drain.mig" 2>&1; drc=$?
 wait "$drainjob"
 settle
 why=""
@@ -341,8 +345,8 @@ for k in 1 2 3 4; do
     echo "$hops" | grep -Eq '^node2 node[13] $' || why+="ticker $k ran on: $hops; "
 done
 [ "$nrc" = 1 ] && echo "$notroot" | grep -q 'only root' || why+="a user was not refused: $notroot; "
-[ "$erc" = 1 ] && echo "$elsewhere" | grep -q "run 'rfork migrate --all --from node2' on node2" || why+="from node1: $elsewhere; "
-result "migrate/--all --from node2 moves its 4 workers off at once, nothing lost ($(tail -1 "$WORK/drain.mig"))" \
+[ "$urc" = 1 ] && echo "$unknown" | grep -q "unknown node 'node9'" || why+="--from node9 said: $unknown; "
+result "migrate/--all --from node2, asked on node1, moves its 4 workers off at once, nothing lost ($(tail -1 "$WORK/drain.mig"))" \
     "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
 
 # Refusals: one line each, exit 1, the process keeps running where it is.
@@ -370,6 +374,54 @@ migrate_refused "unknown node" "unknown node 'node9'" "$RFORK" migrate "${shmpid
 migrate_refused "no such process" "no process 999999" "$RFORK" migrate 999999 node2
 [ -n "$shmpid" ] && kill -0 "$shmpid" 2>/dev/null || result "migrate/a refused process keeps running" 1 "process ${shmpid:-?} is gone"
 for p in ${shmpid:-} ${plainpid:-}; do [ "$p" -gt 1 ] && kill "$p" 2>/dev/null; done
+
+# --- a process moves with its descendants: a shell and the two workers it waits for go to node2 together,
+# then on to node3 (moved again from inside node2's namespace, where CRIU's stop must not reach its home) ---
+on node1 "$RFORK" run --policy local -- bash -c 'echo "pid $$"; "$0" 1 4000 & p1=$!; "$0" 2 4500 & p2=$!; wait $p1; a=$?; wait $p2; b=$?
+    read -r h </proc/sys/kernel/hostname; echo "parent on $h: children exited $a and $b"; exit $((a + b))' \
+    "$WORK/ticker" >"$WORK/tree.out" 2>"$WORK/tree.err" &
+treejob=$!
+for _ in $(seq 200); do
+    [ "$(grep -Ec '^ticker [12] 20 node1$' "$WORK/tree.out" 2>/dev/null)" = 2 ] && break; sleep 0.05
+done
+bpid=$(sed -n 's/^pid //p' "$WORK/tree.out" | head -n 1)
+mrc=""
+: >"$WORK/tree.mig"
+for n in node2 node3; do
+    on node1 "$RFORK" migrate "${bpid:-0}" "$n" >>"$WORK/tree.mig" 2>&1; mrc+="$?"
+    sleep 0.5
+done
+wait "$treejob"; rc=$?
+settle
+why=""
+[ "$mrc" = 00 ] && grep -Eq "^process $bpid runs on node3; frozen [0-9.]+ ms" "$WORK/tree.mig" || why+="migrate (exits $mrc) said: $(tr '\n' ' ' <"$WORK/tree.mig"); "
+[ "$rc" = 3 ] || why+="the job ended with $rc ($(tail -2 "$WORK/tree.err" | tr '\n' ' ')); "
+grep -q '^parent on node3: children exited 1 and 2$' "$WORK/tree.out" || why+="the parent said: $(grep '^parent' "$WORK/tree.out" || echo nothing); "
+for k in 1 2; do
+    gap=$(awk -v k=$k '$1 == "ticker" && $2 == k { if ($3 != n) { print "ticker " k ": " n " expected, got " $3; exit } n++ }' "$WORK/tree.out")
+    [ -z "$gap" ] || why+="$gap; "
+    hops=$(awk -v k=$k '$1 == "ticker" && $2 == k {print $4}' "$WORK/tree.out" | uniq | tr '\n' ' ')
+    [ "$hops" = "node1 node2 node3 " ] || why+="ticker $k ran on: $hops; "
+done
+[ -s "$WORK/tree.err" ] && why+="stderr: $(head -2 "$WORK/tree.err" | tr '\n' ' '); "
+left=$(leftovers); [ -z "$left" ] || why+="left behind:$left; "
+[ -z "$(pgrep -f "$WORK/ticker")" ] || why+="a ticker still runs; "
+result "migrate/a shell moves with the two workers it waits for, to node2 then node3: same exit statuses, no line lost or doubled ($(grep -o 'frozen [0-9.]* ms' "$WORK/tree.mig" | tr '\n' ' '))" \
+    "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
+
+# A parent holding one end of a pipe and its child the other is refused (its channel would cut the pair).
+on node1 "$RFORK" run --policy local -- python3 -c '
+import os, sys, time
+r, w = os.pipe()
+if os.fork() == 0:
+    os.close(w); os.read(r, 1); os._exit(0)
+os.close(r); print("pid", os.getpid(), flush=True); time.sleep(8); os.write(w, b"x"); os.wait()' >"$WORK/pair.out" 2>&1 &
+pairjob=$!
+for _ in $(seq 100); do grep -q '^pid ' "$WORK/pair.out" 2>/dev/null && break; sleep 0.05; done
+ppid_=$(sed -n 's/^pid //p' "$WORK/pair.out" | head -n 1)
+migrate_refused "a parent and its child on the two ends of a pipe" "two ends of a pipe" "$RFORK" migrate "${ppid_:-0}" node2
+[ -n "$ppid_" ] && [ "$ppid_" -gt 1 ] && kill "$ppid_" 2>/dev/null
+wait "$pairjob" 2>/dev/null
 wait "$shmjob" "$plainjob" 2>/dev/null
 settle
 
