@@ -380,17 +380,18 @@ extension Node {
             if self.shuttingDown {
                 return self.reply(channel, .local, "rforkd on \(self.config.node) is shutting down")
             }
+            let target: String
             if wanted == self.config.node {
-                return self.reply(
-                    channel, .local, "restarting on the node that runs 'rfork restart' comes later; give another --node"
-                )
-            }
-            let decision = self.placement.choose(policy: .spread, node: wanted, peers: self.peerViews())
-            guard case .remote(let target) = decision else {
-                if case .local(let reason) = decision {
-                    return self.reply(channel, .local, reason ?? "no other node is up to restart the job on")
+                target = self.config.node  // through this node's link to itself
+            } else {
+                let decision = self.placement.choose(policy: .spread, node: wanted, peers: self.peerViews())
+                guard case .remote(let chosen) = decision else {
+                    if case .local(let reason) = decision {
+                        return self.reply(channel, .local, reason ?? "no other node is up to restart the job on")
+                    }
+                    return
                 }
-                return
+                target = chosen
             }
             guard let link = self.links[target], let peer = link.channel, link.isUp else {
                 return self.reply(channel, .local, "node '\(target)' is not reachable")

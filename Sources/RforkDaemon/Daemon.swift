@@ -85,6 +85,15 @@ public struct RforkDaemon: Service {
                 node.links[peer.name] = link
                 node.connect(link, tls: tls.client)
             }
+            // A link to itself, through its own listener: a checkpoint restarts on this node as on any
+            // other (restored under an rfork-nsinit here, below the command's stand-in). Placement never
+            // chooses it (it places among the peers).
+            let listen = configuration.listen ?? "0.0.0.0"
+            let own = PeerLink(
+                name: configuration.node, host: listen == "0.0.0.0" || listen == "::" ? "127.0.0.1" : listen,
+                port: configuration.resolvedPort)
+            node.links[configuration.node] = own
+            node.connect(own, tls: tls.client)
             node.ticker = node.loop.scheduleRepeatedTask(initialDelay: .milliseconds(20), delay: .milliseconds(20)) {
                 _ in
                 node.tickCount += 1

@@ -15,9 +15,14 @@ final class PendingDrain: @unchecked Sendable {  // confined to Node.loop
     }
     var machine: Drain
     let requester: Requester
-    init(machine: Drain, requester: Requester) {
+    /// The processes to move, in order, and where to (nil: spread).
+    let sessions: [HostedSession]
+    let to: String?
+    init(machine: Drain, requester: Requester, sessions: [HostedSession], to: String?) {
         self.machine = machine
         self.requester = requester
+        self.sessions = sessions
+        self.to = to
     }
 }
 
@@ -79,46 +84,53 @@ extension Node {
         let sessions = hosted.values.filter { $0.restored && !$0.ended }.sorted { $0.key < $1.key }
         let id = nextDrain
         nextDrain += 1
-        drains[id] = PendingDrain(machine: Drain(from: config.node, count: sessions.count), requester: requester)
+        drains[id] = PendingDrain(
+            machine: Drain(from: config.node, count: sessions.count), requester: requester, sessions: sessions,
+            to: to)
         logger.info("moving the \(sessions.count) processes this node runs for others off it")
-        for (index, session) in sessions.enumerated() {
-            func failed(_ why: String) {
-                let outcome = Migration.Outcome(
-                    pid: session.pid, node: to ?? "", moved: false, reason: why, home: session.home)
-                drainEvent(id, .answered(index: index, outcome))
-            }
-            guard let pid = hostedProcess(session), let pidfd = Posix.openProcess(pid) else {
-                failed("process \(session.pid) ended")
-                continue
-            }
-            defer { Posix.close(pidfd) }
-            if let through = homeSessions.values.first(where: { $0.localPID == pid }) {
-                // Its stand-in: the process runs on (it was moved on from here); the route through this
-                // node stays until routes can switch.
-                failed(
-                    "process \(session.pid) runs on \(through.target) and only passes through \(config.node), which it still needs"
-                )
-                continue
-            }
-            var target = to
-            if target == nil {
-                switch placement.choose(policy: .spread, node: nil, peers: peerViews()) {
-                case .remote(let node): target = node
-                case .local(let reason): failed(reason ?? "no other node is up")
-                }
-            }
-            guard let target else { continue }
-            moveProcess(
-                pid, pidfd: pidfd, target: target,
-                requester: .drain(id, index: index, local: pid, shown: session.pid, home: session.home))
-        }
         drainEvent(id, .started)
+    }
+
+    /// Starts moving process number `index` of drain `id` (the state machine says when).
+    func startDrainMove(_ id: UInt64, index: Int) {
+        guard let pending = drains[id], pending.sessions.indices.contains(index) else { return }
+        let session = pending.sessions[index]
+        let to = pending.to
+        func failed(_ why: String) {
+            let outcome = Migration.Outcome(
+                pid: session.pid, node: to ?? "", moved: false, reason: why, home: session.home)
+            drainEvent(id, .answered(index: index, outcome))
+        }
+        guard !session.ended, let pid = hostedProcess(session), let pidfd = Posix.openProcess(pid) else {
+            return failed("process \(session.pid) ended")
+        }
+        defer { Posix.close(pidfd) }
+        if let through = homeSessions.values.first(where: { $0.localPID == pid }) {
+            // Its stand-in: the process runs on (it was moved on from here); the route through this node
+            // stays until routes can switch.
+            return failed(
+                "process \(session.pid) runs on \(through.runsOn) and only passes through \(config.node), which it still needs"
+            )
+        }
+        var target = to
+        if target == nil {
+            switch placement.choose(policy: .spread, node: nil, peers: peerViews()) {
+            case .remote(let node): target = node
+            case .local(let reason): return failed(reason ?? "no other node is up")
+            }
+        }
+        guard let target else { return }
+        moveProcess(
+            pid, pidfd: pidfd, target: target,
+            requester: .drain(id, index: index, local: pid, shown: session.pid, home: session.home))
     }
 
     func drainEvent(_ id: UInt64, _ event: Drain.Event) {
         guard let pending = drains[id] else { return }
         for action in pending.machine.handle(event) {
             switch action {
+            case .start(let index):
+                startDrainMove(id, index: index)
             case .answer(let outcome):
                 drains[id] = nil
                 logger.info("moved \(outcome.moved) of \(outcome.moves.count) processes off \(config.node)")

@@ -110,14 +110,14 @@ struct MigrationResult: Codable {
     var moved: Int
 }
 
-/// Many processes moved at once (`rfork migrate --all`) against the same processes moved one at a time
+/// Many processes moved by one `rfork migrate --all` against the same processes moved one at a time
 /// (`rfork migrate`), in the same run. Medians in ms.
 struct DrainResult: Codable {
     var processes: Int
     var mib: Int
     /// Each moved home -> target on its own.
     var singleFrozenMs: Double
-    /// All moved target -> home at once.
+    /// All moved target -> home by one `rfork migrate --all`.
     var drainFrozenMs: Double
     var drainWallMs: Double
     var moved: Int
@@ -221,9 +221,10 @@ struct BenchReport: Codable {
         if let d = drain {
             s += "\n## Moving many processes at once\n\n"
             s += "\(d.processes) processes of \(d.mib) MiB (`forkbench hold`, started with `rfork run --policy local`) "
-            s += "are moved home → target one at a time with `rfork migrate`, then all at once back off the target "
-            s += "with `rfork migrate --all --from target --to home`. Frozen: as above, medians.\n\n"
-            s += "| moved one at a time | moved all at once | ratio | whole drain (wall) | moved at once |\n"
+            s += "are moved home → target one at a time with `rfork migrate`, then back off the target with one "
+            s += "`rfork migrate --all --from target --to home` (two moves under way at a time). Frozen: as "
+            s += "above, medians.\n\n"
+            s += "| moved one at a time | moved by --all | ratio | whole drain (wall) | moved by --all |\n"
             s += "|---|---|---|---|---|\n"
             s += "| \(f(d.singleFrozenMs)) ms | \(f(d.drainFrozenMs)) ms | \(f(d.drainFrozenMs / d.singleFrozenMs))× "
             s += "| \(f(d.drainWallMs)) ms | \(d.moved) of \(d.processes) |\n"
@@ -675,13 +676,13 @@ struct BenchRunner {
             freshFillMs: median(fills.compactMap { $0["fresh_ms"] }),
             againFillMs: median(fills.compactMap { $0["again_ms"] }), profiles: profiles)
         report.migrations = migrations
-        say("20 processes moved one at a time, then all at once")
+        say("20 processes moved one at a time, then by one rfork migrate --all")
         report.drain = drain(count: 20, mib: 16)
         return report
     }
 
-    /// `count` holders of `mib` MiB moved home -> target one by one (`rfork migrate`), then all at once
-    /// back (`rfork migrate --all --from target --to home`, run on the target); ended afterwards.
+    /// `count` holders of `mib` MiB moved home -> target one by one (`rfork migrate`), then back by one
+    /// `rfork migrate --all --from target --to home` (run on the target); ended afterwards.
     func drain(count: Int, mib: Int) -> DrainResult {
         var pids: [pid_t] = []
         var single: [Double] = []

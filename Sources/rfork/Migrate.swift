@@ -20,7 +20,8 @@ extension Rfork {
                 exit status is then 1.
 
                 rfork migrate --all --from NODE [--to TARGET], run as root, moves every process NODE runs for \
-                other nodes off it at once (maintenance): to TARGET, or spread over the others.
+                other nodes off it (maintenance), two moves under way at a time: to TARGET, or spread over \
+                the others.
                 """)
 
         @OptionGroup var daemon: DaemonOptions
@@ -29,7 +30,7 @@ extension Rfork {
         @Flag(
             name: .long,
             help: ArgumentHelp(
-                "Move every process the node named by --from runs for other nodes off it, all at once.",
+                "Move every process the node named by --from runs for other nodes off it.",
                 discussion: "As root, on any node. Each process is moved as 'rfork migrate' would.")
         ) var all = false
         @Option(name: .long, help: "With --all: the node to empty.") var from: String?

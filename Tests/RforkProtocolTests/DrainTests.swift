@@ -11,11 +11,11 @@ import Testing
     }
 
     @Test func theCommandHearsOnceWhenEveryMoveHasEnded() {
-        var drain = Drain(from: "node2", count: 3)
+        var drain = Drain(from: "node2", count: 3, window: 3)
         let a = Move(pid: 10, node: "node3", moved: true, frozenMs: 30)
         let b = Move(pid: 11, node: "node1", moved: false, reason: "process 11 has children")
         let c = Move(pid: 12, node: "node3", moved: true, frozenMs: 50)
-        #expect(drain.handle(.started) == [])
+        #expect(drain.handle(.started) == [.start(index: 0), .start(index: 1), .start(index: 2)])
         #expect(drain.handle(.answered(index: 2, c)) == [])
         #expect(drain.handle(.answered(index: 2, a)) == [])  // a second answer for one process
         #expect(drain.handle(.answered(index: 7, a)) == [])  // an answer for no process
@@ -23,6 +23,20 @@ import Testing
         let actions = drain.handle(.answered(index: 1, b))
         #expect(actions == [.answer(Drain.Outcome(from: "node2", moves: [a, b, c]))])
         #expect(drain.handle(.answered(index: 1, b)) == [])
+    }
+
+    @Test func atMostAWindowOfMovesIsUnderWayAtOnce() {
+        var drain = Drain(from: "node2", count: 5, window: 2)
+        let m = Move(pid: 1, node: "node1", moved: true, frozenMs: 20)
+        #expect(drain.handle(.started) == [.start(index: 0), .start(index: 1)])
+        #expect(drain.handle(.started) == [])
+        #expect(drain.handle(.answered(index: 3, m)) == [])  // not started: ignored
+        #expect(drain.handle(.answered(index: 1, m)) == [.start(index: 2)])
+        #expect(drain.handle(.answered(index: 0, m)) == [.start(index: 3)])
+        #expect(drain.handle(.answered(index: 3, m)) == [.start(index: 4)])
+        #expect(drain.handle(.answered(index: 2, m)) == [])
+        #expect(
+            drain.handle(.answered(index: 4, m)) == [.answer(Drain.Outcome(from: "node2", moves: [m, m, m, m, m]))])
     }
 
     @Test func theMedianIsOverTheMovesThatHappened() {

@@ -458,11 +458,11 @@ why=""
     || why+="checkpoint said: $(cat "$WORK/ck.out"); "
 [ "$(cat "$WORK/job.rc")" = 137 ] || why+="the job was not ended (exit $(cat "$WORK/job.rc")); "
 grep -q '^sum' "$WORK/job.out" && why+="the job had finished before its checkpoint; "
-restarts "$WORK/ck" node2 node3
+restarts "$WORK/ck" node2 node3 node1
 settle
 left=$(leftovers)
 [ -z "$left" ] || why+="left behind:$left; "
-result "checkpoint/a job with a pipe: saved midway and ended, restarted on node2 and node3, same result" \
+result "checkpoint/a job with a pipe: saved midway and ended, restarted on node2, node3 and node1 (where it was saved), same result" \
     "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
 
 # --leave-running: the job goes on to its end; the checkpoint restarts to the same end; a second
