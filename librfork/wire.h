@@ -37,6 +37,7 @@ enum rfork_msg {
     RFORK_MSG_CHECKPOINT = 15,  /* CLI -> daemon: "pid N\ndir PATH\nleave 0|1\n"; ANSWER (JSON) once saved */
     RFORK_MSG_RESTART = 16,     /* CLI -> daemon: "dir PATH\nnode NAME|-\n"; FORK_REPLY: the CLI becomes the stand-in */
     RFORK_MSG_SCHEDULE = 17,    /* rfork run -> daemon: "pid N\ndir PATH\nevery SECONDS\n"; ANSWER (JSON) */
+    RFORK_MSG_PROGRESS = 18,    /* daemon -> CLI: one line of text, how a move goes, before its ANSWER */
 };
 
 /* Verdicts in a FORK_REPLY. */

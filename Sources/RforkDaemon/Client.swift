@@ -10,8 +10,10 @@ public enum LocalClient {
 
     /// Sends one frame of `type` with `text` and waits for the daemon's ANSWER (which may take a while:
     /// a migration answers when the process has moved).
+    /// PROGRESS lines that come before it go to `progress`.
     public static func ask(
-        _ type: LocalMessageType, _ text: String, socket path: String, timeoutSeconds: Int = 900
+        _ type: LocalMessageType, _ text: String, socket path: String, timeoutSeconds: Int = 900,
+        progress: ((String) -> Void)? = nil
     ) throws(DaemonError) -> String {
         let fd = try open(socket: path)
         defer { close(fd) }
@@ -22,7 +24,11 @@ public enum LocalClient {
         var input = ByteBuffer()
         var chunk = [UInt8](repeating: 0, count: 65536)
         while true {
-            if let frame = try? LocalFrameDecoder.parse(&input), frame.type == .answer { return frame.text }
+            if let frame = try? LocalFrameDecoder.parse(&input) {
+                if frame.type == .answer { return frame.text }
+                if frame.type == .progress { progress?(frame.text) }
+                continue
+            }
             let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
             if n < 0 && errno == EINTR { continue }
             if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) {

@@ -122,6 +122,7 @@ extension Node {
             migrations[pid] = pending
             logger.info("asking \(session.target) to move process \(pid) to \(target)")
             migrationEvent(pid: pid, .passedOn(node: session.target))
+            migrationProgress(pid: pid, "it runs on \(session.runsOn): asking \(session.target) to move it on")
             var request = Rfork_Wire_V1_MigrateRequest()
             request.session = session.id
             request.node = target
@@ -136,6 +137,7 @@ extension Node {
         let pending = PendingMigration(machine: Migration(pid: pid, node: target), requester: requester)
         migrations[pid] = pending
         logger.info("moving process \(pid) to \(target)")
+        migrationProgress(pid: pid, "asking process \(pid) to stop")
         guard Posix.signal(process: pidfd, LocalWire.migrateSignal) else {
             return migrationEvent(pid: pid, .refused(reason: "process \(pid) ended"))
         }
@@ -282,6 +284,12 @@ extension Node {
             envelope.migrateResult = result
             link.channel.writeAndFlush(envelope, promise: nil)
         }
+    }
+
+    /// One line of progress for the command that asked to move `pid` (when a command asked here).
+    func migrationProgress(pid: Int32, _ text: String) {
+        guard let pending = migrations[pid], case .command(let channel) = pending.requester else { return }
+        channel.writeAndFlush(LocalFrame.text(.progress, text), promise: nil)
     }
 
     /// The node running the process of home session `result.session` answered a passed-on move.

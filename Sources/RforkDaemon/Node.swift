@@ -186,7 +186,10 @@ final class Node: @unchecked Sendable {
             id: id, pid: request.pid, localPID: localPID, uid: uid, target: target, child: channel, request: request,
             started: Posix.monotonicNanoseconds())
         homeSessions[id] = session
-        if request.migrate { migrationEvent(pid: localPID, .called(session: id)) }
+        if request.migrate {
+            migrationEvent(pid: localPID, .called(session: id))
+            migrationProgress(pid: localPID, "stopped; saving it (CRIU)")
+        }
         // A process moved with its descendants: CRIU leaves the whole tree stopped after the dump, so the
         // descendants' copies here do nothing more; they end once the tree runs on the target, or all go on
         // here if it does not (see `releaseTree`).
@@ -329,21 +332,14 @@ final class Node: @unchecked Sendable {
                 session.dumpNanoseconds = dumpNs
                 session.sentAt = Posix.monotonicNanoseconds()
                 session.state = .restoring
+                if request.migrate { self.sayDumped(session, dumpNs: dumpNs, postCopy: lazy != nil) }
                 if let lazy {
                     session.postCopy = true
                     self.startPageServerRelay(lazy, session: session, peer: peerChannel, directory: dir)
                 }
                 peerChannel.writeAndFlush(envelope, promise: nil)
                 if envelope.forkRequest.imageBytes > 0 {
-                    let logger = self.logger
-                    let removeAfter = lazy == nil
-                    let inlined = Set(envelope.forkRequest.images.map(\.name))
-                    _ = self.threads.runIfActive(eventLoop: self.loop) {
-                        defer { if removeAfter { Posix.removeFlatDirectory(dir) } }
-                        do { try Self.streamImages(from: dir, inlined: inlined, session: id, to: peerChannel) } catch {
-                            logger.warning("sending the image of child \(request.pid) failed: \(error)")
-                        }
-                    }
+                    self.sendImages(envelope, of: session, from: dir, removeAfter: lazy == nil, to: peerChannel)
                 }
                 self.loop.scheduleTask(in: self.restoreDeadline) {
                     guard let late = self.homeSessions[id], late.state == .restoring else { return }
@@ -379,6 +375,52 @@ final class Node: @unchecked Sendable {
             return "process \(pid) holds capabilities its user does not have"
         }
         return nil
+    }
+
+    /// Streams the images of `session` that did not go inline, from a pool thread; a move's command hears
+    /// the bytes sent so far.
+    func sendImages(
+        _ envelope: Envelope, of session: HomeSession, from dir: String, removeAfter: Bool, to peer: Channel
+    ) {
+        let logger = self.logger
+        let inlined = Set(envelope.forkRequest.images.map(\.name))
+        let id = session.id
+        let pid = session.pid
+        var progress: (@Sendable (UInt64) -> Void)?
+        var done: (@Sendable () -> Void)?
+        if session.request.migrate {
+            let loop = self.loop
+            let local = session.localPID
+            let target = session.target
+            let total = Double(envelope.forkRequest.imageBytes) / 1_048_576
+            progress = { sent in
+                let text = String(format: "sent %.0f of %.0f MiB to %@", Double(sent) / 1_048_576, total, target)
+                loop.execute { self.migrationProgress(pid: local, text) }
+            }
+            done = { loop.execute { self.migrationProgress(pid: local, "restoring on \(target)") } }
+        }
+        let report = progress
+        let finished = done
+        _ = threads.runIfActive(eventLoop: loop) {
+            defer { if removeAfter { Posix.removeFlatDirectory(dir) } }
+            do {
+                try Self.streamImages(from: dir, inlined: inlined, session: id, to: peer, progress: report)
+                finished?()
+            } catch {
+                logger.warning("sending the image of child \(pid) failed: \(error)")
+            }
+        }
+    }
+
+    /// A move's command hears that the process is saved, and what comes next.
+    func sayDumped(_ session: HomeSession, dumpNs: UInt64, postCopy: Bool) {
+        let ms = Int(Double(dumpNs) / 1e6)
+        let mib = Double(session.imageBytes) / 1_048_576
+        migrationProgress(
+            pid: session.localPID,
+            postCopy
+                ? "saved in \(ms) ms; restoring on \(session.target), its memory follows"
+                : String(format: "saved in %d ms; sending %.1f MiB to %@", ms, mib, session.target))
     }
 
     /// Whether a process lives in the PID namespace of a child this node hosts (under its rfork-nsinit).
@@ -458,11 +500,19 @@ final class Node: @unchecked Sendable {
     static let chunkSize = 1 << 20
 
     /// Sends the large image files of `dir` as ImageChunks, at most 8 MiB in flight. On a pool thread.
-    static func streamImages(from dir: String, inlined: Set<String>, session: UInt64, to channel: Channel) throws {
+    /// `progress` hears the bytes sent so far, every 64 MiB.
+    static func streamImages(
+        from dir: String, inlined: Set<String>, session: UInt64, to channel: Channel,
+        progress: (@Sendable (UInt64) -> Void)? = nil
+    ) throws {
         let names = Posix.listDirectory(dir).filter { $0.hasSuffix(".img") && !inlined.contains($0) }
         var inFlight: [EventLoopFuture<Void>] = []
+        var sent: UInt64 = 0
         for (index, name) in names.enumerated() {
             try Posix.readChunks(dir + "/" + name, size: chunkSize) { offset, data, isLast in
+                let before = sent
+                sent += UInt64(data.count)
+                if let progress, before >> 26 != sent >> 26 { progress(sent) }
                 var chunk = Rfork_Wire_V1_ImageChunk()
                 chunk.session = session
                 chunk.name = name

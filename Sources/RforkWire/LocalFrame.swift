@@ -33,6 +33,7 @@ public enum LocalMessageType: UInt8, Sendable {
     case checkpoint = 15  // CLI -> daemon: "pid N\ndir PATH\nleave 0|1\n"; ANSWER (JSON) once saved
     case restart = 16  // CLI -> daemon: "dir PATH\nnode NAME|-\n"; FORK_REPLY: the caller becomes the stand-in
     case schedule = 17  // rfork run -> daemon: "pid N\ndir PATH\nevery SECONDS\n"; ANSWER (JSON)
+    case progress = 18  // daemon -> CLI: one line of text, how a move goes, before its ANSWER
 }
 
 public enum Verdict: UInt8, Sendable {

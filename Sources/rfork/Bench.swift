@@ -123,6 +123,22 @@ struct DrainResult: Codable {
     var moved: Int
 }
 
+/// `rfork checkpoint` (left running) and `rfork restart` of a job holding `mib` MiB, against `criu dump`
+/// to tmpfs and `criu restore` of the same process (the seed pipeline's phases). Medians in ms.
+struct CheckpointResult: Codable {
+    var mib: Int
+    /// The command, from its start to its answer (the job is frozen for `frozenMs` of it).
+    var checkpointMs: Double
+    var frozenMs: Double
+    var criuDumpMs: Double
+    /// From `rfork restart DIR --node target` until the target runs the job.
+    var restartMs: Double
+    var criuRestoreMs: Double
+    var trials: Int
+    var saved: Int
+    var restarted: Int
+}
+
 /// The same remote fork with both nodes' links limited to 1 Gbit/s (tc tbf). Medians in ms.
 struct LimitedResult: Codable {
     var mib: Int
@@ -156,6 +172,7 @@ struct BenchReport: Codable {
     var profiles: [String: [ProfileRow]]  // what ran ("remote-forking 1 MiB children") -> perf record -a
     var migrations: [MigrationResult] = []
     var drain: DrainResult?
+    var checkpoints: [CheckpointResult] = []
 
     var json: String {
         let encoder = JSONEncoder()
@@ -228,6 +245,24 @@ struct BenchReport: Codable {
             s += "|---|---|---|---|---|\n"
             s += "| \(f(d.singleFrozenMs)) ms | \(f(d.drainFrozenMs)) ms | \(f(d.drainFrozenMs / d.singleFrozenMs))× "
             s += "| \(f(d.drainWallMs)) ms | \(d.moved) of \(d.processes) |\n"
+        }
+        if !checkpoints.isEmpty {
+            s += "\n## Checkpoint and restart\n\n"
+            s += "`rfork checkpoint PID DIR --leave-running` of `forkbench hold MIB` (DIR on tmpfs; the images are "
+            s += "copied there with a SHA-256 each, signed, flushed and swapped in) and `rfork restart DIR --node "
+            s += "target` (until the target runs it; the copy is checked before it is restored), against `criu "
+            s += "dump` to tmpfs and `criu restore` of the same process (the seed pipeline's phases above). "
+            s += "Throughput = memory ÷ time.\n\n"
+            s +=
+                "| memory | rfork checkpoint | (frozen) | criu dump | rfork restart | criu restore | saved / restarted |\n"
+            s += "|---|---|---|---|---|---|---|\n"
+            for c in checkpoints {
+                func rate(_ ms: Double) -> String { f(Double(c.mib) / (ms / 1000)) + " MiB/s" }
+                s += "| \(c.mib) MiB | \(f(c.checkpointMs)) ms (\(rate(c.checkpointMs))) | \(f(c.frozenMs)) ms "
+                s += "| \(f(c.criuDumpMs)) ms (\(rate(c.criuDumpMs))) | \(f(c.restartMs)) ms (\(rate(c.restartMs))) "
+                s +=
+                    "| \(f(c.criuRestoreMs)) ms (\(rate(c.criuRestoreMs))) | \(c.saved) / \(c.restarted) of \(c.trials) |\n"
+            }
         }
         s += "\n## Links, rates and memory\n\n| metric | plain / local | rfork (remote child) |\n|---|---|---|\n"
         s += "| pipe throughput parent → child (MiB/s) | \(f(pipeLocalMiBps)) | \(f(pipeRemoteMiBps)) |\n"
@@ -560,6 +595,7 @@ struct BenchRunner {
     func measureAll() throws -> BenchReport {
         var results: [SizeResult] = []
         var migrations: [MigrationResult] = []
+        var checkpoints: [CheckpointResult] = []
         for mib in sizes {
             let n = mib >= 1024 ? min(trials, 3) : trials
             say("\(mib) MiB: plain fork, \(n) trials")
@@ -592,6 +628,12 @@ struct BenchRunner {
             let good = remoteOut.filter { $0["running_ms"] != nil && $0["moved"] == 1 }
             say("\(mib) MiB: rfork migrate of a process that keeps writing its memory, \(min(n, 3)) trials")
             migrations.append(migrate(mib: mib, trials: min(n, 3), seedDowntime: tmpfs["total"] ?? .nan))
+            if mib >= 1024 {
+                say("\(mib) MiB: rfork checkpoint and rfork restart, 2 trials")
+                checkpoints.append(
+                    checkpointRestart(
+                        mib: mib, trials: 2, criuDump: tmpfs["dump"] ?? .nan, criuRestore: tmpfs["restore"] ?? .nan))
+            }
             results.append(
                 SizeResult(
                     mib: mib, localBlocked: median(local.compactMap { $0["blocked_ms"] }),
@@ -676,6 +718,7 @@ struct BenchRunner {
             freshFillMs: median(fills.compactMap { $0["fresh_ms"] }),
             againFillMs: median(fills.compactMap { $0["again_ms"] }), profiles: profiles)
         report.migrations = migrations
+        report.checkpoints = checkpoints
         say("20 processes moved one at a time, then by one rfork migrate --all")
         report.drain = drain(count: 20, mib: 16)
         return report
@@ -749,6 +792,75 @@ struct BenchRunner {
         return MigrationResult(
             mib: mib, frozenMs: median(frozen), postCopy: postCopy, seedDowntimeMs: seedDowntime, trials: trials,
             moved: frozen.count)
+    }
+
+    /// `trials` jobs of `mib` MiB (`forkbench hold` under `rfork run --policy local` on the home node): each
+    /// saved with `rfork checkpoint --leave-running` into the scratch tmpfs, ended, and restarted on the
+    /// target with `rfork restart --node`, timed until the target's `rfork ps` shows it running.
+    func checkpointRestart(mib: Int, trials: Int, criuDump: Double, criuRestore: Double) -> CheckpointResult {
+        var saves: [Double] = []
+        var frozen: [Double] = []
+        var restarts: [Double] = []
+        for trial in 0..<trials {
+            let ready = "\(Self.scratch)/ck-ready-\(trial)"
+            let dir = "\(Self.scratch)/ck-\(trial)"
+            unlink(ready)
+            _ = try? Posix.run(["/bin/rm", "-rf", dir])
+            defer {
+                unlink(ready)
+                _ = try? Posix.run(["/bin/rm", "-rf", dir])
+            }
+            guard
+                let pid = try? startOnHome(
+                    [rfork, "run", "--policy", "local", "--", forkbench, "hold", String(mib)], readyFile: ready)
+            else { continue }
+            let t0 = Posix.monotonicNanoseconds()
+            let out = try? on(home, [rfork, "checkpoint", String(pid), dir, "--leave-running", "--json"])
+            let t1 = Posix.monotonicNanoseconds()
+            Posix.kill(pid, SIGKILL)
+            _ = try? Posix.wait(pid)
+            guard let out, let outcome = try? JSONDecoder().decode(Checkpoint.Outcome.self, from: Data(out.utf8)),
+                outcome.saved
+            else {
+                say("\(mib) MiB: the checkpoint failed: \(out ?? "no answer")")
+                continue
+            }
+            saves.append(Double(t1 - t0) / 1e6)
+            if let ms = outcome.frozenMs { frozen.append(ms) }
+            guard
+                let restarter = try? Posix.spawn(
+                    "/usr/bin/nsenter",
+                    [
+                        "nsenter", "-t", String(home.daemonPID), "-n", "-m", "-u", "--", "/bin/sh", "-c",
+                        "exec \"$@\" >/dev/null 2>&1 </dev/null", "sh", rfork, "restart", dir, "--node", target.name,
+                    ], newSession: true)
+            else { continue }
+            let t2 = Posix.monotonicNanoseconds()
+            var running = false
+            for _ in 0..<1200 {
+                if let ps = try? on(target, [rfork, "ps", "--json"]),
+                    let rows = try? JSONDecoder().decode([ProcessRow].self, from: Data(ps.utf8)),
+                    rows.contains(where: { $0.role == "hosted" && $0.state == "running" })
+                {
+                    running = true
+                    break
+                }
+                if Posix.poll(restarter) != nil { break }  // it ended: the restart failed
+                usleep(5000)
+            }
+            let t3 = Posix.monotonicNanoseconds()
+            if running { restarts.append(Double(t3 - t2) / 1e6) } else { say("\(mib) MiB: the restart failed") }
+            Posix.kill(restarter, SIGKILL)  // the command is the job's stand-in: the job goes with it
+            _ = try? Posix.wait(restarter)
+            for _ in 0..<200 {
+                guard let ps = try? on(target, [rfork, "ps", "--json"]), ps.contains("\"hosted\"") else { break }
+                usleep(10_000)
+            }
+        }
+        return CheckpointResult(
+            mib: mib, checkpointMs: median(saves), frozenMs: median(frozen), criuDumpMs: criuDump,
+            restartMs: median(restarts), criuRestoreMs: criuRestore, trials: trials, saved: saves.count,
+            restarted: restarts.count)
     }
 
     /// How the images reach the target in a CRIU baseline.

@@ -52,7 +52,15 @@ extension Rfork {
             if all { return try drain() }
             let pid = self.pid ?? 0
             let node = self.node ?? ""
-            let answer = try LocalClient.ask(.migrate, "pid \(pid)\nnode \(node)\n", socket: daemon.resolvedSocket)
+            // On a terminal, the phases of the move as they come (one line, rewritten), unless --json.
+            let live = !json && isatty(2) == 1
+            var shown = false
+            let answer = try LocalClient.ask(.migrate, "pid \(pid)\nnode \(node)\n", socket: daemon.resolvedSocket) {
+                guard live else { return }
+                FileHandleStderr.write("\r\u{1B}[Krfork: moving \(pid) to \(node): \($0)")
+                shown = true
+            }
+            if shown { FileHandleStderr.write("\r\u{1B}[K") }
             let outcome: Migration.Outcome
             do { outcome = try JSONDecoder().decode(Migration.Outcome.self, from: Data(answer.utf8)) } catch {
                 throw ValidationError("rforkd gave an answer this rfork does not understand: \(answer)")

@@ -29,7 +29,7 @@ import Testing
             "RFORK_MSG_RESTORED": .restored, "RFORK_MSG_FAILED": .failed, "RFORK_MSG_QUERY": .query,
             "RFORK_MSG_ANSWER": .answer, "RFORK_MSG_ABORT": .abort, "RFORK_MSG_DEMAND": .demand, "RFORK_MSG_ACK": .ack,
             "RFORK_MSG_MIGRATE": .migrate, "RFORK_MSG_CHECKPOINT": .checkpoint, "RFORK_MSG_RESTART": .restart,
-            "RFORK_MSG_SCHEDULE": .schedule,
+            "RFORK_MSG_SCHEDULE": .schedule, "RFORK_MSG_PROGRESS": .progress,
         ]
         let inHeader = c.keys.filter { $0.hasPrefix("RFORK_MSG_") }
         #expect(Set(inHeader) == Set(swift.keys), "message types on one side only")

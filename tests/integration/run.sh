@@ -268,8 +268,11 @@ migrate_talker() { # name, extra threads
                /^thread /{ if ($3 != t[$2] + 0) { print "thread " $2 ": " t[$2] + 0 " expected, got " $3; exit } t[$2]++; seen[$2] = 1 }
                END { if (length(seen) != '"$2"') print length(seen) " threads printed, expected '"$2"'" }' "$WORK/talk.out")
     [ -z "$gap" ] || why+="output lost, repeated or reordered: $gap; "
-    awk '/^(tick|thread) .* node2$/{m=1} m && /^(tick|thread) .* node1$/{bad=1} END{exit !m || bad}' "$WORK/talk.out" \
-        || why+="output did not move to node2 for good; "
+    # Per thread (a line formatted just before the move may reach the pipe after another thread's first
+    # line from node2): each one's lines come from node1, then from node2 only.
+    awk '$1 == "tick" || $1 == "thread" { k = $1 == "tick" ? "tick" : "thread " $2
+            if ($NF == "node2") { moved[k] = 1; m = 1 } else if (moved[k]) bad = 1 }
+         END { exit !m || bad }' "$WORK/talk.out" || why+="output did not move to node2 for good; "
     grep -q 'rfork:' "$WORK/talk.err" && why+="the process said: $(grep rfork: "$WORK/talk.err" | head -1); "
     left=$(leftovers)
     [ -z "$left" ] || why+="left behind:$left; "
@@ -318,6 +321,20 @@ left=$(leftovers)
 [ -z "$left" ] || why+="left behind:$left; "
 result "migrate/a child with 2 more threads moved home -> node2 -> node3 -> home while it talks to its parent ($(echo "$route" | grep -o 'frozen [0-9.]* ms' | tr '\n' ' '))" \
     "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
+
+# --- on a terminal, a large move shows its phases as they come; the answer ends it ---
+start_talker "$WORK/big" 0 - 256
+on node1 script -qec "$RFORK migrate ${tpid:-0} node2" /dev/null >"$WORK/big.mig" 2>&1; brc=$?
+finish_talker
+why=""
+[ "$brc" = 0 ] || why+="exit $brc; "
+tr '\r' '\n' <"$WORK/big.mig" | sed 's/\x1b\[K//g' >"$WORK/big.lines"
+for phase in "asking process $tpid to stop" "stopped; saving it" "saved in [0-9]+ ms; sending 2[0-9][0-9]\.[0-9] MiB to node2" "sent [0-9]+ of 2[0-9][0-9] MiB to node2" "restoring on node2"; do
+    grep -Eq "^rfork: moving $tpid to node2: $phase" "$WORK/big.lines" || why+="no '$phase'; "
+done
+grep -Eq "^process $tpid runs on node2; frozen [0-9.]+ ms" "$WORK/big.lines" || why+="no answer: $(tail -2 "$WORK/big.lines" | tr '\n' ' '); "
+[ "$(cat "$WORK/big.rc")" = 7 ] || why+="the process ended with $(cat "$WORK/big.rc"); "
+result "migrate/a 256 MiB move shows its phases on a terminal ($(grep -c '^rfork: moving' "$WORK/big.lines") lines)" "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
 
 # --- draining a node: rfork migrate --all --from node2, asked on node1, moves the 4 workers node2 runs off it at once ---
 cc -o "$WORK/ticker" "$P/ticker.c"
@@ -1052,6 +1069,34 @@ fail_after "a node on a moved-again process's route dies (moved to node2, then n
     node2 node2 node3
 cluster_up 3
 fail_after "the home node's rforkd dies after the hand-over: the moved copy is ended, the parent sees SIGKILL" node1 node2
+# Before the hand-over, the home's rforkd dies while it sends a 384 MiB process to node2: the process's
+# call to rforkd ends, so it goes on at home, and node2 keeps no copy; the command says it lost rforkd.
+cluster_up 3
+start_talker "$WORK/fh" 0 parent 384
+echo hello >&7
+on node1 "$RFORK" migrate "${tpid:-0}" node2 >"$WORK/fh.mig" 2>&1 &
+fhmig=$!
+node2pid=$(daemon_pid node2)
+for _ in $(seq 1000); do
+    [ -n "$(ls "/proc/$node2pid/root/run/rfork/images" 2>/dev/null)" ] && break; sleep 0.01
+done
+arrived=$(ls "/proc/$node2pid/root/run/rfork/images" 2>/dev/null)
+node1pid=$(daemon_pid node1)
+[ -n "$node1pid" ] && [ "$node1pid" -gt 1 ] && kill -KILL "$node1pid"
+wait "$fhmig"; mrc=$?
+finish_talker
+why=""
+[ -n "$arrived" ] || why+="the images never reached node2; "
+[ "$mrc" = 1 ] && grep -q 'rforkd closed the connection without answering' "$WORK/fh.mig" || why+="migrate (exit $mrc) said: $(tr '\n' ' ' <"$WORK/fh.mig"); "
+[ "$(cat "$WORK/fh.rc")" = 7 ] && grep -q '^child exited 7$' "$WORK/fh.out" || why+="the process ended with $(cat "$WORK/fh.rc"); "
+grep -q '^echo after node1$' "$WORK/fh.out" || why+="it did not go on at home; "
+grep -q ' node2$' "$WORK/fh.out" && why+="it ran on node2; "
+gap=$(ticks_in_order "$WORK/fh.out"); [ -z "$gap" ] || why+="output lost, repeated or reordered: $gap; "
+for _ in $(seq 50); do [ -z "$(ls "/proc/$node2pid/root/run/rfork/images" 2>/dev/null)" ] && break; sleep 0.1; done
+[ -z "$(ls "/proc/$node2pid/root/run/rfork/images" 2>/dev/null)" ] || why+="node2 kept images: $(ls "/proc/$node2pid/root/run/rfork/images"); "
+[ -z "$(pgrep -f 'rfork-(standin|nsinit)')" ] || why+="left: $(pgrep -fa 'rfork-(standin|nsinit)' | tr '\n' ' '); "
+result "migrate/failure: the home's rforkd dies during the transfer: the process goes on at home, node2 keeps nothing" \
+    "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
 "$RFORK" cluster down >/dev/null 2>&1
 
 echo
