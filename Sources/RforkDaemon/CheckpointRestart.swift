@@ -239,6 +239,11 @@ extension Node {
                 externalFiles: outside.filter { $0.criuID.hasPrefix("file[") }.map(\.criuID),
                 leaveStopped: !machine.leaveRunning)
             unlink(privateDir + "/dump.log")
+            if machine.leaveRunning {
+                // The cut is taken: the job goes on while its images are copied, checked and flushed.
+                let frozen = Double(Posix.monotonicNanoseconds() &- request.forkStartedNanoseconds) / 1e6
+                self.loop.execute { self.checkpointEvent(pid: request.pid, .cut(frozenMs: frozen), call: channel) }
+            }
             // The tree is stopped now: descriptors that name exactly these processes, for its end.
             let stopped = machine.leaveRunning ? [] : tree.compactMap(Posix.openProcess)
             defer { for fd in stopped { Posix.close(fd) } }

@@ -7,12 +7,17 @@ public struct Checkpoint: Sendable, Equatable {
     public enum State: Sendable, Equatable {
         case signalled
         case saving
+        /// Left running: CRIU's cut is taken and the job goes on (it was frozen `frozenMs`) while the
+        /// images are written to DIR.
+        case writing(frozenMs: Double)
         case finished
     }
 
     public enum Event: Sendable, Equatable {
         /// The top process called in; saving starts.
         case called
+        /// CRIU has the job's images (the cut); the job was frozen `frozenMs` until now.
+        case cut(frozenMs: Double)
         /// A call this request cannot take (it is already saving, or finished).
         case strayCall
         /// The checkpoint is complete at DIR.
@@ -82,6 +87,26 @@ public struct Checkpoint: Sendable, Equatable {
                             "process \(pid) did not answer within \(seconds) s (it blocks the checkpoint signal or is stuck in the kernel); nothing was saved"
                     ))
             ]
+        case (.saving, .cut(let frozenMs)) where leaveRunning:
+            // The images are taken: the job need not wait for them to be copied, checked and flushed.
+            state = .writing(frozenMs: frozenMs)
+            return [.resumeProcess]
+        case (.writing(let frozenMs), .saved(let bytes, _)):
+            state = .finished
+            return [
+                .answer(
+                    Outcome(
+                        pid: pid, directory: directory, saved: true, bytes: bytes, frozenMs: frozenMs, leftRunning: true
+                    ))
+            ]
+        case (.writing, .failed(let reason)):
+            state = .finished
+            return [
+                .answer(
+                    Outcome(
+                        pid: pid, directory: directory, saved: false,
+                        reason: "\(reason); the job keeps running and \(directory) is as it was"))
+            ]
         case (.saving, .saved(let bytes, let frozenMs)):
             state = .finished
             let outcome = Outcome(
@@ -97,7 +122,7 @@ public struct Checkpoint: Sendable, Equatable {
                         pid: pid, directory: directory, saved: false,
                         reason: "\(reason); the job keeps running and \(directory) is as it was")),
             ]
-        case (_, .strayCall), (.saving, .called), (.finished, .called):
+        case (_, .strayCall), (.saving, .called), (.writing, .called), (.finished, .called):
             return [.keepProcessHere]
         default:
             return []

@@ -155,6 +155,32 @@ import Testing
                 ])
     }
 
+    @Test func leftRunningTheJobGoesOnOnceCRIUHasItsImages() {
+        var c = Checkpoint(pid: 9, directory: "/ck", leaveRunning: true)
+        _ = c.handle(.called)
+        #expect(c.handle(.cut(frozenMs: 30)) == [.resumeProcess])
+        #expect(c.handle(.called) == [.keepProcessHere])
+        #expect(
+            c.handle(.saved(bytes: 1, frozenMs: 900))
+                == [.answer(Outcome(pid: 9, directory: "/ck", saved: true, bytes: 1, frozenMs: 30, leftRunning: true))])
+        var d = Checkpoint(pid: 9, directory: "/ck", leaveRunning: true)
+        _ = d.handle(.called)
+        _ = d.handle(.cut(frozenMs: 30))
+        #expect(
+            d.handle(.failed(reason: "disk full"))
+                == [
+                    .answer(
+                        Outcome(
+                            pid: 9, directory: "/ck", saved: false,
+                            reason: "disk full; the job keeps running and /ck is as it was"))
+                ])
+        // Without --leave-running the job stays stopped until it is saved (then it ends).
+        var e = Checkpoint(pid: 9, directory: "/ck", leaveRunning: false)
+        _ = e.handle(.called)
+        #expect(e.handle(.cut(frozenMs: 30)) == [])
+        #expect(e.handle(.saved(bytes: 1, frozenMs: 40)).first == .endJob)
+    }
+
     @Test func aFailedSaveLeavesTheJobRunning() {
         var c = Checkpoint(pid: 9, directory: "/ck", leaveRunning: false)
         _ = c.handle(.called)
