@@ -134,10 +134,7 @@ extension Node {
     /// or deleted). Until CRIU opens files with the task's identity, such jobs stay unsaved.
     static func restartSafetyRefusal(pid: Int32, owner: UInt32, relayed: Set<String>) -> String? {
         guard let status = Posix.processStatus(pid) else { return nil }
-        let ids = (status["Uid"] ?? "").split(whereSeparator: { $0 == " " || $0 == "\t" })
-        if ids.contains(where: { UInt32($0) != owner })
-            || (status["CapEff"].flatMap { UInt64($0, radix: 16) } ?? 0) != 0
-        {
+        if !runsOnlyAs(owner, status: status) {
             return "process \(pid) of the job runs with another identity or capabilities; it cannot be saved"
         }
         var files: [(String, String)] = []  // (what, path)
@@ -205,10 +202,7 @@ extension Node {
             let key = String(channel.criuID.dropLast())  // "pipe:[INO]"
             let wantReader = direction == "w"
             return !tree.contains { p in
-                Posix.listDirectory("/proc/\(p)/fd").contains { fd in
-                    Posix.readLink("/proc/\(p)/fd/\(fd)") == key
-                        && (Posix.accessMode(pid: p, fd: fd) == O_RDONLY) == wantReader
-                }
+                held(by: p).contains { $0.target == key && ($0.mode == O_RDONLY) == wantReader }
             }
         }.enumerated().map { index, channel in
             LocalForkRequest.Channel(id: UInt32(index), kind: channel.kind, criuID: channel.criuID, fd: channel.fd)

@@ -28,8 +28,8 @@ final class PendingDrain: @unchecked Sendable {  // confined to Node.loop
 
 extension Node {
     /// `rfork migrate --all --from NODE [--to TARGET]`, by root: every process NODE runs for another node
-    /// is moved off it, all at once (each by its own migration, as `rfork migrate` from its home would),
-    /// to TARGET or spread over the peers that are up. Asked on another node, NODE is asked to do it.
+    /// is moved off it (each by its own migration, as `rfork migrate` from its home would, a `Drain`
+    /// window of them at a time), to TARGET or spread over the peers that are up. Asked on another node, NODE is asked to do it.
     func handleDrain(_ fields: [String: String], peerUID: UInt32?, from channel: Channel) {
         func refuse(_ why: String) {
             answerJSON(channel, Drain.Outcome(from: fields["from"] ?? "", moves: []).refused(why))
@@ -101,7 +101,7 @@ extension Node {
                 pid: session.pid, node: to ?? "", moved: false, reason: why, home: session.home)
             drainEvent(id, .answered(index: index, outcome))
         }
-        guard !session.ended, let pid = hostedProcess(session), let pidfd = Posix.openProcess(pid) else {
+        guard !session.ended, let (pid, pidfd) = openHostedProcess(session) else {
             return failed("process \(session.pid) ended")
         }
         defer { Posix.close(pidfd) }

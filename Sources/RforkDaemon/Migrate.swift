@@ -43,32 +43,24 @@ extension Node {
                 channel, Migration.Outcome(pid: 0, node: "", moved: false, reason: "malformed migrate request"))
         }
         let requester = PendingMigration.Requester.command(channel)
+        func refuse(_ why: String) {
+            answerMigration(requester, .init(pid: pid, node: target, moved: false, reason: why))
+        }
         // The checks below read /proc/PID; a pidfd opened first and still naming a live process proves
         // they were about this process, and the signal can reach no other.
-        guard let pidfd = Posix.openProcess(pid) else {
-            return answerMigration(requester, .init(pid: pid, node: target, moved: false, reason: "no process \(pid)"))
-        }
+        guard let pidfd = Posix.openProcess(pid) else { return refuse("no process \(pid)") }
         defer { Posix.close(pidfd) }
-        guard let uid = peerUID else {
-            return answerMigration(
-                requester, .init(pid: pid, node: target, moved: false, reason: "the caller cannot be identified"))
-        }
+        guard let uid = peerUID else { return refuse("the caller cannot be identified") }
         // Who owns it comes first: nothing else about another user's process is told.
-        guard let status = Posix.processStatus(pid) else {
-            return answerMigration(
-                requester, .init(pid: pid, node: target, moved: false, reason: "no process \(pid) on \(config.node)"))
-        }
+        guard let status = Posix.processStatus(pid) else { return refuse("no process \(pid) on \(config.node)") }
         guard uid == 0 || Self.firstNumber(status["Uid"]) == uid else {
-            return answerMigration(
-                requester,
-                .init(pid: pid, node: target, moved: false, reason: "process \(pid) belongs to another user"))
+            return refuse("process \(pid) belongs to another user")
         }
         if Posix.namespacePIDs(pid).count > 1 {
-            let why =
+            return refuse(
                 isInHostedNamespace(pid)
-                ? "process \(pid) runs inside a process this node runs for another node; rfork migrate names processes by the PID their home node knows"
-                : "process \(pid) runs in a PID namespace below rforkd's, from which rfork cannot move it"
-            return answerMigration(requester, .init(pid: pid, node: target, moved: false, reason: why))
+                    ? "process \(pid) runs inside a process this node runs for another node; rfork migrate names processes by the PID their home node knows"
+                    : "process \(pid) runs in a PID namespace below rforkd's, from which rfork cannot move it")
         }
         moveProcess(pid, pidfd: pidfd, target: target, requester: requester)
     }
@@ -80,15 +72,13 @@ extension Node {
                 link, session: request.session, request: request.request, local: 0, shown: 0)
             answerMigration(requester, .init(pid: 0, node: request.node, moved: false, reason: why))
         }
-        guard let hosted = hosted[hostedKey(link, request.session)], hosted.restored, !hosted.ended,
-            let pid = hostedProcess(hosted)
-        else { return refuse("the process no longer runs on \(config.node)") }
+        guard let hosted = hosted[hostedKey(link, request.session)], hosted.restored, !hosted.ended else {
+            return refuse("the process no longer runs on \(config.node)")
+        }
+        guard let (pid, pidfd) = openHostedProcess(hosted) else { return refuse("the process ended") }
+        defer { Posix.close(pidfd) }
         let requester = PendingMigration.Requester.home(
             link, session: request.session, request: request.request, local: pid, shown: hosted.pid)
-        guard let pidfd = Posix.openProcess(pid) else { return refuse("the process ended") }
-        defer { Posix.close(pidfd) }
-        // The pidfd names the process listed (not a later one with its PID).
-        guard Posix.namespacePIDs(pid).last == hosted.pid else { return refuse("the process ended") }
         if hosted.lazyPID != nil {
             return refuse(
                 "the memory of process \(hosted.pid) is still arriving on \(config.node) (post-copy); move it when it is there"
@@ -156,6 +146,17 @@ extension Node {
             self.migrationEvent(
                 pid: pid, .abandoned(reason: "the move of process \(pid) did not end within 10 minutes"))
         }
+    }
+
+    /// The process a hosted session restored, with a pidfd checked to name it (not a later process with
+    /// its PID); the caller closes the pidfd.
+    func openHostedProcess(_ session: HostedSession) -> (pid: Int32, pidfd: Int32)? {
+        guard let pid = hostedProcess(session), let pidfd = Posix.openProcess(pid) else { return nil }
+        guard Posix.namespacePIDs(pid).last == session.pid else {
+            Posix.close(pidfd)
+            return nil
+        }
+        return (pid, pidfd)
     }
 
     /// The process a hosted session restored (as this daemon sees it): the child of the namespace's init

@@ -367,14 +367,18 @@ final class Node: @unchecked Sendable {
     /// `uid`, and a process of an ordinary user holds no effective capability.
     static func identityRefusal(pid: Int32, uid: UInt32) -> String? {
         guard let status = Posix.processStatus(pid) else { return "the process ended" }
-        let uids = (status["Uid"] ?? "").split(whereSeparator: { $0 == " " || $0 == "\t" }).map { UInt32($0) }
-        guard uids.count == 4, uids.allSatisfy({ $0 == uid }) else {
-            return "process \(pid) runs with another identity than its user's (a setuid program?)"
-        }
-        if uid != 0, let caps = status["CapEff"], UInt64(caps, radix: 16) != 0 {
-            return "process \(pid) holds capabilities its user does not have"
+        guard runsOnlyAs(uid, status: status) else {
+            return "process \(pid) runs with another identity or capabilities than its user's (a setuid program?)"
         }
         return nil
+    }
+
+    /// Whether every user ID of a process (from its /proc status) is `uid`, and, for an ordinary user, it
+    /// holds no effective capability.
+    static func runsOnlyAs(_ uid: UInt32, status: [String: String]) -> Bool {
+        let uids = (status["Uid"] ?? "").split(whereSeparator: { $0 == " " || $0 == "\t" }).map { UInt32($0) }
+        guard uids.count == 4, uids.allSatisfy({ $0 == uid }) else { return false }
+        return uid == 0 || status["CapEff"].flatMap { UInt64($0, radix: 16) } == 0
     }
 
     /// Streams the images of `session` that did not go inline, from a pool thread; a move's command hears
