@@ -46,6 +46,7 @@ integration-test: setup build
 	rm -rf $(BUILD)/prefix
 	$(MAKE) --no-print-directory install PREFIX=$(CURDIR)/$(BUILD)/prefix
 	RFORK_PREFIX=$(CURDIR)/$(BUILD)/prefix bash tests/integration/run.sh
+	RFORK_PREFIX=$(CURDIR)/$(BUILD)/prefix bash tests/integration/cluster.sh
 
 # One debug build serves the unit tests and the integration suite.
 test:

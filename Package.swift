@@ -79,9 +79,10 @@ let package = Package(
         ),
         .testTarget(name: "RforkWireTests", dependencies: ["RforkWire"], swiftSettings: strict),
         .testTarget(name: "RforkPlacementTests", dependencies: ["RforkPlacement"], swiftSettings: strict),
-        .testTarget(name: "RforkDaemonTests", dependencies: ["RforkDaemon"], swiftSettings: strict),
+        .testTarget(name: "RforkDaemonTests", dependencies: ["RforkDaemon", "RforkPlacement"], swiftSettings: strict),
         .testTarget(name: "RforkSystemTests", dependencies: ["RforkSystem"], swiftSettings: strict),
         .testTarget(name: "RforkProtocolTests", dependencies: ["RforkProtocol"], swiftSettings: strict),
         .testTarget(name: "RforkCheckpointTests", dependencies: ["RforkCheckpoint"], swiftSettings: strict),
+        .testTarget(name: "RforkClusterTests", dependencies: ["RforkCluster"], swiftSettings: strict),
     ]
 )

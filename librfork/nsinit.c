@@ -345,6 +345,9 @@ static int init_main(int argc, char **argv)
     cargv[a++] = "--shell-job";
     cargv[a++] = "--restore-detached";
     cargv[a++] = "--restore-sibling";
+    /* The child joins the cgroups of this node (rforkd's, which nsinit is in), not those it had where it
+     * was dumped: a node's load and memory are its own. */
+    cargv[a++] = "--manage-cgroups=ignore";
     if (getenv("RFORK_LAZY_PAGES")) /* post-copy: memory comes from criu lazy-pages on demand */
         cargv[a++] = "--lazy-pages";
     snprintf(inherit[0], sizeof inherit[0], "fd[%d]:socket:[%s]", sp[0], sockino);

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <malloc.h>
+#include <sched.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <string.h>
@@ -133,3 +134,11 @@ int crfork_pidfd_send_signal(int pidfd, int sig) { return (int)syscall(SYS_pidfd
 int crfork_setfsuid(unsigned uid) { return (int)syscall(SYS_setfsuid, uid); }
 
 int crfork_setfsgid(unsigned gid) { return (int)syscall(SYS_setfsgid, gid); }
+
+int crfork_allowed_cpus(void)
+{
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) != 0)
+        return -1;
+    return CPU_COUNT(&set);
+}

@@ -71,8 +71,8 @@ public struct CRIU: Sendable {
             } ?? []
         args += [
             configuration.path, "dump", "-t", String(pid), "-D", imageDirectory, "-o", "dump.log",
-            leaveStopped ? "--leave-stopped" : "--leave-running", "--shell-job", "--external",
-            "unix[\(externalSocketInode)]",
+            leaveStopped ? "--leave-stopped" : "--leave-running", "--shell-job", "--manage-cgroups=ignore",
+            "--external", "unix[\(externalSocketInode)]",
         ]
         for key in externalFiles { args += ["--external", key] }
         return args

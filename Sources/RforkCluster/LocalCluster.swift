@@ -24,16 +24,28 @@ public struct LocalCluster: Sendable {
         /// Directories under /tmp, /dev/shm or /run that every node sees as the host does (a checkout
         /// under /tmp, a scratch directory shared like an NFS export). Default: none.
         public var sharedPaths: [String]
+        /// CPUs each node runs on. Default: an equal share of this machine's (at least one); nodes get
+        /// distinct CPUs while there are enough, and share them beyond.
+        public var cpusPerNode: Int?
+        /// Each node's memory limit in bytes. Default: an equal share of this machine's memory.
+        public var memoryPerNode: UInt64?
+        /// How long a node waits for word from a peer before it declares it dead (rforkd's
+        /// `peerTimeoutSeconds`). Default: rforkd's own (10 s).
+        public var peerTimeoutSeconds: Int?
 
         public init(
             stateDirectory: String = "/run/rfork-cluster", subnet: String = "10.250.0",
-            prefix: String = LocalCluster.installPrefix(), readyTimeoutSeconds: Int = 15, sharedPaths: [String] = []
+            prefix: String = LocalCluster.installPrefix(), readyTimeoutSeconds: Int = 15, sharedPaths: [String] = [],
+            cpusPerNode: Int? = nil, memoryPerNode: UInt64? = nil, peerTimeoutSeconds: Int? = nil
         ) {
             self.stateDirectory = stateDirectory
             self.subnet = subnet
             self.prefix = prefix
             self.readyTimeoutSeconds = readyTimeoutSeconds
             self.sharedPaths = sharedPaths
+            self.cpusPerNode = cpusPerNode
+            self.memoryPerNode = memoryPerNode
+            self.peerTimeoutSeconds = peerTimeoutSeconds
         }
     }
 
@@ -43,6 +55,9 @@ public struct LocalCluster: Sendable {
         public var namespace: String
         public var daemonPID: Int32
         public var log: String
+        /// Its CPUs and memory, and the cgroup directories that hold them (one per hierarchy).
+        public var resources: NodeResources?
+        public var cgroups: [String]?
     }
 
     public struct State: Codable, Sendable {
@@ -101,6 +116,10 @@ public struct LocalCluster: Sendable {
         } catch { throw Error("\(error)") }
 
         var state = State(nodes: [], hub: Self.hubNamespace)
+        let hierarchies = CgroupHierarchy.discoverHere()
+        let plans = NodeResources.plan(
+            nodes: count, cpusPerNode: configuration.cpusPerNode, memoryPerNode: configuration.memoryPerNode,
+            available: Self.availableCPUs(hierarchies), memory: Self.availableMemory(hierarchies))
         do {
             try ip(["netns", "add", Self.hubNamespace])
             try ip(["-n", Self.hubNamespace, "link", "add", "br0", "type", "bridge"])
@@ -118,20 +137,24 @@ public struct LocalCluster: Sendable {
                 state.nodes.append(
                     NodeState(
                         name: "node\(i)", address: "\(configuration.subnet).\(i)", namespace: ns, daemonPID: 0,
-                        log: dir + "/node\(i).log"))
+                        log: dir + "/node\(i).log", resources: plans[i - 1], cgroups: []))
+                state.nodes[i - 1].cgroups = try makeCgroups(
+                    for: "node\(i)", plans[i - 1], hierarchies: hierarchies)
             }
             for (index, node) in state.nodes.enumerated() {
-                let config = DaemonConfiguration(
+                var config = DaemonConfiguration(
                     node: node.name, criu: criu, helperDirectory: configuration.prefix + "/libexec/rfork",
                     checkpointKey: dir + "/keys/checkpoint.key",
                     tls: .init(
                         ca: dir + "/keys/ca.pem", certificate: dir + "/keys/\(node.name).pem",
                         key: dir + "/keys/\(node.name).key"),
                     peers: state.nodes.filter { $0.name != node.name }.map { .init(name: $0.name, host: $0.address) })
+                config.peerTimeoutSeconds = configuration.peerTimeoutSeconds
                 let encoder = JSONEncoder()
                 encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
                 try Posix.writeFile(dir + "/\(node.name).json", try encoder.encode(config), mode: 0o644)
-                state.nodes[index].daemonPID = try startDaemon(node, rforkd: rforkd, config: dir + "/\(node.name).json")
+                state.nodes[index].daemonPID = try startDaemon(
+                    node, rforkd: rforkd, config: dir + "/\(node.name).json", hierarchies: hierarchies)
             }
             try save(state)
             try waitForLinks(state)
@@ -169,14 +192,27 @@ public struct LocalCluster: Sendable {
     }
 
     /// Starts rforkd inside the node's namespaces and waits for its READY line.
-    private func startDaemon(_ node: NodeState, rforkd: String, config: String) throws -> Int32 {
+    private func startDaemon(
+        _ node: NodeState, rforkd: String, config: String, hierarchies: [CgroupHierarchy]
+    ) throws -> Int32 {
         // Directories to keep are opened before their mount is covered, and bound back from those
-        // descriptors. CRIU's feature cache (its RUNDIR, /dev/shm/criu) is the node's own.
+        // descriptors. CRIU's feature cache (its RUNDIR, /dev/shm/criu) is the node's own. The node has
+        // a cgroup namespace of its own, rooted at its cgroups: its /sys/fs/cgroup shows them as the
+        // root, as a machine's would.
+        let cgroupMounts = hierarchies.map { h in
+            let options = h.type == "cgroup" ? "-o \(h.options) " : ""
+            return "mkdir -p \(h.mountPoint); mount -t \(h.type) \(options)rfork-\(node.name) \(h.mountPoint)"
+        }
+        let coverCgroupRoot =
+            hierarchies.contains { $0.mountPoint == "/sys/fs/cgroup" }
+            ? "" : "mount -t tmpfs -o mode=755 rfork-\(node.name) /sys/fs/cgroup"
         let script = """
             set -e
             hostname \(node.name)
             rforkd=$1; config=$2; shift 2
             fds=(); for p in "$@"; do exec {fd}<"$p"; fds+=("$fd"); done
+            \(hierarchies.isEmpty ? "" : coverCgroupRoot)
+            \(cgroupMounts.joined(separator: "\n"))
             for m in \(Self.privateMounts.joined(separator: " ")); do
               mode=1777; [ "$m" = /run ] && mode=755
               mount -t tmpfs -o mode=$mode,size=50% "rfork-\(node.name)" "$m"
@@ -193,11 +229,17 @@ public struct LocalCluster: Sendable {
             Posix.close(devnull)
             Posix.close(readEnd)
         }
+        // The first shell puts itself into the node's cgroups while it still sees the machine's, then
+        // becomes `ip netns exec` (which mounts a /sys of the namespace's), so nothing of the node ever
+        // runs outside them.
+        let procs = (node.cgroups ?? []).map { $0 + "/cgroup.procs" }
+        let join =
+            #"n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 1; shift; n=$((n - 1)); done; exec "$@""#
         let pid = try Posix.spawn(
-            "/usr/sbin/ip",
-            [
-                "ip", "netns", "exec", node.namespace, "unshare", "--mount", "--uts", "--propagation", "private",
-                "/bin/bash", "-c", script, "rfork-node", rforkd, config,
+            "/bin/sh",
+            ["sh", "-c", join, "rfork-join", "\(procs.count)"] + procs + [
+                "/usr/sbin/ip", "netns", "exec", node.namespace, "unshare", "--mount", "--uts", "--cgroup",
+                "--propagation", "private", "/bin/bash", "-c", script, "rfork-node", rforkd, config,
             ] + keptPaths(), descriptors: [devnull, log, log, writeEnd], newSession: true)
         Posix.close(writeEnd)
         var pfd = pollfd(fd: readEnd, events: Int16(POLLIN), revents: 0)
@@ -222,9 +264,10 @@ public struct LocalCluster: Sendable {
         let deadline = Posix.monotonicNanoseconds() + UInt64(configuration.readyTimeoutSeconds) * 1_000_000_000
         for node in state.nodes {
             while true {
-                let answer = try? queryNode(node, "nodes")
-                let down = answer.map { $0.contains("\"down\"") } ?? true
-                if !down { break }
+                let rows = (try? queryNode(node, "nodes")).flatMap {
+                    try? JSONDecoder().decode([NodeRow].self, from: Data($0.utf8))
+                }
+                if let rows, rows.count == state.nodes.count, rows.allSatisfy({ $0.state != "down" }) { break }
                 if Posix.monotonicNanoseconds() > deadline {
                     throw Error("the links of \(node.name) did not come up: \(tail(node.log))")
                 }
@@ -284,6 +327,7 @@ public struct LocalCluster: Sendable {
             }
             _ = try? capture(["/usr/sbin/ip", "netns", "del", ns])
         }
+        notes += removeCgroups()
         for name in Posix.listDirectory(configuration.stateDirectory + "/keys") {
             unlink(configuration.stateDirectory + "/keys/" + name)
         }

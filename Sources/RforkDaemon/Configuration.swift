@@ -1,4 +1,5 @@
 import Foundation
+import RforkPlacement
 import RforkSystem
 
 /// Everything `rforkd` needs to run one node. Read from a JSON file (see docs/rforkd.conf.sample.json).
@@ -51,6 +52,13 @@ public struct DaemonConfiguration: Codable, Sendable, Equatable {
     /// (`rfork keys` writes one): it signs checkpoints, so a changed one is refused at restart. Without
     /// it, this node neither saves nor restarts checkpoints. Default: none.
     public var checkpointKey: String?
+    /// How long a peer may stay silent (every link carries this node's load each second) before it is
+    /// declared dead: the parents of children it ran see them killed (SIGKILL), and the children this node
+    /// runs for it are ended, so none survives a partition twice. Default: 10.
+    public var peerTimeoutSeconds: Int?
+    /// Automatic balancing: processes started under `rfork run` move by themselves from this node to
+    /// less-loaded peers (see `Balancer.Configuration` for each setting and its default). Default: on.
+    public var balance: Balancer.Configuration?
     public var tls: TLSFiles
     public var peers: [Peer]
 
@@ -76,6 +84,9 @@ public struct DaemonConfiguration: Codable, Sendable, Equatable {
     public static let defaultRuntimeDirectory = "/run/rfork"
 
     public static let defaultPostCopyMiB = 32
+    public static let defaultPeerTimeoutSeconds = 10
+
+    public var resolvedPeerTimeoutSeconds: Int { peerTimeoutSeconds ?? Self.defaultPeerTimeoutSeconds }
 
     public var resolvedPort: Int { port ?? Self.defaultPort }
     public var resolvedPostCopyMiB: Int { postCopyMiB ?? Self.defaultPostCopyMiB }
@@ -108,6 +119,10 @@ public struct DaemonConfiguration: Codable, Sendable, Equatable {
         if let postCopyMiB, postCopyMiB < 0 {
             throw ConfigurationError("postCopyMiB must be 0 (off) or a size in MiB, not \(postCopyMiB)")
         }
+        if let peerTimeoutSeconds, !(2...3600).contains(peerTimeoutSeconds) {
+            throw ConfigurationError("peerTimeoutSeconds must be between 2 and 3600, not \(peerTimeoutSeconds)")
+        }
+        if let problem = balance?.problem() { throw ConfigurationError("balance: \(problem)") }
         var seen: Set<String> = [node]
         for peer in peers {
             guard seen.insert(peer.name).inserted else {

@@ -125,6 +125,10 @@ final class PeerHandler: ChannelInboundHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let envelope = unwrapInboundIn(data)
+        switch role {
+        case .outbound(let link): link.lastHeard = Posix.monotonicNanoseconds()
+        case .inbound(let link): link.lastHeard = Posix.monotonicNanoseconds()
+        }
         if !greeted {
             guard case .hello(let hello) = envelope.body else {
                 node.logger.warning("peer \(remote(context)) spoke before saying hello; closing")
@@ -146,6 +150,7 @@ final class PeerHandler: ChannelInboundHandler {
                 }
                 link.isUp = true
                 link.lastError = nil
+                link.lastHeard = Posix.monotonicNanoseconds()
                 node.logger.info("link to \(link.name) is up")
             case .inbound(let link):
                 link.peerName = hello.node

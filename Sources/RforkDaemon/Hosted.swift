@@ -26,6 +26,8 @@ final class HostedSession: @unchecked Sendable {  // confined to Node.loop
     var lazyPID: pid_t?  // post-copy: the criu lazy-pages serving this child, while it runs
     var quietStops = 0  // stop events of rfork's own making (a tree moved on from here), not passed home
     var quietContinues = 0
+    /// How often the process had moved before it came here (the balancer bounds it).
+    var moves = 0
 
     init(key: String, session: UInt64, home: String, pid: Int32, uid: UInt32, link: InboundLink, imageDirectory: String)
     {
@@ -56,6 +58,8 @@ extension Node {
             handleMigrateRequest(request, link: link)
         case .drainRequest(let request):
             handleDrainRequest(request, link: link)
+        case .load(let load):
+            if let name = link.peerName { receivedLoad(load, from: name) }
         case .data(let data):
             guard let s = hosted[hostedKey(link, data.session)] else { return }
             s.helper?.writeAndFlush(LocalFrame.data(channel: data.channel, ByteBuffer(bytes: data.data)), promise: nil)
@@ -115,6 +119,7 @@ extension Node {
         let session = HostedSession(
             key: key, session: request.session, home: request.homeNode, pid: Int32(request.pid), uid: request.uid,
             link: link, imageDirectory: dir)
+        session.moves = Int(request.moves)
         hosted[key] = session
         do {
             try Posix.makeDirectory(dir)

@@ -15,6 +15,8 @@ final class PendingMigration: @unchecked Sendable {  // confined to Node.loop
         case home(InboundLink, session: UInt64, request: UInt64, local: Int32, shown: Int32)
         /// Process number `index` of `rfork migrate --all` number `drain`.
         case drain(UInt64, index: Int, local: Int32, shown: Int32, home: String)
+        /// This node's balancer (the process's PID here).
+        case balancer(Int32)
     }
     var machine: Migration
     let requester: Requester
@@ -266,6 +268,8 @@ extension Node {
         switch requester {
         case .command(let channel):
             answerJSON(channel, outcome)
+        case .balancer(let pid):
+            balancedMoveEnded(pid, outcome)
         case .drain(let id, let index, let local, let shown, let home):
             var renamed = outcome
             renamed.pid = shown

@@ -43,6 +43,15 @@ final class Node: @unchecked Sendable {
     var nextDrain: UInt64 = 1
     var nextMigrateRequest: UInt64 = 0  // numbers the moves passed on to other nodes
     var forwardedDrains: [UInt64: (command: Channel, node: String)] = [:]  // `rfork migrate --all` asked of peers
+    let probe = LoadProbe()
+    var peerLoads: [String: PeerLoad] = [:]  // the last load each peer said, and when
+    var placedSinceReport: [String: Int] = [:]  // children sent to a peer since it last said its load
+    var lastLoadSent: (at: UInt64, runQueue: Double) = (0, -10)
+    var balancer: Balancer
+    var watched: [Int32: WatchedProcess] = [:]  // processes the balancer may move, as last sampled
+    var refusedUntil: [Int32: UInt64] = [:]  // processes whose balancing move was refused, until then
+    var balancedMoves = 0
+    var lastTop: [TopRow] = []  // the processes as sampled in the last balancing round, for `rfork top`
     static let recentLimit = 256
     /// How long a target may take to restore a child before it runs locally instead.
     let restoreDeadline = TimeAmount.seconds(20)
@@ -59,6 +68,8 @@ final class Node: @unchecked Sendable {
         self.logger = logger
         self.criu = CRIU(configuration: .init(path: config.criu ?? CRIU.defaultPath()))
         self.placement = Placement(selfName: config.node)
+        self.balancer = Balancer(
+            configuration: config.balance ?? .init(), seed: UInt64(truncatingIfNeeded: config.node.hashValue))
         var key: CheckpointKey?
         if let path = config.checkpointKey {
             do { key = try CheckpointKey(file: path) } catch {
@@ -173,6 +184,7 @@ final class Node: @unchecked Sendable {
             }
             return
         }
+        placedSinceReport[target, default: 0] += 1
         guard let link = links[target], let peerChannel = link.channel, link.isUp else {
             reply(channel, .local, "node '\(target)' is not reachable")
             if request.migrate {
@@ -276,6 +288,9 @@ final class Node: @unchecked Sendable {
             fork.controlSocketInode = request.socketInode
             fork.forkStartedNs = request.forkStartedNanoseconds
             fork.lazyPages = lazy != nil
+            // Counted across nodes, so the balancer bounds how often one process moves.
+            fork.moves =
+                request.migrate ? UInt32((self.hostedSession(containing: session.localPID)?.moves ?? 0) + 1) : 0
             fork.channels = request.channels.map { c in
                 var ch = Rfork_Wire_V1_Channel()
                 ch.id = c.id
@@ -678,7 +693,7 @@ final class Node: @unchecked Sendable {
         case .drainResult(let result):
             handleDrainResult(result, from: link)
         case .load(let load):
-            link.load = load
+            receivedLoad(load, from: link.name)
         default:
             break
         }
@@ -724,22 +739,69 @@ final class Node: @unchecked Sendable {
     }
 
     func peerViews() -> [PeerView] {
-        config.peers.map { peer in
-            let link = links[peer.name]
+        let now = Posix.monotonicNanoseconds()
+        return config.peers.map { peer in
+            // A node whose load is not known (or too old to trust) comes last for least-loaded.
+            let load = peerLoads[peer.name].flatMap { $0.isFresh(now: now) ? $0.load : nil }
             return PeerView(
-                name: peer.name, isUp: link?.isUp ?? false, loadAverage: link?.load?.loadAverage ?? 0,
-                cpus: Int(link?.load?.cpus ?? 1), hostedChildren: Int(link?.load?.hostedChildren ?? 0))
+                name: peer.name, isUp: links[peer.name]?.isUp ?? false, runQueue: load?.runQueue ?? .infinity,
+                cpus: load?.cpus ?? 1, placedSinceReport: placedSinceReport[peer.name] ?? 0)
         }
     }
 
+    func receivedLoad(_ wire: Rfork_Wire_V1_Load, from peer: String) {
+        let load = NodeLoad(
+            runQueue: wire.runQueue, cpus: Int(wire.cpus), cpuPressure: wire.cpuPressure,
+            memoryUsed: wire.memoryUsed, memoryLimit: wire.memoryLimit, hosted: Int(wire.hostedChildren))
+        peerLoads[peer] = PeerLoad(load: load, at: Posix.monotonicNanoseconds())
+        placedSinceReport[peer] = nil
+    }
+
     func loadEnvelope() -> Envelope {
+        let now = probe.load(hosted: hosted.count)
         var load = Rfork_Wire_V1_Load()
-        load.loadAverage = Posix.loadAverage()
-        load.cpus = UInt32(Posix.cpuCount())
-        load.hostedChildren = UInt32(hosted.count)
+        load.runQueue = now.runQueue
+        load.cpus = UInt32(now.cpus)
+        load.hostedChildren = UInt32(now.hosted)
+        load.cpuPressure = now.cpuPressure
+        load.memoryUsed = now.memoryUsed
+        load.memoryLimit = now.memoryLimit
         var envelope = Envelope()
         envelope.load = load
         return envelope
+    }
+
+    /// Tells every peer, on both links to it, this node's load: each second, which is also what shows a
+    /// link alive, and at once when the run queue moved by a task or more (at most every 200 ms).
+    func sendLoad(now: UInt64, force: Bool) {
+        let runQueue = probe.average.value
+        guard force || (abs(runQueue - lastLoadSent.runQueue) >= 1 && now - lastLoadSent.at >= 200_000_000)
+        else { return }
+        lastLoadSent = (now, runQueue)
+        let envelope = loadEnvelope()
+        for link in inbound.values where link.peerName != nil { link.channel.writeAndFlush(envelope, promise: nil) }
+        for link in links.values where link.isUp { link.channel?.writeAndFlush(envelope, promise: nil) }
+    }
+
+    /// A peer silent on a link for `peerTimeoutSeconds` is dead to this node: what it ran for this node is
+    /// reported killed, and what this node runs for it is ended (so a partition leaves no duplicate).
+    func checkSilentPeers(now: UInt64) {
+        let timeout = UInt64(config.resolvedPeerTimeoutSeconds) * 1_000_000_000
+        for link in links.values where link.isUp && now - link.lastHeard > timeout {
+            logger.warning(
+                "no word from \(link.name) for \(config.resolvedPeerTimeoutSeconds) s: declaring it dead")
+            link.isUp = false
+            let channel = link.channel
+            linkLost(link)
+            channel?.close(promise: nil)
+        }
+        for link in Array(inbound.values) where now - link.lastHeard > timeout {
+            logger.warning(
+                "no word from \(link.peerName ?? "a peer") on its link for \(config.resolvedPeerTimeoutSeconds) s: declaring it dead"
+            )
+            inboundLost(link)
+            link.channel.close(promise: nil)
+        }
     }
 
     /// Runs every 20 ms: notices stand-ins stopped by SIGSTOP (which they cannot catch), reaps helpers,
@@ -770,11 +832,27 @@ final class Node: @unchecked Sendable {
             logger.debug("post-copy: rfork-nsinit \(pid) is gone; ending criu lazy-pages \(lazy)")
             Posix.kill(lazy, SIGKILL)
         }
-        if count % 50 == 0 {
-            let envelope = loadEnvelope()
-            for link in inbound.values { link.channel.writeAndFlush(envelope, promise: nil) }
+        if count % 5 == 0 {
+            let now = Posix.monotonicNanoseconds()
+            let second = count % 50 == 0
+            probe.sample(now: now, slow: second)
+            sendLoad(now: now, force: second)
+            if second { checkSilentPeers(now: now) }
+            let every = max(1, Int((config.balance ?? .init()).interval * 10))  // rounds of 100 ms
+            if (count / 5) % every == 0 && !shuttingDown {
+                balanceRound(now: now)
+            }
         }
     }
+}
+
+/// What a peer last said of its load, and when (monotonic ns).
+struct PeerLoad {
+    var load: NodeLoad
+    var at: UInt64
+    /// Load older than this is not trusted (three reports missed).
+    static let maxAgeNanoseconds: UInt64 = 3_000_000_000
+    func isFresh(now: UInt64) -> Bool { now < at || now - at <= Self.maxAgeNanoseconds }
 }
 
 /// Home, post-copy: the relay of a dump's page-server socket, and that socket (valid while the channel is open).
@@ -888,8 +966,9 @@ final class PeerLink: @unchecked Sendable {  // confined to Node.loop
     let port: Int
     var channel: Channel?
     var isUp = false
-    var load: Rfork_Wire_V1_Load?
     var lastError: String?
+    /// When the peer last said anything on this link (it says its load each second).
+    var lastHeard = Posix.monotonicNanoseconds()
 
     init(name: String, host: String, port: Int) {
         self.name = name
@@ -902,5 +981,6 @@ final class PeerLink: @unchecked Sendable {  // confined to Node.loop
 final class InboundLink: @unchecked Sendable {  // confined to Node.loop
     let channel: Channel
     var peerName: String?
+    var lastHeard = Posix.monotonicNanoseconds()
     init(channel: Channel) { self.channel = channel }
 }

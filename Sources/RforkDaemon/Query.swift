@@ -1,4 +1,5 @@
 import Foundation
+import RforkPlacement
 import RforkSystem
 
 /// Answers to the CLI's questions, as JSON.
@@ -6,9 +7,10 @@ public struct NodeRow: Codable, Sendable {
     public var name: String
     public var state: String  // "self", "up", "down"
     public var address: String
-    public var loadAverage: Double
-    public var cpus: Int
-    public var hostedChildren: Int
+    /// Its load as last measured (its own) or said (a peer's); nil when not known or too old.
+    public var load: NodeLoad?
+    /// Seconds since a peer last said its load.
+    public var loadAge: Double?
 }
 
 public struct ProcessRow: Codable, Sendable {
@@ -21,6 +23,32 @@ public struct ProcessRow: Codable, Sendable {
     /// Home: the node its bytes go through first, when it was moved on from there (`node` runs it).
     /// Hosted: the node it was moved on to, when it only passes through this one.
     public var via: String?
+}
+
+/// `rfork top`: the nodes as this node sees them, and the processes under `rfork run` it runs.
+public struct TopAnswer: Codable, Sendable {
+    public var node: String
+    public var nodes: [NodeRow]
+    public var processes: [TopRow]
+    /// Moves this node's balancer made since rforkd started.
+    public var balancedMoves: Int
+    public var balancing: Bool
+}
+
+public struct TopRow: Codable, Sendable {
+    public var pid: Int32
+    public var uid: UInt32
+    /// The node it came from (its home), when this node runs it for another.
+    public var home: String?
+    /// Its PID on its home node.
+    public var homePID: Int32?
+    /// How much of one CPU it wanted over the last round (ran or waited to run).
+    public var cpu: Double
+    public var memoryBytes: UInt64
+    /// Seconds on this node.
+    public var seconds: Double
+    public var moves: Int
+    public var pinned: Bool
 }
 
 /// The phases of one remote fork, in milliseconds. `total` runs from the parent's fork() call until the
@@ -49,16 +77,17 @@ extension Node {
             var rows = [
                 NodeRow(
                     name: config.node, state: "self", address: "\(config.listen ?? "0.0.0.0"):\(config.resolvedPort)",
-                    loadAverage: Posix.loadAverage(), cpus: Posix.cpuCount(), hostedChildren: hosted.count)
+                    load: probe.load(hosted: hosted.count), loadAge: 0)
             ]
             for peer in config.peers {
                 let link = links[peer.name]
+                let said = peerLoads[peer.name]
+                let fresh = said.flatMap { $0.isFresh(now: now) ? $0 : nil }
                 rows.append(
                     NodeRow(
                         name: peer.name, state: link?.isUp == true ? "up" : "down",
                         address: "\(peer.host):\(peer.port ?? DaemonConfiguration.defaultPort)",
-                        loadAverage: link?.load?.loadAverage ?? 0, cpus: Int(link?.load?.cpus ?? 0),
-                        hostedChildren: Int(link?.load?.hostedChildren ?? 0)))
+                        load: fresh?.load, loadAge: said.map { Double(now - min(now, $0.at)) / 1e9 }))
             }
             return String(decoding: (try? encoder.encode(rows)) ?? Data("[]".utf8), as: UTF8.self)
         case "ps":
@@ -81,6 +110,14 @@ extension Node {
             }
             rows.sort { $0.pid < $1.pid }
             return String(decoding: (try? encoder.encode(rows)) ?? Data("[]".utf8), as: UTF8.self)
+        case "top":
+            let nodes =
+                (try? JSONDecoder().decode([NodeRow].self, from: Data(answer(query: "nodes", uid: uid).utf8))) ?? []
+            let rows = lastTop.filter { uid == 0 || $0.uid == uid }.sorted { ($0.cpu, $1.pid) > ($1.cpu, $0.pid) }
+            let top = TopAnswer(
+                node: config.node, nodes: nodes, processes: rows, balancedMoves: balancedMoves,
+                balancing: (config.balance ?? .init()).isEnabled)
+            return String(decoding: (try? encoder.encode(top)) ?? Data("{}".utf8), as: UTF8.self)
         case "recent":
             let rows = recent.filter { uid == 0 || $0.uid == uid }
             return String(decoding: (try? encoder.encode(rows)) ?? Data("[]".utf8), as: UTF8.self)

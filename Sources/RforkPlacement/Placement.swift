@@ -5,7 +5,8 @@
 public enum PlacementPolicy: String, Sendable, CaseIterable, Codable {
     /// Round robin over the other nodes that are up.
     case spread
-    /// The other node with the lowest load per CPU (children it hosts count as load).
+    /// The other node with the fewest runnable tasks per CPU (children sent there since it last said its
+    /// load count as runnable).
     case leastLoaded = "least-loaded"
     /// Never leave this node.
     case local
@@ -18,20 +19,22 @@ public enum PlacementPolicy: String, Sendable, CaseIterable, Codable {
 public struct PeerView: Sendable, Equatable {
     public var name: String
     public var isUp: Bool
-    public var loadAverage: Double
+    /// Its runnable tasks (averaged) as it last said.
+    public var runQueue: Double
     public var cpus: Int
-    public var hostedChildren: Int
+    /// Children this node sent it since it last said its load.
+    public var placedSinceReport: Int
 
-    public init(name: String, isUp: Bool, loadAverage: Double = 0, cpus: Int = 1, hostedChildren: Int = 0) {
+    public init(name: String, isUp: Bool, runQueue: Double = 0, cpus: Int = 1, placedSinceReport: Int = 0) {
         self.name = name
         self.isUp = isUp
-        self.loadAverage = loadAverage
+        self.runQueue = runQueue
         self.cpus = cpus
-        self.hostedChildren = hostedChildren
+        self.placedSinceReport = placedSinceReport
     }
 
-    /// Load per CPU, counting the remote children it hosts as running tasks.
-    public var pressure: Double { (loadAverage + Double(hostedChildren)) / Double(max(1, cpus)) }
+    /// Runnable tasks per CPU, counting the children sent since its report as runnable.
+    public var pressure: Double { (runQueue + Double(placedSinceReport)) / Double(max(1, cpus)) }
 }
 
 public enum PlacementDecision: Sendable, Equatable {

@@ -239,6 +239,30 @@ public enum Posix {
         try writeAll(fd, Data(bytes), at: 0)
     }
 
+    /// Writes `bytes` to an existing file in one write (kernel interface files: cgroups, /proc).
+    public static func overwrite(_ path: String, _ bytes: [UInt8]) throws(SystemError) {
+        let fd = open(path, O_WRONLY | O_CLOEXEC)
+        if fd < 0 { throw SystemError("open \(path)", errno: errno) }
+        defer { _ = Glibc.close(fd) }
+        let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+        if n < 0 { throw SystemError("write \(path)", errno: errno) }
+    }
+
+    /// The machine's memory in bytes (MemTotal).
+    public static func memoryTotal() -> UInt64 {
+        let text = (try? readFile("/proc/meminfo")).map { String(decoding: $0, as: UTF8.self) } ?? ""
+        for line in text.split(separator: "\n") where line.hasPrefix("MemTotal:") {
+            if let kib = line.split(separator: " ").dropFirst().first.flatMap({ UInt64($0) }) { return kib * 1024 }
+        }
+        return UInt64(sysconf(Int32(_SC_PHYS_PAGES))) * UInt64(sysconf(Int32(_SC_PAGESIZE)))
+    }
+
+    /// How many CPUs this thread may run on (its affinity, which a cpuset limits).
+    public static func allowedCPUs() -> Int {
+        let n = Int(crfork_allowed_cpus())
+        return n > 0 ? n : cpuCount()
+    }
+
     public static func makeDirectory(_ path: String, mode: mode_t = 0o700) throws(SystemError) {
         var partial = path.hasPrefix("/") ? "" : "."
         for part in path.split(separator: "/") {
@@ -338,6 +362,74 @@ public enum Posix {
             fields[String(line[..<colon])] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
         }
         return fields
+    }
+
+    /// What /proc/PID/stat says of a process's CPU use, start and memory.
+    public struct ProcessStat: Sendable, Equatable {
+        /// utime + stime, in clock ticks.
+        public var cpuTicks: UInt64
+        /// When it started, in clock ticks since boot.
+        public var startTicks: UInt64
+        /// Its resident memory in bytes.
+        public var residentBytes: UInt64
+    }
+
+    public static func processStat(_ pid: Int32) -> ProcessStat? {
+        guard let bytes = try? readFile("/proc/\(pid)/stat") else { return nil }
+        return parseStat(String(decoding: bytes, as: UTF8.self))
+    }
+
+    /// Parses a /proc/PID/stat line (the command, in parentheses, may hold spaces and parentheses).
+    public static func parseStat(_ text: String) -> ProcessStat? {
+        guard let close = text.lastIndex(of: ")") else { return nil }
+        // Fields from 3 (state) on; field N is at index N - 3.
+        let fields = text[text.index(after: close)...].split(separator: " ")
+        guard fields.count > 21, let utime = UInt64(fields[11]), let stime = UInt64(fields[12]),
+            let start = UInt64(fields[19]), let rss = Int64(fields[21])
+        else { return nil }
+        return ProcessStat(
+            cpuTicks: utime + stime, startTicks: start,
+            residentBytes: UInt64(max(0, rss)) * UInt64(sysconf(Int32(_SC_PAGESIZE))))
+    }
+
+    /// Nanoseconds the threads of a process have run plus waited runnable for a CPU
+    /// (/proc/PID/task/TID/schedstat), or nil when it is gone.
+    public static func cpuDemandNanoseconds(_ pid: Int32) -> UInt64? {
+        var total: UInt64 = 0
+        var any = false
+        for tid in listDirectory("/proc/\(pid)/task") {
+            guard let bytes = try? readFile("/proc/\(pid)/task/\(tid)/schedstat") else { continue }
+            let fields = String(decoding: bytes, as: UTF8.self).split(separator: " ").prefix(2).compactMap {
+                UInt64($0.trimmingCharacters(in: .whitespacesAndNewlines))
+            }
+            total += fields.reduce(0, +)
+            any = true
+        }
+        return any ? total : nil
+    }
+
+    /// Seconds since boot (/proc/uptime).
+    public static func uptimeSeconds() -> Double {
+        guard let bytes = try? readFile("/proc/uptime") else { return 0 }
+        return String(decoding: bytes, as: UTF8.self).split(separator: " ").first.flatMap { Double($0) } ?? 0
+    }
+
+    /// The environment a process was started with (/proc/PID/environ; root reads any).
+    public static func environment(of pid: Int32) -> [String: String] {
+        guard let bytes = try? readFile("/proc/\(pid)/environ") else { return [:] }
+        var out: [String: String] = [:]
+        for entry in bytes.split(separator: 0) {
+            guard let eq = entry.firstIndex(of: UInt8(ascii: "=")) else { continue }
+            out[String(decoding: entry[entry.startIndex..<eq], as: UTF8.self)] = String(
+                decoding: entry[(eq + 1)...], as: UTF8.self)
+        }
+        return out
+    }
+
+    /// Whether a process maps a file whose path ends with `suffix` (a library it loaded).
+    public static func mapsLibrary(_ pid: Int32, named suffix: String) -> Bool {
+        guard let bytes = try? readFile("/proc/\(pid)/maps") else { return false }
+        return String(decoding: bytes, as: UTF8.self).split(separator: "\n").contains { $0.hasSuffix(suffix) }
     }
 
     /// A descriptor that names one process for good (pidfd_open), or nil when it is gone.

@@ -202,6 +202,9 @@ public nonisolated struct Rfork_Wire_V1_ForkRequest: Sendable {
   /// post-copy: memory pages follow on demand as PageStream bytes
   public var lazyPages: Bool = false
 
+  /// a moved process: how often it has moved, this move included
+  public var moves: UInt32 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -499,17 +502,30 @@ public nonisolated struct Rfork_Wire_V1_DrainResult: Sendable {
   public init() {}
 }
 
-/// Load information, sent by every daemon to its peers once a second.
+/// A node's load, measured in its own cgroup; sent on every link each second (and at once when its run
+/// queue changes by a task or more), so it is also the link's heartbeat.
 public nonisolated struct Rfork_Wire_V1_Load: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var loadAverage: Double = 0
+  /// runnable tasks, averaged over about 2 s
+  public var runQueue: Double = 0
 
+  /// processes it runs for other nodes
   public var hostedChildren: UInt32 = 0
 
+  /// CPUs it runs on
   public var cpus: UInt32 = 0
+
+  /// % of the last 10 s some task waited for a CPU (0: unknown)
+  public var cpuPressure: Double = 0
+
+  /// bytes its cgroup uses
+  public var memoryUsed: UInt64 = 0
+
+  /// and may use
+  public var memoryLimit: UInt64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -869,7 +885,7 @@ nonisolated extension Rfork_Wire_V1_ImageChunk: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Rfork_Wire_V1_ForkRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ForkRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}session\0\u{1}pid\0\u{1}uid\0\u{3}home_node\0\u{3}control_socket_inode\0\u{1}channels\0\u{1}images\0\u{3}fork_started_ns\0\u{3}image_bytes\0\u{3}lazy_pages\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}session\0\u{1}pid\0\u{1}uid\0\u{3}home_node\0\u{3}control_socket_inode\0\u{1}channels\0\u{1}images\0\u{3}fork_started_ns\0\u{3}image_bytes\0\u{3}lazy_pages\0\u{1}moves\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -887,6 +903,7 @@ nonisolated extension Rfork_Wire_V1_ForkRequest: SwiftProtobuf.Message, SwiftPro
       case 8: try { try decoder.decodeSingularUInt64Field(value: &self.forkStartedNs) }()
       case 9: try { try decoder.decodeSingularUInt64Field(value: &self.imageBytes) }()
       case 10: try { try decoder.decodeSingularBoolField(value: &self.lazyPages) }()
+      case 11: try { try decoder.decodeSingularUInt32Field(value: &self.moves) }()
       default: break
       }
     }
@@ -923,6 +940,9 @@ nonisolated extension Rfork_Wire_V1_ForkRequest: SwiftProtobuf.Message, SwiftPro
     if self.lazyPages != false {
       try visitor.visitSingularBoolField(value: self.lazyPages, fieldNumber: 10)
     }
+    if self.moves != 0 {
+      try visitor.visitSingularUInt32Field(value: self.moves, fieldNumber: 11)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -937,6 +957,7 @@ nonisolated extension Rfork_Wire_V1_ForkRequest: SwiftProtobuf.Message, SwiftPro
     if lhs.imageBytes != rhs.imageBytes {return false}
     if lhs.forkStartedNs != rhs.forkStartedNs {return false}
     if lhs.lazyPages != rhs.lazyPages {return false}
+    if lhs.moves != rhs.moves {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1498,7 +1519,7 @@ nonisolated extension Rfork_Wire_V1_DrainResult: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Rfork_Wire_V1_Load: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Load"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}load_average\0\u{3}hosted_children\0\u{1}cpus\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}run_queue\0\u{3}hosted_children\0\u{1}cpus\0\u{3}cpu_pressure\0\u{3}memory_used\0\u{3}memory_limit\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1506,17 +1527,20 @@ nonisolated extension Rfork_Wire_V1_Load: SwiftProtobuf.Message, SwiftProtobuf._
       // allocates stack space for every case branch when no optimizations are
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
-      case 1: try { try decoder.decodeSingularDoubleField(value: &self.loadAverage) }()
+      case 1: try { try decoder.decodeSingularDoubleField(value: &self.runQueue) }()
       case 2: try { try decoder.decodeSingularUInt32Field(value: &self.hostedChildren) }()
       case 3: try { try decoder.decodeSingularUInt32Field(value: &self.cpus) }()
+      case 4: try { try decoder.decodeSingularDoubleField(value: &self.cpuPressure) }()
+      case 5: try { try decoder.decodeSingularUInt64Field(value: &self.memoryUsed) }()
+      case 6: try { try decoder.decodeSingularUInt64Field(value: &self.memoryLimit) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    if self.loadAverage.bitPattern != 0 {
-      try visitor.visitSingularDoubleField(value: self.loadAverage, fieldNumber: 1)
+    if self.runQueue.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.runQueue, fieldNumber: 1)
     }
     if self.hostedChildren != 0 {
       try visitor.visitSingularUInt32Field(value: self.hostedChildren, fieldNumber: 2)
@@ -1524,13 +1548,25 @@ nonisolated extension Rfork_Wire_V1_Load: SwiftProtobuf.Message, SwiftProtobuf._
     if self.cpus != 0 {
       try visitor.visitSingularUInt32Field(value: self.cpus, fieldNumber: 3)
     }
+    if self.cpuPressure.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.cpuPressure, fieldNumber: 4)
+    }
+    if self.memoryUsed != 0 {
+      try visitor.visitSingularUInt64Field(value: self.memoryUsed, fieldNumber: 5)
+    }
+    if self.memoryLimit != 0 {
+      try visitor.visitSingularUInt64Field(value: self.memoryLimit, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Rfork_Wire_V1_Load, rhs: Rfork_Wire_V1_Load) -> Bool {
-    if lhs.loadAverage != rhs.loadAverage {return false}
+    if lhs.runQueue != rhs.runQueue {return false}
     if lhs.hostedChildren != rhs.hostedChildren {return false}
     if lhs.cpus != rhs.cpus {return false}
+    if lhs.cpuPressure != rhs.cpuPressure {return false}
+    if lhs.memoryUsed != rhs.memoryUsed {return false}
+    if lhs.memoryLimit != rhs.memoryLimit {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Glibc
 import RforkCluster
+import RforkDaemon
 import RforkSystem
 
 extension Rfork {
@@ -20,7 +21,27 @@ extension Rfork {
                     "A directory under /tmp, /dev/shm or /run that every node sees as this machine does (repeatable).",
                     discussion: "Each node has its own /tmp, /dev/shm and /run, as separate machines do."))
             var shared: [String] = []
+            @Option(
+                name: .customLong("cpus-per-node"),
+                help: "CPUs each node runs on (default: an equal share; distinct while there are enough).")
+            var cpusPerNode: Int?
+            @Option(
+                name: .customLong("memory-per-node"),
+                help: "Each node's memory limit, like 512M or 2G (default: an equal share of this machine's).")
+            var memoryPerNode: String?
+            @Option(
+                name: .customLong("peer-timeout"),
+                help: "Seconds a node waits for word from a peer before it declares it dead (default 10).")
+            var peerTimeout: Int?
             func validate() throws {
+                if let cpusPerNode, cpusPerNode < 1 { throw ValidationError("--cpus-per-node must be at least 1") }
+                if let memoryPerNode, NodeResources.parseSize(memoryPerNode).map({ $0 >= 32 << 20 }) != true {
+                    throw ValidationError(
+                        "--memory-per-node takes a size of at least 32M, like 512M or 2G, not '\(memoryPerNode)'")
+                }
+                if let peerTimeout, !(2...3600).contains(peerTimeout) {
+                    throw ValidationError("--peer-timeout must be between 2 and 3600 seconds")
+                }
                 for path in shared {
                     guard let real = Posix.realPath(path), Posix.isDirectory(real) else {
                         throw ValidationError("--share \(path): no such directory")
@@ -33,10 +54,17 @@ extension Rfork {
                 }
             }
             func run() throws {
-                let cluster = LocalCluster(configuration: .init(sharedPaths: shared.compactMap(Posix.realPath)))
+                let cluster = LocalCluster(
+                    configuration: .init(
+                        sharedPaths: shared.compactMap(Posix.realPath), cpusPerNode: cpusPerNode,
+                        memoryPerNode: memoryPerNode.flatMap(NodeResources.parseSize), peerTimeoutSeconds: peerTimeout))
                 let state: LocalCluster.State
                 do { state = try cluster.up(nodes: nodes) } catch { throw ValidationError("\(error)") }
-                for node in state.nodes { print("\(node.name)  \(node.address)  rforkd pid \(node.daemonPID)") }
+                for node in state.nodes {
+                    let resources =
+                        node.resources.map { "  cpus \($0.cpuList)  memory \($0.memoryBytes >> 20) MiB" } ?? ""
+                    print("\(node.name)  \(node.address)  rforkd pid \(node.daemonPID)\(resources)")
+                }
             }
         }
 
@@ -58,11 +86,12 @@ extension Rfork {
                 var out: [[String: String]] = []
                 for node in state.nodes {
                     let alive = node.daemonPID > 0 && Posix.isAlive(node.daemonPID)
-                    let hosted = (try? cluster.queryNode(node, "ps")).map {
-                        $0.components(separatedBy: "\"hosted\"").count - 1
-                    }
+                    let hosted = (try? cluster.queryNode(node, "ps")).flatMap {
+                        try? JSONDecoder().decode([ProcessRow].self, from: Data($0.utf8))
+                    }.map { $0.filter { $0.role == "hosted" }.count }
                     rows.append([
                         node.name, node.address, alive ? "up" : "down", "\(node.daemonPID)",
+                        node.resources?.cpuList ?? "-", node.resources.map { "\($0.memoryBytes >> 20) MiB" } ?? "-",
                         hosted.map { "\($0)" } ?? "?",
                     ])
                     out.append([
@@ -74,7 +103,8 @@ extension Rfork {
                     let data = try JSONSerialization.data(withJSONObject: out, options: [.sortedKeys])
                     print(String(decoding: data, as: UTF8.self))
                 } else {
-                    print(table(["NODE", "ADDRESS", "RFORKD", "PID", "HOSTED"], rows), terminator: "")
+                    print(
+                        table(["NODE", "ADDRESS", "RFORKD", "PID", "CPUS", "MEMORY", "HOSTED"], rows), terminator: "")
                 }
             }
         }
@@ -101,6 +131,13 @@ extension Rfork {
                 // system is shared) from inside the node: a directory opened outside would keep pointing at a
                 // mount the node cannot see, and CRIU could not dump what runs there.
                 let cwd = Posix.currentDirectory()
+                // What runs on a node uses its CPUs and memory: this process joins its cgroups (and, through
+                // nsenter, its cgroup namespace) before it becomes the command.
+                for dir in n.cgroups ?? [] {
+                    do { try Posix.overwrite(dir + "/cgroup.procs", Array("\(getpid())".utf8)) } catch {
+                        throw ValidationError("cannot join \(node)'s cgroup \(dir): \(error)")
+                    }
+                }
                 // /dev/null on stdio is reopened inside the node for the same reason.
                 let enter = """
                     cd "$1" 2>/dev/null || cd /; shift
@@ -112,7 +149,8 @@ extension Rfork {
                     """
                 ProcessEnvironment.exec(
                     [
-                        "nsenter", "-t", String(n.daemonPID), "-n", "-m", "-u", "--", "/bin/bash", "-c", enter, "bash",
+                        "nsenter", "-t", String(n.daemonPID), "-n", "-m", "-u", "-C", "--", "/bin/bash", "-c", enter,
+                        "bash",
                         cwd,
                     ]
                         + argv, environment: ProcessEnvironment.all())

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import RforkDaemon
+import RforkPlacement
 
 extension Rfork {
     /// `rfork nodes`: the nodes this node knows and their state.
@@ -16,13 +17,20 @@ extension Rfork {
             let rows = try JSONDecoder().decode([NodeRow].self, from: Data(answer.utf8))
             print(
                 table(
-                    ["NODE", "STATE", "ADDRESS", "LOAD", "CPUS", "HOSTED"],
-                    rows.map {
-                        [
-                            $0.name, $0.state, $0.address, String(format: "%.2f", $0.loadAverage), "\($0.cpus)",
-                            "\($0.hostedChildren)",
-                        ]
-                    }), terminator: "")
+                    ["NODE", "STATE", "ADDRESS", "RUNQ", "CPUS", "CPU WAIT", "MEMORY", "HOSTED"], rows.map(Self.row)),
+                terminator: "")
+        }
+
+        /// One node's line; a load not known (or older than 3 s) shows as "-".
+        static func row(_ r: NodeRow) -> [String] {
+            guard let load = r.load else { return [r.name, r.state, r.address, "-", "-", "-", "-", "-"] }
+            let memory =
+                load.memoryLimit > 0
+                ? "\(load.memoryUsed >> 20)/\(load.memoryLimit >> 20) MiB" : "-"
+            return [
+                r.name, r.state, r.address, String(format: "%.2f", load.runQueue), "\(load.cpus)",
+                String(format: "%.0f%%", load.cpuPressure), memory, "\(load.hosted)",
+            ]
         }
     }
 

@@ -6,7 +6,8 @@ struct Rfork: AsyncParsableCommand {
         commandName: "rfork",
         abstract: "Transparent remote fork(): forked children run on other nodes, parents see ordinary children.",
         subcommands: [
-            Run.self, Migrate.self, CheckpointCommand.self, Restart.self, Nodes.self, PS.self, Cluster.self, Keys.self,
+            Run.self, Migrate.self, CheckpointCommand.self, Restart.self, Nodes.self, PS.self, Top.self, Cluster.self,
+            Keys.self,
             Bench.self, Query.self,
         ])
 }

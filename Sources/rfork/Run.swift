@@ -27,6 +27,13 @@ extension Rfork {
         @Option(name: .long, help: "spread (default), least-loaded or local.")
         var policy: PlacementPolicy?
 
+        @Flag(
+            name: .long,
+            help:
+                "Keep the job's processes where they start: the balancer never moves them (forks are still placed by --policy or --node)."
+        )
+        var pin = false
+
         @Option(
             name: .customLong("post-copy"),
             help:
@@ -74,6 +81,7 @@ extension Rfork {
             env["RFORK_SOCKET"] = daemon.resolvedSocket
             env["RFORK_POLICY"] = (policy ?? .default).rawValue
             if let node { env["RFORK_NODE"] = node } else { env["RFORK_NODE"] = nil }
+            env["RFORK_PIN"] = pin ? "1" : nil
             if let postCopy, postCopy != "auto" {
                 env["RFORK_POST_COPY"] = postCopy
             } else {

@@ -10,7 +10,8 @@ import Testing
         #expect(
             args == [
                 "/usr/local/sbin/criu", "dump", "-t", "42", "-D", "/run/rfork/images/h1", "-o", "dump.log",
-                "--leave-running", "--shell-job", "--external", "unix[7]", "--external", "file[1b:2c]",
+                "--leave-running", "--shell-job", "--manage-cgroups=ignore", "--external", "unix[7]", "--external",
+                "file[1b:2c]",
             ])
     }
 

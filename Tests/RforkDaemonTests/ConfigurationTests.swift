@@ -1,5 +1,6 @@
 import Foundation
 import RforkDaemon
+import RforkPlacement
 import Testing
 
 @Suite("Daemon configuration")
@@ -11,6 +12,21 @@ struct ConfigurationTests {
         #expect(c.resolvedPort == 7420)
         #expect(c.resolvedSocket == "/run/rfork/rforkd.sock")
         #expect(c.resolvedRuntimeDirectory == "/run/rfork")
+        #expect(c.resolvedPeerTimeoutSeconds == 10)
+        #expect(c.balance == nil)  // balancing on, with the Balancer's defaults
+    }
+
+    @Test func refusesABadPeerTimeoutOrBalanceSection() {
+        var c = DaemonConfiguration(node: "a", tls: tls, peers: [])
+        c.peerTimeoutSeconds = 1
+        #expect(throws: ConfigurationError.self) { try c.validate() }
+        c.peerTimeoutSeconds = nil
+        c.balance = .init(minimumCPUShare: 2)
+        #expect {
+            try c.validate()
+        } throws: { error in
+            "\(error)" == "balance: minimumCPUShare must be 0 to 1"
+        }
     }
 
     @Test func theSampleFileIsValid() throws {
@@ -18,6 +34,7 @@ struct ConfigurationTests {
             "../../docs/rforkd.conf.sample.json")
         let c = try DaemonConfiguration.load(from: url.standardizedFileURL.path)
         #expect(c.node == "alpha" && c.peers.map(\.name) == ["beta", "gamma"])
+        #expect(c.balance?.isEnabled == true && c.balance?.maxMovesPerProcess == 8 && c.peerTimeoutSeconds == 10)
     }
 
     @Test func refusesBadNamesAndDuplicates() {

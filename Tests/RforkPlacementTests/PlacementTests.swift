@@ -4,8 +4,8 @@ import Testing
 @Suite("Placement")
 struct PlacementTests {
     let peers = [
-        PeerView(name: "node2", isUp: true, loadAverage: 0.5, cpus: 2),
-        PeerView(name: "node3", isUp: true, loadAverage: 3.0, cpus: 2),
+        PeerView(name: "node2", isUp: true, runQueue: 0.5, cpus: 2),
+        PeerView(name: "node3", isUp: true, runQueue: 3.0, cpus: 2),
         PeerView(name: "node4", isUp: false),
     ]
 
@@ -21,11 +21,11 @@ struct PlacementTests {
         #expect(p.choose(policy: nil, node: nil, peers: peers) == .remote(node: "node2"))
     }
 
-    @Test func leastLoadedCountsHostedChildren() {
+    @Test func leastLoadedCountsChildrenSentSinceTheLastReport() {
         var p = Placement(selfName: "node1")
         #expect(p.choose(policy: .leastLoaded, node: nil, peers: peers) == .remote(node: "node2"))
         var busy = peers
-        busy[0].hostedChildren = 10
+        busy[0].placedSinceReport = 10
         #expect(p.choose(policy: .leastLoaded, node: nil, peers: busy) == .remote(node: "node3"))
     }
 
@@ -50,5 +50,25 @@ struct PlacementTests {
         #expect(
             p.choose(policy: .leastLoaded, node: nil, peers: [PeerView(name: "node2", isUp: false)])
                 == .local(reason: "no peer node is reachable"))
+    }
+}
+
+@Suite("Run queue average")
+struct RunQueueAverageTests {
+    @Test func startsAtTheFirstSampleAndMovesTowardLaterOnes() {
+        var a = RunQueueAverage(seconds: 2)
+        a.add(4, elapsed: 0)
+        #expect(a.value == 4)
+        a.add(0, elapsed: 2)  // one time constant: 1/e of the old value is left
+        #expect(abs(a.value - 4 * 0.36788) < 0.001)
+        for _ in 0..<100 { a.add(1, elapsed: 0.1) }
+        #expect(abs(a.value - 1) < 0.01)
+    }
+
+    @Test func loadPerCPUAndMemoryShare() {
+        let load = NodeLoad(runQueue: 3, cpus: 2, memoryUsed: 1, memoryLimit: 4)
+        #expect(load.perCPU == 1.5)
+        #expect(load.memoryShare == 0.25)
+        #expect(NodeLoad(runQueue: 1, cpus: 0).perCPU == 1)
     }
 }

@@ -213,7 +213,7 @@ result "nested/forks inside a child sent to node2 (rfork run --node node2) stay 
 
 # --- every subcommand answers --help; after -- it is the program's argument ---
 why=""
-for sub in "run" "migrate" "checkpoint" "restart" "nodes" "ps" "keys" "bench" "query" "cluster" "cluster up" "cluster down" "cluster status" "cluster exec"; do
+for sub in "run" "migrate" "checkpoint" "restart" "nodes" "ps" "top" "keys" "bench" "query" "cluster" "cluster up" "cluster down" "cluster status" "cluster exec"; do
     # shellcheck disable=SC2086
     out=$("$RFORK" $sub --help 2>&1) || why+="'rfork $sub --help' failed: $(echo "$out" | head -1); "
     echo "$out" | grep -q '^USAGE:' || why+="'rfork $sub --help' printed no usage; "

@@ -25,6 +25,8 @@ int crfork_socketpair(int fds[2]);
 
 /* CLOCK_MONOTONIC in nanoseconds (machine-wide, comparable with librfork's timestamps). */
 unsigned long long crfork_monotonic_ns(void);
+/* How many CPUs the calling thread may run on, or -1. */
+int crfork_allowed_cpus(void);
 
 /* mallopt(M_MMAP_THRESHOLD) and mallopt(M_TRIM_THRESHOLD), in bytes; 0 on failure. */
 int crfork_malloc_thresholds(int mmap_bytes, int trim_bytes);

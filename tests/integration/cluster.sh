@@ -1,0 +1,222 @@
+#!/usr/bin/env bash
+# The cluster as a whole: nodes with CPUs and memory of their own, load measured per node and told to
+# peers, links cut for a while and for good, automatic balancing. Real namespace nodes, real CRIU, real
+# TCP. Needs root; nothing here skips. Prints one line per test and closes with "N passed, N failed".
+set -u
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+BIN=${RFORK_PREFIX:-$ROOT/build}/bin
+T=$ROOT/build/tests
+RFORK=$BIN/rfork
+mkdir -p "$ROOT/build"
+WORK=$(mktemp -d "$ROOT/build/cl.XXXXXX")
+PASS=0
+FAIL=0
+FAILED=()
+
+if [ "$(id -u)" != 0 ]; then
+    echo "the cluster tests need root (namespaces, cgroups, CRIU): run 'sudo make test'" >&2
+    exit 2
+fi
+for need in criu ip nsenter python3; do
+    command -v "$need" >/dev/null || { echo "missing '$need': run 'make setup'" >&2; exit 2; }
+done
+[ -d /sys/fs/cgroup/cpuset ] || [ -f /sys/fs/cgroup/cgroup.controllers ] || {
+    echo "no cgroup cpuset controller is mounted (v1 /sys/fs/cgroup/cpuset or cgroup v2): nodes need one" >&2
+    exit 2
+}
+
+teardown() {
+    "$RFORK" cluster down >/dev/null 2>&1 || true
+    ip -n rfork-hub link set rfk2 up 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap teardown EXIT
+
+# shellcheck source=tests/integration/lib.sh
+. "$ROOT/tests/integration/lib.sh"
+daemon_pid() { python3 -c "import json;print([x['daemonPID'] for x in json.load(open('/run/rfork-cluster/cluster.json'))['nodes'] if x['name']=='$1'][0])"; }
+# A field of one node's row in `rfork nodes --json` as NODE sees it: nodes_field NODE ROW FIELD
+nodes_field() {
+    on "$1" "$RFORK" nodes --json | python3 -c "
+import json, sys
+row = [r for r in json.load(sys.stdin) if r['name'] == '$2'][0]
+load = row.get('load')
+print('none' if load is None else load['$3'])"
+}
+verdict() { [ -z "$why" ] && echo 0 || echo 1; }
+
+# --- each node has CPUs and memory of its own, and what it runs or restores stays in them ---
+"$RFORK" cluster down >/dev/null 2>&1
+if ! "$RFORK" cluster up --nodes 2 --cpus-per-node 1 --memory-per-node 768M --share "$ROOT" >"$WORK/up.log" 2>&1; then
+    cat "$WORK/up.log"; echo "0 passed, 1 failed"; exit 1
+fi
+why=""
+n1=$(on node1 cat /sys/fs/cgroup/cpuset/cpuset.cpus 2>/dev/null || on node1 cat /sys/fs/cgroup/cpuset.cpus)
+n2=$(on node2 cat /sys/fs/cgroup/cpuset/cpuset.cpus 2>/dev/null || on node2 cat /sys/fs/cgroup/cpuset.cpus)
+[ "$(nproc)" -ge 2 ] && [ "$n1" = "$n2" ] && why+="node1 and node2 share CPU $n1 on a machine with $(nproc); "
+[ "$(on node1 nproc)" = 1 ] || why+="a command on node1 may use $(on node1 nproc) CPUs; "
+mem=$(on node1 cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || on node1 cat /sys/fs/cgroup/memory.max)
+[ "$mem" = $((768 << 20)) ] || why+="node1's memory limit is $mem; "
+grep -q "rfork-node1" "/proc/$(daemon_pid node1)/cgroup" || why+="node1's rforkd is not in its cgroup; "
+# A child moved to node2 runs in node2's cgroups, with node2's CPU.
+on node1 "$RFORK" run --node node2 -- bash -c '(sleep 3; exit 4) & wait $!; echo "child $?"' >"$WORK/cg.out" 2>"$WORK/cg.err" &
+run=$!
+child=""
+for _ in $(seq 50); do child=$(pgrep -f '^sleep 3$' | head -n 1); [ -n "$child" ] && break; sleep 0.1; done
+if [ -z "$child" ]; then
+    why+="the child did not start ($(cat "$WORK/cg.err")); "
+else
+    grep -q 'cpuset:/rfork-node2$' "/proc/$child/cgroup" || why+="the child on node2 is in $(grep cpuset "/proc/$child/cgroup"); "
+    [ "$(taskset -pc "$child" | sed 's/.*: //')" = "$n2" ] || why+="the child may run on CPUs $(taskset -pc "$child"), node2 has $n2; "
+fi
+wait "$run"
+grep -q '^child 4$' "$WORK/cg.out" || why+="exit status lost: $(cat "$WORK/cg.out" "$WORK/cg.err"); "
+result "resources/each node has its own CPU and memory; a moved child uses its new node's" "$(verdict)" "$why"
+
+# --- a node's load is its own, its peers hear it, and what they heard ages out ---
+why=""
+on node1 timeout 8 sh -c 'while :; do :; done' &
+b1=$!
+on node1 timeout 8 sh -c 'while :; do :; done' &
+b2=$!
+sleep 5
+q1=$(nodes_field node2 node1 runQueue)
+q2=$(nodes_field node2 node2 runQueue)
+self1=$(nodes_field node1 node1 runQueue)
+wait_pressure=$(nodes_field node1 node1 cpuPressure)
+python3 -c "import sys; sys.exit(0 if $q1 >= 1.5 and $self1 >= 1.5 else 1)" || why+="node1 runs 2 busy loops on 1 CPU, its run queue is $self1 (node2 hears $q1); "
+python3 -c "import sys; sys.exit(0 if $q2 < 0.5 else 1)" || why+="idle node2's run queue is $q2; "
+python3 -c "import sys; sys.exit(0 if $wait_pressure > 10 else 1)" || why+="node1's CPU wait is $wait_pressure%; "
+wait "$b1" "$b2"
+# A daemon that says nothing for 4 s (stopped): its peers stop trusting its load, then hear it again.
+kill -STOP "$(daemon_pid node1)"
+sleep 4.5
+stale=$(nodes_field node2 node1 runQueue)
+kill -CONT "$(daemon_pid node1)"
+sleep 1.5
+fresh=$(nodes_field node2 node1 runQueue)
+[ "$stale" = none ] || why+="node1 silent for 4 s, node2 still shows its load ($stale); "
+[ "$fresh" != none ] || why+="node1 speaks again, node2 does not show its load; "
+on node2 "$RFORK" nodes >"$WORK/nodes.txt"
+grep -qE '^node1 +up ' "$WORK/nodes.txt" || why+="rfork nodes: $(tr '\n' '|' <"$WORK/nodes.txt"); "
+result "load/a node's run queue and CPU wait are its own, told to peers each second, and age out" "$(verdict)" "$why"
+
+# --- a 5 s cut during a 48 MiB stream: it only delays the stream ---
+why=""
+head -c $((48 << 20)) /dev/urandom >"$WORK/blob"
+want=$(sha256sum <"$WORK/blob" | cut -d' ' -f1)
+cat >"$WORK/writer.py" <<'EOF'
+import sys, time
+with open(sys.argv[1], "rb") as f:
+    while chunk := f.read(1 << 20):
+        sys.stdout.buffer.write(chunk)
+        sys.stdout.buffer.flush()
+        time.sleep(0.08)
+EOF
+on node1 bash -c '"$0" run --node node2 -- bash -c "(exec python3 $1 $2); echo status \$? >&2" | sha256sum >"$3"' \
+    "$RFORK" "$WORK/writer.py" "$WORK/blob" "$WORK/stream.sum" 2>"$WORK/stream.err" &
+run=$!
+sleep 1.2
+ip -n rfork-hub link set rfk2 down
+sleep 5
+ip -n rfork-hub link set rfk2 up
+wait "$run"
+got=$(cut -d' ' -f1 <"$WORK/stream.sum")
+[ "$got" = "$want" ] || why+="the stream arrived changed ($(wc -c <"$WORK/blob") bytes sent; sum $got); "
+grep -q '^status 0$' "$WORK/stream.err" || why+="the writer ended: $(tr '\n' ' ' <"$WORK/stream.err"); "
+grep -q 'declaring it dead' /run/rfork-cluster/node*.log && why+="a node was declared dead; "
+result "links/a 5 s cut during a 48 MiB stream only delays it: every byte arrives, in order" "$(verdict)" "$why"
+
+# --- a node cut off for longer than peerTimeout (10 s): the parent hears SIGKILL in time, node2 ends the
+# child by itself (no copy left when the link returns), and nothing hangs ---
+why=""
+settle
+rm -f "$WORK/cut.out"
+on node1 "$RFORK" run --node node2 -- bash -c \
+    '(exec sleep 1000.123) & c=$!; echo started >"$0"; wait $c; echo "status $? $(date +%s.%N)" >>"$0"' \
+    "$WORK/cut.out" 2>"$WORK/cut.err" &
+run=$!
+for _ in $(seq 50); do grep -q started "$WORK/cut.out" 2>/dev/null && break; sleep 0.1; done
+sleep 1
+cut=$(date +%s.%N)
+ip -n rfork-hub link set rfk2 down
+for _ in $(seq 140); do grep -q '^status' "$WORK/cut.out" 2>/dev/null && break; sleep 0.1; done
+# Before the link returns, node2 must have ended the child itself.
+sleep 1
+[ -z "$(pgrep -f "^sleep 1000.123$")" ] || why+="node2 still runs the child 12 s after losing its home; "
+ip -n rfork-hub link set rfk2 up
+wait "$run"
+told=$(awk '/^status/{print $3}' "$WORK/cut.out")
+grep -q '^status 137 ' "$WORK/cut.out" || why+="the parent saw: $(cat "$WORK/cut.out"); "
+[ -n "$told" ] && python3 -c "import sys; sys.exit(0 if $told - $cut <= 12 else 1)" \
+    || why+="the parent was told $(python3 -c "print(round(${told:-0} - $cut, 1))") s after the cut (peerTimeout 10 s + 2); "
+sleep 3
+[ -z "$(pgrep -f "^sleep 1000.123$")" ] || why+="an orphan runs after the link returned; "
+settle
+[ -z "$(pgrep -f 'rfork-(standin|nsinit)')" ] || why+="left: $(pgrep -fa 'rfork-(standin|nsinit)' | tr '\n' ' '); "
+[ -n "$told" ] && echo "      (parent told $(python3 -c "print(round($told - $cut, 2))") s after the cut)"
+result "failure/node2 cut off for longer than peerTimeout: parent sees SIGKILL within 12 s, node2 ends the child, no orphan" \
+    "$(verdict)" "$why"
+# --- automatic balancing: two nodes of one CPU each; four CPU-bound workers started on node1 ---
+"$RFORK" cluster down >/dev/null 2>&1
+if ! "$RFORK" cluster up --nodes 2 --cpus-per-node 1 --share "$ROOT" >"$WORK/up2.log" 2>&1; then
+    cat "$WORK/up2.log"; echo "$PASS passed, $((FAIL + 1)) failed"; exit 1
+fi
+cc -O1 -Wall -o "$WORK/spin" "$ROOT/tests/integration/programs/spin.c"
+# About 4 s of CPU each (calibrated on node1's CPU): 16 s for the four on one CPU.
+rounds=$(( $(on node1 "$WORK/spin" calibrate) * 4 ))
+workers() { # label, extra rfork run options...: runs the four workers on node1, prints elapsed seconds
+    local label=$1; shift
+    local t0; t0=$(date +%s.%N)
+    on node1 "$RFORK" run "$@" -- bash -c 'for i in 1 2 3 4; do "$0" "$1" "w$i" & done; wait' "$WORK/spin" "$rounds" \
+        >"$WORK/$label.out" 2>"$WORK/$label.err"
+    python3 -c "print(round($(date +%s.%N) - $t0, 2))"
+}
+why=""
+pinned=$(workers pinned --policy local --pin)
+# While the balanced run goes, rfork top on node2 shows what came from node1 (a view every 0.5 s).
+( for _ in $(seq 24); do sleep 0.5; on node2 "$RFORK" top --json; echo; done >"$WORK/top.json" 2>&1 ) &
+topper=$!
+balanced=$(workers balanced --policy local)
+wait "$topper"
+ratio=$(python3 -c "print(round($balanced / $pinned, 2))")
+[ "$(grep -c ' end ' "$WORK/pinned.out")" = 4 ] || why+="pinned run: $(tr '\n' ' ' <"$WORK/pinned.out" "$WORK/pinned.err"); "
+[ "$(grep -c ' end ' "$WORK/balanced.out")" = 4 ] || why+="balanced run: $(tr '\n' ' ' <"$WORK/balanced.out" "$WORK/balanced.err"); "
+grep -q 'end node2' "$WORK/pinned.out" && why+="a pinned worker moved; "
+moved=$(grep -c 'end node2' "$WORK/balanced.out")
+[ "$moved" -ge 1 ] && [ "$moved" -le 2 ] || why+="$moved workers ended on node2 (want 1 or 2: $(tr '\n' ' ' <"$WORK/balanced.out")); "
+python3 -c "import sys; sys.exit(0 if $balanced <= 0.75 * $pinned else 1)" || why+="balanced $balanced s vs pinned $pinned s (ratio $ratio > 0.75); "
+python3 - "$WORK/top.json" <<'EOF' || why+="rfork top on node2: $(head -c 300 "$WORK/top.json"); "
+import json, sys
+views = [json.loads(line) for line in open(sys.argv[1]) if line.startswith("{")]
+rows = [p for top in views for p in top["processes"] if p.get("home") == "node1"]
+assert rows and all(p["moves"] == 1 and not p["pinned"] for p in rows), rows
+assert any(p["cpu"] > 0.5 for p in rows), rows
+EOF
+grep -h 'balancing: moving' /run/rfork-cluster/node*.log >"$WORK/moves.log"
+echo "      (four workers of ~4 s CPU on node1: pinned $pinned s, balanced $balanced s, ratio $ratio; $moved moved)"
+result "balance/four CPU-bound workers on one of two 1-CPU nodes: spread by migration, done in <= 0.75x the pinned time" \
+    "$(verdict)" "$why"
+
+# --- a parallel build whose jobs all start on node1 ends up spread ---
+why=""
+mkdir -p "$WORK/build"
+{
+    printf 'all:'; for j in 1 2 3 4 5 6; do printf ' j%s' "$j"; done; printf '\n'
+    for j in 1 2 3 4 5 6; do printf 'j%s:\n\t@%s %s j%s >%s/j%s.out\n' "$j" "$WORK/spin" "$((rounds / 2))" "$j" "$WORK/build" "$j"; done
+} >"$WORK/build/Makefile"
+on node1 "$RFORK" run --policy local -- make -s -j6 -C "$WORK/build" >"$WORK/make.out" 2>&1 || why+="make failed: $(tail -3 "$WORK/make.out"); "
+cat "$WORK"/build/j*.out >"$WORK/jobs.out" 2>/dev/null
+[ "$(grep -c ' end ' "$WORK/jobs.out")" = 6 ] || why+="jobs: $(tr '\n' ' ' <"$WORK/jobs.out"); "
+grep -q 'start node1 end node2' "$WORK/jobs.out" || why+="no job moved to node2: $(tr '\n' ' ' <"$WORK/jobs.out"); "
+grep -q 'start node2' "$WORK/jobs.out" && why+="a job started on node2 (--policy local); "
+settle
+[ -z "$(pgrep -f 'rfork-(standin|nsinit)')" ] || why+="left: $(pgrep -fa 'rfork-(standin|nsinit)' | tr '\n' ' '); "
+result "balance/a parallel build (make -j6) started on node1 ends up spread over both nodes ($(grep -c 'end node2' "$WORK/jobs.out") of 6 jobs ended on node2)" "$(verdict)" "$why"
+
+"$RFORK" cluster down >/dev/null 2>&1
+
+echo
+[ "$FAIL" = 0 ] || printf 'failed: %s\n' "${FAILED[@]}"
+echo "$PASS passed, $FAIL failed"
+[ "$FAIL" = 0 ]
