@@ -209,6 +209,62 @@ static int fill(size_t mib)
     return 0;
 }
 
+static volatile unsigned long spin_sink;
+
+/* One round of CPU work. */
+static void spin_round(void)
+{
+    for (unsigned long i = 0; i < 100000; i++)
+        spin_sink += i * i;
+}
+
+/* `workers N SECONDS`: N CPU-bound children of SECONDS of CPU each (calibrated here, on this node's CPU);
+ * the wall time until all ended, and how many ended on another node than they started on. */
+static int workers(int n, double seconds)
+{
+    struct timespec t0, t;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t0);
+    unsigned long per_second = 0;
+    do {
+        spin_round();
+        per_second++;
+        clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    } while ((t.tv_sec - t0.tv_sec) + (t.tv_nsec - t0.tv_nsec) / 1e9 < 0.5);
+    per_second *= 2;
+    unsigned long rounds = (unsigned long)(per_second * seconds);
+    int fds[2];
+    if (pipe(fds) < 0)
+        return 2;
+    char here[64] = "";
+    gethostname(here, sizeof here - 1);
+    long long start = now_ns();
+    for (int i = 0; i < n; i++) {
+        pid_t pid = fork();
+        if (pid < 0)
+            return 2;
+        if (pid == 0) {
+            close(fds[0]);
+            for (unsigned long r = 0; r < rounds; r++)
+                spin_round();
+            char end[64] = "";
+            gethostname(end, sizeof end - 1);
+            char moved = strcmp(end, here) != 0;
+            if (write(fds[1], &moved, 1) != 1)
+                _exit(3);
+            _exit(0);
+        }
+    }
+    close(fds[1]);
+    int moved = 0;
+    char c;
+    while (read(fds[0], &c, 1) == 1)
+        moved += c;
+    while (wait(NULL) > 0)
+        ;
+    printf("{\"wall_ms\":%.1f,\"moved\":%d}\n", (now_ns() - start) / 1e6, moved);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc >= 4 && strcmp(argv[1], "latency") == 0)
@@ -240,6 +296,8 @@ int main(int argc, char **argv)
         return children(atoi(argv[2]));
     if (argc >= 3 && strcmp(argv[1], "fill") == 0)
         return fill((size_t)atol(argv[2]));
-    fprintf(stderr, "usage: forkbench latency MIB TRIALS | pipe MIB | rate COUNT INFLIGHT | hold MIB | dirty MIB | children N | fill MIB\n");
+    if (argc >= 4 && strcmp(argv[1], "workers") == 0)
+        return workers(atoi(argv[2]), atof(argv[3]));
+    fprintf(stderr, "usage: forkbench latency MIB TRIALS | pipe MIB | rate COUNT INFLIGHT | hold MIB | dirty MIB | children N | fill MIB | workers N SECONDS\n");
     return 2;
 }

@@ -32,12 +32,16 @@ public struct LocalCluster: Sendable {
         /// How long a node waits for word from a peer before it declares it dead (rforkd's
         /// `peerTimeoutSeconds`). Default: rforkd's own (10 s).
         public var peerTimeoutSeconds: Int?
+        /// Membership from a real etcd (started in the hub namespace, at SUBNET.254:2379) instead of
+        /// static peer lists: each daemon registers under a lease and finds the others there. Default: off.
+        public var etcd: Bool
 
         public init(
             stateDirectory: String = "/run/rfork-cluster", subnet: String = "10.250.0",
             prefix: String = LocalCluster.installPrefix(), readyTimeoutSeconds: Int = 15, sharedPaths: [String] = [],
-            cpusPerNode: Int? = nil, memoryPerNode: UInt64? = nil, peerTimeoutSeconds: Int? = nil
+            cpusPerNode: Int? = nil, memoryPerNode: UInt64? = nil, peerTimeoutSeconds: Int? = nil, etcd: Bool = false
         ) {
+            self.etcd = etcd
             self.stateDirectory = stateDirectory
             self.subnet = subnet
             self.prefix = prefix
@@ -63,6 +67,9 @@ public struct LocalCluster: Sendable {
     public struct State: Codable, Sendable {
         public var nodes: [NodeState]
         public var hub: String
+        /// The etcd server of an `--etcd` cluster, and its client URL.
+        public var etcdPID: Int32?
+        public var etcdURL: String?
     }
 
     public struct Error: Swift.Error, CustomStringConvertible, Sendable {
@@ -124,6 +131,13 @@ public struct LocalCluster: Sendable {
             try ip(["netns", "add", Self.hubNamespace])
             try ip(["-n", Self.hubNamespace, "link", "add", "br0", "type", "bridge"])
             try ip(["-n", Self.hubNamespace, "link", "set", "br0", "up"])
+            if configuration.etcd {
+                try ip(["-n", Self.hubNamespace, "link", "set", "lo", "up"])
+                try ip(["-n", Self.hubNamespace, "addr", "add", "\(configuration.subnet).254/24", "dev", "br0"])
+                let (pid, url) = try startEtcd()
+                state.etcdPID = pid
+                state.etcdURL = url
+            }
             for i in 1...count {
                 let ns = Self.namespace(i)
                 let veth = "rfk\(i)"
@@ -150,6 +164,11 @@ public struct LocalCluster: Sendable {
                         key: dir + "/keys/\(node.name).key"),
                     peers: state.nodes.filter { $0.name != node.name }.map { .init(name: $0.name, host: $0.address) })
                 config.peerTimeoutSeconds = configuration.peerTimeoutSeconds
+                if let url = state.etcdURL {
+                    // Nobody is listed: the daemons find each other in etcd.
+                    config.peers = []
+                    config.etcd = .init(endpoints: [url], advertise: node.address)
+                }
                 let encoder = JSONEncoder()
                 encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
                 try Posix.writeFile(dir + "/\(node.name).json", try encoder.encode(config), mode: 0o644)
@@ -168,6 +187,46 @@ public struct LocalCluster: Sendable {
             throw Error("\(error)")
         }
         return state
+    }
+
+    /// Starts etcd in the hub namespace, its data in the state directory; returns once it is healthy.
+    private func startEtcd() throws(Error) -> (Int32, String) {
+        guard let etcd = ["/usr/bin/etcd", "/usr/local/bin/etcd"].first(where: Posix.fileExists) else {
+            throw Error("etcd is not installed (Debian package etcd-server); run 'make setup'")
+        }
+        let address = "\(configuration.subnet).254"
+        let url = "http://\(address):2379"
+        let log = open(configuration.stateDirectory + "/etcd.log", O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
+        let devnull = open("/dev/null", O_RDWR | O_CLOEXEC)
+        defer {
+            Posix.close(log)
+            Posix.close(devnull)
+        }
+        let pid: Int32
+        do {
+            pid = try Posix.spawn(
+                "/usr/sbin/ip",
+                [
+                    "ip", "netns", "exec", Self.hubNamespace, etcd, "--name", "rfork-hub", "--data-dir",
+                    configuration.stateDirectory + "/etcd", "--listen-client-urls", url, "--advertise-client-urls", url,
+                    "--listen-peer-urls", "http://127.0.0.1:2380", "--initial-advertise-peer-urls",
+                    "http://127.0.0.1:2380", "--initial-cluster", "rfork-hub=http://127.0.0.1:2380",
+                ], descriptors: [devnull, log, log], newSession: true)
+        } catch { throw Error("cannot start etcd: \(error)") }
+        let health = "import urllib.request; urllib.request.urlopen('\(url)/health', timeout=1).read()"
+        for _ in 0..<100 {
+            if let (status, _) = try? Posix.run([
+                "/usr/sbin/ip", "netns", "exec", Self.hubNamespace, "python3", "-c", health,
+            ]),
+                status == .exited(0)
+            {
+                return (pid, url)
+            }
+            if Posix.poll(pid) != nil { break }
+            usleep(100_000)
+        }
+        Posix.kill(pid, SIGKILL)
+        throw Error("etcd did not become healthy: \(tail(configuration.stateDirectory + "/etcd.log"))")
     }
 
     private func save(_ state: State) throws {
@@ -327,6 +386,8 @@ public struct LocalCluster: Sendable {
             }
             _ = try? capture(["/usr/sbin/ip", "netns", "del", ns])
         }
+        if let pid = state?.etcdPID, pid > 0 { Posix.kill(pid, SIGKILL) }
+        _ = try? Posix.run(["/bin/rm", "-rf", configuration.stateDirectory + "/etcd"])
         notes += removeCgroups()
         for name in Posix.listDirectory(configuration.stateDirectory + "/keys") {
             unlink(configuration.stateDirectory + "/keys/" + name)

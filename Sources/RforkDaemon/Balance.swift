@@ -32,7 +32,7 @@ extension Node {
                 pid: c.pid, uid: w.uid, home: session?.home, homePID: session?.pid, cpu: c.cpuShare,
                 memoryBytes: c.memoryBytes, seconds: c.staySeconds, moves: c.moves, pinned: c.pinned)
         }
-        let peers = config.peers.compactMap { peer -> Balancer.Peer? in
+        let peers = self.peers.compactMap { peer -> Balancer.Peer? in
             guard links[peer.name]?.isUp == true, let said = peerLoads[peer.name], said.isFresh(now: now) else {
                 return nil
             }
@@ -60,6 +60,7 @@ extension Node {
         _ = balancer.handle(.ended(pid: pid, moved: outcome.moved, now: Double(Posix.monotonicNanoseconds()) / 1e9))
         if outcome.moved {
             balancedMoves += 1
+            RforkMetrics.balanced.increment()
             logger.info(
                 "balancing: process \(pid) runs on \(outcome.node) (frozen \(String(format: "%.1f", outcome.frozenMs ?? 0)) ms)"
             )

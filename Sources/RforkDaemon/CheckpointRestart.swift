@@ -392,9 +392,10 @@ extension Node {
                 }
                 target = chosen
             }
-            guard let link = self.links[target], let peer = link.channel, link.isUp else {
+            guard let link = self.links[target], link.isUp else {
                 return self.reply(channel, .local, "node '\(target)' is not reachable")
             }
+            let peer = link.wire
             let channels = manifest.channels.compactMap { c in
                 ChannelKindCode(rawValue: c.kind).map {
                     LocalForkRequest.Channel(id: c.id, kind: $0, criuID: c.criuID, fd: c.fd)

@@ -59,6 +59,12 @@ public struct DaemonConfiguration: Codable, Sendable, Equatable {
     /// Automatic balancing: processes started under `rfork run` move by themselves from this node to
     /// less-loaded peers (see `Balancer.Configuration` for each setting and its default). Default: on.
     public var balance: Balancer.Configuration?
+    /// Where Prometheus metrics are served (`/metrics`, plain HTTP, read-only): address and port; port 0
+    /// turns them off. Defaults: "127.0.0.1" and 9420.
+    public var metricsListen: String?
+    public var metricsPort: Int?
+    /// Peers from etcd as well as `peers` (which may then be empty): see `EtcdConfiguration`. Default: none.
+    public var etcd: EtcdConfiguration?
     public var tls: TLSFiles
     public var peers: [Peer]
 
@@ -87,6 +93,9 @@ public struct DaemonConfiguration: Codable, Sendable, Equatable {
     public static let defaultPeerTimeoutSeconds = 10
 
     public var resolvedPeerTimeoutSeconds: Int { peerTimeoutSeconds ?? Self.defaultPeerTimeoutSeconds }
+    public static let defaultMetricsPort = 9420
+    public var resolvedMetricsPort: Int { metricsPort ?? Self.defaultMetricsPort }
+    public var resolvedMetricsListen: String { metricsListen ?? "127.0.0.1" }
 
     public var resolvedPort: Int { port ?? Self.defaultPort }
     public var resolvedPostCopyMiB: Int { postCopyMiB ?? Self.defaultPostCopyMiB }
@@ -121,6 +130,17 @@ public struct DaemonConfiguration: Codable, Sendable, Equatable {
         }
         if let peerTimeoutSeconds, !(2...3600).contains(peerTimeoutSeconds) {
             throw ConfigurationError("peerTimeoutSeconds must be between 2 and 3600, not \(peerTimeoutSeconds)")
+        }
+        if let metricsPort, !(0...65535).contains(metricsPort) {
+            throw ConfigurationError("metricsPort \(metricsPort) is out of range (0 turns metrics off)")
+        }
+        if let etcd {
+            guard etcd.hostsAndPorts != nil else {
+                throw ConfigurationError("etcd.endpoints must be http://HOST:PORT URLs, not \(etcd.endpoints)")
+            }
+            guard !etcd.advertise.isEmpty else {
+                throw ConfigurationError("etcd.advertise must give the address peers reach this node at")
+            }
         }
         if let problem = balance?.problem() { throw ConfigurationError("balance: \(problem)") }
         var seen: Set<String> = [node]

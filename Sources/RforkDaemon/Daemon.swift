@@ -24,6 +24,7 @@ public struct RforkDaemon: Service {
 
     public func run() async throws {
         Posix.keepFreedMemory()
+        RforkMetrics.bootstrap()
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let threads = NIOThreadPool(numberOfThreads: 4)
         threads.start()
@@ -62,8 +63,8 @@ public struct RforkDaemon: Service {
                 .childChannelOption(.recvAllocator, value: Node.bulkReads)
                 .childChannelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
-                        let link = InboundLink(channel: channel)
-                        node.inbound[ObjectIdentifier(channel)] = link
+                        let link = InboundLink(loop: node.loop)
+                        node.inbound[ObjectIdentifier(link)] = link
                         try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls.server))
                         try channel.pipeline.syncOperations.addHandlers([
                             ByteToMessageHandler(EnvelopeDecoder()), MessageToByteHandler(EnvelopeEncoder()),
@@ -77,11 +78,26 @@ public struct RforkDaemon: Service {
             throw DaemonError("cannot listen on port \(configuration.resolvedPort): \(error)")
         }
 
+        var metrics: Channel?
+        if configuration.resolvedMetricsPort > 0 {
+            do {
+                metrics = try await RforkMetrics.serve(
+                    host: configuration.resolvedMetricsListen, port: configuration.resolvedMetricsPort, group: group)
+            } catch {
+                try? await local.close()
+                try? await peers.close()
+                throw DaemonError(
+                    "cannot serve metrics on \(configuration.resolvedMetricsListen):\(configuration.resolvedMetricsPort): \(error)"
+                )
+            }
+        }
+
         try await node.loop.submit {
             node.clientTLS = tls.client
             for peer in configuration.peers {
                 let link = PeerLink(
-                    name: peer.name, host: peer.host, port: peer.port ?? DaemonConfiguration.defaultPort)
+                    name: peer.name, host: peer.host, port: peer.port ?? DaemonConfiguration.defaultPort,
+                    loop: node.loop)
                 node.links[peer.name] = link
                 node.connect(link, tls: tls.client)
             }
@@ -91,7 +107,7 @@ public struct RforkDaemon: Service {
             let listen = configuration.listen ?? "0.0.0.0"
             let own = PeerLink(
                 name: configuration.node, host: listen == "0.0.0.0" || listen == "::" ? "127.0.0.1" : listen,
-                port: configuration.resolvedPort)
+                port: configuration.resolvedPort, loop: node.loop)
             node.links[configuration.node] = own
             node.connect(own, tls: tls.client)
             node.ticker = node.loop.scheduleRepeatedTask(initialDelay: .milliseconds(20), delay: .milliseconds(20)) {
@@ -117,11 +133,12 @@ public struct RforkDaemon: Service {
         try await node.loop.submit { node.shutdown() }.get()
         try? await local.close()
         try? await peers.close()
+        try? await metrics?.close()
         unlink(socketPath)
         try? await Task.sleep(for: .milliseconds(100))  // let the last frames leave
         try await node.loop.submit {
-            for link in node.links.values { link.channel?.close(promise: nil) }
-            for link in node.inbound.values { link.channel.close(promise: nil) }
+            for link in node.links.values { link.wire.channel?.close(promise: nil) }
+            for link in node.inbound.values { link.wire.channel?.close(promise: nil) }
             node.endLazyPages()
         }.get()
         try await threads.shutdownGracefully()
@@ -143,7 +160,7 @@ extension Node {
             event.code = SIGKILL
             var envelope = Envelope()
             envelope.childEvent = event
-            s.link.channel.writeAndFlush(envelope, promise: nil)
+            s.link.wire.writeAndFlush(envelope, promise: nil)
         }
         for s in homeSessions.values {
             switch s.state {

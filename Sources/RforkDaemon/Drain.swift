@@ -38,10 +38,11 @@ extension Node {
         guard let from = fields["from"], !from.isEmpty else { return refuse("malformed migrate request") }
         let to = fields["to"].flatMap { $0.isEmpty ? nil : $0 }
         guard from == config.node else {
-            guard config.peers.contains(where: { $0.name == from }) else { return refuse("unknown node '\(from)'") }
-            guard let link = links[from], link.isUp, let peer = link.channel else {
+            guard peers.contains(where: { $0.name == from }) else { return refuse("unknown node '\(from)'") }
+            guard let link = links[from], link.isUp else {
                 return refuse("node '\(from)' is not reachable from \(config.node)")
             }
+            let peer = link.wire
             nextMigrateRequest += 1
             forwardedDrains[nextMigrateRequest] = (channel, from)
             var request = Rfork_Wire_V1_DrainRequest()
@@ -78,7 +79,7 @@ extension Node {
         }
         if let to {
             if to == config.node { return refuse("--to names the node being drained") }
-            guard config.peers.contains(where: { $0.name == to }) else { return refuse("unknown node '\(to)'") }
+            guard peers.contains(where: { $0.name == to }) else { return refuse("unknown node '\(to)'") }
         }
         // In a stable order: the command lists them as they were found.
         let sessions = hosted.values.filter { $0.restored && !$0.ended }.sorted { $0.key < $1.key }
@@ -153,7 +154,7 @@ extension Node {
             result.outcomeJson = (try? encoder.encode(outcome)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
             var envelope = Envelope()
             envelope.drainResult = result
-            link.channel.writeAndFlush(envelope, promise: nil)
+            link.wire.writeAndFlush(envelope, promise: nil)
         }
     }
 

@@ -105,7 +105,7 @@ final class PeerHandler: ChannelInboundHandler {
         case inbound(InboundLink)
     }
     let node: Node
-    let role: Role
+    var role: Role
     var greeted = false
 
     init(node: Node, role: Role) {
@@ -114,20 +114,28 @@ final class PeerHandler: ChannelInboundHandler {
     }
 
     func channelActive(context: ChannelHandlerContext) {
-        var hello = Rfork_Wire_V1_Hello()
-        hello.protocolVersion = PeerProtocol.version
-        hello.node = node.config.node
-        var envelope = Envelope()
-        envelope.hello = hello
-        context.writeAndFlush(wrapOutboundOut(envelope), promise: nil)
+        // The side that connected speaks first; the other answers once it knows which link this is.
+        if case .outbound(let link) = role {
+            let resume = link.peerIncarnation != nil
+            context.writeAndFlush(
+                wrapOutboundOut(
+                    node.hello(
+                        resume: resume, received: resume ? link.wire.received : 0,
+                        peerIncarnation: link.peerIncarnation ?? 0)), promise: nil)
+        }
         context.fireChannelActive()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let envelope = unwrapInboundIn(data)
+        let port: PeerPort
         switch role {
-        case .outbound(let link): link.lastHeard = Posix.monotonicNanoseconds()
-        case .inbound(let link): link.lastHeard = Posix.monotonicNanoseconds()
+        case .outbound(let link):
+            link.lastHeard = Posix.monotonicNanoseconds()
+            port = link.wire
+        case .inbound(let link):
+            link.lastHeard = Posix.monotonicNanoseconds()
+            port = link.wire
         }
         if !greeted {
             guard case .hello(let hello) = envelope.body else {
@@ -148,15 +156,19 @@ final class PeerHandler: ChannelInboundHandler {
                         "peer at \(link.host):\(link.port) says it is '\(hello.node)', expected '\(link.name)'")
                     return context.close(promise: nil)
                 }
-                link.isUp = true
-                link.lastError = nil
-                link.lastHeard = Posix.monotonicNanoseconds()
-                node.logger.info("link to \(link.name) is up")
-            case .inbound(let link):
-                link.peerName = hello.node
+                node.outboundGreeted(link, hello, on: context.channel)
+            case .inbound(let fresh):
+                let link = node.inboundGreeted(fresh, hello, on: context.channel)
+                role = .inbound(link)
                 context.writeAndFlush(wrapOutboundOut(node.loadEnvelope()), promise: nil)
             }
             return
+        }
+        // Only the connection that carries the link now: a replaced one may still deliver a little.
+        guard port.channel === context.channel else { return }
+        if case .linkAck(let ack) = envelope.body { return port.acknowledge(ack.received) }
+        if port.countReceived(envelope), let ack = port.linkAck() {
+            context.writeAndFlush(wrapOutboundOut(ack), promise: nil)
         }
         switch role {
         case .outbound(let link): node.handleFromTarget(envelope, link: link)
@@ -167,14 +179,10 @@ final class PeerHandler: ChannelInboundHandler {
     func channelInactive(context: ChannelHandlerContext) {
         switch role {
         case .outbound(let link):
-            let wasUp = link.isUp
-            link.isUp = false
-            link.channel = nil
-            if wasUp { node.logger.warning("link to \(link.name) is down") }
-            node.linkLost(link)
-            node.scheduleConnect(link)
+            node.outboundClosed(link, context.channel)
+            if !node.shuttingDown { node.scheduleConnect(link, after: context.channel) }
         case .inbound(let link):
-            node.inboundLost(link)
+            node.inboundClosed(link, context.channel)
         }
         context.fireChannelInactive()
     }
@@ -185,7 +193,9 @@ final class PeerHandler: ChannelInboundHandler {
         case .outbound(let link): who = "\(link.name) (\(link.host):\(link.port))"
         case .inbound(let link): who = link.peerName ?? remote(context)
         }
-        if error is NIOSSLError || error is BoringSSLError {
+        if let ssl = error as? NIOSSLError, case .uncleanShutdown = ssl {
+            node.logger.info("peer \(who): the connection ended without a TLS goodbye")
+        } else if error is NIOSSLError || error is BoringSSLError {
             node.logger.warning("refused peer \(who): TLS authentication failed: \(error)")
         } else {
             node.logger.warning("peer \(who): \(error)")
@@ -241,11 +251,11 @@ func peerCredentials(_ channel: Channel) -> PeerCredentials? {
 final class PageRelayHandler: ChannelInboundHandler, @unchecked Sendable {  // confined to Node.loop
     typealias InboundIn = ByteBuffer
     let session: UInt64
-    let peer: Channel
+    let peer: PeerPort
     let limit = 8 << 20
     var unsent = 0
 
-    init(session: UInt64, peer: Channel) {
+    init(session: UInt64, peer: PeerPort) {
         self.session = session
         self.peer = peer
     }

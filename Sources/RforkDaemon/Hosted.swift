@@ -44,7 +44,7 @@ final class HostedSession: @unchecked Sendable {  // confined to Node.loop
 
 extension Node {
     func hostedKey(_ link: InboundLink, _ session: UInt64) -> String {
-        "\(link.peerName ?? "?")/\(ObjectIdentifier(link.channel).hashValue)/\(session)"
+        "\(link.peerName ?? "?")/\(ObjectIdentifier(link).hashValue)/\(session)"
     }
 
     /// Something arrived over an inbound link from a home node.
@@ -96,7 +96,7 @@ extension Node {
         reply.error = error
         var envelope = Envelope()
         envelope.forkReply = reply
-        link.channel.writeAndFlush(envelope, promise: nil)
+        link.wire.writeAndFlush(envelope, promise: nil)
     }
 
     func startRestore(_ request: Rfork_Wire_V1_ForkRequest, link: InboundLink) {
@@ -188,7 +188,7 @@ extension Node {
                     .channelInitializer { channel in
                         channel.eventLoop.makeCompletedFuture {
                             try channel.pipeline.syncOperations.addHandler(
-                                PageRelayHandler(session: session.session, peer: session.link.channel))
+                                PageRelayHandler(session: session.session, peer: session.link.wire))
                         }
                     }
                     .takingOwnershipOfDescriptor(inputOutput: lazy.pageSocket)
@@ -198,7 +198,7 @@ extension Node {
                     // which thaws the home copy. Without this a lazy-pages that never said goodbye (killed
                     // after its child ended, or crashed) left the home copy frozen in its dump for good.
                     channel.closeFuture.whenComplete { _ in
-                        session.link.channel.writeAndFlush(
+                        session.link.wire.writeAndFlush(
                             Envelope.pageStreamEnd(session: session.session), promise: nil)
                     }
                     guard self.hosted[session.key] === session else { return }
@@ -347,7 +347,7 @@ extension Node {
         default:
             return
         }
-        s.link.channel.writeAndFlush(envelope, promise: nil)
+        s.link.wire.writeAndFlush(envelope, promise: nil)
     }
 
     /// rfork-nsinit's socket closed.
@@ -391,7 +391,7 @@ extension Node {
 
     /// Tells the child's home node that the child was ended here, and why.
     func tellHome(_ s: HostedSession, _ reason: String) {
-        s.link.channel.writeAndFlush(Envelope.abort(session: s.session, reason: reason), promise: nil)
+        s.link.wire.writeAndFlush(Envelope.abort(session: s.session, reason: reason), promise: nil)
     }
 
     func endHosted(_ s: HostedSession, abortHelper: Bool) {
@@ -420,7 +420,7 @@ extension Node {
 
     /// An inbound link closed: the children it carried lost their parent's node.
     func inboundLost(_ link: InboundLink) {
-        inbound[ObjectIdentifier(link.channel)] = nil
+        inbound[ObjectIdentifier(link)] = nil
         for s in hosted.values where s.link === link {
             logger.warning("lost home node \(s.home): ending its remote child \(s.pid)")
             endHosted(s, abortHelper: true)

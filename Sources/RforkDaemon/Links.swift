@@ -2,6 +2,8 @@ import Glibc
 import NIOCore
 import NIOPosix
 import NIOSSL
+import RforkProtocol
+import RforkSystem
 import RforkWire
 
 /// Mutual TLS for peer links: every node presents a certificate signed by the cluster's CA and accepts
@@ -31,7 +33,8 @@ struct PeerTLS {
 
 extension Node {
     func connect(_ link: PeerLink, tls: NIOSSLContext) {
-        guard !shuttingDown else { return }
+        guard !shuttingDown, !link.removed, !link.connecting, link.wire.channel == nil else { return }
+        link.connecting = true
         let future = ClientBootstrap(group: loop)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelOption(.recvAllocator, value: Node.bulkReads)
@@ -47,19 +50,351 @@ extension Node {
                 }
             }
             .connect(host: link.host, port: link.port)
-        future.whenSuccess { channel in link.channel = channel }
         future.whenFailure { error in
+            link.connecting = false
             let text = "\(error)"
             if link.lastError != text {
                 self.logger.info("cannot reach \(link.name) at \(link.host):\(link.port): \(text); retrying")
                 link.lastError = text
             }
+            // Nothing listens there: its rforkd is gone, and with it what it held of the links; waiting
+            // for them to resume would only delay what their sessions' ends must hear.
+            if Self.refused(error) { self.peerGone(link.name, why: "rforkd on \(link.name) is not running") }
             self.scheduleConnect(link)
         }
+    }
+
+    static func refused(_ error: Error) -> Bool {
+        if let e = error as? NIOConnectionError {
+            return e.connectionErrors.contains { ($0.error as? IOError)?.errnoCode == ECONNREFUSED }
+        }
+        return (error as? IOError)?.errnoCode == ECONNREFUSED
     }
 
     func scheduleConnect(_ link: PeerLink) {
         guard !shuttingDown, let tls = clientTLS else { return }
         loop.scheduleTask(in: .milliseconds(500)) { self.connect(link, tls: tls) }
+    }
+
+    /// A connection of `link` ended: try again, unless another one carries the link already.
+    /// At once: a peer whose rforkd died refuses it, and its sessions hear so in milliseconds.
+    func scheduleConnect(_ link: PeerLink, after channel: Channel) {
+        link.connecting = false
+        guard link.wire.channel == nil, !shuttingDown, let tls = clientTLS else { return }
+        loop.scheduleTask(in: .milliseconds(10)) { self.connect(link, tls: tls) }
+    }
+}
+
+/// This node's end of one logical link to a peer (the connection it opened, or the one the peer opened).
+/// Envelopes sent through it are counted and kept until the peer says it has them, so that when the
+/// connection breaks (a reset, a silent peer) and a new one is made within `peerTimeoutSeconds`, both
+/// ends say how many they received and send the rest again: the sessions on the link go on, with no
+/// envelope lost, repeated or reordered. Heartbeats (`Load`) and the link's own messages (`Hello`,
+/// `LinkAck`) are not counted: they belong to one connection.
+///
+/// What waits here is bounded by the senders' own flow control (relayed descriptors keep a 4 MiB window
+/// each, image streams 8 chunks, page streams 8 MiB), and acknowledged every 100 ms or 8 MiB.
+final class PeerPort: @unchecked Sendable {  // confined to loop
+    let loop: EventLoop
+    private(set) var channel: Channel?
+    /// What was sent and not yet acknowledged, with the promise of a writer still waiting for its write.
+    private var replay = ReplayBuffer<(envelope: Envelope, promise: EventLoopPromise<Void>?)>()
+    private var counter = ReceiveCounter()
+    /// When the connection ended (monotonic ns), while no new one carries the link.
+    var suspendedSince: UInt64?
+    /// How many times a new connection took the link over.
+    private(set) var resumptions = 0
+    /// Given up (until a new connection starts a new link): counted writes are dropped, their promises fail.
+    private(set) var givenUp = false
+
+    init(loop: EventLoop) { self.loop = loop }
+
+    var received: UInt64 { counter.received }
+    var replayCount: Int { replay.count }
+    var replayBytes: Int { replay.bytes }
+
+    /// Envelopes that are part of the link's stream (sent again after a break).
+    static func isCounted(_ envelope: Envelope) -> Bool {
+        switch envelope.body {
+        case .hello, .load, .linkAck, .none: return false
+        default: return true
+        }
+    }
+
+    /// Sends an envelope; the future succeeds once it is written to a connection (after a break, to the
+    /// next one), and fails only if the link is given up.
+    @discardableResult
+    func writeAndFlush(_ envelope: Envelope) -> EventLoopFuture<Void> {
+        let promise = loop.makePromise(of: Void.self)
+        writeAndFlush(envelope, promise: promise)
+        return promise.futureResult
+    }
+
+    func writeAndFlush(_ envelope: Envelope, promise: EventLoopPromise<Void>?) {
+        guard loop.inEventLoop else {
+            loop.execute { self.writeAndFlush(envelope, promise: promise) }
+            return
+        }
+        guard Self.isCounted(envelope) else {
+            // A heartbeat or link message: this connection only.
+            if let channel { channel.writeAndFlush(envelope, promise: promise) } else { promise?.succeed(()) }
+            return
+        }
+        guard !givenUp else {
+            promise?.fail(LinkGivenUp())
+            return
+        }
+        if case .data(let d) = envelope.body { RforkMetrics.relayedOut.increment(by: d.data.count) }
+        let number = replay.append((envelope, promise), bytes: Self.size(envelope))
+        if let channel { write(number, on: channel) }
+    }
+
+    private func write(_ number: UInt64, on channel: Channel) {
+        guard let entry = replay[number] else { return }
+        channel.writeAndFlush(entry.envelope).whenSuccess { [self] in
+            // Written; kept until acknowledged, but its writer may go on. (A failed write waits for
+            // the next connection.)
+            guard let promise = replay[number]?.promise else { return }
+            replay[number]?.promise = nil
+            promise.succeed(())
+        }
+    }
+
+    /// The peer has the first `count` counted envelopes (their writers, if still waiting, may go on).
+    func acknowledge(_ count: UInt64) {
+        for entry in replay.acknowledge(count) { entry.promise?.succeed(()) }
+    }
+
+    /// One counted envelope arrived; true when it is time to tell the peer how many (8 MiB since).
+    func countReceived(_ envelope: Envelope) -> Bool {
+        guard Self.isCounted(envelope) else { return false }
+        if case .data(let d) = envelope.body { RforkMetrics.relayedIn.increment(by: d.data.count) }
+        return counter.count(bytes: Self.size(envelope))
+    }
+
+    /// A `LinkAck` telling the peer what arrived, or nil when it knows.
+    func linkAck() -> Envelope? {
+        guard channel != nil, let received = counter.due() else { return nil }
+        var ack = Rfork_Wire_V1_LinkAck()
+        ack.received = received
+        var envelope = Envelope()
+        envelope.linkAck = ack
+        return envelope
+    }
+
+    func canAttach(peerReceived: UInt64) -> Bool { replay.canResume(peerReceived: peerReceived) }
+
+    /// A new connection carries the link; the peer received `peerReceived` of ours, so the rest is sent
+    /// again, in order, before anything new. False (nothing changed) if that count cannot be right.
+    func attach(_ channel: Channel, peerReceived: UInt64, resumed: Bool) -> Bool {
+        guard canAttach(peerReceived: peerReceived) else { return false }
+        acknowledge(peerReceived)
+        self.channel = channel
+        suspendedSince = nil
+        givenUp = false
+        counter.toldByHello()
+        if resumed {
+            resumptions += 1
+            RforkMetrics.resumptions.increment()
+        }
+        if let numbers = replay.keptNumbers {
+            for number in numbers { write(number, on: channel) }
+        }
+        return true
+    }
+
+    /// The connection is gone (`channel` is it): the link waits for a new one.
+    func detach(_ gone: Channel, at now: UInt64) {
+        guard channel === gone else { return }
+        channel = nil
+        suspendedSince = now
+    }
+
+    /// The link is given up: nothing more will be sent; waiting writers hear so; counts start again.
+    func giveUp() {
+        channel = nil
+        suspendedSince = nil
+        givenUp = true
+        for entry in replay.reset() { entry.promise?.fail(LinkGivenUp()) }
+        counter = ReceiveCounter()
+    }
+
+    static func size(_ envelope: Envelope) -> Int {
+        switch envelope.body {
+        case .data(let d): return d.data.count + 32
+        case .imageChunk(let c): return c.data.count + 64
+        case .pageStream(let p): return p.data.count + 32
+        case .forkRequest(let r): return r.images.reduce(256) { $0 + $1.data.count }
+        default: return 64
+        }
+    }
+}
+
+struct LinkGivenUp: Error, CustomStringConvertible {
+    var description: String { "the link to the peer was given up" }
+}
+
+extension Node {
+    func hello(resume: Bool, received: UInt64, peerIncarnation: UInt64) -> Envelope {
+        var hello = Rfork_Wire_V1_Hello()
+        hello.protocolVersion = PeerProtocol.version
+        hello.node = config.node
+        hello.incarnation = incarnation
+        hello.resume = resume
+        hello.received = received
+        hello.peerIncarnation = peerIncarnation
+        var envelope = Envelope()
+        envelope.hello = hello
+        return envelope
+    }
+
+    /// The peer answered this node's connection. If both daemons are those that had the link, it goes on
+    /// where it stopped; else what was on the old one is lost, and a new link starts.
+    func outboundGreeted(_ link: PeerLink, _ hello: Rfork_Wire_V1_Hello, on channel: Channel) {
+        let known = link.peerIncarnation
+        let resumed = known != nil && hello.resume && hello.incarnation == known
+        if known != nil && !resumed {
+            giveUpOutbound(link, why: "\(link.name) restarted (a new rforkd answered)")
+        }
+        link.peerIncarnation = hello.incarnation
+        if !link.wire.attach(channel, peerReceived: resumed ? hello.received : 0, resumed: resumed) {
+            giveUpOutbound(link, why: "\(link.name) could not resume the link (it received \(hello.received))")
+            link.peerIncarnation = hello.incarnation
+            _ = link.wire.attach(channel, peerReceived: 0, resumed: false)
+        }
+        link.isUp = true
+        link.connecting = false
+        link.lastError = nil
+        link.lastHeard = Posix.monotonicNanoseconds()
+        logger.info(
+            resumed
+                ? "link to \(link.name) resumed (\(link.wire.replayCount) envelopes sent again)"
+                : "link to \(link.name) is up")
+    }
+
+    /// A peer connected to this node: a new link, or the one it had, which the new connection takes over
+    /// (the old connection, if this node still thinks it open, is closed). Returns the link to use.
+    func inboundGreeted(_ fresh: InboundLink, _ hello: Rfork_Wire_V1_Hello, on channel: Channel) -> InboundLink {
+        if let old = inboundByPeer[hello.node], old !== fresh {
+            if hello.resume && old.peerIncarnation == hello.incarnation && hello.peerIncarnation == incarnation
+                && old.wire.canAttach(peerReceived: hello.received)
+            {
+                let stale = old.wire.channel
+                if let stale { old.wire.detach(stale, at: Posix.monotonicNanoseconds()) }
+                // Hello first: what is sent again follows it.
+                channel.writeAndFlush(
+                    self.hello(resume: true, received: old.wire.received, peerIncarnation: hello.incarnation),
+                    promise: nil)
+                _ = old.wire.attach(channel, peerReceived: hello.received, resumed: true)
+                stale?.close(promise: nil)
+                inbound[ObjectIdentifier(fresh)] = nil
+                old.lastHeard = Posix.monotonicNanoseconds()
+                logger.info("link from \(hello.node) resumed (\(old.wire.replayCount) envelopes sent again)")
+                return old
+            }
+            giveUpInbound(old, why: "\(hello.node) started a new link")
+        }
+        fresh.peerName = hello.node
+        fresh.peerIncarnation = hello.incarnation
+        inboundByPeer[hello.node] = fresh
+        _ = fresh.wire.attach(channel, peerReceived: 0, resumed: false)
+        channel.writeAndFlush(
+            self.hello(resume: false, received: 0, peerIncarnation: hello.incarnation), promise: nil)
+        return fresh
+    }
+
+    /// This node's connection to a peer ended: the link waits up to `peerTimeoutSeconds` for a new one.
+    func outboundClosed(_ link: PeerLink, _ channel: Channel) {
+        guard link.wire.channel === channel else { return }
+        link.wire.detach(channel, at: Posix.monotonicNanoseconds())
+        link.isUp = false
+        logger.warning(
+            "connection to \(link.name) lost; its sessions wait up to \(config.resolvedPeerTimeoutSeconds) s for the link to resume"
+        )
+    }
+
+    func inboundClosed(_ link: InboundLink, _ channel: Channel) {
+        guard link.peerName != nil else {
+            inbound[ObjectIdentifier(link)] = nil  // it never said hello
+            return
+        }
+        guard link.wire.channel === channel else { return }
+        link.wire.detach(channel, at: Posix.monotonicNanoseconds())
+    }
+
+    /// The link this node opened to a peer is given up: its sessions are lost (children there are
+    /// reported killed), and a later connection starts a new link.
+    func giveUpOutbound(_ link: PeerLink, why: String) {
+        logger.warning("link to \(link.name) given up: \(why)")
+        RforkMetrics.declaredDead.increment()
+        let channel = link.wire.channel
+        link.isUp = false
+        link.wire.giveUp()
+        link.peerIncarnation = nil
+        linkLost(link)
+        channel?.close(promise: nil)
+    }
+
+    /// The link a peer opened is given up: the children this node runs for it are ended.
+    func giveUpInbound(_ link: InboundLink, why: String) {
+        logger.warning("link from \(link.peerName ?? "a peer") given up: \(why)")
+        RforkMetrics.declaredDead.increment()
+        let channel = link.wire.channel
+        link.wire.giveUp()
+        if let name = link.peerName, inboundByPeer[name] === link { inboundByPeer[name] = nil }
+        inboundLost(link)
+        channel?.close(promise: nil)
+    }
+
+    /// The peer's rforkd is gone (its port refuses connections): links with it waiting to resume are given up.
+    func peerGone(_ name: String, why: String) {
+        if let link = links[name], link.wire.suspendedSince != nil { giveUpOutbound(link, why: why) }
+        if let link = inboundByPeer[name], link.wire.suspendedSince != nil { giveUpInbound(link, why: why) }
+    }
+
+    /// How much later than the hosting node a home gives up a link (see `maintainLinks`): at most 2 s
+    /// after `peerTimeoutSeconds` a parent knows.
+    static let fenceMargin: UInt64 = 1_200_000_000
+
+    /// Every 100 ms: tells peers what arrived, closes connections silent for half of
+    /// `peerTimeoutSeconds` (a new one may resume the link) and gives up links without a connection for
+    /// all of it.
+    func maintainLinks(now: UInt64) {
+        for link in links.values {
+            if let ack = link.wire.linkAck() { link.wire.channel?.writeAndFlush(ack, promise: nil) }
+        }
+        for link in inbound.values {
+            if let ack = link.wire.linkAck() { link.wire.channel?.writeAndFlush(ack, promise: nil) }
+        }
+        // Checked every 100 ms. The node hosting children ends them after `peerTimeoutSeconds` without
+        // its home; their home reports them killed `Self.fenceMargin` later, so that by the time a parent
+        // hears its child is dead (and someone may restart it elsewhere) the child has been ended.
+        let timeout = UInt64(config.resolvedPeerTimeoutSeconds) * 1_000_000_000
+        for link in links.values {
+            if let channel = link.wire.channel, now - min(now, link.lastHeard) > timeout / 2 {
+                logger.warning("no word from \(link.name) for \(config.resolvedPeerTimeoutSeconds / 2) s: reconnecting")
+                link.wire.detach(channel, at: link.lastHeard)
+                link.isUp = false
+                channel.close(promise: nil)
+            }
+            if let since = link.wire.suspendedSince, now - min(now, since) > timeout + Self.fenceMargin {
+                giveUpOutbound(
+                    link,
+                    why: "no word from \(link.name) for \(config.resolvedPeerTimeoutSeconds) s: it is declared dead")
+            }
+        }
+        for link in Array(inbound.values) where link.peerName != nil {
+            if let channel = link.wire.channel, now - min(now, link.lastHeard) > timeout / 2 {
+                link.wire.detach(channel, at: link.lastHeard)
+                channel.close(promise: nil)
+            }
+            if let since = link.wire.suspendedSince, now - min(now, since) > timeout {
+                giveUpInbound(
+                    link,
+                    why:
+                        "no word from \(link.peerName ?? "it") for \(config.resolvedPeerTimeoutSeconds) s: it is declared dead"
+                )
+            }
+        }
     }
 }

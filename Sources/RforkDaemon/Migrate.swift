@@ -98,14 +98,14 @@ extension Node {
         if migrations[pid] != nil || checkpoints[pid] != nil {
             return refuse("process \(pid) is being moved or saved already")
         }
-        guard target == config.node || config.peers.contains(where: { $0.name == target }) else {
+        guard target == config.node || peers.contains(where: { $0.name == target }) else {
             return refuse("unknown node '\(target)'")
         }
         if let session = homeSessions.values.first(where: { $0.localPID == pid }) {
             // Its stand-in: the node it went to runs it, or passes the request on again (only the node
             // running it can tell whether it runs on `target` already).
             guard session.state == .running else { return refuse("process \(pid) is being moved already") }
-            guard let peer = links[session.target]?.channel, links[session.target]?.isUp == true else {
+            guard let peer = links[session.target]?.wire, links[session.target]?.isUp == true else {
                 return refuse("node '\(session.target)', which runs process \(pid), is not reachable")
             }
             let pending = PendingMigration(machine: Migration(pid: pid, node: target), requester: requester)
@@ -176,7 +176,7 @@ extension Node {
     func migrationRefusal(pid: Int32, target: String) -> String? {
         guard let status = Posix.processStatus(pid) else { return "no process \(pid) on \(config.node)" }
         if target == config.node { return "process \(pid) already runs on \(target)" }
-        guard let link = links[target], link.isUp, link.channel != nil else {
+        guard let link = links[target], link.isUp else {
             return "node '\(target)' is not reachable from \(config.node)"
         }
         if let why = Self.signalRefusal(pid: pid, status: status) { return why }
@@ -265,6 +265,12 @@ extension Node {
 
     /// The answer to whoever asked: the command as JSON, a home node as a MigrateResult.
     func answerMigration(_ requester: PendingMigration.Requester, _ outcome: Migration.Outcome) {
+        if outcome.moved {
+            RforkMetrics.moved.increment()
+            if let ms = outcome.frozenMs { RforkMetrics.freeze.recordNanoseconds(Int64(ms * 1e6)) }
+        } else {
+            RforkMetrics.stayed.increment()
+        }
         switch requester {
         case .command(let channel):
             answerJSON(channel, outcome)
@@ -287,7 +293,7 @@ extension Node {
             result.reason = Migration.renaming(process: local, to: shown, in: outcome.reason ?? "")
             var envelope = Envelope()
             envelope.migrateResult = result
-            link.channel.writeAndFlush(envelope, promise: nil)
+            link.wire.writeAndFlush(envelope, promise: nil)
         }
     }
 

@@ -23,6 +23,9 @@ final class Node: @unchecked Sendable {
     let criu: CRIU
     var placement: Placement
     var links: [String: PeerLink] = [:]  // outbound links, by peer name
+    /// The peers: those of the configuration, and those etcd lists (when configured).
+    var peers: [DaemonConfiguration.Peer]
+    var membership = MembershipState()
     var inbound: [ObjectIdentifier: InboundLink] = [:]
     var homeSessions: [UInt64: HomeSession] = [:]
     var hosted: [String: HostedSession] = [:]  // "home/session"
@@ -44,6 +47,9 @@ final class Node: @unchecked Sendable {
     var nextMigrateRequest: UInt64 = 0  // numbers the moves passed on to other nodes
     var forwardedDrains: [UInt64: (command: Channel, node: String)] = [:]  // `rfork migrate --all` asked of peers
     let probe = LoadProbe()
+    /// Random, new each start: peers tell a restarted daemon (whose links cannot resume) from this one.
+    let incarnation = UInt64.random(in: 1...UInt64.max)
+    var inboundByPeer: [String: InboundLink] = [:]  // the link each peer opened to this node
     var peerLoads: [String: PeerLoad] = [:]  // the last load each peer said, and when
     var placedSinceReport: [String: Int] = [:]  // children sent to a peer since it last said its load
     var lastLoadSent: (at: UInt64, runQueue: Double) = (0, -10)
@@ -68,6 +74,7 @@ final class Node: @unchecked Sendable {
         self.logger = logger
         self.criu = CRIU(configuration: .init(path: config.criu ?? CRIU.defaultPath()))
         self.placement = Placement(selfName: config.node)
+        self.peers = config.peers
         self.balancer = Balancer(
             configuration: config.balance ?? .init(), seed: UInt64(truncatingIfNeeded: config.node.hashValue))
         var key: CheckpointKey?
@@ -185,7 +192,7 @@ final class Node: @unchecked Sendable {
             return
         }
         placedSinceReport[target, default: 0] += 1
-        guard let link = links[target], let peerChannel = link.channel, link.isUp else {
+        guard let link = links[target], link.isUp else {
             reply(channel, .local, "node '\(target)' is not reachable")
             if request.migrate {
                 migrationEvent(pid: localPID, .refused(reason: "node '\(target)' is not reachable"))
@@ -214,7 +221,7 @@ final class Node: @unchecked Sendable {
         let standIns = Set(homeSessions.values.map(\.localPID))
         let criu = self.criu
         let postCopyBytes = UInt64(config.resolvedPostCopyMiB) << 20
-        startHomeSession(session, peer: peerChannel) { dir in
+        startHomeSession(session, peer: link.wire) { dir in
             // The directory goes with a failed dump; a successful one keeps it until its pages are sent.
             let externalFiles = placed.channels.filter { $0.criuID.hasPrefix("file[") }.map(\.criuID)
             var lazy: CRIU.LazyDump?
@@ -267,7 +274,7 @@ final class Node: @unchecked Sendable {
     /// dump, or a checkpoint's images) on a pool thread; its images then go to the target as a
     /// ForkRequest, and the session follows the target's answer.
     func startHomeSession(
-        _ session: HomeSession, peer peerChannel: Channel,
+        _ session: HomeSession, peer peerChannel: PeerPort,
         prepare: @escaping @Sendable (String) throws -> CRIU.LazyDump?
     ) {
         let id = session.id
@@ -399,7 +406,7 @@ final class Node: @unchecked Sendable {
     /// Streams the images of `session` that did not go inline, from a pool thread; a move's command hears
     /// the bytes sent so far.
     func sendImages(
-        _ envelope: Envelope, of session: HomeSession, from dir: String, removeAfter: Bool, to peer: Channel
+        _ envelope: Envelope, of session: HomeSession, from dir: String, removeAfter: Bool, to peer: PeerPort
     ) {
         let logger = self.logger
         let inlined = Set(envelope.forkRequest.images.map(\.name))
@@ -457,7 +464,7 @@ final class Node: @unchecked Sendable {
 
     /// Post-copy, home side: relays the page server's socket to the target, and watches the dump; when it
     /// ends, every page has been sent (exit 0) or the child's memory is lost.
-    func startPageServerRelay(_ lazy: CRIU.LazyDump, session: HomeSession, peer: Channel, directory: String) {
+    func startPageServerRelay(_ lazy: CRIU.LazyDump, session: HomeSession, peer: PeerPort, directory: String) {
         let id = session.id
         let relay = NIOPipeBootstrap(group: loop)
             .channelOption(.recvAllocator, value: Node.bulkReads)
@@ -498,7 +505,7 @@ final class Node: @unchecked Sendable {
             return
         }
         // The target must end its copy before its lazy-pages daemon could hand it a missing page.
-        links[session.target]?.channel?.writeAndFlush(Envelope.pageStreamEnd(session: id, error: why), promise: nil)
+        links[session.target]?.wire.writeAndFlush(Envelope.pageStreamEnd(session: id, error: why), promise: nil)
         switch session.state {
         case .running:
             logger.warning("post-copy of child \(session.pid) to \(session.target) failed (\(why)); it is ended")
@@ -521,7 +528,7 @@ final class Node: @unchecked Sendable {
     /// Sends the large image files of `dir` as ImageChunks, at most 8 MiB in flight. On a pool thread.
     /// `progress` hears the bytes sent so far, every 64 MiB.
     static func streamImages(
-        from dir: String, inlined: Set<String>, session: UInt64, to channel: Channel,
+        from dir: String, inlined: Set<String>, session: UInt64, to channel: PeerPort,
         progress: (@Sendable (UInt64) -> Void)? = nil
     ) throws {
         let names = Posix.listDirectory(dir).filter { $0.hasSuffix(".img") && !inlined.contains($0) }
@@ -550,6 +557,7 @@ final class Node: @unchecked Sendable {
     }
 
     func reply(_ channel: Channel, _ verdict: Verdict, _ text: String) {
+        if verdict == .local { RforkMetrics.placedLocal.increment() }
         channel.writeAndFlush(LocalFrame.reply(verdict, text)).whenComplete { _ in channel.close(promise: nil) }
     }
 
@@ -570,7 +578,7 @@ final class Node: @unchecked Sendable {
     /// A frame from a stand-in (or from a child still waiting for its verdict).
     func handleStandInFrame(_ frame: LocalFrame, session id: UInt64) {
         guard let session = homeSessions[id], session.state == .running,
-            let peer = links[session.target]?.channel
+            let peer = links[session.target]?.wire
         else { return }
         var envelope = Envelope()
         switch frame.type {
@@ -602,7 +610,7 @@ final class Node: @unchecked Sendable {
     }
 
     func sendAbort(session: UInt64, to target: String, reason: String) {
-        links[target]?.channel?.writeAndFlush(Envelope.abort(session: session, reason: reason), promise: nil)
+        links[target]?.wire.writeAndFlush(Envelope.abort(session: session, reason: reason), promise: nil)
     }
 
     /// Something arrived from a target node over our outbound link to it.
@@ -722,6 +730,7 @@ final class Node: @unchecked Sendable {
     }
 
     func recordPhases(_ s: HomeSession) {
+        RforkMetrics.placedRemote.increment()
         func ms(_ ns: UInt64) -> Double { Double(ns) / 1e6 }
         let t0 = s.request.forkStartedNanoseconds
         let ship = s.runningAt - s.sentAt
@@ -740,7 +749,7 @@ final class Node: @unchecked Sendable {
 
     func peerViews() -> [PeerView] {
         let now = Posix.monotonicNanoseconds()
-        return config.peers.map { peer in
+        return peers.map { peer in
             // A node whose load is not known (or too old to trust) comes last for least-loaded.
             let load = peerLoads[peer.name].flatMap { $0.isFresh(now: now) ? $0.load : nil }
             return PeerView(
@@ -779,29 +788,8 @@ final class Node: @unchecked Sendable {
         else { return }
         lastLoadSent = (now, runQueue)
         let envelope = loadEnvelope()
-        for link in inbound.values where link.peerName != nil { link.channel.writeAndFlush(envelope, promise: nil) }
-        for link in links.values where link.isUp { link.channel?.writeAndFlush(envelope, promise: nil) }
-    }
-
-    /// A peer silent on a link for `peerTimeoutSeconds` is dead to this node: what it ran for this node is
-    /// reported killed, and what this node runs for it is ended (so a partition leaves no duplicate).
-    func checkSilentPeers(now: UInt64) {
-        let timeout = UInt64(config.resolvedPeerTimeoutSeconds) * 1_000_000_000
-        for link in links.values where link.isUp && now - link.lastHeard > timeout {
-            logger.warning(
-                "no word from \(link.name) for \(config.resolvedPeerTimeoutSeconds) s: declaring it dead")
-            link.isUp = false
-            let channel = link.channel
-            linkLost(link)
-            channel?.close(promise: nil)
-        }
-        for link in Array(inbound.values) where now - link.lastHeard > timeout {
-            logger.warning(
-                "no word from \(link.peerName ?? "a peer") on its link for \(config.resolvedPeerTimeoutSeconds) s: declaring it dead"
-            )
-            inboundLost(link)
-            link.channel.close(promise: nil)
-        }
+        for link in inbound.values where link.peerName != nil { link.wire.writeAndFlush(envelope, promise: nil) }
+        for link in links.values where link.isUp { link.wire.writeAndFlush(envelope, promise: nil) }
     }
 
     /// Runs every 20 ms: notices stand-ins stopped by SIGSTOP (which they cannot catch), reaps helpers,
@@ -816,7 +804,7 @@ final class Node: @unchecked Sendable {
                 signal.signo = UInt32(SIGSTOP)
                 var envelope = Envelope()
                 envelope.signal = signal
-                links[session.target]?.channel?.writeAndFlush(envelope, promise: nil)
+                links[session.target]?.wire.writeAndFlush(envelope, promise: nil)
             }
             session.standInStopped = stopped
         }
@@ -837,7 +825,16 @@ final class Node: @unchecked Sendable {
             let second = count % 50 == 0
             probe.sample(now: now, slow: second)
             sendLoad(now: now, force: second)
-            if second { checkSilentPeers(now: now) }
+            maintainLinks(now: now)
+            if second {
+                followMembership(now: now)
+                RforkMetrics.homeSessions.record(homeSessions.count)
+                RforkMetrics.hostedSessions.record(hosted.count)
+                let peers = links.values.filter { $0.name != config.node }
+                RforkMetrics.peersUp.record(peers.filter(\.isUp).count)
+                RforkMetrics.peersDown.record(peers.filter { !$0.isUp }.count)
+                RforkMetrics.runQueue.record(probe.average.value)
+            }
             let every = max(1, Int((config.balance ?? .init()).interval * 10))  // rounds of 100 ms
             if (count / 5) % every == 0 && !shuttingDown {
                 balanceRound(now: now)
@@ -964,23 +961,33 @@ final class PeerLink: @unchecked Sendable {  // confined to Node.loop
     let name: String
     let host: String
     let port: Int
-    var channel: Channel?
+    /// The link's end here: what is sent to the peer goes through it, whichever connection carries it.
+    let wire: PeerPort
+    /// A connection carries the link and the peer said hello on it.
     var isUp = false
+    var connecting = false
+    /// The peer's rforkd as it said on the link (a different one means the link cannot resume).
+    var peerIncarnation: UInt64?
     var lastError: String?
+    /// No longer a peer (it left etcd): never connect again.
+    var removed = false
     /// When the peer last said anything on this link (it says its load each second).
     var lastHeard = Posix.monotonicNanoseconds()
 
-    init(name: String, host: String, port: Int) {
+    init(name: String, host: String, port: Int, loop: EventLoop) {
         self.name = name
         self.host = host
         self.port = port
+        self.wire = PeerPort(loop: loop)
     }
 }
 
 /// An inbound link from a peer (this node hosts the children it carries).
 final class InboundLink: @unchecked Sendable {  // confined to Node.loop
-    let channel: Channel
+    /// The link's end here, whichever connection from the peer carries it.
+    let wire: PeerPort
     var peerName: String?
+    var peerIncarnation: UInt64 = 0
     var lastHeard = Posix.monotonicNanoseconds()
-    init(channel: Channel) { self.channel = channel }
+    init(loop: EventLoop) { self.wire = PeerPort(loop: loop) }
 }

@@ -79,7 +79,7 @@ extension Node {
                     name: config.node, state: "self", address: "\(config.listen ?? "0.0.0.0"):\(config.resolvedPort)",
                     load: probe.load(hosted: hosted.count), loadAge: 0)
             ]
-            for peer in config.peers {
+            for peer in peers {
                 let link = links[peer.name]
                 let said = peerLoads[peer.name]
                 let fresh = said.flatMap { $0.isFresh(now: now) ? $0 : nil }

@@ -95,6 +95,10 @@ public nonisolated enum Rfork_Wire_V1_ChannelKind: SwiftProtobuf.Enum, Swift.Cas
 
 }
 
+/// The first envelope on a connection, each way (the side that accepted answers the other's). A link
+/// survives its connection: `resume` asks to carry on the link both ends had, if both are still the same
+/// daemons (incarnations); `received` is how many counted envelopes the sender got on it, so the other
+/// side sends the rest again. Counted: every envelope but Hello, Load and LinkAck.
 public nonisolated struct Rfork_Wire_V1_Hello: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -105,6 +109,32 @@ public nonisolated struct Rfork_Wire_V1_Hello: Sendable {
 
   /// the sender's node name
   public var node: String = String()
+
+  /// random, new each time the sender's rforkd starts
+  public var incarnation: UInt64 = 0
+
+  /// carry on the link this connection replaces
+  public var resume: Bool = false
+
+  /// counted envelopes the sender received on that link
+  public var received: UInt64 = 0
+
+  /// the receiver's incarnation as the sender knew it
+  public var peerIncarnation: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// How many counted envelopes the sender has received on this link (the other side drops them from
+/// what it would send again).
+public nonisolated struct Rfork_Wire_V1_LinkAck: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var received: UInt64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -683,6 +713,14 @@ public nonisolated struct Rfork_Wire_V1_Envelope: Sendable {
     set {body = .drainResult(newValue)}
   }
 
+  public var linkAck: Rfork_Wire_V1_LinkAck {
+    get {
+      if case .linkAck(let v)? = body {return v}
+      return Rfork_Wire_V1_LinkAck()
+    }
+    set {body = .linkAck(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Body: Equatable, Sendable {
@@ -704,6 +742,7 @@ public nonisolated struct Rfork_Wire_V1_Envelope: Sendable {
     case migrateResult(Rfork_Wire_V1_MigrateResult)
     case drainRequest(Rfork_Wire_V1_DrainRequest)
     case drainResult(Rfork_Wire_V1_DrainResult)
+    case linkAck(Rfork_Wire_V1_LinkAck)
 
   }
 
@@ -720,7 +759,7 @@ nonisolated extension Rfork_Wire_V1_ChannelKind: SwiftProtobuf._ProtoNameProvidi
 
 nonisolated extension Rfork_Wire_V1_Hello: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Hello"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}protocol_version\0\u{1}node\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}protocol_version\0\u{1}node\0\u{1}incarnation\0\u{1}resume\0\u{1}received\0\u{3}peer_incarnation\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -730,6 +769,10 @@ nonisolated extension Rfork_Wire_V1_Hello: SwiftProtobuf.Message, SwiftProtobuf.
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularUInt32Field(value: &self.protocolVersion) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.node) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.incarnation) }()
+      case 4: try { try decoder.decodeSingularBoolField(value: &self.resume) }()
+      case 5: try { try decoder.decodeSingularUInt64Field(value: &self.received) }()
+      case 6: try { try decoder.decodeSingularUInt64Field(value: &self.peerIncarnation) }()
       default: break
       }
     }
@@ -742,12 +785,58 @@ nonisolated extension Rfork_Wire_V1_Hello: SwiftProtobuf.Message, SwiftProtobuf.
     if !self.node.isEmpty {
       try visitor.visitSingularStringField(value: self.node, fieldNumber: 2)
     }
+    if self.incarnation != 0 {
+      try visitor.visitSingularUInt64Field(value: self.incarnation, fieldNumber: 3)
+    }
+    if self.resume != false {
+      try visitor.visitSingularBoolField(value: self.resume, fieldNumber: 4)
+    }
+    if self.received != 0 {
+      try visitor.visitSingularUInt64Field(value: self.received, fieldNumber: 5)
+    }
+    if self.peerIncarnation != 0 {
+      try visitor.visitSingularUInt64Field(value: self.peerIncarnation, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Rfork_Wire_V1_Hello, rhs: Rfork_Wire_V1_Hello) -> Bool {
     if lhs.protocolVersion != rhs.protocolVersion {return false}
     if lhs.node != rhs.node {return false}
+    if lhs.incarnation != rhs.incarnation {return false}
+    if lhs.resume != rhs.resume {return false}
+    if lhs.received != rhs.received {return false}
+    if lhs.peerIncarnation != rhs.peerIncarnation {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Rfork_Wire_V1_LinkAck: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".LinkAck"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}received\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.received) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.received != 0 {
+      try visitor.visitSingularUInt64Field(value: self.received, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Rfork_Wire_V1_LinkAck, rhs: Rfork_Wire_V1_LinkAck) -> Bool {
+    if lhs.received != rhs.received {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1574,7 +1663,7 @@ nonisolated extension Rfork_Wire_V1_Load: SwiftProtobuf.Message, SwiftProtobuf._
 
 nonisolated extension Rfork_Wire_V1_Envelope: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Envelope"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hello\0\u{3}fork_request\0\u{3}fork_reply\0\u{1}data\0\u{3}end_of_file\0\u{1}signal\0\u{3}child_event\0\u{1}abort\0\u{1}load\0\u{1}demand\0\u{3}image_chunk\0\u{3}page_stream\0\u{3}page_stream_end\0\u{1}ack\0\u{3}migrate_request\0\u{3}migrate_result\0\u{3}drain_request\0\u{3}drain_result\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hello\0\u{3}fork_request\0\u{3}fork_reply\0\u{1}data\0\u{3}end_of_file\0\u{1}signal\0\u{3}child_event\0\u{1}abort\0\u{1}load\0\u{1}demand\0\u{3}image_chunk\0\u{3}page_stream\0\u{3}page_stream_end\0\u{1}ack\0\u{3}migrate_request\0\u{3}migrate_result\0\u{3}drain_request\0\u{3}drain_result\0\u{3}link_ack\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1816,6 +1905,19 @@ nonisolated extension Rfork_Wire_V1_Envelope: SwiftProtobuf.Message, SwiftProtob
           self.body = .drainResult(v)
         }
       }()
+      case 19: try {
+        var v: Rfork_Wire_V1_LinkAck?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .linkAck(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .linkAck(v)
+        }
+      }()
       default: break
       }
     }
@@ -1898,6 +2000,10 @@ nonisolated extension Rfork_Wire_V1_Envelope: SwiftProtobuf.Message, SwiftProtob
     case .drainResult?: try {
       guard case .drainResult(let v)? = self.body else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 18)
+    }()
+    case .linkAck?: try {
+      guard case .linkAck(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 19)
     }()
     case nil: break
     }

@@ -71,7 +71,24 @@ extension Rfork {
             guard state.nodes.count >= 2 else { throw ValidationError("the cluster needs at least 2 nodes") }
             let runner = BenchRunner(
                 state: state, prefix: LocalCluster.installPrefix(), sizes: sizes, trials: trials, log: !json)
-            let report = try runner.measureAll()
+            var report = try runner.measureAll()
+            if started {
+                // Balancing and failure detection want nodes with a CPU each: a cluster of their own.
+                cluster.down()
+                let pair = LocalCluster(configuration: .init(sharedPaths: [BenchRunner.scratch], cpusPerNode: 1))
+                do { state = try pair.up(nodes: 2) } catch { throw ValidationError("\(error)") }
+                let two = BenchRunner(
+                    state: state, prefix: LocalCluster.installPrefix(), sizes: sizes, trials: trials, log: !json)
+                two.say("balancing: 4 CPU-bound workers on node1 of two 1-CPU nodes, pinned and balanced, 3 runs each")
+                report.balance = two.balancing(trials: 3, seconds: 4)
+                two.say("failure detection: node2 cut off (3 trials), then its rforkd killed")
+                report.detection = two.detection(
+                    trials: 3, peerTimeout: DaemonConfiguration.defaultPeerTimeoutSeconds)
+            } else {
+                FileHandleStderr.write(
+                    "bench: balancing and failure detection need a cluster of their own; take this one down to measure them\n"
+                )
+            }
             try Posix.makeDirectory(out, mode: 0o755)
             try Posix.writeFile(out + "/latest.json", Array(report.json.utf8), mode: 0o644)
             try Posix.writeFile(out + "/latest.md", Array(report.markdown.utf8), mode: 0o644)
@@ -121,6 +138,27 @@ struct DrainResult: Codable {
     var drainFrozenMs: Double
     var drainWallMs: Double
     var moved: Int
+}
+
+/// Automatic balancing on two nodes of one CPU each: `forkbench workers 4 SECONDS` (four CPU-bound
+/// children started on node1 with `--policy local`) with `--pin` and without; medians of wall times in ms.
+struct BalanceResult: Codable {
+    var workers: Int
+    var cpuSeconds: Double
+    var pinnedMs: Double
+    var balancedMs: Double
+    /// Workers that ended on node2, median over the balanced runs.
+    var moved: Double
+    var trials: Int
+}
+
+/// How long a parent waits to hear that its remote child's node is gone, in ms from the moment the link
+/// is cut (`ip link set down`: no reset, nothing said) or the node's rforkd is killed.
+struct DetectionResult: Codable {
+    var peerTimeoutSeconds: Int
+    var cutMs: Double
+    var killedMs: Double
+    var trials: Int
 }
 
 /// `rfork checkpoint` (left running) and `rfork restart` of a job holding `mib` MiB, against `criu dump`
@@ -173,6 +211,8 @@ struct BenchReport: Codable {
     var migrations: [MigrationResult] = []
     var drain: DrainResult?
     var checkpoints: [CheckpointResult] = []
+    var balance: BalanceResult?
+    var detection: DetectionResult?
 
     var json: String {
         let encoder = JSONEncoder()
@@ -245,6 +285,24 @@ struct BenchReport: Codable {
             s += "|---|---|---|---|---|\n"
             s += "| \(f(d.singleFrozenMs)) ms | \(f(d.drainFrozenMs)) ms | \(f(d.drainFrozenMs / d.singleFrozenMs))× "
             s += "| \(f(d.drainWallMs)) ms | \(d.moved) of \(d.processes) |\n"
+        }
+        if let b = balance {
+            s += "\n## Automatic balancing\n\n"
+            s += "A fresh cluster of two nodes of one CPU each. `forkbench workers \(b.workers) \(f(b.cpuSeconds))`: "
+            s += "\(b.workers) CPU-bound children of \(f(b.cpuSeconds)) s of CPU each, all started on node1 "
+            s += "(`rfork run --policy local`), with `--pin` (they stay) and without (the balancers move them); "
+            s += "medians of \(b.trials) runs each, taking turns.\n\n"
+            s += "| pinned | balanced | ratio | workers that ended on node2 |\n|---|---|---|---|\n"
+            s += "| \(f(b.pinnedMs / 1000)) s | \(f(b.balancedMs / 1000)) s | \(f(b.balancedMs / b.pinnedMs))× "
+            s += "| \(f(b.moved)) of \(b.workers) |\n"
+        }
+        if let d = detection {
+            s += "\n## Failure detection\n\n"
+            s += "A remote child on node2 of a parent on node1; then node2's link is cut (`ip link set down`, "
+            s += "nothing said) or node2's rforkd is killed. Time until the parent's `wait()` returns "
+            s += "(SIGKILL), medians of \(d.trials) trials; `peerTimeoutSeconds` \(d.peerTimeoutSeconds).\n\n"
+            s += "| link cut | rforkd killed |\n|---|---|\n"
+            s += "| \(f(d.cutMs)) ms | \(f(d.killedMs)) ms |\n"
         }
         if !checkpoints.isEmpty {
             s += "\n## Checkpoint and restart\n\n"
@@ -329,6 +387,16 @@ struct BenchReport: Codable {
             let ratio = d.drainFrozenMs / d.singleFrozenMs
             s += "| \(d.processes) processes drained from one node at once | median freeze ≤ 2× a single move's "
             s += "(\(f(2 * d.singleFrozenMs)) ms) | \(f(d.drainFrozenMs)) ms (\(f(ratio))×) | \(mark(ratio <= 2)) |\n"
+        }
+        if let b = balance {
+            let ratio = b.balancedMs / b.pinnedMs
+            s += "| \(b.workers) CPU-bound workers on one of two 1-CPU nodes, balanced vs pinned | ≤ 0.75× "
+            s += "| \(f(ratio))× | \(mark(ratio <= 0.75)) |\n"
+        }
+        if let d = detection {
+            let limit = Double(d.peerTimeoutSeconds + 2) * 1000
+            s += "| parent told after its child's node is cut off | ≤ peerTimeout + 2 s (\(f(limit / 1000)) s) "
+            s += "| \(f(d.cutMs / 1000)) s | \(mark(d.cutMs <= limit)) |\n"
         }
         s += "| memory rfork adds per remote child | ≤ 512 KiB home, ≤ 512 KiB target "
         s += "| \(f(homeKiBPerChild)) / \(f(targetKiBPerChild)) KiB "
@@ -556,16 +624,23 @@ struct BenchRunner {
     /// name a mount the node cannot see, and the child could not move), stderr joins stdout.
     func on(_ node: LocalCluster.NodeState, _ argv: [String], anyStatus: Bool = false) throws -> String {
         let (status, out) = try Posix.run(
-            [
-                "/usr/bin/nsenter", "-t", String(node.daemonPID), "-n", "-m", "-u", "--", "/bin/sh", "-c",
-                "exec \"$@\" </dev/null 2>&1", "sh",
-            ] + argv)
+            entering(node) + ["/bin/sh", "-c", "exec \"$@\" </dev/null 2>&1", "sh"] + argv)
         guard status == .exited(0) || anyStatus else {
             throw ValidationError(
                 "\(argv.prefix(6).joined(separator: " ")) on \(node.name) failed (\(status)): \(out.split(separator: "\n").last ?? "")"
             )
         }
         return out
+    }
+
+    /// The start of a command line that runs the rest on `node`: in its namespaces and, as `rfork cluster
+    /// exec` does, in its cgroups (its CPUs and memory). Begins with "/bin/sh" (a path for `Posix.spawn`).
+    func entering(_ node: LocalCluster.NodeState) -> [String] {
+        let join = (node.cgroups ?? []).map { "echo $$ > \($0)/cgroup.procs; " }.joined()
+        return [
+            "/bin/sh", "-c", join + "exec \"$@\"", "sh", "/usr/bin/nsenter", "-t", String(node.daemonPID), "-n", "-m",
+            "-u", "-C", "--",
+        ]
     }
 
     func remote(_ args: [String], postCopy: String = "never") throws -> String {
@@ -724,6 +799,68 @@ struct BenchRunner {
         return report
     }
 
+    /// Four CPU-bound workers on the home node, pinned and balanced, `trials` runs each, taking turns
+    /// (needs a cluster of two one-CPU nodes).
+    func balancing(trials: Int, seconds: Double) -> BalanceResult {
+        var pinned: [Double] = []
+        var balanced: [Double] = []
+        var moved: [Double] = []
+        for _ in 0..<trials {
+            for pin in [true, false] {
+                let args =
+                    [rfork, "run", "--policy", "local"] + (pin ? ["--pin"] : []) + [
+                        "--", forkbench, "workers", "4", String(seconds),
+                    ]
+                guard let row = objects((try? on(home, args)) ?? "").first, let wall = row["wall_ms"] else {
+                    say("balancing: a run did not finish")
+                    continue
+                }
+                if pin { pinned.append(wall) } else { balanced.append(wall) }
+                if !pin { moved.append(row["moved"] ?? 0) }
+            }
+        }
+        return BalanceResult(
+            workers: 4, cpuSeconds: seconds, pinnedMs: median(pinned), balancedMs: median(balanced),
+            moved: median(moved), trials: trials)
+    }
+
+    /// A child of `forkbench hold 1` on the target; the target cut off (its link down in the hub) or its
+    /// rforkd killed; the time until its parent sees it end. The cluster is not usable afterwards.
+    func detection(trials: Int, peerTimeout: Int) -> DetectionResult {
+        func once(kill: Bool) -> Double? {
+            let ready = "\(Self.scratch)/detect"
+            unlink(ready)
+            defer { unlink(ready) }
+            // rfork run --node target forks the holder there; bash waits for it.
+            guard
+                let pid = try? startOnHome(
+                    [
+                        rfork, "run", "--node", target.name, "--", "/bin/bash", "-c", "(exec \"$0\" hold 1); exit 0",
+                        forkbench,
+                    ], readyFile: ready)
+            else { return nil }
+            let veth = "rfk\(target.name.dropFirst(4))"
+            let t0 = Posix.monotonicNanoseconds()
+            if kill {
+                Posix.kill(target.daemonPID, SIGKILL)
+            } else {
+                _ = try? Posix.run(["/usr/sbin/ip", "-n", state.hub, "link", "set", veth, "down"])
+            }
+            _ = try? Posix.wait(pid)
+            let ms = Double(Posix.monotonicNanoseconds() - t0) / 1e6
+            if !kill { _ = try? Posix.run(["/usr/sbin/ip", "-n", state.hub, "link", "set", veth, "up"]) }
+            return ms
+        }
+        var cut: [Double] = []
+        for _ in 0..<trials {
+            if let ms = once(kill: false) { cut.append(ms) }
+            usleep(3_000_000)  // the link resumes (a new one, the old one given up)
+        }
+        let killed = once(kill: true).map { [$0] } ?? []
+        return DetectionResult(
+            peerTimeoutSeconds: peerTimeout, cutMs: median(cut), killedMs: median(killed), trials: trials)
+    }
+
     /// `count` holders of `mib` MiB moved home -> target one by one (`rfork migrate`), then back by one
     /// `rfork migrate --all --from target --to home` (run on the target); ended afterwards.
     func drain(count: Int, mib: Int) -> DrainResult {
@@ -829,10 +966,11 @@ struct BenchRunner {
             if let ms = outcome.frozenMs { frozen.append(ms) }
             guard
                 let restarter = try? Posix.spawn(
-                    "/usr/bin/nsenter",
-                    [
-                        "nsenter", "-t", String(home.daemonPID), "-n", "-m", "-u", "--", "/bin/sh", "-c",
-                        "exec \"$@\" >/dev/null 2>&1 </dev/null", "sh", rfork, "restart", dir, "--node", target.name,
+                    "/bin/sh",
+                    entering(home) + [
+                        "/bin/sh", "-c", "exec \"$@\" >/dev/null 2>&1 </dev/null", "sh", rfork, "restart", dir,
+                        "--node",
+                        target.name,
                     ], newSession: true)
             else { continue }
             let t2 = Posix.monotonicNanoseconds()
@@ -976,10 +1114,11 @@ struct BenchRunner {
         guard let perf = ["/usr/bin/perf", "/usr/local/bin/perf"].first(where: Posix.fileExists) else { return [] }
         let data = BenchRunner.scratch + "/perf.data"
         defer { unlink(data) }
-        let command = [
-            "/usr/bin/nsenter", "-t", String(home.daemonPID), "-n", "-m", "-u", "--", "/bin/sh", "-c",
-            "exec \"$@\" </dev/null 2>&1", "sh", rfork, "run", "--node", target.name, "--", forkbench,
-        ]
+        let command =
+            entering(home) + [
+                "/bin/sh", "-c", "exec \"$@\" </dev/null 2>&1", "sh", rfork, "run", "--node", target.name, "--",
+                forkbench,
+            ]
         guard
             let (status, _) = try? Posix.run(
                 [perf, "record", "-q", "-a", "-F", "999", "-o", data, "--"] + command + args),
@@ -1008,10 +1147,10 @@ struct BenchRunner {
         defer { Posix.close(devnull) }
         guard
             let pid = try? Posix.spawn(
-                "/usr/bin/nsenter",
-                [
-                    "nsenter", "-t", String(target.daemonPID), "-n", "-m", "-u", "--", criu, "page-server", "-D",
-                    directory, "--address", target.address, "--port", String(Self.pageServerPort),
+                "/bin/sh",
+                entering(target) + [
+                    criu, "page-server", "-D", directory, "--address", target.address, "--port",
+                    String(Self.pageServerPort),
                 ], descriptors: [devnull, devnull, devnull])
         else { return nil }
         let port = String(format: ":%04X ", Self.pageServerPort)
@@ -1051,11 +1190,7 @@ struct BenchRunner {
     /// to `readyFile`; returns once the output says READY.
     func startOnHome(_ argv: [String], readyFile: String) throws -> pid_t {
         let pid = try Posix.spawn(
-            "/usr/bin/nsenter",
-            [
-                "nsenter", "-t", String(home.daemonPID), "-n", "-m", "-u", "--", "/bin/sh", "-c",
-                "exec \"$@\" >\"$0\" 2>&1 </dev/null", readyFile,
-            ] + argv,
+            "/bin/sh", entering(home) + ["/bin/sh", "-c", "exec \"$@\" >\"$0\" 2>&1 </dev/null", readyFile] + argv,
             newSession: true)
         for _ in 0..<3000 {
             if let bytes = try? Posix.readFile(readyFile), String(decoding: bytes, as: UTF8.self).contains("READY") {
@@ -1092,11 +1227,8 @@ struct BenchRunner {
             """
         guard
             let receiver = try? Posix.spawn(
-                "/usr/bin/nsenter",
-                [
-                    "nsenter", "-t", String(target.daemonPID), "-n", "-m", "-u", "--", "python3", "-c", script, "recv",
-                    target.address,
-                ], descriptors: [devnull, devnull, devnull])
+                "/bin/sh", entering(target) + ["python3", "-c", script, "recv", target.address],
+                descriptors: [devnull, devnull, devnull])
         else { return .nan }
         defer { _ = Posix.poll(receiver) }
         usleep(300_000)
@@ -1113,12 +1245,10 @@ struct BenchRunner {
         unlink(outFile)
         guard
             let pid = try? Posix.spawn(
-                "/usr/bin/nsenter",
-                [
-                    "nsenter", "-t", String(home.daemonPID), "-n", "-m", "-u", "--", "/bin/sh", "-c",
-                    "exec \"$0\" run --node \"$1\" -- \"$2\" children 10 >\"$3\" 2>/dev/null", rfork, target.name,
-                    forkbench,
-                    outFile,
+                "/bin/sh",
+                entering(home) + [
+                    "/bin/sh", "-c", "exec \"$0\" run --node \"$1\" -- \"$2\" children 10 >\"$3\" 2>/dev/null", rfork,
+                    target.name, forkbench, outFile,
                 ],
                 descriptors: [fds[0], 1, 2])
         else { return (.nan, .nan) }

@@ -33,6 +33,10 @@ extension Rfork {
                 name: .customLong("peer-timeout"),
                 help: "Seconds a node waits for word from a peer before it declares it dead (default 10).")
             var peerTimeout: Int?
+            @Flag(
+                name: .long,
+                help: "Start an etcd server (Debian's etcd-server) and let the daemons find each other there.")
+            var etcd = false
             func validate() throws {
                 if let cpusPerNode, cpusPerNode < 1 { throw ValidationError("--cpus-per-node must be at least 1") }
                 if let memoryPerNode, NodeResources.parseSize(memoryPerNode).map({ $0 >= 32 << 20 }) != true {
@@ -57,9 +61,11 @@ extension Rfork {
                 let cluster = LocalCluster(
                     configuration: .init(
                         sharedPaths: shared.compactMap(Posix.realPath), cpusPerNode: cpusPerNode,
-                        memoryPerNode: memoryPerNode.flatMap(NodeResources.parseSize), peerTimeoutSeconds: peerTimeout))
+                        memoryPerNode: memoryPerNode.flatMap(NodeResources.parseSize), peerTimeoutSeconds: peerTimeout,
+                        etcd: etcd))
                 let state: LocalCluster.State
                 do { state = try cluster.up(nodes: nodes) } catch { throw ValidationError("\(error)") }
+                if let url = state.etcdURL { print("etcd  \(url)  pid \(state.etcdPID ?? 0)") }
                 for node in state.nodes {
                     let resources =
                         node.resources.map { "  cpus \($0.cpuList)  memory \($0.memoryBytes >> 20) MiB" } ?? ""
