@@ -86,7 +86,11 @@ extension Node {
         let id = nextDrain
         nextDrain += 1
         drains[id] = PendingDrain(
-            machine: Drain(from: config.node, count: sessions.count), requester: requester, sessions: sessions,
+            // One move under way per CPU of this node (at most Drain.defaultWindow): each dump and restore
+            // wants a CPU, and a process waiting for one is frozen meanwhile.
+            machine: Drain(
+                from: config.node, count: sessions.count, window: min(Drain.defaultWindow, Posix.allowedCPUs())),
+            requester: requester, sessions: sessions,
             to: to)
         logger.info("moving the \(sessions.count) processes this node runs for others off it")
         drainEvent(id, .started)

@@ -279,7 +279,8 @@ struct BenchReport: Codable {
             s += "\n## Moving many processes at once\n\n"
             s += "\(d.processes) processes of \(d.mib) MiB (`forkbench hold`, started with `rfork run --policy local`) "
             s += "are moved home → target one at a time with `rfork migrate`, then back off the target with one "
-            s += "`rfork migrate --all --from target --to home` (two moves under way at a time). Frozen: as "
+            s +=
+                "`rfork migrate --all --from target --to home` (one move under way per CPU of the target, at most two). Frozen: as "
             s += "above, medians.\n\n"
             s += "| moved one at a time | moved by --all | ratio | whole drain (wall) | moved by --all |\n"
             s += "|---|---|---|---|---|\n"
