@@ -114,6 +114,12 @@ final class PeerHandler: ChannelInboundHandler {
     }
 
     func channelActive(context: ChannelHandlerContext) {
+        // A connection that has not said hello (and had its TLS handshake) in 5 s is closed: the link
+        // tries again rather than wait for TCP to give up.
+        let channel = context.channel
+        context.eventLoop.scheduleTask(in: .seconds(5)) { [weak self] in
+            if self?.greeted != true { channel.close(promise: nil) }
+        }
         // The side that connected speaks first; the other answers once it knows which link this is.
         if case .outbound(let link) = role {
             let resume = link.peerIncarnation != nil

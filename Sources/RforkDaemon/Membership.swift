@@ -192,14 +192,17 @@ extension Node {
         let loop = self.loop
         func post<T: Encodable>(_ path: String, _ body: T) -> EventLoopFuture<[UInt8]> {
             let data = (try? JSONEncoder().encode(body)).map { Array($0) } ?? []
-            return HTTPPost.post(host: endpoint.host, port: endpoint.port, path: path, body: data, on: loop)
+            // Short, so that a dead endpoint leaves time for another before the lease ends.
+            let timeout = TimeAmount.milliseconds(Int64(max(500, ttl * 100)))
+            return HTTPPost.post(
+                host: endpoint.host, port: endpoint.port, path: path, body: data, on: loop, timeout: timeout)
         }
         func decode<T: Decodable>(_ type: T.Type, _ bytes: [UInt8]) -> T? {
             try? JSONDecoder().decode(type, from: Data(bytes))
         }
         var registered: EventLoopFuture<Void> = loop.makeSucceededVoidFuture()
         if let lease = membership.lease {
-            if now - membership.keptAliveAt >= UInt64(ttl) * 1_000_000_000 / 3 {
+            if now - min(now, membership.keptAliveAt) >= UInt64(ttl) * 1_000_000_000 / 4 {
                 registered = post("/v3/lease/keepalive", EtcdWire.KeepAlive(id: lease)).map { bytes in
                     let ttlLeft = decode(EtcdWire.KeptAlive.self, bytes)?.result?.ttl.flatMap { Int($0) } ?? 0
                     if ttlLeft > 0 {
@@ -239,8 +242,13 @@ extension Node {
             self.membership.busy = false
             switch result {
             case .success(let bytes):
+                guard let ranged = decode(EtcdWire.Ranged.self, bytes) else {
+                    // Not an answer: nothing is concluded from it.
+                    self.logger.warning("membership: etcd's answer could not be read; the peers known stay")
+                    return
+                }
                 self.membership.lastError = nil
-                let records = (decode(EtcdWire.Ranged.self, bytes)?.kvs ?? []).compactMap { kv -> NodeRecord? in
+                let records = (ranged.kvs ?? []).compactMap { kv -> NodeRecord? in
                     guard let text = kv.value.flatMap(EtcdWire.text) else { return nil }
                     return try? JSONDecoder().decode(NodeRecord.self, from: Data(text.utf8))
                 }
