@@ -25,9 +25,8 @@ extension Node {
     /// them, one process with its descendants at a time.
     func balanceRound(now: UInt64) {
         let candidates = balanceCandidates(now: now)
-        lastTop = candidates.compactMap { local, c in
+        lastTop = candidates.compactMap { local, c, session in
             guard let w = watched[local] else { return nil }
-            let session = hosted.values.first { $0.restored && !$0.ended && hostedProcess($0) == local }
             return TopRow(
                 pid: c.pid, uid: w.uid, home: session?.home, homePID: session?.pid, cpu: c.cpuShare,
                 memoryBytes: c.memoryBytes, seconds: c.staySeconds, moves: c.moves, pinned: c.pinned)
@@ -76,13 +75,14 @@ extension Node {
     /// stand-ins), and those it runs for other nodes; each with the CPU it wanted since the last round
     /// (ran or waited to run).
     /// `local` is its PID here, `candidate.pid` the same (the balancer's key).
-    func balanceCandidates(now: UInt64) -> [(local: Int32, candidate: Balancer.Candidate)] {
+    /// `session` is the hosted session it runs for, when it came from another node.
+    func balanceCandidates(now: UInt64) -> [(local: Int32, candidate: Balancer.Candidate, session: HostedSession?)] {
         let ticksPerSecond = Double(sysconf(Int32(_SC_CLK_TCK)))
         let uptime = Posix.uptimeSeconds()
         let standIns = Set(homeSessions.values.map(\.localPID))
         var seen: Set<Int32> = []
-        var out: [(Int32, Balancer.Candidate)] = []
-        func consider(_ pid: Int32, stay: Double?, moves: Int) {
+        var out: [(Int32, Balancer.Candidate, HostedSession?)] = []
+        func consider(_ pid: Int32, stay: Double?, moves: Int, session: HostedSession? = nil) {
             guard !seen.contains(pid), pid != getpid(), !standIns.contains(pid),
                 migrations[pid] == nil, checkpoints[pid] == nil,
                 let stat = Posix.processStat(pid), let demand = Posix.cpuDemandNanoseconds(pid)
@@ -115,13 +115,14 @@ extension Node {
                     pid,
                     Balancer.Candidate(
                         pid: pid, cpuShare: entry.share, ageSeconds: age, staySeconds: stay ?? age, moves: moves,
-                        memoryBytes: stat.residentBytes, pinned: entry.pinned)
+                        memoryBytes: stat.residentBytes, pinned: entry.pinned),
+                    session
                 ))
         }
         // Processes it runs for others: the top process of each (its descendants go with it).
         for session in hosted.values where session.restored && !session.ended && session.lazyPID == nil {
             guard let pid = hostedProcess(session) else { continue }
-            consider(pid, stay: Double(now - session.started) / 1e9, moves: session.moves)
+            consider(pid, stay: Double(now - session.started) / 1e9, moves: session.moves, session: session)
         }
         // Its own: processes in rforkd's PID namespace (not inside a child's).
         for pid in probe.processes() where Posix.namespacePIDs(pid).count == 1 {

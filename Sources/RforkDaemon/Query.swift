@@ -74,22 +74,7 @@ extension Node {
         let now = Posix.monotonicNanoseconds()
         switch query {
         case "nodes":
-            var rows = [
-                NodeRow(
-                    name: config.node, state: "self", address: "\(config.listen ?? "0.0.0.0"):\(config.resolvedPort)",
-                    load: probe.load(hosted: hosted.count), loadAge: 0)
-            ]
-            for peer in peers {
-                let link = links[peer.name]
-                let said = peerLoads[peer.name]
-                let fresh = said.flatMap { $0.isFresh(now: now) ? $0 : nil }
-                rows.append(
-                    NodeRow(
-                        name: peer.name, state: link?.isUp == true ? "up" : "down",
-                        address: "\(peer.host):\(peer.port ?? DaemonConfiguration.defaultPort)",
-                        load: fresh?.load, loadAge: said.map { Double(now - min(now, $0.at)) / 1e9 }))
-            }
-            return String(decoding: (try? encoder.encode(rows)) ?? Data("[]".utf8), as: UTF8.self)
+            return String(decoding: (try? encoder.encode(nodeRows(now: now))) ?? Data("[]".utf8), as: UTF8.self)
         case "ps":
             var rows: [ProcessRow] = []
             for s in homeSessions.values where uid == 0 || s.uid == uid {
@@ -111,8 +96,7 @@ extension Node {
             rows.sort { $0.pid < $1.pid }
             return String(decoding: (try? encoder.encode(rows)) ?? Data("[]".utf8), as: UTF8.self)
         case "top":
-            let nodes =
-                (try? JSONDecoder().decode([NodeRow].self, from: Data(answer(query: "nodes", uid: uid).utf8))) ?? []
+            let nodes = nodeRows(now: now)
             let rows = lastTop.filter { uid == 0 || $0.uid == uid }.sorted { ($0.cpu, $1.pid) > ($1.cpu, $0.pid) }
             let top = TopAnswer(
                 node: config.node, nodes: nodes, processes: rows, balancedMoves: balancedMoves,
@@ -124,5 +108,25 @@ extension Node {
         default:
             return "{\"error\":\"unknown query '\(query)'\"}"
         }
+    }
+
+    /// This node and each peer, with its load as last measured or said.
+    func nodeRows(now: UInt64) -> [NodeRow] {
+        var rows = [
+            NodeRow(
+                name: config.node, state: "self", address: "\(config.listen ?? "0.0.0.0"):\(config.resolvedPort)",
+                load: probe.load(hosted: hosted.count), loadAge: 0)
+        ]
+        for peer in peers {
+            let link = links[peer.name]
+            let said = peerLoads[peer.name]
+            let fresh = said.flatMap { $0.isFresh(now: now) ? $0 : nil }
+            rows.append(
+                NodeRow(
+                    name: peer.name, state: link?.isUp == true ? "up" : "down",
+                    address: "\(peer.host):\(peer.port ?? DaemonConfiguration.defaultPort)",
+                    load: fresh?.load, loadAge: said.map { Double(now - min(now, $0.at)) / 1e9 }))
+        }
+        return rows
     }
 }
