@@ -4,7 +4,7 @@ SWIFT ?= swift
 SWIFT_CONFIG ?= release
 BUILD := build
 
-.PHONY: all build setup demo test unit-test integration-test install proto clean format lint bench
+.PHONY: all build setup demo test unit-test integration-test model-check install proto clean format lint bench
 
 all: build
 
@@ -41,6 +41,14 @@ bench: setup build
 unit-test:
 	$(SWIFT) test
 
+# Every interleaving of the shared-memory coherence protocol, checked by SPIN (spec/coherence.pml).
+model-check:
+	@command -v spin >/dev/null || { echo "model-check: spin is missing; run: make setup (or apt-get install spin)" >&2; exit 1; }
+	@rm -rf $(BUILD)/model-check && mkdir -p $(BUILD)/model-check
+	cd $(BUILD)/model-check && spin -a $(CURDIR)/spec/coherence.pml >spin.log && \
+		cc -O2 -w -DSAFETY -DCOLLAPSE -o pan pan.c && ./pan -m1000000 >pan.log; \
+		grep -E "errors|states, stored" pan.log; grep -q "errors: 0" pan.log || { cat pan.log >&2; exit 1; }
+
 # The suite runs the tools from an installed prefix, so it also checks that they need nothing from here.
 integration-test: setup build
 	rm -rf $(BUILD)/prefix
@@ -54,6 +62,7 @@ test:
 	$(MAKE) --no-print-directory setup
 	$(MAKE) --no-print-directory build SWIFT_CONFIG=debug
 	$(MAKE) --no-print-directory unit-test
+	$(MAKE) --no-print-directory model-check
 	$(MAKE) --no-print-directory integration-test SWIFT_CONFIG=debug
 	$(MAKE) --no-print-directory sanitize-test SWIFT_CONFIG=debug
 

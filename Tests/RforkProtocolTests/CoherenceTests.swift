@@ -1,0 +1,350 @@
+import RforkProtocol
+import Testing
+
+/// A small world of nodes running the coherence protocol over ordered links, with the memory the actions
+/// act on: each node's copy of each page (nil: dropped), and the value of the last write of each page.
+private struct World {
+    typealias Message = Coherence.Message
+    var directory: CoherenceDirectory
+    var nodes: [String: CoherenceNode]
+    /// Ordered links, (from, to) → messages with the page value they carry.
+    var links: [String: [(Message, Int?)]] = [:]
+    var copies: [String: [Int: Int]] = [:]
+    var latest: [Int: Int] = [:]
+    var timers: [String: Double] = [:]
+    var killed: [String] = []
+    var now = 0.0
+
+    init(names: [String], manager: String, hold: Double = 0.001) {
+        directory = CoherenceDirectory(manager: manager)
+        nodes = [:]
+        for n in names {
+            nodes[n] = CoherenceNode(
+                name: n, manager: manager, configuration: CoherenceNode.Configuration(minimumHold: hold))
+            copies[n] = [:]
+        }
+        // The memory starts on the manager, all zero.
+        for page in 0..<8 { copies[manager]?[page] = 0 }
+    }
+
+    func copy(_ node: String, _ page: Int) -> Int? { copies[node]?[page] }
+
+    mutating func setCopy(_ node: String, _ page: Int, _ value: Int?) { copies[node]?[page] = value }
+
+    /// A process on `node` reads (or writes) `page`; true when it could, false when it faulted.
+    mutating func access(_ node: String, _ page: Int, write: Bool) -> Bool {
+        guard let n = nodes[node] else { return false }
+        let have = n.access(page)
+        if have >= (write ? .write : .read) {
+            let value = copy(node, page)
+            #expect(value == latest[page, default: 0], "\(node) reads a stale page \(page)")
+            if write {
+                latest[page, default: 0] += 1
+                setCopy(node, page, latest[page])
+            }
+            return true
+        }
+        let actions = nodes[node]!.handle(.fault(page: page, write: write, now: now))
+        run(node, actions, received: nil)
+        return false
+    }
+
+    mutating func run(_ node: String, _ actions: [CoherenceNode.Action], received: (Message, Int?)?) {
+        for a in actions {
+            switch a {
+            case .send(let m):
+                var value: Int? = nil
+                if case .page(_, true) = m.body {
+                    value = copy(node, m.page)
+                    #expect(value != nil, "\(node) sends a page it does not have")
+                }
+                links["\(m.from)>\(m.to)", default: []].append((m, value))
+            case .install(let page, _, let withData):
+                if withData {
+                    setCopy(node, page, received?.1)
+                } else {
+                    #expect(copy(node, page) == latest[page, default: 0], "a go-ahead without a current copy")
+                }
+            case .drop(let page):
+                setCopy(node, page, nil)
+            case .protect, .wake:
+                break
+            case .kill(let page, let reason):
+                killed.append("\(node) p\(page): \(reason)")
+            case .killAll(let reason):
+                killed.append("\(node): \(reason)")
+            case .timer(let at):
+                timers[node] = min(timers[node] ?? at, at)
+            }
+        }
+    }
+
+    mutating func runDirectory(_ actions: [CoherenceDirectory.Action]) {
+        for case .send(let m) in actions {
+            links["\(m.from)>\(m.to)", default: []].append((m, nil))
+        }
+    }
+
+    /// Delivers the first message of one link; false when every link is empty.
+    mutating func deliver(link: String) {
+        guard var queue = links[link], !queue.isEmpty else { return }
+        let (m, value) = queue.removeFirst()
+        links[link] = queue
+        if m.forManager {
+            runDirectory(directory.handle(.received(m)))
+        } else if nodes[m.to] != nil {
+            let actions = nodes[m.to]!.handle(.received(m, now: now))
+            run(m.to, actions, received: (m, value))
+        }
+    }
+
+    mutating func tick() {
+        for (node, at) in timers where at <= now {
+            timers[node] = nil
+            let actions = nodes[node]!.handle(.tick(now: now))
+            run(node, actions, received: nil)
+        }
+    }
+
+    var busyLinks: [String] { links.filter { !$0.value.isEmpty }.keys.sorted() }
+
+    /// Delivers everything, letting time pass for held pages.
+    mutating func settle() {
+        var rounds = 0
+        while (!busyLinks.isEmpty || !timers.isEmpty) && rounds < 100_000 {
+            if let l = busyLinks.first { deliver(link: l) } else { now += 0.0005 }
+            tick()
+            rounds += 1
+        }
+    }
+
+    /// Single writer or many readers, and every readable copy holds the last write.
+    func checkInvariants() {
+        for page in Set(latest.keys).union([0, 1, 2]) {
+            let access = nodes.mapValues { $0.access(page) }
+            let writers = access.filter { $0.value == .write }.keys
+            if let w = writers.first {
+                #expect(writers.count == 1 && access.filter { $0.value > .none }.count == 1, "page \(page): \(access)")
+                _ = w
+            }
+            for (node, a) in access where a > .none {
+                #expect(copy(node, page) == latest[page, default: 0], "\(node) holds a stale page \(page)")
+            }
+        }
+    }
+}
+
+@Suite("Coherence (pure)") struct CoherenceTests {
+    typealias M = Coherence.Message
+
+    @Test func aReadFaultFetchesACopyFromTheOwnerAndKeepsTheOwnerReading() {
+        var n1 = CoherenceNode(name: "n1", manager: "n1")
+        var n2 = CoherenceNode(name: "n2", manager: "n1")
+        var dir = CoherenceDirectory(manager: "n1")
+        let request = M(page: 3, from: "n2", to: "n1", body: .request(write: false))
+        let r1 = n2.handle(.fault(page: 3, write: false, now: 0))
+        #expect(r1 == [.send(request)])
+        let r2 = n2.handle(.fault(page: 3, write: false, now: 0))
+        #expect(r2 == [])  // one request per page
+        let fetch = M(page: 3, from: "n1", to: "n1", body: .fetch(requester: "n2", write: false))
+        let r3 = dir.handle(.received(request))
+        #expect(r3 == [.send(fetch)])
+        let page = M(page: 3, from: "n1", to: "n2", body: .page(write: false, withData: true))
+        let r4 = n1.handle(.received(fetch, now: 0))
+        #expect(r4 == [.protect(page: 3), .send(page)])
+        #expect(n1.access(3) == .read)
+        let done = M(page: 3, from: "n2", to: "n1", body: .done(write: false))
+        let r5 = n2.handle(.received(page, now: 0))
+        #expect(r5 == [.install(page: 3, access: .read, withData: true), .send(done)])
+        let r6 = dir.handle(.received(done))
+        #expect(r6 == [])
+        #expect(dir.entry(3).owner == "n1" && dir.entry(3).holders == ["n1", "n2"])
+        let r7 = n2.handle(.fault(page: 3, write: false, now: 0))
+        #expect(r7 == [.wake(page: 3)])
+    }
+
+    @Test func aWriterThatHoldsACopyWaitsForEveryOtherCopyToBeDroppedThenGoesOnWithoutData() {
+        var dir = CoherenceDirectory(manager: "n1")
+        for n in ["n2", "n3"] {
+            _ = dir.handle(.received(M(page: 0, from: n, to: "n1", body: .request(write: false))))
+            _ = dir.handle(.received(M(page: 0, from: n, to: "n1", body: .done(write: false))))
+        }
+        #expect(dir.entry(0).holders == ["n1", "n2", "n3"])
+        let actions = dir.handle(.received(M(page: 0, from: "n2", to: "n1", body: .request(write: true))))
+        #expect(
+            actions == [
+                .send(M(page: 0, from: "n1", to: "n1", body: .invalidate)),
+                .send(M(page: 0, from: "n1", to: "n3", body: .invalidate)),
+            ])
+        let r8 = dir.handle(.received(M(page: 0, from: "n3", to: "n1", body: .invalidated)))
+        #expect(r8 == [])
+        let r9 = dir.handle(.received(M(page: 0, from: "n3", to: "n1", body: .invalidated)))
+        #expect(r9 == [])  // twice
+        let r10 = dir.handle(.received(M(page: 0, from: "n1", to: "n1", body: .invalidated)))
+        #expect(
+            r10 == [
+                .send(M(page: 0, from: "n1", to: "n2", body: .page(write: true, withData: false)))
+            ])
+        _ = dir.handle(.received(M(page: 0, from: "n2", to: "n1", body: .done(write: true))))
+        #expect(dir.entry(0).owner == "n2" && dir.entry(0).holders == ["n2"])
+    }
+
+    @Test func aWriterWithoutACopyGetsTheOwnersWhichDropsIt() {
+        var dir = CoherenceDirectory(manager: "n1")
+        var n1 = CoherenceNode(name: "n1", manager: "n1")
+        let fetch = M(page: 1, from: "n1", to: "n1", body: .fetch(requester: "n3", write: true))
+        let r11 = dir.handle(.received(M(page: 1, from: "n3", to: "n1", body: .request(write: true))))
+        #expect(r11 == [.send(fetch)])
+        let r12 = n1.handle(.received(fetch, now: 0))
+        #expect(
+            r12 == [
+                .protect(page: 1), .send(M(page: 1, from: "n1", to: "n3", body: .page(write: true, withData: true))),
+                .drop(page: 1),
+            ])
+        #expect(n1.access(1) == .none)
+        let r13 = n1.handle(.fault(page: 1, write: false, now: 0))
+        #expect(r13 == [.send(M(page: 1, from: "n1", to: "n1", body: .request(write: false)))])
+    }
+
+    @Test func requestsForOnePageAreServedOneAtATimeInOrder() {
+        var dir = CoherenceDirectory(manager: "n1")
+        let a = dir.handle(.received(M(page: 0, from: "n2", to: "n1", body: .request(write: true))))
+        #expect(a == [.send(M(page: 0, from: "n1", to: "n1", body: .fetch(requester: "n2", write: true)))])
+        let r14 = dir.handle(.received(M(page: 0, from: "n3", to: "n1", body: .request(write: false))))
+        #expect(r14 == [])
+        let r15 = dir.handle(.received(M(page: 0, from: "n3", to: "n1", body: .request(write: false))))
+        #expect(r15 == [])
+        // Another page is not held up.
+        let r16 = dir.handle(.received(M(page: 1, from: "n3", to: "n1", body: .request(write: false))))
+        #expect(r16.count == 1)
+        let r17 = dir.handle(.received(M(page: 0, from: "n3", to: "n1", body: .done(write: true))))
+        #expect(r17 == [])  // not its
+        let r18 = dir.handle(.received(M(page: 0, from: "n2", to: "n1", body: .done(write: true))))
+        #expect(
+            r18 == [
+                .send(M(page: 0, from: "n1", to: "n2", body: .fetch(requester: "n3", write: false)))
+            ])
+    }
+
+    @Test func aPageJustGivenIsKeptForTheMinimumHoldThenGivenUp() {
+        var n2 = CoherenceNode(name: "n2", manager: "n1", configuration: .init(minimumHold: 0.001))
+        _ = n2.handle(.fault(page: 0, write: true, now: 0))
+        _ = n2.handle(.received(M(page: 0, from: "n1", to: "n2", body: .page(write: true, withData: true)), now: 0.01))
+        let fetch = M(page: 0, from: "n1", to: "n2", body: .fetch(requester: "n3", write: true))
+        let r19 = n2.handle(.received(fetch, now: 0.0104))
+        #expect(r19 == [.timer(at: 0.011)])
+        let inv = M(page: 5, from: "n1", to: "n2", body: .invalidate)
+        let r20 = n2.handle(.received(inv, now: 0.0105))
+        #expect(r20 == [])  // behind the first
+        let r21 = n2.handle(.tick(now: 0.0108))
+        #expect(r21 == [.timer(at: 0.011)])
+        #expect(n2.access(0) == .write)
+        let r22 = n2.handle(.tick(now: 0.011))
+        #expect(
+            r22 == [
+                .protect(page: 0), .send(M(page: 0, from: "n2", to: "n3", body: .page(write: true, withData: true))),
+                .drop(page: 0), .drop(page: 5), .send(M(page: 5, from: "n2", to: "n1", body: .invalidated)),
+            ])
+    }
+
+    @Test func theOnlyCopyLostWithItsNodeKillsThoseWhoNeedItAndNeverHandsOutStaleData() {
+        var w = World(names: ["n1", "n2", "n3"], manager: "n1")
+        // n3 writes page 0 (the only current copy is now there), n2 reads page 1 (a copy; n1 keeps one).
+        while !w.access("n3", 0, write: true) { w.settle() }
+        while !w.access("n2", 1, write: false) { w.settle() }
+        w.runDirectory(w.directory.handle(.nodeLost("n3")))
+        w.links = w.links.filter { !$0.key.contains("n3") }
+        #expect(w.directory.entry(0).lost)
+        #expect(!w.directory.entry(1).lost && w.directory.entry(1).holders == ["n1", "n2"])
+        let n2Read = w.access("n2", 0, write: false)
+        #expect(!n2Read)
+        w.settle()
+        #expect(w.killed == ["n2 p0: page 0 of shared memory was lost with the node that held its only current copy"])
+        #expect(w.nodes["n2"]?.access(0) == Coherence.Access.none)
+        let n1Write = w.access("n1", 0, write: true)
+        #expect(!n1Write)
+        w.settle()
+        #expect(w.killed.count == 2)
+        // A page with copies left survives: n2 is lost, n1 goes on.
+        w.runDirectory(w.directory.handle(.nodeLost("n2")))
+        #expect(w.directory.entry(1).owner == "n1" && !w.directory.entry(1).lost)
+        let n1Read = w.access("n1", 1, write: false)
+        #expect(n1Read)
+    }
+
+    @Test func anOwnerLostWhileAskedForAReadCopyIsReplacedByAnotherHolder() {
+        var dir = CoherenceDirectory(manager: "n1")
+        for (n, write) in [("n2", true), ("n3", false)] {
+            _ = dir.handle(.received(M(page: 0, from: n, to: "n1", body: .request(write: write))))
+            _ = dir.handle(.received(M(page: 0, from: n, to: "n1", body: .done(write: write))))
+        }
+        #expect(dir.entry(0).owner == "n2" && dir.entry(0).holders == ["n2", "n3"])
+        let r23 = dir.handle(.received(M(page: 0, from: "n1", to: "n1", body: .request(write: false))))
+        #expect(
+            r23 == [
+                .send(M(page: 0, from: "n1", to: "n2", body: .fetch(requester: "n1", write: false)))
+            ])
+        let r24 = dir.handle(.nodeLost("n2"))
+        #expect(
+            r24 == [
+                .send(M(page: 0, from: "n1", to: "n3", body: .fetch(requester: "n1", write: false)))
+            ])
+        #expect(dir.entry(0).owner == "n3")
+    }
+
+    @Test func theManagerLostEndsEveryLocalProcess() {
+        var n2 = CoherenceNode(name: "n2", manager: "n1")
+        let r25 = n2.handle(.managerLost)
+        #expect(r25 == [.killAll(reason: "the home node n1 of this shared memory is gone")])
+        let r26 = n2.handle(.managerLost)
+        #expect(r26 == [])
+        let r27 = n2.handle(.fault(page: 0, write: false, now: 0))
+        #expect(r27.count == 1)
+    }
+
+    /// Random reads, writes and message orders (each link in order) on three nodes and three pages: no
+    /// read ever sees anything but the last write, no two nodes write one page at once, and every fault is
+    /// served in the end.
+    @Test(arguments: 0..<40) func randomizedRunsStaySequentiallyConsistentAndLive(seed: Int) {
+        var rng = SplitMix(seed: UInt64(seed))
+        var w = World(names: ["n1", "n2", "n3"], manager: "n1", hold: seed % 2 == 0 ? 0.001 : 0)
+        let names = ["n1", "n2", "n3"]
+        var served = 0
+        for _ in 0..<3000 {
+            switch rng.next() % 10 {
+            case 0..<4:
+                let node = names[Int(rng.next() % 3)]
+                if w.access(node, Int(rng.next() % 3), write: rng.next() % 2 == 0) { served += 1 }
+            case 4..<9:
+                let busy = w.busyLinks
+                if !busy.isEmpty { w.deliver(link: busy[Int(rng.next() % UInt64(busy.count))]) }
+            default:
+                w.now += 0.0003
+                w.tick()
+            }
+            w.checkInvariants()
+        }
+        w.settle()
+        w.checkInvariants()
+        #expect(w.killed.isEmpty)
+        for (name, n) in w.nodes {
+            #expect(n.pending.isEmpty, "\(name) still waits for \(n.pending)")
+        }
+        for page in 0..<3 {
+            #expect(w.directory.entry(page).transaction == nil && w.directory.entry(page).queue.isEmpty)
+        }
+        #expect(served > 100)
+    }
+}
+
+struct SplitMix {
+    var state: UInt64
+    init(seed: UInt64) { state = seed &* 0x9E37_79B9_7F4A_7C15 &+ 1 }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
