@@ -11,6 +11,14 @@
  *   forkbench children N           fork N children that sleep; print their PIDs; wait for stdin EOF
  *   forkbench fill MIB             write MIB of fresh memory, then the same memory again (no fork: what
  *                                  this machine charges for new pages, which every restored child needs)
+ *   forkbench shm-pingpong ROUNDS  parent and child take turns adding to one shared word (MAP_SHARED
+ *                                  anonymous memory): microseconds per turn handed over
+ *   forkbench shm-false SECONDS    parent and child each add to their own word of one shared page for
+ *                                  SECONDS: both rates (false sharing)
+ *   forkbench shm-readers N PAGES  the parent writes a table of PAGES pages once; N children each read
+ *                                  it 10 times over: milliseconds for all
+ *   forkbench shm-bulk MIB         a child writes MIB of shared memory; then the parent reads it all:
+ *                                  MiB/s of each
  */
 #define _GNU_SOURCE
 #include <poll.h>
@@ -265,8 +273,150 @@ static int workers(int n, double seconds)
     return 0;
 }
 
+static void *shared_pages(size_t bytes)
+{
+    void *m = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    return m == MAP_FAILED ? NULL : m;
+}
+
+static int wait_child(pid_t p)
+{
+    int st;
+    return waitpid(p, &st, 0) == p && WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -1;
+}
+
+static int shm_pingpong(int rounds)
+{
+    volatile long *c = shared_pages(4096);
+    if (!c || rounds < 2)
+        return 2;
+    pid_t p = fork();
+    if (p == 0) {
+        for (int i = 0; i < rounds; i++) {
+            while ((*c & 1) != 1)
+                ;
+            __atomic_add_fetch(c, 1, __ATOMIC_SEQ_CST);
+        }
+        _exit(0);
+    }
+    long long t0 = 0;
+    for (int i = 0; i < rounds; i++) {
+        while ((*c & 1) != 0)
+            ;
+        if (i == 1)
+            t0 = now_ns(); /* from the second turn: the child runs by then */
+        __atomic_add_fetch(c, 1, __ATOMIC_SEQ_CST);
+    }
+    while (*c != 2L * rounds)
+        ;
+    long long t = now_ns() - t0;
+    if (wait_child(p))
+        return 1;
+    /* Each round is two turns handed over: parent to child and back. */
+    printf("{\"turn_us\":%.2f,\"rounds\":%d}\n", t / 1e3 / (2.0 * (rounds - 1)), rounds);
+    return 0;
+}
+
+static int shm_false(double seconds)
+{
+    volatile long *w = shared_pages(4096);
+    if (!w)
+        return 2;
+    w[8] = 0; /* ready */
+    pid_t p = fork();
+    if (p == 0) {
+        __atomic_add_fetch(&w[8], 1, __ATOMIC_SEQ_CST);
+        while (__atomic_load_n(&w[9], __ATOMIC_SEQ_CST) == 0)
+            __atomic_add_fetch(&w[1], 1, __ATOMIC_RELAXED);
+        _exit(0);
+    }
+    while (__atomic_load_n(&w[8], __ATOMIC_SEQ_CST) == 0)
+        ;
+    long long t0 = now_ns(), end = t0 + (long long)(seconds * 1e9);
+    long mine = 0, theirs0 = __atomic_load_n(&w[1], __ATOMIC_RELAXED);
+    while (now_ns() < end) {
+        __atomic_add_fetch(&w[0], 1, __ATOMIC_RELAXED);
+        mine++;
+    }
+    long theirs = __atomic_load_n(&w[1], __ATOMIC_RELAXED) - theirs0;
+    double s = (now_ns() - t0) / 1e9;
+    __atomic_store_n(&w[9], 1, __ATOMIC_SEQ_CST);
+    if (wait_child(p))
+        return 1;
+    printf("{\"parent_per_s\":%.0f,\"child_per_s\":%.0f}\n", mine / s, theirs / s);
+    return 0;
+}
+
+static int shm_readers(int n, int pages)
+{
+    size_t bytes = (size_t)pages * 4096;
+    volatile long *t = shared_pages(bytes + 4096);
+    if (!t || n < 1 || n > 64)
+        return 2;
+    volatile long *ready = t + pages * 512; /* the last page: start and finish counts */
+    for (int i = 0; i < pages; i++)
+        t[i * 512] = i + 1;
+    pid_t kids[64];
+    for (int k = 0; k < n; k++) {
+        kids[k] = fork();
+        if (kids[k] == 0) {
+            __atomic_add_fetch(&ready[0], 1, __ATOMIC_SEQ_CST);
+            while (__atomic_load_n(&ready[0], __ATOMIC_SEQ_CST) < n)
+                ;
+            long sum = 0;
+            for (int r = 0; r < 10; r++)
+                for (int i = 0; i < pages; i++)
+                    sum += t[i * 512];
+            _exit(sum == 10L * pages * (pages + 1) / 2 ? 0 : 1);
+        }
+    }
+    while (__atomic_load_n(&ready[0], __ATOMIC_SEQ_CST) < n)
+        usleep(100);
+    long long t0 = now_ns();
+    int bad = 0;
+    for (int k = 0; k < n; k++)
+        bad += wait_child(kids[k]) != 0;
+    printf("{\"ms\":%.2f,\"readers\":%d,\"pages\":%d,\"bad\":%d}\n", (now_ns() - t0) / 1e6, n, pages, bad);
+    return bad ? 1 : 0;
+}
+
+static int shm_bulk(size_t mib)
+{
+    size_t bytes = mib << 20;
+    volatile long *m = shared_pages(bytes + 4096);
+    if (!m)
+        return 2;
+    volatile long *flag = m + bytes / sizeof(long);
+    pid_t p = fork();
+    if (p == 0) {
+        long long t0 = wall_ns();
+        for (size_t i = 0; i < bytes / sizeof(long); i += 512)
+            m[i] = (long)i;
+        flag[1] = wall_ns() - t0;
+        _exit(0);
+    }
+    if (wait_child(p))
+        return 1;
+    long long t0 = now_ns();
+    long bad = 0;
+    for (size_t i = 0; i < bytes / sizeof(long); i += 512)
+        bad += m[i] != (long)i;
+    double readMs = (now_ns() - t0) / 1e6;
+    printf("{\"child_write_mib_s\":%.1f,\"parent_read_mib_s\":%.1f,\"bad\":%ld}\n", mib / (flag[1] / 1e9),
+           mib / (readMs / 1e3), bad);
+    return bad ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc >= 3 && strcmp(argv[1], "shm-pingpong") == 0)
+        return shm_pingpong(atoi(argv[2]));
+    if (argc >= 3 && strcmp(argv[1], "shm-false") == 0)
+        return shm_false(atof(argv[2]));
+    if (argc >= 4 && strcmp(argv[1], "shm-readers") == 0)
+        return shm_readers(atoi(argv[2]), atoi(argv[3]));
+    if (argc >= 3 && strcmp(argv[1], "shm-bulk") == 0)
+        return shm_bulk((size_t)atol(argv[2]));
     if (argc >= 4 && strcmp(argv[1], "latency") == 0)
         return latency((size_t)atol(argv[2]), atoi(argv[3]));
     if (argc >= 3 && strcmp(argv[1], "pipe") == 0)
@@ -298,6 +448,6 @@ int main(int argc, char **argv)
         return fill((size_t)atol(argv[2]));
     if (argc >= 4 && strcmp(argv[1], "workers") == 0)
         return workers(atoi(argv[2]), atof(argv[3]));
-    fprintf(stderr, "usage: forkbench latency MIB TRIALS | pipe MIB | rate COUNT INFLIGHT | hold MIB | dirty MIB | children N | fill MIB | workers N SECONDS\n");
+    fprintf(stderr, "usage: forkbench latency MIB TRIALS | pipe MIB | rate COUNT INFLIGHT | hold MIB | dirty MIB | children N | fill MIB | workers N SECONDS | shm-pingpong ROUNDS | shm-false SECONDS | shm-readers N PAGES | shm-bulk MIB\n");
     return 2;
 }

@@ -46,6 +46,96 @@ static __thread int depth; /* re-entrancy guard */
 static struct rfork_frame reply; /* only the child touches it */
 static char standin_default[PATH_MAX]; /* ../libexec/rfork/rfork-standin next to this library, found at load */
 
+/*
+ * Shared memory across nodes. A process that maps shared anonymous memory (MAP_SHARED|MAP_ANONYMOUS,
+ * inherited across fork) hands rforkd a userfaultfd of its own: through it rforkd fetches, protects and
+ * drops pages of that memory in this process when a child shares it from another node. A parent makes
+ * one before it forks (its child names it in the placement request, and rforkd takes it from the parent);
+ * a child makes its own once placed, here or on the target, and gives it over (RFORK_MSG_SHM_ATTACH).
+ */
+static int shm_uffd = -1;       /* this process's userfaultfd, once made */
+static int parent_uffd = -1;    /* in a child: its parent's, by number in the parent (or -errno) */
+static int parent_uffd_set;     /* whether parent_uffd says anything */
+
+/* Whether this process maps shared anonymous memory: a "/dev/zero (deleted)" line of /proc/self/maps
+ * whose permissions end in 's'. Only open/read/close: a child of a threaded parent may call it. */
+static int maps_shared_anon(void)
+{
+    int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    static char buf[4096];
+    char line[512];
+    size_t len = 0;
+    int found = 0, skipping = 0;
+    ssize_t n;
+    while (!found && (n = read(fd, buf, sizeof buf)) > 0) {
+        for (ssize_t i = 0; i < n && !found; i++) {
+            char c = buf[i];
+            if (c != '\n') {
+                if (len < sizeof line - 1)
+                    line[len++] = c;
+                else
+                    skipping = 1;
+                continue;
+            }
+            line[len] = 0;
+            /* start-end perms ...: the permissions are the second field. */
+            const char *sp = strchr(line, ' ');
+            if (!skipping && sp && strlen(sp) > 5 && sp[4] == 's' && strstr(line, "/dev/zero (deleted)"))
+                found = 1;
+            len = 0;
+            skipping = 0;
+        }
+    }
+    close(fd);
+    return found;
+}
+
+/* Gives this process's userfaultfd to rforkd at sock. A restored child that cannot be covered must not
+ * run on with the copy of the memory it was restored with: it ends with one line. */
+static void attach_shared(const char *sock, int remote)
+{
+    int uffd = shm_uffd >= 0 ? shm_uffd : (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+    int err = uffd < 0 ? errno : 0;
+    char msg[96];
+    struct sbuf b;
+    sb_init(&b, msg, sizeof msg);
+    sb_str(&b, "pid ");
+    sb_dec(&b, getpid());
+    sb_str(&b, uffd >= 0 ? "\nuffd " : "\nuffderr ");
+    sb_dec(&b, uffd >= 0 ? uffd : err);
+    sb_chr(&b, '\n');
+    const char *why = "cannot reach rforkd";
+    int ok = 0;
+    int c = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    struct sbuf p;
+    sb_init(&p, sa.sun_path, sizeof sa.sun_path);
+    sb_str(&p, sock);
+    if (c >= 0 && !p.over && connect(c, (struct sockaddr *)&sa, sizeof sa) == 0 &&
+        rfork_send(c, RFORK_MSG_SHM_ATTACH, msg, b.len, NULL, 0) == 0) {
+        int r = rfork_recv(c, &reply);
+        if (r > 0 && reply.type == RFORK_MSG_FORK_REPLY && reply.len >= 1) {
+            ok = reply.data[0] == RFORK_SHM_ATTACHED;
+            why = reply.len > 1 ? (const char *)reply.data + 1 : "refused";
+        }
+    }
+    if (c >= 0)
+        close(c);
+    if (ok) {
+        shm_uffd = uffd;
+        return;
+    }
+    if (uffd >= 0 && uffd != shm_uffd)
+        close(uffd);
+    if (remote) {
+        safe_say("rfork: the remote child cannot share its parent's memory here: ", why, "\n", (char *)NULL);
+        raise(SIGKILL);
+        _exit(137);
+    }
+}
+
 static __thread int use_underscore_fork; /* this fork came in through _Fork() */
 
 static pid_t real_fork(void)
@@ -376,6 +466,11 @@ static void place(const char *node, unsigned long long t0, int migrate)
     sb_chr(&b, '\n');
     if (migrate)
         sb_str(&b, "migrate 1\n");
+    if (parent_uffd_set && !migrate) {
+        sb_str(&b, parent_uffd >= 0 ? "puffd " : "puffderr ");
+        sb_dec(&b, parent_uffd >= 0 ? parent_uffd : -parent_uffd);
+        sb_chr(&b, '\n');
+    }
     for (int i = 0; i < n; i++) {
         sb_str(&b, "ch ");
         sb_dec(&b, i);
@@ -412,11 +507,21 @@ static void place(const char *node, unsigned long long t0, int migrate)
             environ = env;
         else
             safe_say("rfork: out of memory: the remote child's environment lacks RFORK_REMOTE=1\n", (char *)NULL);
+        if (!migrate && maps_shared_anon()) {
+            close(ctl);
+            ctl = -1;
+            attach_shared(sock, 1);
+        }
         break;
     }
     default:
         if (reply.len > 1)
             SAY_LOCAL((char *)reply.data + 1);
+        if (!migrate && maps_shared_anon()) {
+            close(ctl);
+            ctl = -1;
+            attach_shared(sock, 0);
+        }
         break;
     }
 local:
@@ -541,6 +646,9 @@ int rfork_placement_wanted(void)
     return (node && *node) || !policy || strcmp(policy, "local") != 0;
 }
 
+/* Signal RFORK_KICK_SIGNAL: nothing to do; being interrupted is the point (see wire.h). */
+static void on_kick_signal(int signo) { (void)signo; }
+
 /* A process exec'd by a remote child is remote too (it asks its own node's rforkd, like any). */
 __attribute__((constructor)) static void rfork_init(void)
 {
@@ -554,6 +662,12 @@ __attribute__((constructor)) static void rfork_init(void)
         sa.sa_flags = SA_SIGINFO | SA_RESTART;
         sigfillset(&sa.sa_mask);
         sigaction(RFORK_MIGRATE_SIGNAL, &sa, NULL);
+        struct sigaction kick;
+        memset(&kick, 0, sizeof kick);
+        kick.sa_handler = on_kick_signal;
+        kick.sa_flags = SA_RESTART;
+        sigemptyset(&kick.sa_mask);
+        sigaction(RFORK_KICK_SIGNAL, &kick, NULL);
     }
     /* The stand-in's default path, found now: dladdr takes the loader's lock, which a child must not. */
     Dl_info info;
@@ -577,7 +691,25 @@ pid_t rfork_do_fork(const char *node, int allow_remote)
         return real_fork();
     depth++;
     uint64_t t0 = now_ns();
+    /* A parent that maps shared anonymous memory makes its userfaultfd now, while it is itself: its child
+     * names it to rforkd, which takes it from here should the child share that memory from elsewhere. */
+    const char *sock = getenv("RFORK_SOCKET");
+    int uffd_err = 0;
+    if (allow_remote && shm_uffd < 0 && sock && *sock && maps_shared_anon()) {
+        shm_uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+        uffd_err = shm_uffd < 0 ? errno : 0;
+    }
+    int mine = shm_uffd;
+    int have = shm_uffd >= 0 || uffd_err != 0;
     pid_t pid = real_fork();
+    if (pid == 0) {
+        /* The child's copy is its parent's userfaultfd: not its own, and nothing CRIU could move. */
+        parent_uffd = mine >= 0 ? mine : -uffd_err;
+        parent_uffd_set = have;
+        if (shm_uffd >= 0)
+            close(shm_uffd);
+        shm_uffd = -1;
+    }
     if (pid == 0 && allow_remote)
         rfork_place_child(node, t0);
     depth--;

@@ -38,12 +38,15 @@ enum rfork_msg {
     RFORK_MSG_RESTART = 16,     /* CLI -> daemon: "dir PATH\nnode NAME|-\n"; FORK_REPLY: the CLI becomes the stand-in */
     RFORK_MSG_SCHEDULE = 17,    /* rfork run -> daemon: "pid N\ndir PATH\nevery SECONDS\n"; ANSWER (JSON) */
     RFORK_MSG_PROGRESS = 18,    /* daemon -> CLI: one line of text, how a move goes, before its ANSWER */
+    RFORK_MSG_SHM_ATTACH = 19,  /* library -> daemon: "pid N\nuffd FD\n" (or "uffderr ERRNO"); FORK_REPLY */
 };
 
 /* Verdicts in a FORK_REPLY. */
 #define RFORK_VERDICT_LOCAL 'L'   /* run here as a plain child; text = reason when placement failed */
 #define RFORK_VERDICT_STANDIN 'S' /* the child runs remotely: become its stand-in; text = session */
 #define RFORK_VERDICT_REMOTE 'R'  /* you are the restored copy on the target node */
+#define RFORK_SHM_ATTACHED 'A'    /* SHM_ATTACH answered: rforkd covers this process's shared memory */
+#define RFORK_SHM_REFUSED 'F'     /* SHM_ATTACH answered: it does not; text = why */
 
 /* Channel kinds, also in proto/peer.proto (ChannelKind). */
 enum rfork_channel_kind {
@@ -67,6 +70,9 @@ enum rfork_event_kind {
 /* rforkd sends it to a process started under `rfork run` that `rfork migrate` asked to move; librfork's
  * handler asks to be placed. SIGRTMAX - 2 with glibc (a constant here: SIGRTMAX is a function call). */
 #define RFORK_MIGRATE_SIGNAL 62
+/* rforkd interrupts a process asleep on a futex in shared memory with it; librfork's handler does nothing
+ * (SA_RESTART): the kernel restarts the wait, which reads the futex word again. */
+#define RFORK_KICK_SIGNAL 61
 
 /* A received frame; data points into buf. rfork_recv terminates the payload: data[len] is 0, also for a
  * frame of RFORK_FRAME_MAX bytes (hence the one spare byte), so a text payload is a C string. */

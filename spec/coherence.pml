@@ -4,7 +4,9 @@
  *
  * Checked after every step: a read sees the last write, at most one node can write and then no other
  * can read (check); and no node waits for a page forever (an invalid end state otherwise). A node given
- * the page runs the access it faulted on before it can lose the page again (the minimum hold).
+ * the page runs the access it faulted on before it can lose the page again (the minimum hold). An owner
+ * that wrote the page hands it over for writing even to a reader (migratory sharing); one that did not
+ * shares it.
  * Run: make model-check (spin -a, cc -DSAFETY, ./pan). */
 
 #ifndef N
@@ -24,6 +26,7 @@ chan dlink[N] = [4] of { mtype, bool };
 
 byte access[N];   /* 0 nothing, 1 read, 2 write */
 byte copy[N];     /* the node's copy of the page, NONE when dropped */
+bool clean[N];    /* may write, has not written since it got the page (protected locally until it does) */
 byte latest;      /* the value of the last write */
 
 /* Single writer or many readers, and every readable copy is the last write. */
@@ -44,12 +47,18 @@ inline serve(me, src, t, r, w, d, v) {
   if
   :: t == FETCH ->
        assert(access[me] >= 1 && copy[me] != NONE);
+       /* A written page goes on for writing even to a reader; an unwritten one is shared. */
+       if
+       :: access[me] == 2 && !clean[me] -> w = true
+       :: else -> skip
+       fi;
+       clean[me] = false;
        link[me*N+r]!PAGE,r,w,true,copy[me];
        if
        :: w -> access[me] = 0; copy[me] = NONE
        :: else -> access[me] = 1
        fi
-  :: t == INV -> access[me] = 0; copy[me] = NONE; dlink[me]!INVD,false
+  :: t == INV -> access[me] = 0; copy[me] = NONE; clean[me] = false; dlink[me]!INVD,false
   :: t == PAGE ->
        assert(pending);
        if
@@ -57,11 +66,12 @@ inline serve(me, src, t, r, w, d, v) {
        :: else -> assert(copy[me] == latest)
        fi;
        if :: w -> access[me] = 2 :: else -> access[me] = 1 fi;
+       clean[me] = w && !want;
        pending = false;
        dlink[me]!DONE,w;
        /* The process that faulted runs its access before the page can be taken again (the minimum hold). */
        if
-       :: want -> assert(access[me] == 2); latest++; copy[me] = latest
+       :: want -> assert(access[me] == 2); latest++; copy[me] = latest; clean[me] = false
        :: else -> assert(copy[me] == latest)
        fi;
        ops++
@@ -89,7 +99,7 @@ end_idle:
        ops < OPS ->
        if :: want = true :: want = false fi;
        if
-       :: want && access[me] == 2 -> latest++; copy[me] = latest; ops++
+       :: want && access[me] == 2 -> latest++; copy[me] = latest; clean[me] = false; ops++
        :: !want && access[me] >= 1 -> assert(copy[me] == latest); ops++
        :: else -> pending = true; dlink[me]!REQ,want
        fi;
@@ -131,7 +141,8 @@ end:
        :: t == REQ -> queue!f,w; queued++
        :: t == INVD -> assert(awaiting & (1 << f)); awaiting = awaiting & ~(1 << f); holders = holders & ~(1 << f)
        :: t == DONE ->
-            assert(busy && started && f == req && w == rw);
+            /* A read may end with the page given for writing (its owner had written it). */
+            assert(busy && started && f == req && (w == rw || (w && from != NONE)));
             if
             :: w -> owner = f; holders = 1 << f
             :: else -> holders = holders | (1 << f)

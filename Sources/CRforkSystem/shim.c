@@ -7,6 +7,8 @@
 #include <spawn.h>
 #include <stdio.h>
 #include <string.h>
+#include <linux/userfaultfd.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -142,3 +144,76 @@ int crfork_allowed_cpus(void)
         return -1;
     return CPU_COUNT(&set);
 }
+
+#ifndef SYS_pidfd_getfd
+#define SYS_pidfd_getfd 438
+#endif
+
+int crfork_pidfd_getfd(int pidfd, int fd)
+{
+    int r = (int)syscall(SYS_pidfd_getfd, pidfd, fd, 0);
+    return r < 0 ? -errno : r;
+}
+
+int crfork_uffd_api(int uffd)
+{
+    struct uffdio_api api = {.api = UFFD_API,
+                             .features = UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_WP_HUGETLBFS_SHMEM};
+    return ioctl(uffd, UFFDIO_API, &api) < 0 ? -errno : 0;
+}
+
+int crfork_uffd_register(int uffd, unsigned long start, unsigned long len)
+{
+    struct uffdio_register r = {.range = {.start = start, .len = len},
+                                .mode = UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_WP};
+    return ioctl(uffd, UFFDIO_REGISTER, &r) < 0 ? -errno : 0;
+}
+
+int crfork_uffd_copy(int uffd, unsigned long dst, const void *src, unsigned long len, int wp)
+{
+    struct uffdio_copy c = {
+        .dst = dst, .src = (unsigned long)src, .len = len, .mode = wp ? UFFDIO_COPY_MODE_WP : 0};
+    return ioctl(uffd, UFFDIO_COPY, &c) < 0 ? -errno : 0;
+}
+
+int crfork_uffd_writeprotect(int uffd, unsigned long start, unsigned long len, int wp, int wake)
+{
+    struct uffdio_writeprotect w = {.range = {.start = start, .len = len},
+                                    .mode = wp ? UFFDIO_WRITEPROTECT_MODE_WP
+                                               : (wake ? 0 : UFFDIO_WRITEPROTECT_MODE_DONTWAKE)};
+    return ioctl(uffd, UFFDIO_WRITEPROTECT, &w) < 0 ? -errno : 0;
+}
+
+int crfork_uffd_wake(int uffd, unsigned long start, unsigned long len)
+{
+    struct uffdio_range r = {.start = start, .len = len};
+    return ioctl(uffd, UFFDIO_WAKE, &r) < 0 ? -errno : 0;
+}
+
+int crfork_uffd_read(int uffd, unsigned long *address, int *write, int *wp)
+{
+    struct uffd_msg m;
+    ssize_t n = read(uffd, &m, sizeof m);
+    if (n < 0)
+        return errno == EAGAIN ? 0 : -errno;
+    if (n != (ssize_t)sizeof m)
+        return -EIO;
+    if (m.event != UFFD_EVENT_PAGEFAULT)
+        return 2;
+    *address = (unsigned long)m.arg.pagefault.address;
+    *write = (m.arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WRITE) != 0;
+    *wp = (m.arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP) != 0;
+    return 1;
+}
+
+int crfork_punch(int fd, long long offset, long long len)
+{
+    return fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, len) < 0 ? -errno : 0;
+}
+
+int crfork_allocate(int fd, long long offset, long long len)
+{
+    return fallocate(fd, FALLOC_FL_KEEP_SIZE, offset, len) < 0 ? -errno : 0;
+}
+
+int crfork_tgkill(pid_t pid, pid_t tid, int sig) { return (int)syscall(SYS_tgkill, pid, tid, sig); }

@@ -16,12 +16,20 @@ public enum SharedMemory {
         /// The path column, empty for anonymous private memory; "/dev/zero (deleted)" for
         /// MAP_SHARED|MAP_ANONYMOUS, "/SYSV0000abcd (deleted)" for System V segments.
         public var path: String
+        /// The mapping's offset in its file or memory object, in bytes.
+        public var offset: UInt64 = 0
+        /// The inode of the file or memory object (for shared anonymous memory, its shmem object).
+        public var inode: UInt64 = 0
 
-        public init(start: UInt64, end: UInt64, permissions: String, path: String) {
+        public init(
+            start: UInt64, end: UInt64, permissions: String, path: String, offset: UInt64 = 0, inode: UInt64 = 0
+        ) {
             self.start = start
             self.end = end
             self.permissions = permissions
             self.path = path
+            self.offset = offset
+            self.inode = inode
         }
 
         public var isShared: Bool { permissions.count == 4 && permissions.last == "s" }
@@ -48,7 +56,10 @@ public enum SharedMemory {
             else { continue }
             var path = fields.count == 6 ? String(fields[5]) : ""
             while path.first == " " { path.removeFirst() }
-            result.append(Mapping(start: start, end: end, permissions: String(fields[1]), path: path))
+            result.append(
+                Mapping(
+                    start: start, end: end, permissions: String(fields[1]), path: path,
+                    offset: UInt64(fields[2], radix: 16) ?? 0, inode: UInt64(fields[4]) ?? 0))
         }
         return result
     }
@@ -57,7 +68,8 @@ public enum SharedMemory {
     public static func kind(ofPath path: String) -> Kind? {
         let deleted = " (deleted)"
         let bare = path.hasSuffix(deleted) ? String(path.dropLast(deleted.count)) : path
-        if bare == "/dev/zero" || bare.hasPrefix("[anon_shmem") { return .anonymous }
+        // CRIU restores shared anonymous memory as a memfd it names "/dev/zero".
+        if bare == "/dev/zero" || bare == "/memfd:/dev/zero" || bare.hasPrefix("[anon_shmem") { return .anonymous }
         if bare.hasPrefix("/SYSV") { return .systemV(key: "0x" + bare.dropFirst(5)) }
         if bare.hasPrefix("/memfd:") { return .memfd(name: String(bare.dropFirst(7))) }
         if bare.hasPrefix("/dev/shm/") { return .posix(path: bare) }
@@ -91,8 +103,12 @@ public enum SharedMemory {
     }
 
     /// The first reason, over a process's mappings and then its descriptors, why it must stay; nil if none.
-    public static func firstReason(maps: String, descriptors: [(fd: Int32, target: String)]) -> String? {
+    /// With `allowAnonymous`, shared anonymous memory does not count: rforkd keeps it coherent across nodes.
+    public static func firstReason(
+        maps: String, descriptors: [(fd: Int32, target: String)], allowAnonymous: Bool = false
+    ) -> String? {
         for mapping in parseMaps(maps) {
+            if allowAnonymous && mapping.isShared && kind(ofPath: mapping.path) == .anonymous { continue }
             if let why = reason(for: mapping) { return why }
         }
         for (fd, target) in descriptors {
@@ -103,7 +119,7 @@ public enum SharedMemory {
 
     /// The sentence a process that must stay is told (after "rfork: "), or nil when nothing it holds is
     /// shared. Reads /proc/PID/maps and /proc/PID/fd; a process whose maps cannot be read stays too.
-    public static func check(pid: Int32) -> String? {
+    public static func check(pid: Int32, allowAnonymous: Bool = false) -> String? {
         guard let bytes = try? Posix.readFile("/proc/\(pid)/maps") else {
             return "cannot read the memory map of process \(pid)"
         }
@@ -116,7 +132,7 @@ public enum SharedMemory {
             if Posix.accessMode(pid: pid, fd: name) == O_WRONLY { continue }
             descriptors.append((fd, target))
         }
-        return firstReason(maps: maps, descriptors: descriptors).map {
+        return firstReason(maps: maps, descriptors: descriptors, allowAnonymous: allowAnonymous).map {
             "the child shares memory with processes that stay here (\($0)), which cannot follow it to another node yet"
         }
     }

@@ -65,6 +65,9 @@ public struct DaemonConfiguration: Codable, Sendable, Equatable {
     public var metricsPort: Int?
     /// Peers from etcd as well as `peers` (which may then be empty): see `EtcdConfiguration`. Default: none.
     public var etcd: EtcdConfiguration?
+    /// Shared memory across nodes: how long, in microseconds, a node keeps a page it was just given before
+    /// it hands it on (so a woken process gets to use it; see `CoherenceNode.Configuration`). Default: 50.
+    public var sharedMemoryHoldMicroseconds: Int?
     public var tls: TLSFiles
     public var peers: [Peer]
 
@@ -93,6 +96,10 @@ public struct DaemonConfiguration: Codable, Sendable, Equatable {
     public static let defaultPeerTimeoutSeconds = 10
 
     public var resolvedPeerTimeoutSeconds: Int { peerTimeoutSeconds ?? Self.defaultPeerTimeoutSeconds }
+    public static let defaultSharedMemoryHoldMicroseconds = 50
+    public var resolvedSharedMemoryHold: Double {
+        Double(sharedMemoryHoldMicroseconds ?? Self.defaultSharedMemoryHoldMicroseconds) / 1e6
+    }
     public static let defaultMetricsPort = 9420
     public var resolvedMetricsPort: Int { metricsPort ?? Self.defaultMetricsPort }
     public var resolvedMetricsListen: String { metricsListen ?? "127.0.0.1" }
@@ -127,6 +134,9 @@ public struct DaemonConfiguration: Codable, Sendable, Equatable {
         if let port, !(1...65535).contains(port) { throw ConfigurationError("port \(port) is out of range") }
         if let postCopyMiB, postCopyMiB < 0 {
             throw ConfigurationError("postCopyMiB must be 0 (off) or a size in MiB, not \(postCopyMiB)")
+        }
+        if let h = sharedMemoryHoldMicroseconds, !(0...1_000_000).contains(h) {
+            throw ConfigurationError("sharedMemoryHoldMicroseconds must be between 0 and 1000000, not \(h)")
         }
         if let peerTimeoutSeconds, !(2...3600).contains(peerTimeoutSeconds) {
             throw ConfigurationError("peerTimeoutSeconds must be between 2 and 3600, not \(peerTimeoutSeconds)")

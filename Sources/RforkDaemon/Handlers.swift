@@ -39,6 +39,8 @@ final class LocalHandler: ChannelInboundHandler {
                 node.logger.warning("malformed placement request: \(error)")
                 node.reply(context.channel, .local, "malformed placement request: \(error)")
             }
+        case .shmAttach:
+            node.handleShmAttach(frame.text, peerUID: creds?.uid, peerPID: creds?.pid, from: context.channel)
         case .migrate:
             node.handleMigrate(frame.text, peerUID: creds?.uid, from: context.channel)
         case .checkpoint:

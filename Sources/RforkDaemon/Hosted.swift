@@ -16,6 +16,7 @@ final class HostedSession: @unchecked Sendable {  // confined to Node.loop
     let link: InboundLink
     let imageDirectory: String
     var helperPID: pid_t?
+    var sharedRegions: [Rfork_Wire_V1_SharedRegion] = []  // shared memory the child maps, from its home
     var helper: Channel?
     var restored = false
     var ended = false
@@ -60,6 +61,10 @@ extension Node {
             handleDrainRequest(request, link: link)
         case .load(let load):
             if let name = link.peerName { receivedLoad(load, from: name) }
+        case .coherence(let c):
+            receivedCoherence(c)
+        case .regionEnd(let e):
+            receivedRegionEnd(e)
         case .data(let data):
             guard let s = hosted[hostedKey(link, data.session)] else { return }
             s.helper?.writeAndFlush(LocalFrame.data(channel: data.channel, ByteBuffer(bytes: data.data)), promise: nil)
@@ -120,6 +125,11 @@ extension Node {
             key: key, session: request.session, home: request.homeNode, pid: Int32(request.pid), uid: request.uid,
             link: link, imageDirectory: dir)
         session.moves = Int(request.moves)
+        // Shared memory managed by a participant of the node the request comes from (or managed further
+        // up, for a child of a remote child), with sane bounds.
+        session.sharedRegions = request.sharedRegions.filter {
+            $0.start < $0.end && $0.pages > 0 && $0.pages < 1 << 36 && $0.manager.contains("/")
+        }
         hosted[key] = session
         do {
             try Posix.makeDirectory(dir)

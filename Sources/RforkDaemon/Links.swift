@@ -342,6 +342,7 @@ extension Node {
         link.wire.giveUp()
         link.peerIncarnation = nil
         linkLost(link)
+        sharedMemoryNodeLost(link.name)
         channel?.close(promise: nil)
     }
 
@@ -353,6 +354,7 @@ extension Node {
         link.wire.giveUp()
         if let name = link.peerName, inboundByPeer[name] === link { inboundByPeer[name] = nil }
         inboundLost(link)
+        if let name = link.peerName { sharedMemoryNodeLost(name) }
         channel?.close(promise: nil)
     }
 

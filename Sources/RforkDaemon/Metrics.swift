@@ -26,6 +26,10 @@ enum RforkMetrics {
     static let peersDown = Gauge(label: "rfork_peers_down")
     static let declaredDead = Counter(label: "rfork_links_given_up_total")
     static let runQueue = Gauge(label: "rfork_node_run_queue")
+    /// Shared memory across nodes: page faults taken, pages received from peers, futex sleepers interrupted.
+    static let sharedFaults = Counter(label: "rfork_shared_memory_faults_total")
+    static let sharedPagesIn = Counter(label: "rfork_shared_memory_pages_received_total")
+    static let futexKicks = Counter(label: "rfork_shared_memory_futex_kicks_total")
 
     static let registry = PrometheusCollectorRegistry()
 

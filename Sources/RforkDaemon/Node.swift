@@ -47,6 +47,7 @@ final class Node: @unchecked Sendable {
     var nextMigrateRequest: UInt64 = 0  // numbers the moves passed on to other nodes
     var forwardedDrains: [UInt64: (command: Channel, node: String)] = [:]  // `rfork migrate --all` asked of peers
     let probe = LoadProbe()
+    var shared = SharedMemoryState()  // shared memory kept coherent across nodes (SharedRegions.swift)
     /// Random, new each start: peers tell a restarted daemon (whose links cannot resume) from this one.
     let incarnation = UInt64.random(in: 1...UInt64.max)
     var inboundByPeer: [String: InboundLink] = [:]  // the link each peer opened to this node
@@ -199,12 +200,24 @@ final class Node: @unchecked Sendable {
             }
             return
         }
+        // Shared anonymous memory follows the child coherently (SharedRegions.swift), or keeps it here.
+        var sharedRegions: [Rfork_Wire_V1_SharedRegion] = []
+        switch prepareSharedRegions(request, localPID: localPID, uid: uid) {
+        case .success(let infos): sharedRegions = infos
+        case .failure(let e):
+            reply(channel, .local, e.message)
+            if request.migrate { migrationEvent(pid: localPID, .refused(reason: e.message)) }
+            return
+        }
+        let sharesMemory = !sharedRegions.isEmpty
         let id = nextSession
         nextSession += 1
         let session = HomeSession(
             id: id, pid: request.pid, localPID: localPID, uid: uid, target: target, child: channel, request: request,
             started: Posix.monotonicNanoseconds())
         homeSessions[id] = session
+        session.sharedRegions = sharedRegions
+        for info in sharedRegions { shared.regions[info.manager]?.sessions.insert(id) }
         if request.migrate {
             migrationEvent(pid: localPID, .called(session: id))
             migrationProgress(pid: localPID, "stopped; saving it (CRIU)")
@@ -231,7 +244,9 @@ final class Node: @unchecked Sendable {
                 guard pin.isAlive else { throw CheckpointError(.unmovable, "the process ended") }
                 if let why = Self.identityRefusal(pid: localPID, uid: uid) { throw CheckpointError(.unmovable, why) }
                 // Decided before CRIU runs: memory it shares would become a private copy there.
-                if let why = SharedMemory.check(pid: localPID) { throw CheckpointError(.unmovable, why) }
+                if let why = SharedMemory.check(pid: localPID, allowAnonymous: sharesMemory) {
+                    throw CheckpointError(.unmovable, why)
+                }
                 // CRIU takes the whole tree: checked again now that the process is parked (its descendants
                 // may have changed since `rfork migrate` was checked).
                 if placed.migrate, let why = Self.treeRefusal(pid: localPID, owner: uid, standIns: standIns) {
@@ -295,6 +310,7 @@ final class Node: @unchecked Sendable {
             fork.controlSocketInode = request.socketInode
             fork.forkStartedNs = request.forkStartedNanoseconds
             fork.lazyPages = lazy != nil
+            fork.sharedRegions = session.sharedRegions
             // Counted across nodes, so the balancer bounds how often one process moves.
             fork.moves =
                 request.migrate ? UInt32((self.hostedSession(containing: session.localPID)?.moves ?? 0) + 1) : 0
@@ -702,6 +718,10 @@ final class Node: @unchecked Sendable {
             handleDrainResult(result, from: link)
         case .load(let load):
             receivedLoad(load, from: link.name)
+        case .coherence(let c):
+            receivedCoherence(c)
+        case .regionEnd(let e):
+            receivedRegionEnd(e)
         default:
             break
         }
@@ -935,6 +955,7 @@ final class HomeSession: @unchecked Sendable {  // confined to Node.loop
     var runningAt: UInt64 = 0
     var postCopy = false
     var imageBytes = 0
+    var sharedRegions: [Rfork_Wire_V1_SharedRegion] = []  // shared memory the child maps (SharedRegions.swift)
     /// Moved with its descendants: the tree here is stopped until `releaseTree`.
     var treeStopped = false
     /// Where the process runs now: `target`, or the node it was moved on to from there.

@@ -23,6 +23,13 @@
 /// A node keeps a page it was just given for at least `minimumHold` before giving it up, so two nodes
 /// writing one page in turns both make progress (Mirage's time window).
 ///
+/// Pages that move between writers (a lock, a counter handed back and forth) cost one transfer per
+/// turn, not two: an owner that has written its page hands it over *for writing* even to a reader (the
+/// reader would write next), and the reader's processes get it write-protected until one of them writes
+/// (then a local fault lifts the protection, with no message). An owner that has not written since it got
+/// the page shares it instead, so a table read by many is copied once to each, not moved from reader to
+/// reader (MESI's exclusive-clean state, and the migratory-sharing optimization of DSM systems).
+///
 /// What the actions mean to the daemon, which carries them out on the real memory:
 /// `protect` write-protects the page in every local process (userfaultfd write-protection), `drop` punches
 /// it out of the local memory object (every local process faults on its next touch), `install` copies the
@@ -111,14 +118,16 @@ public struct CoherenceNode: Sendable, Equatable {
 
     public enum Action: Sendable, Equatable {
         case send(Coherence.Message)
-        /// Make the local copy readable or writable (copying in the received bytes when `withData`), then
-        /// wake the processes waiting for it.
+        /// Make the page readable or writable by local processes (copying in the received bytes when
+        /// `withData`), then wake the processes waiting for it. A page given for writing to a reader is
+        /// installed readable: its first local write faults, and lifts the protection (`wake`).
         case install(page: Coherence.Page, access: Coherence.Access, withData: Bool)
         /// Write-protect the page in every local process; it stays readable.
         case protect(page: Coherence.Page)
         /// Take the page out of local memory: every local process faults on its next touch.
         case drop(page: Coherence.Page)
-        /// The page is already accessible as asked (a fault that raced with an install): wake its waiters.
+        /// The page is already accessible as asked (a fault that raced with an install, or the first local
+        /// write of a page held for writing): lift the write protection if the node may write, and wake.
         case wake(page: Coherence.Page)
         /// The processes that need this page must end: no current copy of it exists any more.
         case kill(page: Coherence.Page, reason: String)
@@ -141,6 +150,9 @@ public struct CoherenceNode: Sendable, Equatable {
     /// Requests to give a page up that came within its minimum hold, in arrival order.
     public private(set) var deferred: [Coherence.Message] = []
     public private(set) var lost: Set<Coherence.Page> = []
+    /// Pages this node may write that no local process has written since it got them (kept
+    /// write-protected locally until one does).
+    public private(set) var clean: Set<Coherence.Page> = []
     public private(set) var managerGone = false
 
     public init(name: String, manager: String, configuration: Configuration = Configuration()) {
@@ -175,7 +187,10 @@ public struct CoherenceNode: Sendable, Equatable {
             return [.kill(page: page, reason: lostReason(page))]
         }
         let wanted: Coherence.Access = write ? .write : .read
-        if access(page) >= wanted { return [.wake(page: page)] }
+        if access(page) >= wanted {
+            if write { clean.remove(page) }
+            return [.wake(page: page)]
+        }
         // One request per page at a time: a later fault waits for it and, woken, faults again if the
         // page came only readable and it writes.
         if pending[page] != nil { return [] }
@@ -187,13 +202,15 @@ public struct CoherenceNode: Sendable, Equatable {
         let page = message.page
         switch message.body {
         case .page(let write, let withData):
-            guard pending[page] != nil else { return [] }
+            guard let wanted = pending[page] else { return [] }
             pending[page] = nil
             let granted: Coherence.Access = write ? .write : .read
             access[page] = granted
             installedAt[page] = now
+            // Given for writing to a reader: protected here until a local process writes.
+            if write && !wanted { clean.insert(page) } else { clean.remove(page) }
             return [
-                .install(page: page, access: granted, withData: withData),
+                .install(page: page, access: write && wanted ? .write : .read, withData: withData),
                 .send(Coherence.Message(page: page, from: name, to: manager, body: .done(write: write))),
             ]
         case .lost:
@@ -237,12 +254,16 @@ public struct CoherenceNode: Sendable, Equatable {
         switch message.body {
         case .fetch(let requester, let write):
             var actions: [Action] = []
-            if access(page) == .write { actions.append(.protect(page: page)) }
+            // A written page goes on for writing even to a reader; an unwritten one is shared.
+            let written = access(page) == .write && !clean.contains(page)
+            let handOver = write || written
+            if written { actions.append(.protect(page: page)) }
+            clean.remove(page)
             actions.append(
                 .send(
                     Coherence.Message(
-                        page: page, from: name, to: requester, body: .page(write: write, withData: true))))
-            if write {
+                        page: page, from: name, to: requester, body: .page(write: handOver, withData: true))))
+            if handOver {
                 actions.append(.drop(page: page))
                 access[page] = Coherence.Access.none
             } else {
@@ -251,6 +272,7 @@ public struct CoherenceNode: Sendable, Equatable {
             return actions
         case .invalidate:
             access[page] = Coherence.Access.none
+            clean.remove(page)
             return [
                 .drop(page: page), .send(Coherence.Message(page: page, from: name, to: manager, body: .invalidated)),
             ]
@@ -339,7 +361,9 @@ public struct CoherenceDirectory: Sendable, Equatable {
             e.holders.remove(message.from)
             e.transaction = t
         case .done(let write):
-            guard let t = e.transaction, t.request.node == message.from, t.started, t.request.write == write
+            // A read request may end with the page given for writing (the owner had written it).
+            guard let t = e.transaction, t.request.node == message.from, t.started,
+                t.request.write == write || (write && t.fetchFrom != nil)
             else { return [] }
             if write {
                 e.owner = message.from

@@ -118,6 +118,11 @@ public enum Posix {
 
     public static func kill(_ pid: pid_t, _ signal: Int32) { _ = Glibc.kill(pid, signal) }
 
+    /// Sends a signal to one thread (tgkill); false when it is gone.
+    public static func signalThread(pid: pid_t, tid: pid_t, _ signal: Int32) -> Bool {
+        crfork_tgkill(pid, tid, signal) == 0
+    }
+
     public static func isAlive(_ pid: pid_t) -> Bool { Glibc.kill(pid, 0) == 0 || errno == EPERM }
 
     /// The state letter of /proc/PID/stat ("T" when stopped), or nil when the process is gone.

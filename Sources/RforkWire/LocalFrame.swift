@@ -13,6 +13,9 @@ public enum LocalWire {
     /// The signal rforkd sends a process started under `rfork run` to make it move (RFORK_MIGRATE_SIGNAL:
     /// SIGRTMAX - 2 on Linux). librfork's handler asks to be placed, as a freshly forked child does.
     public static let migrateSignal: Int32 = 62
+    /// rforkd interrupts a process asleep on a futex in shared memory with it (librfork's handler does
+    /// nothing, with SA_RESTART): the kernel restarts the wait, which reads the futex word again.
+    public static let kickSignal: Int32 = 61
 }
 
 public enum LocalMessageType: UInt8, Sendable {
@@ -34,12 +37,17 @@ public enum LocalMessageType: UInt8, Sendable {
     case restart = 16  // CLI -> daemon: "dir PATH\nnode NAME|-\n"; FORK_REPLY: the caller becomes the stand-in
     case schedule = 17  // rfork run -> daemon: "pid N\ndir PATH\nevery SECONDS\n"; ANSWER (JSON)
     case progress = 18  // daemon -> CLI: one line of text, how a move goes, before its ANSWER
+    case shmAttach = 19  // library -> daemon: "pid N\nuffd FD\n" (or "uffderr ERRNO"); FORK_REPLY 'A' or 'F'+why
 }
 
 public enum Verdict: UInt8, Sendable {
     case local = 0x4C  // "L"
     case standIn = 0x53  // "S"
     case remote = 0x52  // "R"
+    /// SHM_ATTACH answered: rforkd covers the caller's shared memory (RFORK_SHM_ATTACHED).
+    case attached = 0x41  // "A"
+    /// SHM_ATTACH answered: it does not; the text says why (RFORK_SHM_REFUSED).
+    case refused = 0x46  // "F"
 }
 
 public enum ChannelKindCode: UInt32, Sendable {
@@ -206,6 +214,14 @@ public struct LocalForkRequest: Sendable, Equatable {
     public var postCopy: String?
     /// The process asks because it was told to move (`rfork migrate`), not because it was just forked.
     public var migrate: Bool = false
+    /// The parent's userfaultfd for its shared memory: its descriptor number in the parent, or why the
+    /// parent could not make one (an errno). Nil when the parent maps no shared anonymous memory.
+    public var parentUserfault: ParentUserfault?
+
+    public enum ParentUserfault: Sendable, Equatable {
+        case descriptor(Int32)
+        case error(Int32)
+    }
 
     public init(
         pid: Int32, uid: UInt32, socketInode: UInt64, policy: String?, node: String?,
@@ -257,12 +273,24 @@ public struct LocalForkRequest: Sendable, Equatable {
             forkStartedNanoseconds: UInt64(fields["t0"] ?? "") ?? 0, channels: channels,
             postCopy: optional("postcopy"))
         self.migrate = fields["migrate"] == "1"
+        if let v = fields["puffd"] {
+            guard let fd = Int32(v), fd >= 0 else { throw LocalWireError("malformed puffd '\(v)'") }
+            parentUserfault = .descriptor(fd)
+        } else if let v = fields["puffderr"] {
+            guard let e = Int32(v), e > 0 else { throw LocalWireError("malformed puffderr '\(v)'") }
+            parentUserfault = .error(e)
+        }
     }
 
     public var text: String {
         var s = "pid \(pid)\nuid \(uid)\nsock \(socketInode)\npolicy \(policy ?? "-")\nnode \(node ?? "-")\n"
         s += "t0 \(forkStartedNanoseconds)\npostcopy \(postCopy ?? "-")\n"
         if migrate { s += "migrate 1\n" }
+        switch parentUserfault {
+        case .descriptor(let fd)?: s += "puffd \(fd)\n"
+        case .error(let e)?: s += "puffderr \(e)\n"
+        case nil: break
+        }
         for c in channels { s += "ch \(c.id) \(c.kind.rawValue) \(c.fd) \(c.criuID)\n" }
         return s
     }

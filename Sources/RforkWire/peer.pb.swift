@@ -235,6 +235,140 @@ public nonisolated struct Rfork_Wire_V1_ForkRequest: Sendable {
   /// a moved process: how often it has moved, this move included
   public var moves: UInt32 = 0
 
+  /// shared memory the child maps, kept coherent with its manager
+  public var sharedRegions: [Rfork_Wire_V1_SharedRegion] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Shared anonymous memory a child maps, as its home sees it. The restored child maps it at the same
+/// addresses; the target's copy starts empty and fills page by page through the coherence protocol.
+public nonisolated struct Rfork_Wire_V1_SharedRegion: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// the participant that manages it ("node/inode", on the node where it was made)
+  public var manager: String = String()
+
+  /// one mapping of it in the child
+  public var start: UInt64 = 0
+
+  public var end: UInt64 = 0
+
+  /// that mapping's offset in the region, in pages
+  public var pageOffset: UInt64 = 0
+
+  /// the region's size in pages
+  public var pages: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// One message of the coherence protocol (Sources/RforkProtocol/Coherence.swift) of one shared region,
+/// between participants ("node/inode": one memory object on one node).
+public nonisolated struct Rfork_Wire_V1_CoherenceMessage: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var manager: String = String()
+
+  public var page: UInt64 = 0
+
+  public var from: String = String()
+
+  public var to: String = String()
+
+  public var kind: Rfork_Wire_V1_CoherenceMessage.Kind = .unspecified
+
+  public var write: Bool = false
+
+  /// FETCH: who gets the page
+  public var requester: String = String()
+
+  /// PAGE: data holds the page's bytes
+  public var withData: Bool = false
+
+  public var data: Data = Data()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public nonisolated enum Kind: SwiftProtobuf.Enum, Swift.CaseIterable {
+    public typealias RawValue = Int
+    case unspecified // = 0
+    case request // = 1
+    case fetch // = 2
+    case invalidate // = 3
+    case invalidated // = 4
+    case page // = 5
+    case done // = 6
+    case lost // = 7
+    case UNRECOGNIZED(Int)
+
+    public init() {
+      self = .unspecified
+    }
+
+    public init?(rawValue: Int) {
+      switch rawValue {
+      case 0: self = .unspecified
+      case 1: self = .request
+      case 2: self = .fetch
+      case 3: self = .invalidate
+      case 4: self = .invalidated
+      case 5: self = .page
+      case 6: self = .done
+      case 7: self = .lost
+      default: self = .UNRECOGNIZED(rawValue)
+      }
+    }
+
+    public var rawValue: Int {
+      switch self {
+      case .unspecified: return 0
+      case .request: return 1
+      case .fetch: return 2
+      case .invalidate: return 3
+      case .invalidated: return 4
+      case .page: return 5
+      case .done: return 6
+      case .lost: return 7
+      case .UNRECOGNIZED(let i): return i
+      }
+    }
+
+    // The compiler won't synthesize support with the UNRECOGNIZED case.
+    public static let allCases: [Rfork_Wire_V1_CoherenceMessage.Kind] = [
+      .unspecified,
+      .request,
+      .fetch,
+      .invalidate,
+      .invalidated,
+      .page,
+      .done,
+      .lost,
+    ]
+
+  }
+
+  public init() {}
+}
+
+/// manager -> participant: no process maps the region any more anywhere; drop it.
+public nonisolated struct Rfork_Wire_V1_RegionEnd: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var manager: String = String()
+
+  public var participant: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -721,6 +855,22 @@ public nonisolated struct Rfork_Wire_V1_Envelope: Sendable {
     set {body = .linkAck(newValue)}
   }
 
+  public var coherence: Rfork_Wire_V1_CoherenceMessage {
+    get {
+      if case .coherence(let v)? = body {return v}
+      return Rfork_Wire_V1_CoherenceMessage()
+    }
+    set {body = .coherence(newValue)}
+  }
+
+  public var regionEnd: Rfork_Wire_V1_RegionEnd {
+    get {
+      if case .regionEnd(let v)? = body {return v}
+      return Rfork_Wire_V1_RegionEnd()
+    }
+    set {body = .regionEnd(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Body: Equatable, Sendable {
@@ -743,6 +893,8 @@ public nonisolated struct Rfork_Wire_V1_Envelope: Sendable {
     case drainRequest(Rfork_Wire_V1_DrainRequest)
     case drainResult(Rfork_Wire_V1_DrainResult)
     case linkAck(Rfork_Wire_V1_LinkAck)
+    case coherence(Rfork_Wire_V1_CoherenceMessage)
+    case regionEnd(Rfork_Wire_V1_RegionEnd)
 
   }
 
@@ -974,7 +1126,7 @@ nonisolated extension Rfork_Wire_V1_ImageChunk: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Rfork_Wire_V1_ForkRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ForkRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}session\0\u{1}pid\0\u{1}uid\0\u{3}home_node\0\u{3}control_socket_inode\0\u{1}channels\0\u{1}images\0\u{3}fork_started_ns\0\u{3}image_bytes\0\u{3}lazy_pages\0\u{1}moves\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}session\0\u{1}pid\0\u{1}uid\0\u{3}home_node\0\u{3}control_socket_inode\0\u{1}channels\0\u{1}images\0\u{3}fork_started_ns\0\u{3}image_bytes\0\u{3}lazy_pages\0\u{1}moves\0\u{3}shared_regions\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -993,6 +1145,7 @@ nonisolated extension Rfork_Wire_V1_ForkRequest: SwiftProtobuf.Message, SwiftPro
       case 9: try { try decoder.decodeSingularUInt64Field(value: &self.imageBytes) }()
       case 10: try { try decoder.decodeSingularBoolField(value: &self.lazyPages) }()
       case 11: try { try decoder.decodeSingularUInt32Field(value: &self.moves) }()
+      case 12: try { try decoder.decodeRepeatedMessageField(value: &self.sharedRegions) }()
       default: break
       }
     }
@@ -1032,6 +1185,9 @@ nonisolated extension Rfork_Wire_V1_ForkRequest: SwiftProtobuf.Message, SwiftPro
     if self.moves != 0 {
       try visitor.visitSingularUInt32Field(value: self.moves, fieldNumber: 11)
     }
+    if !self.sharedRegions.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.sharedRegions, fieldNumber: 12)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1047,6 +1203,166 @@ nonisolated extension Rfork_Wire_V1_ForkRequest: SwiftProtobuf.Message, SwiftPro
     if lhs.forkStartedNs != rhs.forkStartedNs {return false}
     if lhs.lazyPages != rhs.lazyPages {return false}
     if lhs.moves != rhs.moves {return false}
+    if lhs.sharedRegions != rhs.sharedRegions {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Rfork_Wire_V1_SharedRegion: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SharedRegion"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}manager\0\u{1}start\0\u{1}end\0\u{3}page_offset\0\u{1}pages\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.manager) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.start) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.end) }()
+      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.pageOffset) }()
+      case 5: try { try decoder.decodeSingularUInt64Field(value: &self.pages) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.manager.isEmpty {
+      try visitor.visitSingularStringField(value: self.manager, fieldNumber: 1)
+    }
+    if self.start != 0 {
+      try visitor.visitSingularUInt64Field(value: self.start, fieldNumber: 2)
+    }
+    if self.end != 0 {
+      try visitor.visitSingularUInt64Field(value: self.end, fieldNumber: 3)
+    }
+    if self.pageOffset != 0 {
+      try visitor.visitSingularUInt64Field(value: self.pageOffset, fieldNumber: 4)
+    }
+    if self.pages != 0 {
+      try visitor.visitSingularUInt64Field(value: self.pages, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Rfork_Wire_V1_SharedRegion, rhs: Rfork_Wire_V1_SharedRegion) -> Bool {
+    if lhs.manager != rhs.manager {return false}
+    if lhs.start != rhs.start {return false}
+    if lhs.end != rhs.end {return false}
+    if lhs.pageOffset != rhs.pageOffset {return false}
+    if lhs.pages != rhs.pages {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Rfork_Wire_V1_CoherenceMessage: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CoherenceMessage"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}manager\0\u{1}page\0\u{1}from\0\u{1}to\0\u{1}kind\0\u{1}write\0\u{1}requester\0\u{3}with_data\0\u{1}data\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.manager) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.page) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.from) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.to) }()
+      case 5: try { try decoder.decodeSingularEnumField(value: &self.kind) }()
+      case 6: try { try decoder.decodeSingularBoolField(value: &self.write) }()
+      case 7: try { try decoder.decodeSingularStringField(value: &self.requester) }()
+      case 8: try { try decoder.decodeSingularBoolField(value: &self.withData) }()
+      case 9: try { try decoder.decodeSingularBytesField(value: &self.data) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.manager.isEmpty {
+      try visitor.visitSingularStringField(value: self.manager, fieldNumber: 1)
+    }
+    if self.page != 0 {
+      try visitor.visitSingularUInt64Field(value: self.page, fieldNumber: 2)
+    }
+    if !self.from.isEmpty {
+      try visitor.visitSingularStringField(value: self.from, fieldNumber: 3)
+    }
+    if !self.to.isEmpty {
+      try visitor.visitSingularStringField(value: self.to, fieldNumber: 4)
+    }
+    if self.kind != .unspecified {
+      try visitor.visitSingularEnumField(value: self.kind, fieldNumber: 5)
+    }
+    if self.write != false {
+      try visitor.visitSingularBoolField(value: self.write, fieldNumber: 6)
+    }
+    if !self.requester.isEmpty {
+      try visitor.visitSingularStringField(value: self.requester, fieldNumber: 7)
+    }
+    if self.withData != false {
+      try visitor.visitSingularBoolField(value: self.withData, fieldNumber: 8)
+    }
+    if !self.data.isEmpty {
+      try visitor.visitSingularBytesField(value: self.data, fieldNumber: 9)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Rfork_Wire_V1_CoherenceMessage, rhs: Rfork_Wire_V1_CoherenceMessage) -> Bool {
+    if lhs.manager != rhs.manager {return false}
+    if lhs.page != rhs.page {return false}
+    if lhs.from != rhs.from {return false}
+    if lhs.to != rhs.to {return false}
+    if lhs.kind != rhs.kind {return false}
+    if lhs.write != rhs.write {return false}
+    if lhs.requester != rhs.requester {return false}
+    if lhs.withData != rhs.withData {return false}
+    if lhs.data != rhs.data {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Rfork_Wire_V1_CoherenceMessage.Kind: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0KIND_UNSPECIFIED\0\u{1}REQUEST\0\u{1}FETCH\0\u{1}INVALIDATE\0\u{1}INVALIDATED\0\u{1}PAGE\0\u{1}DONE\0\u{1}LOST\0")
+}
+
+nonisolated extension Rfork_Wire_V1_RegionEnd: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RegionEnd"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}manager\0\u{1}participant\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.manager) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.participant) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.manager.isEmpty {
+      try visitor.visitSingularStringField(value: self.manager, fieldNumber: 1)
+    }
+    if !self.participant.isEmpty {
+      try visitor.visitSingularStringField(value: self.participant, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Rfork_Wire_V1_RegionEnd, rhs: Rfork_Wire_V1_RegionEnd) -> Bool {
+    if lhs.manager != rhs.manager {return false}
+    if lhs.participant != rhs.participant {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1663,7 +1979,7 @@ nonisolated extension Rfork_Wire_V1_Load: SwiftProtobuf.Message, SwiftProtobuf._
 
 nonisolated extension Rfork_Wire_V1_Envelope: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Envelope"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hello\0\u{3}fork_request\0\u{3}fork_reply\0\u{1}data\0\u{3}end_of_file\0\u{1}signal\0\u{3}child_event\0\u{1}abort\0\u{1}load\0\u{1}demand\0\u{3}image_chunk\0\u{3}page_stream\0\u{3}page_stream_end\0\u{1}ack\0\u{3}migrate_request\0\u{3}migrate_result\0\u{3}drain_request\0\u{3}drain_result\0\u{3}link_ack\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hello\0\u{3}fork_request\0\u{3}fork_reply\0\u{1}data\0\u{3}end_of_file\0\u{1}signal\0\u{3}child_event\0\u{1}abort\0\u{1}load\0\u{1}demand\0\u{3}image_chunk\0\u{3}page_stream\0\u{3}page_stream_end\0\u{1}ack\0\u{3}migrate_request\0\u{3}migrate_result\0\u{3}drain_request\0\u{3}drain_result\0\u{3}link_ack\0\u{1}coherence\0\u{3}region_end\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1918,6 +2234,32 @@ nonisolated extension Rfork_Wire_V1_Envelope: SwiftProtobuf.Message, SwiftProtob
           self.body = .linkAck(v)
         }
       }()
+      case 20: try {
+        var v: Rfork_Wire_V1_CoherenceMessage?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .coherence(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .coherence(v)
+        }
+      }()
+      case 21: try {
+        var v: Rfork_Wire_V1_RegionEnd?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .regionEnd(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .regionEnd(v)
+        }
+      }()
       default: break
       }
     }
@@ -2004,6 +2346,14 @@ nonisolated extension Rfork_Wire_V1_Envelope: SwiftProtobuf.Message, SwiftProtob
     case .linkAck?: try {
       guard case .linkAck(let v)? = self.body else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 19)
+    }()
+    case .coherence?: try {
+      guard case .coherence(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 20)
+    }()
+    case .regionEnd?: try {
+      guard case .regionEnd(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 21)
     }()
     case nil: break
     }

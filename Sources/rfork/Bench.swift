@@ -177,6 +177,24 @@ struct CheckpointResult: Codable {
     var restarted: Int
 }
 
+/// Shared anonymous memory between a parent on the home node and children on the target (`forkbench
+/// shm-*`), against the same programs with no rfork and raw TCP between the two nodes. Medians.
+struct SharedMemoryResult: Codable {
+    /// One turn handed over through one shared word (`shm-pingpong`), µs.
+    var localTurnUs, remoteTurnUs: Double
+    /// One-byte TCP round trip between the two nodes (Python, TCP_NODELAY), µs.
+    var tcpRttUs: Double
+    /// Two writers on one page (`shm-false 2`): adds per second of each.
+    var falseParentPerS, falseChildPerS: Double
+    var localFalseParentPerS, localFalseChildPerS: Double
+    /// Four children on the target reading a 256-page table ten times (`shm-readers 4 256`): ms for all,
+    /// and the pages the target's rforkd received meanwhile (once per node: 256, plus a few).
+    var readersMs, localReadersMs, readersPagesReceived: Double
+    /// A child writing 64 MiB of shared memory, then its parent reading it all (`shm-bulk 64`), MiB/s.
+    var bulkWriteMiBps, bulkReadMiBps, localBulkWriteMiBps: Double
+    var trials: Int
+}
+
 /// The same remote fork with both nodes' links limited to 1 Gbit/s (tc tbf). Medians in ms.
 struct LimitedResult: Codable {
     var mib: Int
@@ -213,6 +231,7 @@ struct BenchReport: Codable {
     var checkpoints: [CheckpointResult] = []
     var balance: BalanceResult?
     var detection: DetectionResult?
+    var sharedMemory: SharedMemoryResult?
 
     var json: String {
         let encoder = JSONEncoder()
@@ -323,6 +342,20 @@ struct BenchReport: Codable {
                     "| \(f(c.criuRestoreMs)) ms (\(rate(c.criuRestoreMs))) | \(c.saved) / \(c.restarted) of \(c.trials) |\n"
             }
         }
+        if let m = sharedMemory {
+            s += "\n## Shared memory across nodes\n\n"
+            s += "`MAP_SHARED|MAP_ANONYMOUS` memory of a parent on node1 and its children on node2 (`forkbench shm-*`, "
+            s += "`rfork run --node node2`), against the same program with no rfork; medians of \(m.trials) runs.\n\n"
+            s += "| metric | plain (one node) | rfork (child on node2) | baseline |\n|---|---|---|---|\n"
+            s += "| one word handed back and forth: µs per turn | \(f(m.localTurnUs)) | \(f(m.remoteTurnUs)) "
+            s += "| TCP round trip node1 ↔ node2: \(f(m.tcpRttUs)) µs |\n"
+            s += "| two writers on one page (false sharing): adds/s parent, child | \(f(m.localFalseParentPerS)), "
+            s += "\(f(m.localFalseChildPerS)) | \(f(m.falseParentPerS)), \(f(m.falseChildPerS)) | |\n"
+            s += "| 4 children read a 256-page table 10 times: ms (pages node2 received) | \(f(m.localReadersMs)) "
+            s += "| \(f(m.readersMs)) (\(f(m.readersPagesReceived))) | once per node: 256 |\n"
+            s += "| child writes 64 MiB, then the parent reads it: MiB/s write, read | \(f(m.localBulkWriteMiBps)) "
+            s += "| \(f(m.bulkWriteMiBps)), \(f(m.bulkReadMiBps)) | raw TCP: \(f(tcpMiBps)) MiB/s |\n"
+        }
         s += "\n## Links, rates and memory\n\n| metric | plain / local | rfork (remote child) |\n|---|---|---|\n"
         s += "| pipe throughput parent → child (MiB/s) | \(f(pipeLocalMiBps)) | \(f(pipeRemoteMiBps)) |\n"
         s += "| pipe round trip (µs) | \(f(rttLocalUs)) | \(f(rttRemoteUs)) |\n"
@@ -393,6 +426,15 @@ struct BenchReport: Codable {
             let ratio = b.balancedMs / b.pinnedMs
             s += "| \(b.workers) CPU-bound workers on one of two 1-CPU nodes, balanced vs pinned | ≤ 0.75× "
             s += "| \(f(ratio))× | \(mark(ratio <= 0.75)) |\n"
+        }
+        if let m = sharedMemory {
+            s += "| a shared word handed between a parent and its remote child | ≤ 2× TCP round trip "
+            s +=
+                "(\(f(2 * m.tcpRttUs)) µs) per turn | \(f(m.remoteTurnUs)) µs | \(mark(m.remoteTurnUs <= 2 * m.tcpRttUs)) |\n"
+            s += "| a read-mostly table read by 4 remote children | fetched once per node (256 pages) "
+            s += "| \(f(m.readersPagesReceived)) pages | \(mark(m.readersPagesReceived <= 256 + 16)) |\n"
+            s += "| two writers falsely sharing one page | both make progress | \(f(m.falseParentPerS)) and "
+            s += "\(f(m.falseChildPerS)) adds/s | \(mark(m.falseParentPerS > 0 && m.falseChildPerS > 0)) |\n"
         }
         if let d = detection {
             let limit = Double(d.peerTimeoutSeconds + 2) * 1000
@@ -797,7 +839,90 @@ struct BenchRunner {
         report.checkpoints = checkpoints
         say("20 processes moved one at a time, then by one rfork migrate --all")
         report.drain = drain(count: 20, mib: 16)
+        say("shared memory across nodes")
+        report.sharedMemory = sharedMemory(trials: 3)
         return report
+    }
+
+    /// `forkbench shm-*` with no rfork on the home node and with its children on the target.
+    func sharedMemory(trials: Int) -> SharedMemoryResult {
+        func runs(_ args: [String], remote: Bool) -> [String: Double] {
+            var rows: [[String: Double]] = []
+            for _ in 0..<trials {
+                let argv = remote ? [rfork, "run", "--node", target.name, "--", forkbench] + args : [forkbench] + args
+                if let row = objects((try? on(home, argv)) ?? "").first { rows.append(row) }
+            }
+            let keys = Set(rows.flatMap { $0.keys })
+            return Dictionary(uniqueKeysWithValues: keys.map { k in (k, median(rows.compactMap { $0[k] })) })
+        }
+        let localTurn = runs(["shm-pingpong", "2000"], remote: false)
+        let remoteTurn = runs(["shm-pingpong", "2000"], remote: true)
+        let localFalse = runs(["shm-false", "2"], remote: false)
+        let remoteFalse = runs(["shm-false", "2"], remote: true)
+        let localReaders = runs(["shm-readers", "4", "256"], remote: false)
+        let before = pagesReceived(target)
+        let remoteReaders = runs(["shm-readers", "4", "256"], remote: true)
+        let received = (pagesReceived(target) - before) / Double(trials)
+        let localBulk = runs(["shm-bulk", "64"], remote: false)
+        let remoteBulk = runs(["shm-bulk", "64"], remote: true)
+        return SharedMemoryResult(
+            localTurnUs: localTurn["turn_us"] ?? .nan, remoteTurnUs: remoteTurn["turn_us"] ?? .nan,
+            tcpRttUs: tcpRoundTrip(), falseParentPerS: remoteFalse["parent_per_s"] ?? .nan,
+            falseChildPerS: remoteFalse["child_per_s"] ?? .nan,
+            localFalseParentPerS: localFalse["parent_per_s"] ?? .nan,
+            localFalseChildPerS: localFalse["child_per_s"] ?? .nan, readersMs: remoteReaders["ms"] ?? .nan,
+            localReadersMs: localReaders["ms"] ?? .nan, readersPagesReceived: received,
+            bulkWriteMiBps: remoteBulk["child_write_mib_s"] ?? .nan,
+            bulkReadMiBps: remoteBulk["parent_read_mib_s"] ?? .nan,
+            localBulkWriteMiBps: localBulk["child_write_mib_s"] ?? .nan, trials: trials)
+    }
+
+    /// The shared-memory pages a node's rforkd has received from peers (its Prometheus counter).
+    func pagesReceived(_ node: LocalCluster.NodeState) -> Double {
+        let script = """
+            import urllib.request
+            text = urllib.request.urlopen("http://127.0.0.1:9420/metrics").read().decode()
+            print(sum(float(l.split()[-1]) for l in text.splitlines()
+                      if l.startswith("rfork_shared_memory_pages_received_total")))
+            """
+        let out = (try? on(node, ["python3", "-c", script])) ?? ""
+        return Double(out.trimmingCharacters(in: .whitespacesAndNewlines)) ?? .nan
+    }
+
+    /// One-byte TCP round trips from the home node to the target (TCP_NODELAY), median in µs.
+    func tcpRoundTrip() -> Double {
+        let devnull = open("/dev/null", O_RDWR | O_CLOEXEC)
+        defer { Posix.close(devnull) }
+        let script = """
+            import socket, sys, time
+            if sys.argv[1] == "echo":
+                s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s.bind((sys.argv[2], 7498)); s.listen(1)
+                c, _ = s.accept(); c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                while True:
+                    b = c.recv(1)
+                    if not b: break
+                    c.sendall(b)
+            else:
+                c = socket.create_connection((sys.argv[2], 7498))
+                c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                times = []
+                for _ in range(2000):
+                    t = time.monotonic(); c.sendall(b"x"); c.recv(1); times.append(time.monotonic() - t)
+                times.sort(); print(times[len(times) // 2] * 1e6)
+            """
+        guard
+            let echo = try? Posix.spawn(
+                "/bin/sh", entering(target) + ["python3", "-c", script, "echo", target.address],
+                descriptors: [devnull, devnull, devnull])
+        else { return .nan }
+        defer {
+            Posix.kill(echo, SIGKILL)
+            _ = try? Posix.wait(echo)
+        }
+        usleep(300_000)
+        let out = (try? on(home, ["python3", "-c", script, "ping", target.address])) ?? ""
+        return Double(out.trimmingCharacters(in: .whitespacesAndNewlines)) ?? .nan
     }
 
     /// Four CPU-bound workers on the home node, pinned and balanced, `trials` runs each, taking turns

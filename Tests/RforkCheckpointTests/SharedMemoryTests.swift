@@ -57,6 +57,21 @@ import Testing
         }
     }
 
+    @Test func sharedAnonymousMemoryMayFollowWhenAllowedAndCRIUsRestoredFormIsRecognized() {
+        let maps = """
+            7f0000000000-7f0000002000 rw-s 00002000 00:01 4242                       /dev/zero (deleted)
+            7f0000003000-7f0000004000 rw-s 00000000 00:01 4343                       /memfd:/dev/zero (deleted)
+            """
+        let parsed = SharedMemory.parseMaps(maps)
+        #expect(parsed.map(\.inode) == [4242, 4343] && parsed[0].offset == 0x2000)
+        #expect(parsed.allSatisfy { SharedMemory.kind(ofPath: $0.path) == .anonymous })
+        #expect(SharedMemory.firstReason(maps: maps, descriptors: []) != nil)
+        #expect(SharedMemory.firstReason(maps: maps, descriptors: [], allowAnonymous: true) == nil)
+        // Other shared memory still keeps the process here.
+        let sysv = maps + "\n7f0000005000-7f0000006000 rw-s 00000000 00:01 9 /SYSV0000abcd (deleted)\n"
+        #expect(SharedMemory.firstReason(maps: sysv, descriptors: [], allowAnonymous: true) != nil)
+    }
+
     @Test func anOrdinaryProcessMoves() {
         #expect(SharedMemory.firstReason(maps: Self.maps, descriptors: [(0, "/dev/pts/0"), (3, "pipe:[12]")]) == nil)
         #expect(SharedMemory.parseMaps(Self.maps).count == 6)

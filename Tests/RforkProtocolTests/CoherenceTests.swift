@@ -34,7 +34,12 @@ private struct World {
     /// A process on `node` reads (or writes) `page`; true when it could, false when it faulted.
     mutating func access(_ node: String, _ page: Int, write: Bool) -> Bool {
         guard let n = nodes[node] else { return false }
-        let have = n.access(page)
+        if write && n.access(page) == .write && n.clean.contains(page) {
+            // The first local write of a page held for writing faults (the page is protected here).
+            let actions = nodes[node]!.handle(.fault(page: page, write: true, now: now))
+            #expect(actions == [.wake(page: page)])
+        }
+        let have = nodes[node]!.access(page)
         if have >= (write ? .write : .read) {
             let value = copy(node, page)
             #expect(value == latest[page, default: 0], "\(node) reads a stale page \(page)")
@@ -137,8 +142,8 @@ private struct World {
 @Suite("Coherence (pure)") struct CoherenceTests {
     typealias M = Coherence.Message
 
-    @Test func aReadFaultFetchesACopyFromTheOwnerAndKeepsTheOwnerReading() {
-        var n1 = CoherenceNode(name: "n1", manager: "n1")
+    @Test func aReadFaultTakesAWrittenPageForWritingProtectedUntilALocalWrite() {
+        var n1 = CoherenceNode(name: "n1", manager: "n1")  // the memory starts here, written
         var n2 = CoherenceNode(name: "n2", manager: "n1")
         var dir = CoherenceDirectory(manager: "n1")
         let request = M(page: 3, from: "n2", to: "n1", body: .request(write: false))
@@ -149,18 +154,38 @@ private struct World {
         let fetch = M(page: 3, from: "n1", to: "n1", body: .fetch(requester: "n2", write: false))
         let r3 = dir.handle(.received(request))
         #expect(r3 == [.send(fetch)])
-        let page = M(page: 3, from: "n1", to: "n2", body: .page(write: false, withData: true))
+        let page = M(page: 3, from: "n1", to: "n2", body: .page(write: true, withData: true))
         let r4 = n1.handle(.received(fetch, now: 0))
-        #expect(r4 == [.protect(page: 3), .send(page)])
-        #expect(n1.access(3) == .read)
-        let done = M(page: 3, from: "n2", to: "n1", body: .done(write: false))
+        #expect(r4 == [.protect(page: 3), .send(page), .drop(page: 3)])
+        #expect(n1.access(3) == .none)
+        let done = M(page: 3, from: "n2", to: "n1", body: .done(write: true))
         let r5 = n2.handle(.received(page, now: 0))
         #expect(r5 == [.install(page: 3, access: .read, withData: true), .send(done)])
+        #expect(n2.access(3) == .write && n2.clean == [3])
         let r6 = dir.handle(.received(done))
         #expect(r6 == [])
-        #expect(dir.entry(3).owner == "n1" && dir.entry(3).holders == ["n1", "n2"])
-        let r7 = n2.handle(.fault(page: 3, write: false, now: 0))
+        #expect(dir.entry(3).owner == "n2" && dir.entry(3).holders == ["n2"])
+        // The first local write only lifts the local protection.
+        let r7 = n2.handle(.fault(page: 3, write: true, now: 0))
         #expect(r7 == [.wake(page: 3)])
+        #expect(n2.clean.isEmpty)
+    }
+
+    @Test func anOwnerThatHasNotWrittenSharesAndKeepsReading() {
+        var n2 = CoherenceNode(name: "n2", manager: "n1")
+        _ = n2.handle(.fault(page: 0, write: false, now: 0))
+        _ = n2.handle(.received(M(page: 0, from: "n1", to: "n2", body: .page(write: true, withData: true)), now: 0))
+        let fetch = M(page: 0, from: "n1", to: "n2", body: .fetch(requester: "n3", write: false))
+        let r1 = n2.handle(.received(fetch, now: 1))
+        #expect(r1 == [.send(M(page: 0, from: "n2", to: "n3", body: .page(write: false, withData: true)))])
+        #expect(n2.access(0) == .read)
+        var dir = CoherenceDirectory(manager: "n1")
+        _ = dir.handle(.received(M(page: 0, from: "n2", to: "n1", body: .request(write: false))))
+        _ = dir.handle(.received(M(page: 0, from: "n2", to: "n1", body: .done(write: true))))
+        let r2 = dir.handle(.received(M(page: 0, from: "n3", to: "n1", body: .request(write: false))))
+        #expect(r2 == [.send(fetch)])
+        _ = dir.handle(.received(M(page: 0, from: "n3", to: "n1", body: .done(write: false))))
+        #expect(dir.entry(0).owner == "n2" && dir.entry(0).holders == ["n2", "n3"])
     }
 
     @Test func aWriterThatHoldsACopyWaitsForEveryOtherCopyToBeDroppedThenGoesOnWithoutData() {
@@ -249,9 +274,11 @@ private struct World {
 
     @Test func theOnlyCopyLostWithItsNodeKillsThoseWhoNeedItAndNeverHandsOutStaleData() {
         var w = World(names: ["n1", "n2", "n3"], manager: "n1")
-        // n3 writes page 0 (the only current copy is now there), n2 reads page 1 (a copy; n1 keeps one).
+        // n3 writes page 0 (the only current copy is now there); n2 and n1 read page 1 (two copies).
         while !w.access("n3", 0, write: true) { w.settle() }
         while !w.access("n2", 1, write: false) { w.settle() }
+        // n2 took page 1 for writing (n1 had it, written) and has not written it: n1 reading it shares it.
+        while !w.access("n1", 1, write: false) { w.settle() }
         w.runDirectory(w.directory.handle(.nodeLost("n3")))
         w.links = w.links.filter { !$0.key.contains("n3") }
         #expect(w.directory.entry(0).lost)

@@ -66,6 +66,17 @@ struct LocalFrameTests {
         #expect(try LocalForkRequest(parsing: request.text) == request)
     }
 
+    @Test func aPlacementRequestNamesTheParentsUserfaultfd() throws {
+        let base = "pid 5\nuid 0\nsock 1\n"
+        #expect(try LocalForkRequest(parsing: base).parentUserfault == nil)
+        let fd = try LocalForkRequest(parsing: base + "puffd 7\n")
+        #expect(fd.parentUserfault == .descriptor(7))
+        #expect(try LocalForkRequest(parsing: fd.text) == fd)
+        #expect(try LocalForkRequest(parsing: base + "puffderr 1\n").parentUserfault == .error(1))
+        #expect(throws: LocalWireError.self) { try LocalForkRequest(parsing: base + "puffd -3\n") }
+        #expect(throws: LocalWireError.self) { try LocalForkRequest(parsing: base + "puffderr x\n") }
+    }
+
     @Test(arguments: [
         "uid 0\nsock 1\n",  // no pid
         "pid -4\nuid 0\nsock 1\n",  // bad pid

@@ -42,6 +42,32 @@ int crfork_pidfd_send_signal(int pidfd, int sig);
 int crfork_setfsuid(unsigned uid);
 int crfork_setfsgid(unsigned gid);
 
+/* Shared memory across nodes: a process's userfaultfd, taken and driven by rforkd (which acts on that
+ * process's memory through it). Every call returns 0 (or the count asked for) or -errno. */
+
+/* pidfd_getfd(2): a copy of descriptor fd of the process behind pidfd. */
+int crfork_pidfd_getfd(int pidfd, int fd);
+/* UFFDIO_API with missing and write-protect faults on shared memory (shmem). */
+int crfork_uffd_api(int uffd);
+/* UFFDIO_REGISTER of [start, start+len) for missing and write-protect faults; EBUSY when already done. */
+int crfork_uffd_register(int uffd, unsigned long start, unsigned long len);
+/* UFFDIO_COPY of len bytes from src to dst (write-protected when wp), waking the faulting threads. */
+int crfork_uffd_copy(int uffd, unsigned long dst, const void *src, unsigned long len, int wp);
+/* UFFDIO_WRITEPROTECT: protect (wp) or unprotect [start, start+len); unprotecting wakes when wake. */
+int crfork_uffd_writeprotect(int uffd, unsigned long start, unsigned long len, int wp, int wake);
+/* UFFDIO_WAKE on [start, start+len). */
+int crfork_uffd_wake(int uffd, unsigned long start, unsigned long len);
+/* One message: 1 with a page fault (address, write, wp), 2 with another event, 0 when none waits, or
+ * -errno. */
+int crfork_uffd_read(int uffd, unsigned long *address, int *write, int *wp);
+/* fallocate(PUNCH_HOLE|KEEP_SIZE): the bytes read as zero and every process mapping them faults. */
+int crfork_punch(int fd, long long offset, long long len);
+/* fallocate(KEEP_SIZE): holes in the range become zero pages; present pages stay as they are. */
+int crfork_allocate(int fd, long long offset, long long len);
+
+/* tgkill(2): a signal to one thread of a process; 0 or -1/errno. */
+int crfork_tgkill(pid_t pid, pid_t tid, int sig);
+
 /* The layout of struct ucred (SO_PEERCRED). */
 struct crfork_ucred {
     pid_t pid;

@@ -1,0 +1,673 @@
+import CRforkSystem
+import Foundation
+import Glibc
+import NIOConcurrencyHelpers
+import NIOCore
+import RforkCheckpoint
+import RforkProtocol
+import RforkSystem
+import RforkWire
+
+/// Shared anonymous memory kept coherent across nodes: the daemon's side of `Coherence`.
+///
+/// Every local process that maps such memory has given this daemon a userfaultfd (a parent through its
+/// child's placement request, a child once placed: `SHM_ATTACH`). Once a child that maps it runs on
+/// another node, the memory is a *region*: on each node one memory object (the shmem object behind the
+/// mappings, opened through /proc/PID/map_files) is a *participant*, named "node/inode", and the home's
+/// participant manages the region's directory. Every local process mapping the object is registered for
+/// missing and write-protect faults; a fault becomes a `CoherenceNode` event, and its actions become
+/// write-protection, hole punching and page writes on the object, and `Coherence` envelopes to peers.
+final class ShmMapper: @unchecked Sendable {  // confined to Node.loop
+    let pid: Int32
+    let pidfd: Int32
+    let uffd: Int32
+    let uid: UInt32
+    /// Ranges registered, by participant: where page `firstPage` of the object sits in this process.
+    var ranges: [String: [(start: UInt64, end: UInt64, firstPage: UInt64)]] = [:]
+
+    init(pid: Int32, pidfd: Int32, uffd: Int32, uid: UInt32) {
+        self.pid = pid
+        self.pidfd = pidfd
+        self.uffd = uffd
+        self.uid = uid
+    }
+
+    /// Where `page` of the participant's object is in this process, if it maps it.
+    func address(of page: UInt64, in participant: String) -> UInt64? {
+        for r in ranges[participant] ?? [] {
+            let a = r.start + (page &- r.firstPage) &* Userfault.pageSize
+            if page >= r.firstPage && a < r.end { return a }
+        }
+        return nil
+    }
+}
+
+final class SharedRegion: @unchecked Sendable {  // confined to Node.loop
+    let participant: String
+    let manager: String
+    let inode: UInt64
+    let objectFD: Int32
+    let pages: UInt64
+    let uid: UInt32
+    var node: CoherenceNode
+    var directory: CoherenceDirectory?
+    var mappers: [ShmMapper] = []
+    /// Home sessions of children that map it (on the manager): the region lasts while any runs.
+    var sessions: Set<UInt64> = []
+    /// Participants heard from (on the manager): told when the region ends.
+    var participants: Set<String> = []
+    var ended = false
+    /// Counts, per page, how often the page was dropped or installed here: a futex waiter that slept on
+    /// an older generation may have missed a wake from another node.
+    var generation: [Int: UInt64] = [:]
+
+    init(
+        participant: String, manager: String, inode: UInt64, objectFD: Int32, pages: UInt64, uid: UInt32,
+        hold: Double
+    ) {
+        self.participant = participant
+        self.manager = manager
+        self.inode = inode
+        self.objectFD = objectFD
+        self.pages = pages
+        self.uid = uid
+        node = CoherenceNode(
+            name: participant, manager: manager, configuration: CoherenceNode.Configuration(minimumHold: hold))
+        if participant == manager { directory = CoherenceDirectory(manager: manager) }
+    }
+}
+
+/// Reads the faults of every userfaultfd the daemon holds on one thread of its own, and hands them to
+/// the event loop. A userfaultfd given up is closed by this thread, never while it may poll it.
+final class FaultReader: @unchecked Sendable {
+    private let lock = NIOLock()
+    private var fds: Set<Int32> = []
+    private var retired: [Int32] = []
+    private let wakeRead: Int32
+    private let wakeWrite: Int32
+    private let deliver: @Sendable ([(Int32, Userfault.Message)]) -> Void
+
+    init?(deliver: @escaping @Sendable ([(Int32, Userfault.Message)]) -> Void) {
+        guard let (r, w) = try? Posix.makePipe() else { return nil }
+        _ = fcntl(r, F_SETFL, O_NONBLOCK)
+        wakeRead = r
+        wakeWrite = w
+        self.deliver = deliver
+        let thread = Thread { [self] in self.run() }
+        thread.name = "rforkd-faults"
+        thread.start()
+    }
+
+    func add(_ fd: Int32) {
+        lock.withLock { _ = fds.insert(fd) }
+        poke()
+    }
+
+    /// Stops reading `fd` and closes it.
+    func retire(_ fd: Int32) {
+        lock.withLock {
+            fds.remove(fd)
+            retired.append(fd)
+        }
+        poke()
+    }
+
+    private func poke() {
+        var b: UInt8 = 1
+        _ = Glibc.write(wakeWrite, &b, 1)
+    }
+
+    private func run() {
+        while true {
+            let (watch, closing) = lock.withLock { () -> ([Int32], [Int32]) in
+                let c = retired
+                retired = []
+                return (Array(fds), c)
+            }
+            for fd in closing { Posix.close(fd) }
+            var polls = [pollfd(fd: wakeRead, events: Int16(POLLIN), revents: 0)]
+            polls += watch.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
+            let n = Glibc.poll(&polls, nfds_t(polls.count), 1000)
+            guard n > 0 else { continue }
+            if polls[0].revents != 0 {
+                var buf = [UInt8](repeating: 0, count: 64)
+                _ = Glibc.read(wakeRead, &buf, 64)
+            }
+            var batch: [(Int32, Userfault.Message)] = []
+            for p in polls.dropFirst() where p.revents & Int16(POLLIN) != 0 {
+                while case .success(let m?) = Userfault.read(p.fd) { batch.append((p.fd, m)) }
+            }
+            if !batch.isEmpty { deliver(batch) }
+        }
+    }
+}
+
+struct SharedMemoryState {
+    var regions: [String: SharedRegion] = [:]  // by local participant
+    var mappers: [Int32: ShmMapper] = [:]  // by PID
+    var mappersByUffd: [Int32: ShmMapper] = [:]
+    var reader: FaultReader?
+    var sweeping: RepeatedTask?
+    var kicking: RepeatedTask?
+    /// Futex waiters seen asleep on a region's page, with the page's generation then ("pid/tid/address").
+    var futexWaiters: [String: UInt64] = [:]
+}
+
+extension Node {
+    var nowSeconds: Double { Double(Posix.monotonicNanoseconds()) / 1e9 }
+
+    func participantName(_ inode: UInt64) -> String { "\(config.node)/\(inode)" }
+
+    private func faultReader() -> FaultReader? {
+        if let r = shared.reader { return r }
+        let loop = self.loop
+        let reader = FaultReader { [weak self] batch in
+            guard let node = self else { return }
+            loop.execute { node.sharedFaults(batch) }
+        }
+        shared.reader = reader
+        shared.sweeping = loop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { [weak self] _ in
+            self?.sweepSharedMemory()
+        }
+        shared.kicking = loop.scheduleRepeatedTask(
+            initialDelay: Self.futexScanInterval, delay: Self.futexScanInterval
+        ) { [weak self] _ in
+            self?.kickFutexWaiters()
+        }
+        return reader
+    }
+
+    /// Takes descriptor `fd` of process `pid` as its userfaultfd (checked to be one, of a process of `uid`).
+    func takeUserfault(pid: Int32, fd: Int32, uid: UInt32) -> Result<ShmMapper, CheckpointError> {
+        if let m = shared.mappers[pid], Posix.processAlive(pidfd: m.pidfd) { return .success(m) }
+        guard let status = Posix.processStatus(pid), let uids = status["Uid"],
+            uids.split(whereSeparator: { $0 == "\t" || $0 == " " }).allSatisfy({ UInt32($0) == uid })
+        else { return .failure(CheckpointError(.unmovable, "process \(pid) is not the user's")) }
+        guard Posix.readLink("/proc/\(pid)/fd/\(fd)") == "anon_inode:[userfaultfd]" else {
+            return .failure(CheckpointError(.unmovable, "descriptor \(fd) of process \(pid) is not a userfaultfd"))
+        }
+        guard let pidfd = Posix.openProcess(pid) else {
+            return .failure(CheckpointError(.unmovable, "process \(pid) ended"))
+        }
+        let uffd = Userfault.take(pidfd: pidfd, fd: fd)
+        guard uffd >= 0 else {
+            Posix.close(pidfd)
+            return .failure(
+                CheckpointError(.unmovable, "cannot take the userfaultfd of process \(pid): \(Posix.errorText(-uffd))"))
+        }
+        _ = fcntl(uffd, F_SETFD, FD_CLOEXEC)
+        // A descriptor already handed over (by an earlier fork) has had its handshake: EINVAL then.
+        if let e = Userfault.handshake(uffd), e != EINVAL {
+            Posix.close(uffd)
+            Posix.close(pidfd)
+            return .failure(CheckpointError(.unmovable, "userfaultfd handshake failed: \(Posix.errorText(e))"))
+        }
+        if let old = shared.mappers[pid] { dropMapper(old) }
+        let mapper = ShmMapper(pid: pid, pidfd: pidfd, uffd: uffd, uid: uid)
+        shared.mappers[pid] = mapper
+        shared.mappersByUffd[uffd] = mapper
+        faultReader()?.add(uffd)
+        return .success(mapper)
+    }
+
+    /// The shared anonymous mappings of a process.
+    func sharedAnonymousMappings(_ pid: Int32) -> [SharedMemory.Mapping]? {
+        guard let bytes = try? Posix.readFile("/proc/\(pid)/maps") else { return nil }
+        return SharedMemory.parseMaps(String(decoding: bytes, as: UTF8.self)).filter {
+            $0.isShared && SharedMemory.kind(ofPath: $0.path) == .anonymous
+        }
+    }
+
+    /// Registers every mapping of the region's object in the process, and protects what must be.
+    func register(_ mapper: ShmMapper, in region: SharedRegion) -> String? {
+        guard let maps = sharedAnonymousMappings(mapper.pid) else { return "process \(mapper.pid) ended" }
+        var ranges: [(start: UInt64, end: UInt64, firstPage: UInt64)] = []
+        for m in maps where m.inode == region.inode {
+            if let e = Userfault.register(mapper.uffd, start: m.start, length: m.end - m.start) {
+                return "cannot watch the shared memory of process \(mapper.pid): \(Posix.errorText(e))"
+            }
+            ranges.append((m.start, m.end, m.offset / Userfault.pageSize))
+        }
+        guard !ranges.isEmpty else { return nil }
+        mapper.ranges[region.participant] = ranges
+        if !region.mappers.contains(where: { $0 === mapper }) { region.mappers.append(mapper) }
+        for (page, access) in region.node.access where access == .read {
+            if let a = mapper.address(of: UInt64(page), in: region.participant) {
+                _ = Userfault.writeProtect(
+                    mapper.uffd, start: a, length: Userfault.pageSize, protect: true, wake: false)
+            }
+        }
+        return nil
+    }
+
+    /// Home side of a fork: the child maps shared anonymous memory. Makes each of its objects a region
+    /// (registering every local process known to map it, the parent first), and says what the target
+    /// must know; a reason instead when the memory cannot be kept coherent.
+    func prepareSharedRegions(_ request: LocalForkRequest, localPID: Int32, uid: UInt32)
+        -> Result<[Rfork_Wire_V1_SharedRegion], CheckpointError>
+    {
+        guard let maps = sharedAnonymousMappings(localPID) else {
+            return .failure(CheckpointError(.unmovable, "cannot read the memory map of process \(localPID)"))
+        }
+        if maps.isEmpty { return .success([]) }
+        if request.migrate {
+            return .failure(
+                CheckpointError(
+                    .unmovable,
+                    "process \(request.pid) shares memory (MAP_SHARED|MAP_ANONYMOUS); a running process holding it cannot move yet"
+                ))
+        }
+        let parentPID = Posix.processStatus(localPID)?["PPid"].flatMap { Int32($0) } ?? 0
+        switch request.parentUserfault {
+        case nil:
+            return .failure(
+                CheckpointError(
+                    .unmovable,
+                    "the child shares memory (MAP_SHARED|MAP_ANONYMOUS) with a parent whose memory rfork does not watch (no userfaultfd)"
+                ))
+        case .error(let e)?:
+            return .failure(
+                CheckpointError(
+                    .unmovable,
+                    "the child shares memory (MAP_SHARED|MAP_ANONYMOUS) with a parent that could not make a userfaultfd (\(Posix.errorText(e))); unprivileged users need vm.unprivileged_userfaultfd=1"
+                ))
+        case .descriptor(let fd)?:
+            if case .failure(let e) = takeUserfault(pid: parentPID, fd: fd, uid: uid) { return .failure(e) }
+        }
+        var infos: [Rfork_Wire_V1_SharedRegion] = []
+        for inode in Set(maps.map(\.inode)).sorted() {
+            guard let first = maps.first(where: { $0.inode == inode }) else { continue }
+            let name = participantName(inode)
+            let region: SharedRegion
+            if let existing = shared.regions[name], !existing.ended {
+                region = existing
+            } else {
+                if hostedSession(containing: localPID) != nil {
+                    // Inside a child this node hosts, the object was made a participant when it attached.
+                    return .failure(CheckpointError(.unmovable, "its shared memory is not watched on \(config.node)"))
+                }
+                let path =
+                    "/proc/\(localPID)/map_files/\(String(first.start, radix: 16))-\(String(first.end, radix: 16))"
+                let fd = open(path, O_RDWR | O_CLOEXEC)
+                guard fd >= 0 else {
+                    return .failure(
+                        CheckpointError(.unmovable, "cannot open its shared memory: \(Posix.errorText(errno))"))
+                }
+                var st = stat()
+                fstat(fd, &st)
+                region = SharedRegion(
+                    participant: name, manager: name, inode: inode, objectFD: fd,
+                    pages: UInt64(st.st_size) / Userfault.pageSize, uid: uid,
+                    hold: config.resolvedSharedMemoryHold)
+                shared.regions[name] = region
+                // Every local process known to map it, now watched: the parent and earlier children.
+                for mapper in shared.mappers.values where mapper.uid == uid && mapper.pid != localPID {
+                    if let why = register(mapper, in: region) {
+                        logger.warning("shared memory: \(why)")
+                    }
+                }
+                logger.info("shared memory \(name) (\(region.pages) pages) is now kept coherent across nodes")
+            }
+            if let parent = shared.mappers[parentPID], parent.ranges[region.participant] == nil {
+                if let why = register(parent, in: region) { return .failure(CheckpointError(.unmovable, why)) }
+            }
+            for m in maps where m.inode == inode {
+                var info = Rfork_Wire_V1_SharedRegion()
+                info.manager = region.manager
+                info.start = m.start
+                info.end = m.end
+                info.pageOffset = m.offset / Userfault.pageSize
+                info.pages = region.pages
+                infos.append(info)
+            }
+        }
+        return .success(infos)
+    }
+
+    /// SHM_ATTACH: a process placed here (or restored here) gives its userfaultfd.
+    func handleShmAttach(_ text: String, peerUID: UInt32?, peerPID: Int32?, from channel: Channel) {
+        var fields: [String: String] = [:]
+        for line in text.split(separator: "\n") {
+            let parts = line.split(separator: " ", maxSplits: 1)
+            if parts.count == 2 { fields[String(parts[0])] = String(parts[1]) }
+        }
+        func answer(_ verdict: Verdict, _ why: String) {
+            channel.writeAndFlush(LocalFrame.reply(verdict, why), promise: nil)
+        }
+        guard let pid = peerPID, let uid = peerUID else { return answer(.refused, "the caller cannot be identified") }
+        let container = hostedSession(containing: pid)
+        let restoredHere = container.map { !$0.sharedRegions.isEmpty } ?? false
+        guard let fdText = fields["uffd"], let fd = Int32(fdText) else {
+            let e = Int32(fields["uffderr"] ?? "") ?? 0
+            let why = "no userfaultfd (\(Posix.errorText(e))); unprivileged users need vm.unprivileged_userfaultfd=1"
+            if restoredHere { logger.warning("shared memory: process \(pid): \(why)") }
+            return answer(.refused, why)
+        }
+        let mapper: ShmMapper
+        switch takeUserfault(pid: pid, fd: fd, uid: uid) {
+        case .success(let m): mapper = m
+        case .failure(let e): return answer(.refused, e.message)
+        }
+        guard let maps = sharedAnonymousMappings(pid) else { return answer(.refused, "process \(pid) ended") }
+        for inode in Set(maps.map(\.inode)).sorted() {
+            let name = participantName(inode)
+            if let region = shared.regions[name], !region.ended {
+                if let why = register(mapper, in: region) { return answer(.refused, why) }
+                continue
+            }
+            // The restored child: its object becomes this node's participant of its home's region, empty
+            // until pages come (the copy CRIU restored is from the time of the fork: stale).
+            guard let container, let first = maps.first(where: { $0.inode == inode }),
+                let info = container.sharedRegions.first(where: { $0.start <= first.start && first.start < $0.end })
+            else { continue }
+            let path = "/proc/\(pid)/map_files/\(String(first.start, radix: 16))-\(String(first.end, radix: 16))"
+            let ofd = open(path, O_RDWR | O_CLOEXEC)
+            guard ofd >= 0 else {
+                return answer(.refused, "cannot open the shared memory here: \(Posix.errorText(errno))")
+            }
+            let region = SharedRegion(
+                participant: name, manager: info.manager, inode: inode, objectFD: ofd, pages: info.pages, uid: uid,
+                hold: config.resolvedSharedMemoryHold)
+            if let e = Userfault.punch(ofd, offset: 0, length: info.pages * Userfault.pageSize) {
+                Posix.close(ofd)
+                return answer(.refused, "cannot empty the shared memory here: \(Posix.errorText(e))")
+            }
+            shared.regions[name] = region
+            if let why = register(mapper, in: region) { return answer(.refused, why) }
+            logger.info("shared memory \(name) joins \(info.manager) (\(info.pages) pages)")
+        }
+        answer(.attached, "")
+    }
+
+    // MARK: faults and messages
+
+    func sharedFaults(_ batch: [(Int32, Userfault.Message)]) {
+        for (uffd, message) in batch {
+            guard case .fault(let address, let write, let wp) = message, let mapper = shared.mappersByUffd[uffd]
+            else { continue }
+            var found = false
+            for (participant, ranges) in mapper.ranges {
+                guard let r = ranges.first(where: { $0.start <= address && address < $0.end }),
+                    let region = shared.regions[participant]
+                else { continue }
+                found = true
+                let page = r.firstPage + (address - r.start) / Userfault.pageSize
+                RforkMetrics.sharedFaults.increment()
+                let actions = region.node.handle(.fault(page: Int(page), write: write || wp, now: nowSeconds))
+                perform(actions, in: region, data: nil)
+            }
+            if !found {
+                _ = Userfault.wake(uffd, start: address & ~(Userfault.pageSize - 1), length: Userfault.pageSize)
+            }
+        }
+    }
+
+    /// Carries out a coherence node's actions on the region's memory.
+    func perform(_ actions: [CoherenceNode.Action], in region: SharedRegion, data: [UInt8]?) {
+        let size = Userfault.pageSize
+        for action in actions {
+            switch action {
+            case .send(let m):
+                var bytes: [UInt8]? = nil
+                if case .page(_, true) = m.body {
+                    bytes = Userfault.readPage(region.objectFD, page: UInt64(m.page))
+                }
+                sendCoherence(m, region: region, data: bytes)
+            case .protect(let page):
+                for mapper in region.mappers {
+                    if let a = mapper.address(of: UInt64(page), in: region.participant) {
+                        _ = Userfault.writeProtect(mapper.uffd, start: a, length: size, protect: true, wake: false)
+                    }
+                }
+            case .drop(let page):
+                region.generation[page, default: 0] &+= 1
+                if let e = Userfault.punch(region.objectFD, offset: UInt64(page) * size, length: size) {
+                    logger.error("shared memory \(region.participant): cannot drop page \(page): \(Posix.errorText(e))")
+                }
+            case .install(let page, let access, let withData):
+                region.generation[page, default: 0] &+= 1
+                let p = UInt64(page)
+                // Protection first (markers on pages not yet mapped), then the bytes, then the waiters.
+                for mapper in region.mappers {
+                    if let a = mapper.address(of: p, in: region.participant) {
+                        _ = Userfault.writeProtect(
+                            mapper.uffd, start: a, length: size, protect: access == .read, wake: false)
+                    }
+                }
+                if withData {
+                    if let data, let e = Userfault.writePage(region.objectFD, page: p, data) {
+                        logger.error(
+                            "shared memory \(region.participant): cannot install page \(page): \(Posix.errorText(e))")
+                    }
+                } else {
+                    _ = Userfault.allocate(region.objectFD, offset: p * size, length: size)
+                }
+                wakeAll(region, page: p)
+            case .wake(let page):
+                let p = UInt64(page)
+                // A hole on a node that holds the page is a page never written: zeros.
+                _ = Userfault.allocate(region.objectFD, offset: p * size, length: size)
+                if region.node.access(page) == .write {
+                    for mapper in region.mappers {
+                        if let a = mapper.address(of: p, in: region.participant) {
+                            _ = Userfault.writeProtect(mapper.uffd, start: a, length: size, protect: false, wake: false)
+                        }
+                    }
+                }
+                wakeAll(region, page: p)
+            case .kill(let page, let reason):
+                logger.error("shared memory \(region.participant): page \(page): \(reason); ending its processes")
+                killMappers(region)
+            case .killAll(let reason):
+                logger.error("shared memory \(region.participant): \(reason); ending its processes")
+                killMappers(region)
+            case .timer(let at):
+                let delay = max(0, at - nowSeconds)
+                loop.scheduleTask(in: .nanoseconds(Int64(delay * 1e9) + 1000)) { [weak self, weak region] in
+                    guard let self, let region, !region.ended else { return }
+                    self.perform(region.node.handle(.tick(now: self.nowSeconds)), in: region, data: nil)
+                }
+            }
+        }
+    }
+
+    private func wakeAll(_ region: SharedRegion, page: UInt64) {
+        for mapper in region.mappers {
+            if let a = mapper.address(of: page, in: region.participant) {
+                _ = Userfault.wake(mapper.uffd, start: a, length: Userfault.pageSize)
+            }
+        }
+    }
+
+    private func killMappers(_ region: SharedRegion) {
+        for mapper in region.mappers { _ = Posix.signal(process: mapper.pidfd, SIGKILL) }
+    }
+
+    func sendCoherence(_ m: Coherence.Message, region: SharedRegion, data: [UInt8]?) {
+        let toNode = String(m.to.split(separator: "/").first ?? "")
+        if toNode == config.node {
+            loop.execute { [weak self] in self?.deliverCoherence(m, manager: region.manager, data: data) }
+            return
+        }
+        var c = Rfork_Wire_V1_CoherenceMessage()
+        c.manager = region.manager
+        c.page = UInt64(m.page)
+        c.from = m.from
+        c.to = m.to
+        switch m.body {
+        case .request(let write):
+            c.kind = .request
+            c.write = write
+        case .fetch(let requester, let write):
+            c.kind = .fetch
+            c.requester = requester
+            c.write = write
+        case .invalidate: c.kind = .invalidate
+        case .invalidated: c.kind = .invalidated
+        case .page(let write, let withData):
+            c.kind = .page
+            c.write = write
+            c.withData = withData
+            if let data { c.data = Data(data) }
+        case .done(let write):
+            c.kind = .done
+            c.write = write
+        case .lost: c.kind = .lost
+        }
+        var envelope = Envelope()
+        envelope.body = .coherence(c)
+        guard let link = links[toNode] else {
+            logger.warning("shared memory: no link to \(toNode) for \(m)")
+            return
+        }
+        link.wire.writeAndFlush(envelope, promise: nil)
+    }
+
+    /// A coherence message from a peer.
+    func receivedCoherence(_ c: Rfork_Wire_V1_CoherenceMessage) {
+        let body: Coherence.Message.Body
+        switch c.kind {
+        case .request: body = .request(write: c.write)
+        case .fetch: body = .fetch(requester: c.requester, write: c.write)
+        case .invalidate: body = .invalidate
+        case .invalidated: body = .invalidated
+        case .page: body = .page(write: c.write, withData: c.withData)
+        case .done: body = .done(write: c.write)
+        case .lost: body = .lost
+        default: return
+        }
+        guard c.page < UInt64(Int.max) else { return }
+        let m = Coherence.Message(page: Int(c.page), from: c.from, to: c.to, body: body)
+        let data = c.withData ? [UInt8](c.data) : nil
+        if c.withData && data?.count != Int(Userfault.pageSize) { return }
+        if c.withData { RforkMetrics.sharedPagesIn.increment() }
+        deliverCoherence(m, manager: c.manager, data: data)
+    }
+
+    func deliverCoherence(_ m: Coherence.Message, manager: String, data: [UInt8]?) {
+        guard let region = shared.regions[m.to], !region.ended, region.manager == manager,
+            UInt64(m.page) < region.pages
+        else { return }
+        if m.forManager {
+            guard region.directory != nil else { return }
+            region.participants.insert(m.from)
+            let actions = region.directory?.handle(.received(m)) ?? []
+            for case .send(let out) in actions { sendCoherence(out, region: region, data: nil) }
+        } else {
+            perform(region.node.handle(.received(m, now: nowSeconds)), in: region, data: data)
+        }
+    }
+
+    /// A peer is given up: its participants' pages are lost where they held the only copy; regions it
+    /// managed are gone, and so are the processes that map them here.
+    func sharedMemoryNodeLost(_ peer: String) {
+        for region in shared.regions.values where !region.ended {
+            if region.manager.hasPrefix(peer + "/") {
+                perform(region.node.handle(.managerLost), in: region, data: nil)
+            } else if region.directory != nil {
+                for p in region.participants where p.hasPrefix(peer + "/") {
+                    let actions = region.directory?.handle(.nodeLost(p)) ?? []
+                    for case .send(let out) in actions { sendCoherence(out, region: region, data: nil) }
+                }
+            }
+        }
+    }
+
+    func receivedRegionEnd(_ end: Rfork_Wire_V1_RegionEnd) {
+        guard let region = shared.regions[end.participant], region.manager == end.manager else { return }
+        endRegion(region)
+    }
+
+    private func endRegion(_ region: SharedRegion) {
+        guard !region.ended else { return }
+        region.ended = true
+        shared.regions[region.participant] = nil
+        for mapper in region.mappers { mapper.ranges[region.participant] = nil }
+        Posix.close(region.objectFD)
+        if region.directory != nil {
+            for p in region.participants where p != region.participant {
+                var e = Rfork_Wire_V1_RegionEnd()
+                e.manager = region.manager
+                e.participant = p
+                var envelope = Envelope()
+                envelope.body = .regionEnd(e)
+                links[String(p.split(separator: "/").first ?? "")]?.wire.writeAndFlush(envelope, promise: nil)
+            }
+        }
+        logger.info("shared memory \(region.participant) is no longer shared")
+    }
+
+    private func dropMapper(_ mapper: ShmMapper) {
+        shared.mappers[mapper.pid] = nil
+        shared.mappersByUffd[mapper.uffd] = nil
+        for region in shared.regions.values { region.mappers.removeAll { $0 === mapper } }
+        shared.reader?.retire(mapper.uffd)
+        Posix.close(mapper.pidfd)
+    }
+
+    /// Once a second: processes that ended let go of their userfaultfds; a region no process maps any
+    /// more on its home, with no child of it running elsewhere, ends everywhere.
+    func sweepSharedMemory() {
+        for mapper in shared.mappers.values where !Posix.processAlive(pidfd: mapper.pidfd) { dropMapper(mapper) }
+        for region in shared.regions.values {
+            if region.directory != nil {
+                region.sessions = region.sessions.filter { homeSessions[$0] != nil }
+                if region.mappers.isEmpty && region.sessions.isEmpty { endRegion(region) }
+            } else if region.mappers.isEmpty && region.node.pending.isEmpty
+                && region.node.access.values.allSatisfy({ $0 == .none })
+            {
+                // A participant whose processes ended holding no page: nobody will ask it for anything.
+                endRegion(region)
+            }
+        }
+    }
+
+    /// How often processes asleep on a futex in shared memory are checked (see `kickFutexWaiters`).
+    static let futexScanInterval = TimeAmount.milliseconds(20)
+
+    /// Futexes across nodes. A futex wake reaches only the waker's node, so a process asleep on a futex
+    /// word in shared memory would miss a wake from another node. But a value written on another node
+    /// reaches this node only by way of this node's copy of its page being dropped (and perhaps fetched
+    /// again): so every sleeper whose page changed generation since it was seen asleep is interrupted
+    /// (librfork's no-op handler of `LocalWire.kickSignal`, with SA_RESTART); the kernel then restarts its
+    /// wait, which reads the word again and returns if it changed. A sleeper first seen is interrupted
+    /// once, as its wake may already have been missed. Spurious wake-ups are allowed by the futex
+    /// contract; lost ones never happen, at the cost of up to `futexScanInterval` of latency.
+    func kickFutexWaiters() {
+        guard !shared.regions.isEmpty else {
+            shared.futexWaiters = [:]
+            return
+        }
+        var seen: [String: UInt64] = [:]
+        for mapper in shared.mappers.values where !mapper.ranges.isEmpty {
+            for task in Posix.listDirectory("/proc/\(mapper.pid)/task") {
+                guard let tid = Int32(task),
+                    let bytes = try? Posix.readFile("/proc/\(mapper.pid)/task/\(task)/syscall")
+                else { continue }
+                // "202 0xUADDR 0xOP ...": asleep in futex(2); other lines ("running", other calls) are not.
+                let fields = String(decoding: bytes, as: UTF8.self).split(separator: " ")
+                guard fields.count >= 3, fields[0] == "202",
+                    let address = UInt64(fields[1].dropFirst(2), radix: 16),
+                    let op = UInt64(fields[2].dropFirst(2), radix: 16)
+                else { continue }
+                // Shared (not private) waits: FUTEX_WAIT, FUTEX_WAIT_BITSET, FUTEX_LOCK_PI, FUTEX_WAIT_REQUEUE_PI.
+                guard op & 128 == 0, [0, 6, 9, 11].contains(op & 127) else { continue }
+                for (participant, ranges) in mapper.ranges {
+                    guard let r = ranges.first(where: { $0.start <= address && address < $0.end }),
+                        let region = shared.regions[participant]
+                    else { continue }
+                    let page = Int(r.firstPage + (address - r.start) / Userfault.pageSize)
+                    let generation = region.generation[page, default: 0]
+                    let key = "\(mapper.pid)/\(tid)/\(address)"
+                    if shared.futexWaiters[key] != generation {
+                        if Posix.signalThread(pid: mapper.pid, tid: tid, LocalWire.kickSignal) {
+                            RforkMetrics.futexKicks.increment()
+                        }
+                    }
+                    seen[key] = generation
+                }
+            }
+        }
+        shared.futexWaiters = seen
+    }
+}
