@@ -72,7 +72,8 @@ final class SharedRegion: @unchecked Sendable {  // confined to Node.loop
         self.pages = pages
         self.uid = uid
         node = CoherenceNode(
-            name: participant, manager: manager, configuration: CoherenceNode.Configuration(minimumHold: hold))
+            name: participant, manager: manager,
+            configuration: CoherenceNode.Configuration(minimumHold: hold, pageCount: Int(clamping: pages)))
         if participant == manager { directory = CoherenceDirectory(manager: manager) }
     }
 }
@@ -352,6 +353,8 @@ extension Node {
         for inode in Set(maps.map(\.inode)).sorted() {
             let name = participantName(inode)
             if let region = shared.regions[name], !region.ended {
+                // Another user's memory cannot be mapped by this one without privilege; checked all the same.
+                guard region.uid == uid else { return answer(.refused, "the shared memory is another user's") }
                 if let why = register(mapper, in: region) { return answer(.refused, why) }
                 continue
             }

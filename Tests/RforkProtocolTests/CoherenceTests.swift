@@ -15,12 +15,13 @@ private struct World {
     var killed: [String] = []
     var now = 0.0
 
-    init(names: [String], manager: String, hold: Double = 0.001) {
+    init(names: [String], manager: String, hold: Double = 0.001, readAhead: Int = 0) {
         directory = CoherenceDirectory(manager: manager)
         nodes = [:]
         for n in names {
             nodes[n] = CoherenceNode(
-                name: n, manager: manager, configuration: CoherenceNode.Configuration(minimumHold: hold))
+                name: n, manager: manager,
+                configuration: CoherenceNode.Configuration(minimumHold: hold, readAhead: readAhead, pageCount: 3))
             copies[n] = [:]
         }
         // The memory starts on the manager, all zero.
@@ -231,6 +232,31 @@ private struct World {
         #expect(r13 == [.send(M(page: 1, from: "n1", to: "n1", body: .request(write: false)))])
     }
 
+    @Test func aSequentialPassAsksForThePagesAheadAndARandomOneDoesNot() {
+        var n2 = CoherenceNode(
+            name: "n2", manager: "n1", configuration: .init(minimumHold: 0, readAhead: 3, pageCount: 6))
+        func request(_ p: Int, _ write: Bool) -> CoherenceNode.Action {
+            .send(M(page: p, from: "n2", to: "n1", body: .request(write: write)))
+        }
+        let r1 = n2.handle(.fault(page: 0, write: true, now: 0))
+        #expect(r1 == [request(0, true)])  // the first fault of a pass: no read-ahead
+        let r2 = n2.handle(.fault(page: 1, write: true, now: 0))
+        #expect(r2 == [request(1, true), request(2, true), request(3, true), request(4, true)])
+        // A fault on a page already asked for keeps the window ahead, up to the region's end.
+        let r3 = n2.handle(.fault(page: 2, write: true, now: 0))
+        #expect(r3 == [request(5, true)])
+        let r4 = n2.handle(.fault(page: 5, write: true, now: 0))
+        #expect(r4 == [])
+        // A fault far from the last: no read-ahead.
+        var n3 = CoherenceNode(
+            name: "n3", manager: "n1", configuration: .init(minimumHold: 0, readAhead: 3, pageCount: 100))
+        let r5 = n3.handle(.fault(page: 40, write: false, now: 0))
+        #expect(r5 == [.send(M(page: 40, from: "n3", to: "n1", body: .request(write: false)))])
+        // Reads ahead of reads; a page held for writing counts as held for reading.
+        let r6 = n3.handle(.fault(page: 41, write: false, now: 0))
+        #expect(r6.count == 4)
+    }
+
     @Test func requestsForOnePageAreServedOneAtATimeInOrder() {
         var dir = CoherenceDirectory(manager: "n1")
         let a = dir.handle(.received(M(page: 0, from: "n2", to: "n1", body: .request(write: true))))
@@ -334,7 +360,8 @@ private struct World {
     /// served in the end.
     @Test(arguments: 0..<40) func randomizedRunsStaySequentiallyConsistentAndLive(seed: Int) {
         var rng = SplitMix(seed: UInt64(seed))
-        var w = World(names: ["n1", "n2", "n3"], manager: "n1", hold: seed % 2 == 0 ? 0.001 : 0)
+        var w = World(
+            names: ["n1", "n2", "n3"], manager: "n1", hold: seed % 2 == 0 ? 0.001 : 0, readAhead: seed % 4 < 2 ? 0 : 2)
         let names = ["n1", "n2", "n3"]
         var served = 0
         for _ in 0..<3000 {
