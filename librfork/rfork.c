@@ -64,7 +64,7 @@ static int maps_shared_anon(void)
     int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return 0;
-    static char buf[4096];
+    char buf[1024]; /* on the stack: two threads may fork at once */
     char line[512];
     size_t len = 0;
     int found = 0, skipping = 0;
@@ -98,7 +98,7 @@ static void attach_shared(const char *sock, int remote)
 {
     int uffd = shm_uffd >= 0 ? shm_uffd : (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
     int err = uffd < 0 ? errno : 0;
-    char msg[96];
+    char msg[128];
     struct sbuf b;
     sb_init(&b, msg, sizeof msg);
     sb_str(&b, "pid ");
@@ -106,6 +106,12 @@ static void attach_shared(const char *sock, int remote)
     sb_str(&b, uffd >= 0 ? "\nuffd " : "\nuffderr ");
     sb_dec(&b, uffd >= 0 ? uffd : err);
     sb_chr(&b, '\n');
+    /* The parent's too, by its number in the parent: a child kept here may be the only one to name it. */
+    if (parent_uffd_set) {
+        sb_str(&b, parent_uffd >= 0 ? "puffd " : "puffderr ");
+        sb_dec(&b, parent_uffd >= 0 ? parent_uffd : -parent_uffd);
+        sb_chr(&b, '\n');
+    }
     const char *why = "cannot reach rforkd";
     int ok = 0;
     int c = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -409,8 +415,11 @@ static void place(const char *node, unsigned long long t0, int migrate)
         return;
     if (!node || !*node) {
         node = safe_getenv("RFORK_NODE");
-        if ((!node || !*node) && policy && strcmp(policy, "local") == 0 && !migrate)
+        if ((!node || !*node) && policy && strcmp(policy, "local") == 0 && !migrate) {
+            if (maps_shared_anon())
+                attach_shared(sock, 0);
             return;
+        }
     }
 
     const int quiet = migrate;
@@ -507,26 +516,20 @@ static void place(const char *node, unsigned long long t0, int migrate)
             environ = env;
         else
             safe_say("rfork: out of memory: the remote child's environment lacks RFORK_REMOTE=1\n", (char *)NULL);
-        if (!migrate && maps_shared_anon()) {
-            close(ctl);
-            ctl = -1;
-            attach_shared(sock, 1);
-        }
         break;
     }
     default:
         if (reply.len > 1)
             SAY_LOCAL((char *)reply.data + 1);
-        if (!migrate && maps_shared_anon()) {
-            close(ctl);
-            ctl = -1;
-            attach_shared(sock, 0);
-        }
         break;
     }
 local:
     if (ctl >= 0)
         close(ctl);
+    /* Placed here or restored there, by whichever path: a process that maps shared memory gives its
+     * userfaultfd, so it is watched should that memory be (or become) shared across nodes. */
+    if (!migrate && maps_shared_anon())
+        attach_shared(sock, is_remote);
     errno = saved_errno;
     sigprocmask(SIG_SETMASK, &old, NULL);
 }
@@ -695,9 +698,13 @@ pid_t rfork_do_fork(const char *node, int allow_remote)
      * names it to rforkd, which takes it from here should the child share that memory from elsewhere. */
     const char *sock = getenv("RFORK_SOCKET");
     int uffd_err = 0;
-    if (allow_remote && shm_uffd < 0 && sock && *sock && maps_shared_anon()) {
-        shm_uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
-        uffd_err = shm_uffd < 0 ? errno : 0;
+    if (__atomic_load_n(&shm_uffd, __ATOMIC_ACQUIRE) < 0 && sock && *sock && maps_shared_anon()) {
+        /* Two threads forking at once make one userfaultfd between them. */
+        int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+        uffd_err = fd < 0 ? errno : 0;
+        int none = -1;
+        if (fd >= 0 && !__atomic_compare_exchange_n(&shm_uffd, &none, fd, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+            close(fd);
     }
     int mine = shm_uffd;
     int have = shm_uffd >= 0 || uffd_err != 0;
@@ -728,5 +735,13 @@ EXPORT pid_t _Fork(void)
     return pid;
 }
 EXPORT pid_t rfork_on(const char *node) { return rfork_do_fork(node, 1); }
-EXPORT pid_t rfork_local(void) { return rfork_do_fork(NULL, 0); }
+EXPORT pid_t rfork_local(void)
+{
+    pid_t pid = rfork_do_fork(NULL, 0);
+    /* A child kept here still gives its userfaultfd if it maps shared memory (see attach_shared). */
+    const char *sock = pid == 0 ? safe_getenv("RFORK_SOCKET") : NULL;
+    if (sock && *sock && maps_shared_anon())
+        attach_shared(sock, 0);
+    return pid;
+}
 EXPORT int rfork_is_remote(void) { return is_remote; }

@@ -136,7 +136,13 @@ final class FaultReader: @unchecked Sendable {
             }
             var batch: [(Int32, Userfault.Message)] = []
             for p in polls.dropFirst() where p.revents & Int16(POLLIN) != 0 {
-                while case .success(let m?) = Userfault.read(p.fd) { batch.append((p.fd, m)) }
+                // The descriptor is shared with its process, which could clear O_NONBLOCK: set it again, and
+                // read at most a few messages per wake-up.
+                _ = fcntl(p.fd, F_SETFL, O_NONBLOCK)
+                for _ in 0..<16 {
+                    guard case .success(let m?) = Userfault.read(p.fd) else { break }
+                    batch.append((p.fd, m))
+                }
             }
             if !batch.isEmpty { deliver(batch) }
         }
@@ -150,6 +156,9 @@ struct SharedMemoryState {
     var reader: FaultReader?
     var sweeping: RepeatedTask?
     var kicking: RepeatedTask?
+    /// Processes that map a shared memory object (by inode) but could not give rforkd a userfaultfd:
+    /// while one lives, that memory does not become a region (no child sharing it moves). Their pidfds.
+    var uncovered: [UInt64: [Int32]] = [:]
     /// Futex waiters seen asleep on a region's page, with the page's generation then ("pid/tid/address").
     var futexWaiters: [String: UInt64] = [:]
 }
@@ -211,6 +220,45 @@ extension Node {
         return .success(mapper)
     }
 
+    /// Any fork of a process that maps shared memory: its parent's userfaultfd is taken now, whatever the
+    /// placement, so the parent is watched should the memory become a region later.
+    func takeParentUserfault(_ request: LocalForkRequest, childPID: Int32, uid: UInt32) {
+        guard !request.migrate, let parentPID = Posix.processStatus(childPID)?["PPid"].flatMap({ Int32($0) }),
+            parentPID > 1
+        else { return }
+        switch request.parentUserfault {
+        case .descriptor(let fd)?:
+            if case .success(let mapper) = takeUserfault(pid: parentPID, fd: fd, uid: uid),
+                let why = adopt(mapper)
+            {
+                logger.warning("shared memory: process \(parentPID): \(why)")
+            }
+        case .error?:
+            markUncovered(parentPID)
+        case nil:
+            break
+        }
+    }
+
+    /// A process that maps shared memory rforkd cannot watch: its memory must not become a region.
+    func markUncovered(_ pid: Int32) {
+        guard let maps = sharedAnonymousMappings(pid), !maps.isEmpty, let pidfd = Posix.openProcess(pid) else { return }
+        for inode in Set(maps.map(\.inode)) { shared.uncovered[inode, default: []].append(pidfd) }
+    }
+
+    /// Registers a process newly known to map shared memory in every region of this node it maps.
+    func adopt(_ mapper: ShmMapper) -> String? {
+        guard let maps = sharedAnonymousMappings(mapper.pid) else { return nil }
+        for inode in Set(maps.map(\.inode)) {
+            guard let region = shared.regions[participantName(inode)], !region.ended,
+                mapper.ranges[region.participant] == nil
+            else { continue }
+            guard region.uid == mapper.uid else { return "the shared memory is another user's" }
+            if let why = register(mapper, in: region) { return why }
+        }
+        return nil
+    }
+
     /// The shared anonymous mappings of a process.
     func sharedAnonymousMappings(_ pid: Int32) -> [SharedMemory.Mapping]? {
         guard let bytes = try? Posix.readFile("/proc/\(pid)/maps") else { return nil }
@@ -232,7 +280,9 @@ extension Node {
         guard !ranges.isEmpty else { return nil }
         mapper.ranges[region.participant] = ranges
         if !region.mappers.contains(where: { $0 === mapper }) { region.mappers.append(mapper) }
-        for (page, access) in region.node.access where access == .read {
+        // Pages local processes may only read: those held for reading, and those held for writing that no
+        // local process has written yet (their first write must fault).
+        for (page, access) in region.node.access where access == .read || region.node.clean.contains(page) {
             if let a = mapper.address(of: UInt64(page), in: region.participant) {
                 _ = Userfault.writeProtect(
                     mapper.uffd, start: a, length: Userfault.pageSize, protect: true, wake: false)
@@ -277,6 +327,14 @@ extension Node {
         }
         var infos: [Rfork_Wire_V1_SharedRegion] = []
         for inode in Set(maps.map(\.inode)).sorted() {
+            let unwatched = (shared.uncovered[inode] ?? []).filter { Posix.processAlive(pidfd: $0) }
+            if !unwatched.isEmpty && shared.regions[participantName(inode)] == nil {
+                return .failure(
+                    CheckpointError(
+                        .unmovable,
+                        "the child shares memory (MAP_SHARED|MAP_ANONYMOUS) with a process that could not give rforkd a userfaultfd"
+                    ))
+            }
             guard let first = maps.first(where: { $0.inode == inode }) else { continue }
             let name = participantName(inode)
             let region: SharedRegion
@@ -336,26 +394,53 @@ extension Node {
             channel.writeAndFlush(LocalFrame.reply(verdict, why), promise: nil)
         }
         guard let pid = peerPID, let uid = peerUID else { return answer(.refused, "the caller cannot be identified") }
+        // The caller's parent's userfaultfd, when the caller names it (a child kept here may be the only
+        // one to: its parent forked no child placed elsewhere).
+        if let v = fields["puffd"], let fd = Int32(v), fd >= 0 {
+            var request = LocalForkRequest(
+                pid: pid, uid: uid, socketInode: 0, policy: nil, node: nil, forkStartedNanoseconds: 0, channels: [])
+            request.parentUserfault = .descriptor(fd)
+            takeParentUserfault(request, childPID: pid, uid: uid)
+        } else if let v = fields["puffderr"], Int32(v) != nil,
+            let parent = Posix.processStatus(pid)?["PPid"].flatMap({ Int32($0) }), parent > 1
+        {
+            markUncovered(parent)
+        }
         let container = hostedSession(containing: pid)
         let restoredHere = container.map { !$0.sharedRegions.isEmpty } ?? false
+        // A process rforkd cannot watch must not map memory that is already shared across nodes; for
+        // memory that is not yet, it keeps that memory from ever being (see `uncovered`).
+        func uncovered(_ why: String) {
+            let maps = sharedAnonymousMappings(pid) ?? []
+            if maps.contains(where: { shared.regions[participantName($0.inode)] != nil }) && !restoredHere {
+                logger.error("shared memory: process \(pid) maps memory shared across nodes but \(why); ending it")
+                if let pidfd = Posix.openProcess(pid) {
+                    _ = Posix.signal(process: pidfd, SIGKILL)
+                    Posix.close(pidfd)
+                }
+            } else {
+                markUncovered(pid)
+            }
+            answer(.refused, why)
+        }
         guard let fdText = fields["uffd"], let fd = Int32(fdText) else {
             let e = Int32(fields["uffderr"] ?? "") ?? 0
             let why = "no userfaultfd (\(Posix.errorText(e))); unprivileged users need vm.unprivileged_userfaultfd=1"
             if restoredHere { logger.warning("shared memory: process \(pid): \(why)") }
-            return answer(.refused, why)
+            return uncovered(why)
         }
         let mapper: ShmMapper
         switch takeUserfault(pid: pid, fd: fd, uid: uid) {
         case .success(let m): mapper = m
-        case .failure(let e): return answer(.refused, e.message)
+        case .failure(let e): return uncovered(e.message)
         }
         guard let maps = sharedAnonymousMappings(pid) else { return answer(.refused, "process \(pid) ended") }
         for inode in Set(maps.map(\.inode)).sorted() {
             let name = participantName(inode)
             if let region = shared.regions[name], !region.ended {
                 // Another user's memory cannot be mapped by this one without privilege; checked all the same.
-                guard region.uid == uid else { return answer(.refused, "the shared memory is another user's") }
-                if let why = register(mapper, in: region) { return answer(.refused, why) }
+                guard region.uid == uid else { return uncovered("the shared memory is another user's") }
+                if let why = register(mapper, in: region) { return uncovered(why) }
                 continue
             }
             // The restored child: its object becomes this node's participant of its home's region, empty
@@ -414,6 +499,15 @@ extension Node {
                 var bytes: [UInt8]? = nil
                 if case .page(_, true) = m.body {
                     bytes = Userfault.readPage(region.objectFD, page: UInt64(m.page))
+                    guard bytes != nil else {
+                        // Never an empty page: the requester hears the page is lost (its processes end).
+                        logger.error("shared memory \(region.participant): cannot read page \(m.page); it is lost")
+                        sendCoherence(
+                            Coherence.Message(page: m.page, from: m.from, to: m.to, body: .lost), region: region,
+                            data: nil)
+                        killMappers(region)
+                        continue
+                    }
                 }
                 sendCoherence(m, region: region, data: bytes)
             case .protect(let page):
@@ -450,7 +544,7 @@ extension Node {
                 let p = UInt64(page)
                 // A hole on a node that holds the page is a page never written: zeros.
                 _ = Userfault.allocate(region.objectFD, offset: p * size, length: size)
-                if region.node.access(page) == .write {
+                if region.node.access(page) == .write && !region.node.clean.contains(page) {
                     for mapper in region.mappers {
                         if let a = mapper.address(of: p, in: region.participant) {
                             _ = Userfault.writeProtect(mapper.uffd, start: a, length: size, protect: false, wake: false)
@@ -578,6 +672,14 @@ extension Node {
 
     func receivedRegionEnd(_ end: Rfork_Wire_V1_RegionEnd) {
         guard let region = shared.regions[end.participant], region.manager == end.manager else { return }
+        let alive = region.mappers.filter { Posix.processAlive(pidfd: $0.pidfd) }
+        if !alive.isEmpty {
+            // Their home let the memory go while they still map it: they must not run on unwatched.
+            logger.error(
+                "shared memory \(region.participant): its home \(region.manager) ended it while \(alive.count) process(es) here still map it; ending them"
+            )
+            killMappers(region)
+        }
         endRegion(region)
     }
 
@@ -612,6 +714,13 @@ extension Node {
     /// more on its home, with no child of it running elsewhere, ends everywhere.
     func sweepSharedMemory() {
         for mapper in shared.mappers.values where !Posix.processAlive(pidfd: mapper.pidfd) { dropMapper(mapper) }
+        for (inode, pidfds) in shared.uncovered {
+            let (alive, gone) = (
+                pidfds.filter { Posix.processAlive(pidfd: $0) }, pidfds.filter { !Posix.processAlive(pidfd: $0) }
+            )
+            for fd in gone { Posix.close(fd) }
+            shared.uncovered[inode] = alive.isEmpty ? nil : alive
+        }
         for region in shared.regions.values {
             if region.directory != nil {
                 region.sessions = region.sessions.filter { homeSessions[$0] != nil }
@@ -644,7 +753,7 @@ extension Node {
         var seen: [String: UInt64] = [:]
         for mapper in shared.mappers.values where !mapper.ranges.isEmpty {
             for task in Posix.listDirectory("/proc/\(mapper.pid)/task") {
-                guard let tid = Int32(task),
+                guard Posix.processAlive(pidfd: mapper.pidfd), let tid = Int32(task),
                     let bytes = try? Posix.readFile("/proc/\(mapper.pid)/task/\(task)/syscall")
                 else { continue }
                 // "202 0xUADDR 0xOP ...": asleep in futex(2); other lines ("running", other calls) are not.

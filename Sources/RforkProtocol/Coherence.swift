@@ -279,6 +279,10 @@ public struct CoherenceNode: Sendable, Equatable {
         let page = message.page
         switch message.body {
         case .fetch(let requester, let write):
+            // Never a page this node does not have: the requester hears it is lost.
+            guard access(page) > .none else {
+                return [.send(Coherence.Message(page: page, from: name, to: requester, body: .lost))]
+            }
             var actions: [Action] = []
             // A written page goes on for writing even to a reader; an unwritten one is shared.
             let written = access(page) == .write && !clean.contains(page)
@@ -469,8 +473,11 @@ public struct CoherenceDirectory: Sendable, Equatable {
             if var t = e.transaction {
                 if t.request.node == node {
                     // The requester is gone. A page handed over for writing went with it: the owner (or,
-                    // for a go-ahead, the requester itself) no longer has it.
+                    // for a go-ahead, the requester itself) no longer has it. An owner asked for a read copy
+                    // may have handed its page over for writing too (it had written it), or kept it: not
+                    // knowing which, the page is lost (no write can happen any more; copies stay readable).
                     if t.started && t.request.write, let from = t.fetchFrom { e.holders.remove(from) }
+                    if t.started && !t.request.write && t.fetchFrom != nil { e.lost = true }
                     e.transaction = nil
                 } else {
                     t.awaiting.remove(node)

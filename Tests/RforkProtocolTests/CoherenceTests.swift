@@ -345,6 +345,21 @@ private struct World {
         #expect(dir.entry(0).owner == "n3")
     }
 
+    @Test func aReaderLostMidTransferLeavesThePageLostNeverAnEmptyCopy() {
+        var dir = CoherenceDirectory(manager: "n1")
+        let r1 = dir.handle(.received(M(page: 0, from: "n2", to: "n1", body: .request(write: false))))
+        #expect(r1 == [.send(M(page: 0, from: "n1", to: "n1", body: .fetch(requester: "n2", write: false)))])
+        _ = dir.handle(.nodeLost("n2"))
+        #expect(dir.entry(0).lost)
+        let r2 = dir.handle(.received(M(page: 0, from: "n3", to: "n1", body: .request(write: true))))
+        #expect(r2 == [.send(M(page: 0, from: "n1", to: "n3", body: .lost))])
+        // An owner asked for a page it no longer has answers that it is lost.
+        var n2 = CoherenceNode(name: "n2", manager: "n1")
+        let r3 = n2.handle(
+            .received(M(page: 4, from: "n1", to: "n2", body: .fetch(requester: "n3", write: false)), now: 0))
+        #expect(r3 == [.send(M(page: 4, from: "n2", to: "n3", body: .lost))])
+    }
+
     @Test func theManagerLostEndsEveryLocalProcess() {
         var n2 = CoherenceNode(name: "n2", manager: "n1")
         let r25 = n2.handle(.managerLost)

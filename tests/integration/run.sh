@@ -121,6 +121,19 @@ grep -q '^rfork: ' "$WORK/sync.err" && why+="unexpected: $(grep '^rfork: ' "$WOR
 result "shared memory/anon: process-shared semaphores, a mutex and a condition variable work across nodes ($(grep -c 'runs on node[23]' "$WORK/sync.err") of 5 children elsewhere, $(awk "BEGIN {printf \"%.1f\", $t1 - $t0}") s)" \
     "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
 
+# A grandparent that forked no remote child itself (its child is kept here with rfork_local) still reads
+# what its remote grandchild wrote: every local process that maps the memory is watched.
+cc -O2 -o "$WORK/shm_generations" "$P/shm_generations.c" -ldl
+on node1 "$RFORK" run -- "$WORK/shm_generations" >"$WORK/gen.out" 2>"$WORK/gen.err"
+rc=$?
+settle
+why=""
+[ "$rc" = 0 ] || why+="exit $rc: $(tr '\n' ' ' <"$WORK/gen.out"); "
+grep -q 'grandchild runs on node[23]' "$WORK/gen.err" || why+="the grandchild did not run elsewhere: $(tr '\n' ' ' <"$WORK/gen.err"); "
+[ "$(grep -c '^page [0-7]: 10[0-7]$' "$WORK/gen.out")" = 8 ] || why+="read: $(tr '\n' ' ' <"$WORK/gen.out"); "
+result "shared memory/anon: a grandparent kept home reads what its remote grandchild wrote" \
+    "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
+
 # Nothing is left behind: once the processes are gone, no daemon holds a userfaultfd or a memory object.
 sleep 2.5
 left=""
@@ -177,17 +190,17 @@ extern char **environ;
 int main(void) {
     volatile int *m = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     *m = 7;
-    pid_t p; char *argv[] = {"true", NULL};
-    if (posix_spawn(&p, "/bin/true", NULL, NULL, argv, environ)) return 2;
+    pid_t p; char *argv[] = {"hostname", NULL};
+    if (posix_spawn(&p, "/bin/hostname", NULL, NULL, argv, environ)) return 2;
     int st; waitpid(p, &st, 0); printf("spawned exit %d\n", WEXITSTATUS(st)); return 0;
 }
 C
 cc -o "$WORK/spawnshm" "$WORK/spawnshm.c"
 out=$(on node1 "$RFORK" run --node node2 -- "$WORK/spawnshm" 2>&1)
 settle
-# The spawned child holds the mapping until its exec: it stays home, with its line.
-result "shared memory/posix_spawn from a process with shared memory stays home and says why" \
-    "$(echo "$out" | grep -q 'spawned exit 0' && echo "$out" | grep -q '^rfork: the child shares memory .*MAP_SHARED' && echo 0 || echo 1)" \
+# The spawned child holds the mapping until its exec: it moves with it (kept coherent), then execs there.
+result "shared memory/posix_spawn from a process with shared anonymous memory: the spawned program runs on node2" \
+    "$(echo "$out" | grep -q 'spawned exit 0' && echo "$out" | grep -qx 'node2' && ! echo "$out" | grep -q '^rfork:' && echo 0 || echo 1)" \
     "got: $(echo "$out" | tr '\n' ' ')"
 
 # --- Python multiprocessing (fork start method): right every time; workers holding its locks stay home ---
