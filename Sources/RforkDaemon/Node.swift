@@ -162,7 +162,7 @@ final class Node: @unchecked Sendable {
         request.forkStartedNanoseconds = t0 <= 0 ? 0 : min(UInt64(t0), now)
         let placed = request
         // A parent that maps shared memory is watched from its first fork on, wherever the child goes.
-        takeParentUserfault(request, childPID: localPID, uid: uid)
+        if !request.migrate { takeParentUserfault(request.parentUserfault, childPID: localPID, uid: uid) }
         if request.migrate, !nested, checkpoints[request.pid] != nil {
             return checkpointCall(request, from: channel)
         }

@@ -32,6 +32,15 @@ final class ShmMapper: @unchecked Sendable {  // confined to Node.loop
         self.uid = uid
     }
 
+    /// Which page of which participant's object is at `address` in this process (the inverse of
+    /// `address(of:in:)`), for each object it maps there.
+    func pages(at address: UInt64) -> [(participant: String, page: UInt64)] {
+        ranges.compactMap { participant, ranges in
+            guard let r = ranges.first(where: { $0.start <= address && address < $0.end }) else { return nil }
+            return (participant, r.firstPage + (address - r.start) / Userfault.pageSize)
+        }
+    }
+
     /// Where `page` of the participant's object is in this process, if it maps it.
     func address(of page: UInt64, in participant: String) -> UInt64? {
         for r in ranges[participant] ?? [] {
@@ -222,11 +231,9 @@ extension Node {
 
     /// Any fork of a process that maps shared memory: its parent's userfaultfd is taken now, whatever the
     /// placement, so the parent is watched should the memory become a region later.
-    func takeParentUserfault(_ request: LocalForkRequest, childPID: Int32, uid: UInt32) {
-        guard !request.migrate, let parentPID = Posix.processStatus(childPID)?["PPid"].flatMap({ Int32($0) }),
-            parentPID > 1
-        else { return }
-        switch request.parentUserfault {
+    func takeParentUserfault(_ parentUserfault: LocalForkRequest.ParentUserfault?, childPID: Int32, uid: UInt32) {
+        guard let parentPID = parentPID(of: childPID) else { return }
+        switch parentUserfault {
         case .descriptor(let fd)?:
             if case .success(let mapper) = takeUserfault(pid: parentPID, fd: fd, uid: uid),
                 let why = adopt(mapper)
@@ -238,6 +245,12 @@ extension Node {
         case nil:
             break
         }
+    }
+
+    /// The parent of a process (`PPid`), nil for none or init.
+    func parentPID(of pid: Int32) -> Int32? {
+        guard let parent = Posix.processStatus(pid)?["PPid"].flatMap({ Int32($0) }), parent > 1 else { return nil }
+        return parent
     }
 
     /// A process that maps shared memory rforkd cannot watch: its memory must not become a region.
@@ -308,7 +321,7 @@ extension Node {
                     "process \(request.pid) shares memory (MAP_SHARED|MAP_ANONYMOUS); a running process holding it cannot move yet"
                 ))
         }
-        let parentPID = Posix.processStatus(localPID)?["PPid"].flatMap { Int32($0) } ?? 0
+        let parentPID = parentPID(of: localPID) ?? 0
         switch request.parentUserfault {
         case nil:
             return .failure(
@@ -396,15 +409,10 @@ extension Node {
         guard let pid = peerPID, let uid = peerUID else { return answer(.refused, "the caller cannot be identified") }
         // The caller's parent's userfaultfd, when the caller names it (a child kept here may be the only
         // one to: its parent forked no child placed elsewhere).
-        if let v = fields["puffd"], let fd = Int32(v), fd >= 0 {
-            var request = LocalForkRequest(
-                pid: pid, uid: uid, socketInode: 0, policy: nil, node: nil, forkStartedNanoseconds: 0, channels: [])
-            request.parentUserfault = .descriptor(fd)
-            takeParentUserfault(request, childPID: pid, uid: uid)
-        } else if let v = fields["puffderr"], Int32(v) != nil,
-            let parent = Posix.processStatus(pid)?["PPid"].flatMap({ Int32($0) }), parent > 1
-        {
-            markUncovered(parent)
+        if let fd = fields["puffd"].flatMap({ Int32($0) }), fd >= 0 {
+            takeParentUserfault(.descriptor(fd), childPID: pid, uid: uid)
+        } else if let e = fields["puffderr"].flatMap({ Int32($0) }) {
+            takeParentUserfault(.error(e), childPID: pid, uid: uid)
         }
         let container = hostedSession(containing: pid)
         let restoredHere = container.map { !$0.sharedRegions.isEmpty } ?? false
@@ -474,12 +482,9 @@ extension Node {
             guard case .fault(let address, let write, let wp) = message, let mapper = shared.mappersByUffd[uffd]
             else { continue }
             var found = false
-            for (participant, ranges) in mapper.ranges {
-                guard let r = ranges.first(where: { $0.start <= address && address < $0.end }),
-                    let region = shared.regions[participant]
-                else { continue }
+            for (participant, page) in mapper.pages(at: address) {
+                guard let region = shared.regions[participant] else { continue }
                 found = true
-                let page = r.firstPage + (address - r.start) / Userfault.pageSize
                 RforkMetrics.sharedFaults.increment()
                 let actions = region.node.handle(.fault(page: Int(page), write: write || wp, now: nowSeconds))
                 perform(actions, in: region, data: nil)
@@ -764,12 +769,9 @@ extension Node {
                 else { continue }
                 // Shared (not private) waits: FUTEX_WAIT, FUTEX_WAIT_BITSET, FUTEX_LOCK_PI, FUTEX_WAIT_REQUEUE_PI.
                 guard op & 128 == 0, [0, 6, 9, 11].contains(op & 127) else { continue }
-                for (participant, ranges) in mapper.ranges {
-                    guard let r = ranges.first(where: { $0.start <= address && address < $0.end }),
-                        let region = shared.regions[participant]
-                    else { continue }
-                    let page = Int(r.firstPage + (address - r.start) / Userfault.pageSize)
-                    let generation = region.generation[page, default: 0]
+                for (participant, page) in mapper.pages(at: address) {
+                    guard let region = shared.regions[participant] else { continue }
+                    let generation = region.generation[Int(page), default: 0]
                     let key = "\(mapper.pid)/\(tid)/\(address)"
                     if shared.futexWaiters[key] != generation {
                         if Posix.signalThread(pid: mapper.pid, tid: tid, LocalWire.kickSignal) {

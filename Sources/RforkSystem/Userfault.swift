@@ -1,4 +1,5 @@
 import CRforkSystem
+import Foundation
 import Glibc
 
 /// The memory calls behind shared memory across nodes: a process's userfaultfd, which rforkd holds and
@@ -66,8 +67,12 @@ public enum Userfault {
     /// Writes one page into a memory object.
     public static func writePage(_ fd: Int32, page: UInt64, _ bytes: [UInt8]) -> Int32? {
         guard bytes.count == Int(pageSize) else { return EINVAL }
-        let n = bytes.withUnsafeBytes { Glibc.pwrite(fd, $0.baseAddress, Int(pageSize), off_t(page * pageSize)) }
-        return n == Int(pageSize) ? nil : (n < 0 ? errno : EIO)
+        do throws(SystemError) {
+            try Posix.writeAll(fd, Data(bytes), at: page * pageSize)
+            return nil
+        } catch {
+            return error.errno
+        }
     }
 
     private static func code(_ r: Int32) -> Int32? { r == 0 ? nil : -r }
