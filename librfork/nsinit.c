@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/inotify.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
@@ -52,7 +53,7 @@ struct chan {
     off_t sent;    /* FILE: how much of the memfd has been relayed */
     int pty_slave; /* TERMINAL: our copy of the child's end, to adjust it once restored */
     int fd;        /* the descriptor number in the child */
-    int demanded;  /* LAZY_INPUT: the stand-in was told to relay it */
+    int demanded;  /* LAZY_INPUT: a read was asked of the stand-in and its bytes have not come yet */
     int watch;     /* FILE: inotify watch */
     struct rfork_flow flow;
 };
@@ -100,20 +101,27 @@ static void relay_file(int i, int final)
     }
 }
 
-static void demand(int i)
+/* The child is blocked reading lazy channel i for `want` bytes: the stand-in makes that read on the
+ * original end (others may read it too: it must take no more than the child's read would). Only once the
+ * bytes of the previous demand are in, and the child's pipe is empty (it is blocked, so it has read them). */
+static void demand(int i, unsigned long want)
 {
-    if (ch[i].kind != RFORK_CHANNEL_LAZY_INPUT || ch[i].demanded || ch[i].ours < 0)
+    int queued = 0;
+    if (ch[i].kind != RFORK_CHANNEL_LAZY_INPUT || ch[i].demanded || ch[i].ours < 0 || ch[i].plen ||
+        ioctl(ch[i].ours, FIONREAD, &queued) != 0 || queued > 0)
         return;
     ch[i].demanded = 1;
-    uint32_t id = (uint32_t)i;
-    rfork_send(ctl, RFORK_MSG_DEMAND, &id, sizeof id, NULL, 0);
+    uint32_t msg[2] = {(uint32_t)i, want > RFORK_FRAME_MAX / 2 ? RFORK_FRAME_MAX / 2 : (uint32_t)want};
+    if (msg[1] == 0)
+        msg[1] = 1;
+    rfork_send(ctl, RFORK_MSG_DEMAND, msg, sizeof msg, NULL, 0);
 }
 
-/* Whether any lazy read end still waits for the child to read it. */
+/* Whether any lazy read end may be read by the child (its reads are watched). */
 static int lazy_waiting(void)
 {
     for (int i = 0; i < n; i++)
-        if (ch[i].kind == RFORK_CHANNEL_LAZY_INPUT && !ch[i].demanded && ch[i].ours >= 0)
+        if (ch[i].kind == RFORK_CHANNEL_LAZY_INPUT && ch[i].ours >= 0)
             return 1;
     return 0;
 }
@@ -132,14 +140,16 @@ static void check_demand(void)
         return;
     line[r] = 0;
     long nr = -1;
-    unsigned long arg = 0;
-    if (sscanf(line, "%ld %lx", &nr, &arg) != 2)
+    unsigned long arg = 0, buf_arg = 0, count = 0;
+    if (sscanf(line, "%ld %lx %lx %lx", &nr, &arg, &buf_arg, &count) != 4)
         return;
     if (nr != 0 && nr != 17 && nr != 19 && nr != 295) /* read, pread64, readv, preadv */
         return;
+    if (nr == 19 || nr == 295) /* the third argument counts iovecs, not bytes */
+        count = RFORK_FRAME_MAX / 2;
     for (int i = 0; i < n; i++)
         if (ch[i].kind == RFORK_CHANNEL_LAZY_INPUT && (unsigned long)ch[i].fd == arg)
-            demand(i);
+            demand(i, count);
 }
 
 /* Sends output of channel i. The pty turned "\n" into "\r\n"; the home terminal will do that itself. */
@@ -563,6 +573,7 @@ static int init_main(int argc, char **argv)
                     return 1;
                 } else if (frame.type == RFORK_MSG_DATA && frame.len >= 4 && a < (uint32_t)n && ch[a].ours >= 0 &&
                            is_input(ch[a].kind)) {
+                    ch[a].demanded = 0; /* the demanded read's bytes */
                     if (take_input((int)a, frame.data + 4, frame.len - 4, restored) < 0) {
                         if (!restored)
                             send_failed("the stand-in sent input beyond its flow-control window");

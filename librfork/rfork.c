@@ -23,10 +23,12 @@
 #include <limits.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <linux/futex.h>
@@ -57,9 +59,10 @@ static int shm_uffd = -1;       /* this process's userfaultfd, once made */
 static int parent_uffd = -1;    /* in a child: its parent's, by number in the parent (or -errno) */
 static int parent_uffd_set;     /* whether parent_uffd says anything */
 
-/* Whether this process maps shared anonymous memory: a "/dev/zero (deleted)" line of /proc/self/maps
- * whose permissions end in 's'. Only open/read/close: a child of a threaded parent may call it. */
-static int maps_shared_anon(void)
+/* Calls fn(line, arg) for each line of /proc/self/maps (lines longer than 511 bytes are skipped) until fn
+ * returns nonzero, and returns that (0 at the end). Only open/read/close: a child of a threaded parent,
+ * or a signal handler, may call it. */
+static int maps_each(int (*fn)(const char *line, void *arg), void *arg)
 {
     int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
     if (fd < 0)
@@ -67,10 +70,10 @@ static int maps_shared_anon(void)
     char buf[1024]; /* on the stack: two threads may fork at once */
     char line[512];
     size_t len = 0;
-    int found = 0, skipping = 0;
+    int r = 0, skipping = 0;
     ssize_t n;
-    while (!found && (n = read(fd, buf, sizeof buf)) > 0) {
-        for (ssize_t i = 0; i < n && !found; i++) {
+    while (!r && (n = read(fd, buf, sizeof buf)) > 0) {
+        for (ssize_t i = 0; i < n && !r; i++) {
             char c = buf[i];
             if (c != '\n') {
                 if (len < sizeof line - 1)
@@ -80,16 +83,158 @@ static int maps_shared_anon(void)
                 continue;
             }
             line[len] = 0;
-            /* start-end perms ...: the permissions are the second field. */
-            const char *sp = strchr(line, ' ');
-            if (!skipping && sp && strlen(sp) > 5 && sp[4] == 's' && strstr(line, "/dev/zero (deleted)"))
-                found = 1;
+            if (!skipping)
+                r = fn(line, arg);
             len = 0;
             skipping = 0;
         }
     }
     close(fd);
-    return found;
+    return r;
+}
+
+static int ends_with(const char *s, const char *suffix)
+{
+    size_t a = strlen(s), b = strlen(suffix);
+    return a >= b && strcmp(s + a - b, suffix) == 0;
+}
+
+/* Whether a maps line is memory rforkd keeps coherent across nodes (SharedMemory.isCoherentAcrossNodes):
+ * shared ('s'), of shared anonymous memory, a memfd, or an unlinked file under /dev/shm. The path is the
+ * first '/' of the line (nothing before it has one). */
+static int line_is_coherent(const char *line)
+{
+    const char *sp = strchr(line, ' ');
+    const char *path = strchr(line, '/');
+    if (!sp || strlen(sp) <= 5 || sp[4] != 's' || !path)
+        return 0;
+    return strcmp(path, "/dev/zero (deleted)") == 0 || strncmp(path, "/memfd:", 7) == 0 ||
+           (strncmp(path, "/dev/shm/", 9) == 0 && ends_with(path, " (deleted)"));
+}
+
+static int found_coherent(const char *line, void *arg)
+{
+    (void)arg;
+    return line_is_coherent(line);
+}
+
+/* Whether this process maps memory that may be shared across nodes. */
+static int maps_coherent(void) { return maps_each(found_coherent, NULL) != 0; }
+
+/* A maps line's device and inode ("start-end perms offset MM:mm inode path"); 0 when unreadable. */
+static int line_object(const char *line, unsigned *major, unsigned *minor, unsigned long long *inode)
+{
+    const char *p = line;
+    for (int field = 0; field < 3; field++) {
+        p = strchr(p, ' ');
+        if (!p)
+            return 0;
+        while (*p == ' ')
+            p++;
+    }
+    unsigned v[2] = {0, 0};
+    for (int part = 0; part < 2; part++) {
+        int digits = 0;
+        for (; *p && *p != ':' && *p != ' '; p++, digits++) {
+            int d = *p >= '0' && *p <= '9' ? *p - '0' : *p >= 'a' && *p <= 'f' ? *p - 'a' + 10 : -1;
+            if (d < 0)
+                return 0;
+            v[part] = v[part] * 16 + (unsigned)d;
+        }
+        if (!digits || *p != (part == 0 ? ':' : ' '))
+            return 0;
+        p++;
+    }
+    unsigned long long ino = 0;
+    int digits = 0;
+    for (; *p >= '0' && *p <= '9'; p++, digits++)
+        ino = ino * 10 + (unsigned long long)(*p - '0');
+    if (!digits)
+        return 0;
+    *major = v[0];
+    *minor = v[1];
+    *inode = ino;
+    return 1;
+}
+
+struct seal {
+    unsigned long long inode;
+    unsigned major, minor;
+    int found;
+};
+
+static int find_object(const char *line, void *arg)
+{
+    struct seal *s = arg;
+    unsigned major, minor;
+    unsigned long long inode;
+    if (line_is_coherent(line) && line_object(line, &major, &minor, &inode) && inode == s->inode) {
+        s->major = major;
+        s->minor = minor;
+        s->found = 1;
+    }
+    return s->found;
+}
+
+static int seal_fd(int fd, void *arg)
+{
+    const struct seal *s = arg;
+    struct stat st;
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || (fl & O_PATH) || fstat(fd, &st) != 0 || st.st_ino != s->inode ||
+        major(st.st_dev) != s->major || minor(st.st_dev) != s->minor)
+        return 0;
+    char path[32];
+    struct sbuf b;
+    sb_init(&b, path, sizeof path);
+    sb_str(&b, "/proc/self/fd/");
+    sb_dec(&b, fd);
+    int cloexec = fcntl(fd, F_GETFD) & FD_CLOEXEC;
+    int p = open(path, O_PATH | O_CLOEXEC);
+    if (p >= 0) {
+        dup3(p, fd, cloexec ? O_CLOEXEC : 0);
+        close(p);
+    }
+    return 0;
+}
+
+/* Memory shared across nodes is kept coherent through its mappings only: read(2) and write(2) through a
+ * descriptor would see this node's copy. Every descriptor of the object this process maps with `inode`
+ * becomes an O_PATH descriptor of it (same number, same close-on-exec): fstat still works, reading,
+ * writing and mapping fail with EBADF. Async-signal-safe. */
+static void seal_object(unsigned long long inode)
+{
+    struct seal s = {.inode = inode};
+    if (maps_each(find_object, &s))
+        safe_each_fd(seal_fd, &s);
+}
+
+/* RFORK_SEAL_SIGNAL from rforkd, its value the inode of an object that has become shared across nodes. */
+static void on_seal_signal(int signo, siginfo_t *info, void *context)
+{
+    (void)signo;
+    (void)context;
+    int saved_errno = errno;
+    if (info && info->si_code == SI_QUEUE)
+        seal_object((unsigned long long)(uintptr_t)info->si_value.sival_ptr);
+    errno = saved_errno;
+}
+
+/* The reply to SHM_ATTACH: "seal INODE ..." names the objects it maps that are shared across nodes. */
+static void seal_listed(const char *text)
+{
+    if (strncmp(text, "seal", 4) != 0)
+        return;
+    const char *p = text + 4;
+    while (*p == ' ') {
+        p++;
+        unsigned long long inode = 0;
+        int digits = 0;
+        for (; *p >= '0' && *p <= '9'; p++, digits++)
+            inode = inode * 10 + (unsigned long long)(*p - '0');
+        if (digits)
+            seal_object(inode);
+    }
 }
 
 /* Gives this process's userfaultfd to rforkd at sock. A restored child that cannot be covered must not
@@ -131,6 +276,7 @@ static void attach_shared(const char *sock, int remote)
         close(c);
     if (ok) {
         shm_uffd = uffd;
+        seal_listed(why);
         return;
     }
     if (uffd >= 0 && uffd != shm_uffd)
@@ -416,7 +562,7 @@ static void place(const char *node, unsigned long long t0, int migrate)
     if (!node || !*node) {
         node = safe_getenv("RFORK_NODE");
         if ((!node || !*node) && policy && strcmp(policy, "local") == 0 && !migrate) {
-            if (maps_shared_anon())
+            if (maps_coherent())
                 attach_shared(sock, 0);
             return;
         }
@@ -427,6 +573,18 @@ static void place(const char *node, unsigned long long t0, int migrate)
     sigfillset(&all);
     sigprocmask(SIG_SETMASK, &all, &old);
     int saved_errno = errno;
+
+    /* A process that moves while it maps shared memory holds its userfaultfd, which CRIU cannot save:
+     * rforkd keeps the copy it took (given now if it never was), and the process makes a new one where it
+     * goes on (below). */
+    if (migrate && maps_coherent()) {
+        if (shm_uffd < 0)
+            attach_shared(sock, 0);
+        if (shm_uffd >= 0) {
+            close(shm_uffd);
+            shm_uffd = -1;
+        }
+    }
 
     int ctl = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
@@ -526,9 +684,9 @@ static void place(const char *node, unsigned long long t0, int migrate)
 local:
     if (ctl >= 0)
         close(ctl);
-    /* Placed here or restored there, by whichever path: a process that maps shared memory gives its
-     * userfaultfd, so it is watched should that memory be (or become) shared across nodes. */
-    if (!migrate && maps_shared_anon())
+    /* Placed here or restored there, by whichever path (moved or not): a process that maps shared memory
+     * gives its userfaultfd, so it is watched should that memory be (or become) shared across nodes. */
+    if (maps_coherent())
         attach_shared(sock, is_remote);
     errno = saved_errno;
     sigprocmask(SIG_SETMASK, &old, NULL);
@@ -671,6 +829,12 @@ __attribute__((constructor)) static void rfork_init(void)
         kick.sa_flags = SA_RESTART;
         sigemptyset(&kick.sa_mask);
         sigaction(RFORK_KICK_SIGNAL, &kick, NULL);
+        struct sigaction seal;
+        memset(&seal, 0, sizeof seal);
+        seal.sa_sigaction = on_seal_signal;
+        seal.sa_flags = SA_SIGINFO | SA_RESTART;
+        sigemptyset(&seal.sa_mask);
+        sigaction(RFORK_SEAL_SIGNAL, &seal, NULL);
     }
     /* The stand-in's default path, found now: dladdr takes the loader's lock, which a child must not. */
     Dl_info info;
@@ -698,7 +862,7 @@ pid_t rfork_do_fork(const char *node, int allow_remote)
      * names it to rforkd, which takes it from here should the child share that memory from elsewhere. */
     const char *sock = getenv("RFORK_SOCKET");
     int uffd_err = 0;
-    if (__atomic_load_n(&shm_uffd, __ATOMIC_ACQUIRE) < 0 && sock && *sock && maps_shared_anon()) {
+    if (__atomic_load_n(&shm_uffd, __ATOMIC_ACQUIRE) < 0 && sock && *sock && maps_coherent()) {
         /* Two threads forking at once make one userfaultfd between them. */
         int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
         uffd_err = fd < 0 ? errno : 0;
@@ -740,7 +904,7 @@ EXPORT pid_t rfork_local(void)
     pid_t pid = rfork_do_fork(NULL, 0);
     /* A child kept here still gives its userfaultfd if it maps shared memory (see attach_shared). */
     const char *sock = pid == 0 ? safe_getenv("RFORK_SOCKET") : NULL;
-    if (sock && *sock && maps_shared_anon())
+    if (sock && *sock && maps_coherent())
         attach_shared(sock, 0);
     return pid;
 }

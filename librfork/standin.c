@@ -89,9 +89,15 @@ int main(int argc, char **argv)
         n++;
     }
     signal(SIGPIPE, SIG_IGN); /* a closed reader shows as EPIPE on our writes */
+    /* A lazy channel's original end may have other readers (the parent, siblings): it is read only when
+     * the remote child reads, one read(2) of at most what the child asked for per demand (`budget`), so
+     * the stand-in never takes bytes another reader should get. */
     int readable[RFORK_MAX_CHANNELS];
-    for (int i = 0; i < n; i++)
+    size_t budget[RFORK_MAX_CHANNELS];
+    for (int i = 0; i < n; i++) {
         readable[i] = ch[i].kind == RFORK_CHANNEL_INPUT;
+        budget[i] = sizeof buf;
+    }
     sigset_t all;
     sigfillset(&all);
     sigdelset(&all, SIGPIPE);
@@ -141,9 +147,12 @@ int main(int argc, char **argv)
                 }
             } else if (map[k] >= 0) {
                 int i = map[k];
-                ssize_t r = read(ch[i].fd, buf, sizeof buf);
+                size_t want = ch[i].kind == RFORK_CHANNEL_LAZY_INPUT && budget[i] < sizeof buf ? budget[i] : sizeof buf;
+                ssize_t r = read(ch[i].fd, buf, want);
                 if (r < 0 && (errno == EINTR || errno == EAGAIN))
                     continue;
+                if (r > 0 && ch[i].kind == RFORK_CHANNEL_LAZY_INPUT)
+                    readable[i] = 0; /* until the child reads again */
                 uint32_t id = (uint32_t)i;
                 if (r > 0) {
                     if (rfork_flow_send(ctl, &flow[i], id, buf, (size_t)r) < 0)
@@ -182,9 +191,14 @@ int main(int argc, char **argv)
                     if (a < (uint32_t)n)
                         rfork_flow_acked(&flow[a], frame.data, frame.len);
                     break;
-                case RFORK_MSG_DEMAND: /* the remote child reads this lazy channel now */
-                    if (a < (uint32_t)n && ch[a].fd >= 0 && ch[a].kind == RFORK_CHANNEL_LAZY_INPUT)
+                case RFORK_MSG_DEMAND: /* the remote child reads this lazy channel now: one read(2) for it */
+                    if (a < (uint32_t)n && ch[a].fd >= 0 && ch[a].kind == RFORK_CHANNEL_LAZY_INPUT) {
+                        uint32_t want = 0;
+                        if (frame.len >= 8)
+                            memcpy(&want, frame.data + 4, 4);
                         readable[a] = 1;
+                        budget[a] = want ? want : sizeof buf;
+                    }
                     break;
                 case RFORK_MSG_EOF:
                     if (a < (uint32_t)n && ch[a].fd >= 0) {

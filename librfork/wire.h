@@ -31,7 +31,8 @@ enum rfork_msg {
     RFORK_MSG_QUERY = 9,        /* CLI -> daemon: text query ("nodes", "ps") */
     RFORK_MSG_ANSWER = 10,      /* daemon -> CLI: JSON text */
     RFORK_MSG_ABORT = 11,       /* daemon -> namespace init: kill the child and leave */
-    RFORK_MSG_DEMAND = 12,      /* namespace init -> daemon -> stand-in: u32 channel; the child reads it now */
+    RFORK_MSG_DEMAND = 12,      /* namespace init -> daemon -> stand-in: u32 channel, u32 bytes: the child
+                                 * reads it now; the stand-in makes one read(2) of at most that many bytes */
     RFORK_MSG_ACK = 13,         /* either way, helper to helper: u32 channel, u32 bytes consumed */
     RFORK_MSG_MIGRATE = 14,     /* CLI -> daemon: "pid N\nnode NAME\n"; ANSWER (JSON) once the move ended */
     RFORK_MSG_CHECKPOINT = 15,  /* CLI -> daemon: "pid N\ndir PATH\nleave 0|1\n"; ANSWER (JSON) once saved */
@@ -39,6 +40,9 @@ enum rfork_msg {
     RFORK_MSG_SCHEDULE = 17,    /* rfork run -> daemon: "pid N\ndir PATH\nevery SECONDS\n"; ANSWER (JSON) */
     RFORK_MSG_PROGRESS = 18,    /* daemon -> CLI: one line of text, how a move goes, before its ANSWER */
     RFORK_MSG_SHM_ATTACH = 19,  /* library -> daemon: "pid N\nuffd FD\n" (or "uffderr ERRNO"); FORK_REPLY */
+    RFORK_MSG_UNIX_CONNECT = 20, /* library -> daemon, on the program's own socket: an absolute AF_UNIX path
+                                  * this node lacks; FORK_REPLY 'A' (the socket now relays to the node that
+                                  * has it) or 'F' */
 };
 
 /* Verdicts in a FORK_REPLY. */
@@ -73,6 +77,10 @@ enum rfork_event_kind {
 /* rforkd interrupts a process asleep on a futex in shared memory with it; librfork's handler does nothing
  * (SA_RESTART): the kernel restarts the wait, which reads the futex word again. */
 #define RFORK_KICK_SIGNAL 61
+/* rforkd sends it (with sigqueue's value: an inode) to a local process that maps memory which has just
+ * become shared across nodes; librfork's handler reduces its descriptors of that object to O_PATH, so that
+ * read(2) and write(2), which would see only this node's copy, fail instead (EBADF). */
+#define RFORK_SEAL_SIGNAL 60
 
 /* A received frame; data points into buf. rfork_recv terminates the payload: data[len] is 0, also for a
  * frame of RFORK_FRAME_MAX bytes (hence the one spare byte), so a text payload is a C string. */

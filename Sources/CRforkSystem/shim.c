@@ -4,7 +4,9 @@
 #include <fcntl.h>
 #include <malloc.h>
 #include <sched.h>
+#include <signal.h>
 #include <spawn.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <linux/userfaultfd.h>
@@ -132,6 +134,18 @@ int crfork_rename_exchange(const char *a, const char *b)
 int crfork_pidfd_open(pid_t pid) { return (int)syscall(SYS_pidfd_open, pid, 0); }
 
 int crfork_pidfd_send_signal(int pidfd, int sig) { return (int)syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0); }
+
+int crfork_pidfd_sigqueue(int pidfd, int sig, unsigned long long value)
+{
+    siginfo_t info;
+    memset(&info, 0, sizeof info);
+    info.si_signo = sig;
+    info.si_code = SI_QUEUE;
+    info.si_pid = getpid();
+    info.si_uid = getuid();
+    info.si_value.sival_ptr = (void *)(uintptr_t)value;
+    return (int)syscall(SYS_pidfd_send_signal, pidfd, sig, &info, 0);
+}
 
 int crfork_setfsuid(unsigned uid) { return (int)syscall(SYS_setfsuid, uid); }
 

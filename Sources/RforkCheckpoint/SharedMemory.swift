@@ -20,9 +20,12 @@ public enum SharedMemory {
         public var offset: UInt64 = 0
         /// The inode of the file or memory object (for shared anonymous memory, its shmem object).
         public var inode: UInt64 = 0
+        /// The device of the file system holding it, as (major, minor).
+        public var device: Device = Device(major: 0, minor: 0)
 
         public init(
-            start: UInt64, end: UInt64, permissions: String, path: String, offset: UInt64 = 0, inode: UInt64 = 0
+            start: UInt64, end: UInt64, permissions: String, path: String, offset: UInt64 = 0, inode: UInt64 = 0,
+            device: Device = Device(major: 0, minor: 0)
         ) {
             self.start = start
             self.end = end
@@ -30,10 +33,54 @@ public enum SharedMemory {
             self.path = path
             self.offset = offset
             self.inode = inode
+            self.device = device
         }
 
         public var isShared: Bool { permissions.count == 4 && permissions.last == "s" }
         public var isWritable: Bool { permissions.dropFirst().first == "w" }
+
+        /// Whether rforkd keeps this mapping coherent across nodes: a shared mapping of an in-memory object
+        /// no path outside the job can reach, so every process that maps it is one rforkd knows: shared
+        /// anonymous memory, memfds, and files under /dev/shm that are already unlinked (what
+        /// `multiprocessing` makes for its locks and `Value`/`Array` with the fork start method).
+        public var isCoherentAcrossNodes: Bool {
+            guard isShared else { return false }
+            switch SharedMemory.kind(ofPath: path) {
+            case .anonymous?, .memfd?: return true
+            case .posix?: return path.hasSuffix(" (deleted)")
+            case .systemV?, nil: return false
+            }
+        }
+
+        /// The object it maps: its device and inode.
+        public var object: Object { Object(device: device, inode: inode) }
+    }
+
+    /// A device number split as /proc prints it.
+    public struct Device: Hashable, Sendable {
+        public var major: UInt32
+        public var minor: UInt32
+        public init(major: UInt32, minor: UInt32) {
+            self.major = major
+            self.minor = minor
+        }
+        /// From a `dev_t`, split as glibc's major(3) and minor(3) do.
+        public init(_ dev: UInt) {
+            let d = UInt64(dev)
+            major = UInt32(truncatingIfNeeded: ((d >> 8) & 0xfff) | ((d >> 32) & ~UInt64(0xfff)))
+            minor = UInt32(truncatingIfNeeded: (d & 0xff) | ((d >> 12) & ~UInt64(0xff)))
+        }
+    }
+
+    /// A file or memory object, by device and inode.
+    public struct Object: Hashable, Sendable {
+        public var device: Device
+        public var inode: UInt64
+        public init(device: Device, inode: UInt64) {
+            self.device = device
+            self.inode = inode
+        }
+
     }
 
     /// What kind of shared memory a path names, when it is memory made to be shared between processes.
@@ -56,10 +103,14 @@ public enum SharedMemory {
             else { continue }
             var path = fields.count == 6 ? String(fields[5]) : ""
             while path.first == " " { path.removeFirst() }
+            let dev = fields[3].split(separator: ":")
+            let device = Device(
+                major: dev.count == 2 ? UInt32(dev[0], radix: 16) ?? 0 : 0,
+                minor: dev.count == 2 ? UInt32(dev[1], radix: 16) ?? 0 : 0)
             result.append(
                 Mapping(
                     start: start, end: end, permissions: String(fields[1]), path: path,
-                    offset: UInt64(fields[2], radix: 16) ?? 0, inode: UInt64(fields[4]) ?? 0))
+                    offset: UInt64(fields[2], radix: 16) ?? 0, inode: UInt64(fields[4]) ?? 0, device: device))
         }
         return result
     }
@@ -102,37 +153,64 @@ public enum SharedMemory {
         }
     }
 
+    /// A descriptor of a process: its number, the target /proc names, and the object it opens (nil when
+    /// it cannot be told).
+    public struct Descriptor: Sendable {
+        public var fd: Int32
+        public var target: String
+        public var object: Object?
+        public init(fd: Int32, target: String, object: Object? = nil) {
+            self.fd = fd
+            self.target = target
+            self.object = object
+        }
+    }
+
     /// The first reason, over a process's mappings and then its descriptors, why it must stay; nil if none.
-    /// With `allowAnonymous`, shared anonymous memory does not count: rforkd keeps it coherent across nodes.
-    public static func firstReason(
-        maps: String, descriptors: [(fd: Int32, target: String)], allowAnonymous: Bool = false
-    ) -> String? {
-        for mapping in parseMaps(maps) {
-            if allowAnonymous && mapping.isShared && kind(ofPath: mapping.path) == .anonymous { continue }
+    /// With `allowCoherent`, memory rforkd keeps coherent across nodes does not count
+    /// (`Mapping.isCoherentAcrossNodes`), nor do descriptors of the objects of such mappings: librfork
+    /// reduces those to O_PATH once the memory is shared across nodes, so read(2) and write(2) through
+    /// them fail instead of seeing one node's copy.
+    public static func firstReason(maps: String, descriptors: [Descriptor], allowCoherent: Bool = false) -> String? {
+        let mappings = parseMaps(maps)
+        let coherent = Set(mappings.filter(\.isCoherentAcrossNodes).map(\.object))
+        for mapping in mappings {
+            if allowCoherent && mapping.isCoherentAcrossNodes { continue }
             if let why = reason(for: mapping) { return why }
         }
-        for (fd, target) in descriptors {
-            if let why = reason(forDescriptor: fd, target: target) { return why }
+        for d in descriptors {
+            if allowCoherent, let object = d.object, coherent.contains(object) { continue }
+            if let why = reason(forDescriptor: d.fd, target: d.target) { return why }
         }
         return nil
     }
 
+    /// The object a descriptor of a process opens, by stat(2) through /proc.
+    public static func object(pid: Int32, fd: Int32) -> Object? {
+        var st = stat()
+        guard stat("/proc/\(pid)/fd/\(fd)", &st) == 0 else { return nil }
+        return Object(device: Device(st.st_dev), inode: UInt64(st.st_ino))
+    }
+
     /// The sentence a process that must stay is told (after "rfork: "), or nil when nothing it holds is
     /// shared. Reads /proc/PID/maps and /proc/PID/fd; a process whose maps cannot be read stays too.
-    public static func check(pid: Int32, allowAnonymous: Bool = false) -> String? {
+    public static func check(pid: Int32, allowCoherent: Bool = false) -> String? {
         guard let bytes = try? Posix.readFile("/proc/\(pid)/maps") else {
             return "cannot read the memory map of process \(pid)"
         }
         let maps = String(decoding: bytes, as: UTF8.self)
-        var descriptors: [(fd: Int32, target: String)] = []
+        var descriptors: [Descriptor] = []
         for name in Posix.listDirectory("/proc/\(pid)/fd") {
             guard let fd = Int32(name), let target = Posix.readLink("/proc/\(pid)/fd/\(name)") else { continue }
             // A write-only descriptor cannot be mapped (mmap needs read access): output redirected to a
             // file under /dev/shm is relayed like any written file.
-            if Posix.accessMode(pid: pid, fd: name) == O_WRONLY { continue }
-            descriptors.append((fd, target))
+            // An O_PATH descriptor can be neither read, written nor mapped.
+            guard let flags = Posix.descriptorFlags(pid: pid, fd: name),
+                flags & O_ACCMODE != O_WRONLY && flags & 0o10_000_000 == 0
+            else { continue }
+            descriptors.append(Descriptor(fd: fd, target: target, object: object(pid: pid, fd: fd)))
         }
-        return firstReason(maps: maps, descriptors: descriptors, allowAnonymous: allowAnonymous).map {
+        return firstReason(maps: maps, descriptors: descriptors, allowCoherent: allowCoherent).map {
             "the child shares memory with processes that stay here (\($0)), which cannot follow it to another node yet"
         }
     }

@@ -172,14 +172,17 @@ extension Node {
         return true
     }
 
-    /// What a process holds that cannot be saved or moved yet (a socket, shared memory), or nil.
-    static func heldResourceRefusal(pid: Int32) -> String? {
+    /// What a process holds that cannot be saved or moved yet (a socket, shared memory), or nil. With
+    /// `allowCoherent` (a move), memory rforkd keeps coherent across nodes does not count.
+    static func heldResourceRefusal(pid: Int32, allowCoherent: Bool = false) -> String? {
         for name in Posix.listDirectory("/proc/\(pid)/fd") {
             if let target = Posix.readLink("/proc/\(pid)/fd/\(name)"), target.hasPrefix("socket:") {
                 return "process \(pid) holds a socket (descriptor \(name), \(target)), which rfork cannot move yet"
             }
         }
-        return SharedMemory.check(pid: pid).map { $0.replacingOccurrences(of: "the child", with: "process \(pid)") }
+        return SharedMemory.check(pid: pid, allowCoherent: allowCoherent).map {
+            $0.replacingOccurrences(of: "the child", with: "process \(pid)")
+        }
     }
 
     /// Every descendant of a process (not the process itself), from /proc's children lists.

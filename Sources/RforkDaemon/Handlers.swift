@@ -8,7 +8,7 @@ import RforkSystem
 import RforkWire
 
 /// A local client: a forked child asking where to run (later its stand-in), or the CLI asking a query.
-final class LocalHandler: ChannelInboundHandler {
+final class LocalHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = LocalFrame
     let node: Node
     var session: UInt64?
@@ -41,6 +41,8 @@ final class LocalHandler: ChannelInboundHandler {
             }
         case .shmAttach:
             node.handleShmAttach(frame.text, peerUID: creds?.uid, peerPID: creds?.pid, from: context.channel)
+        case .unixConnect:
+            node.handleUnixConnect(frame.text, peerUID: creds?.uid, from: context.channel)
         case .migrate:
             node.handleMigrate(frame.text, peerUID: creds?.uid, from: context.channel)
         case .checkpoint:

@@ -65,6 +65,8 @@ extension Node {
             receivedCoherence(c)
         case .regionEnd(let e):
             receivedRegionEnd(e)
+        case .unixStream(let m):
+            receivedUnixStream(m)
         case .data(let data):
             guard let s = hosted[hostedKey(link, data.session)] else { return }
             s.helper?.writeAndFlush(LocalFrame.data(channel: data.channel, ByteBuffer(bytes: data.data)), promise: nil)
@@ -252,10 +254,18 @@ extension Node {
         }
     }
 
-    /// Starts rfork-nsinit on a complete image.
+    /// Starts rfork-nsinit on a complete image (one with ghost files once the previous such restore on
+    /// this node has ended: see `ghostRestore`).
     func restore(_ session: HostedSession, _ request: Rfork_Wire_V1_ForkRequest) {
         let dir = session.imageDirectory
         let key = session.key
+        if Posix.listDirectory(dir).contains(where: { $0.hasPrefix("ghost-file-") }) {
+            if ghostRestore != nil && ghostRestore != key {
+                ghostRestoresWaiting.append((session, request))
+                return
+            }
+            ghostRestore = key
+        }
         do {
             let (ours, theirs) = try Posix.socketPair()
             let devnull = open("/dev/null", O_RDWR | O_CLOEXEC)
@@ -298,6 +308,18 @@ extension Node {
         }
     }
 
+    /// The restore that held ghost files is over (restored, failed or given up): the next waiting starts.
+    func ghostRestoreEnded(_ key: String) {
+        guard ghostRestore == key else { return }
+        ghostRestore = nil
+        while !ghostRestoresWaiting.isEmpty {
+            let (next, request) = ghostRestoresWaiting.removeFirst()
+            guard hosted[next.key] === next else { continue }
+            restore(next, request)
+            if ghostRestore != nil { return }
+        }
+    }
+
     /// A frame from rfork-nsinit about its child.
     func handleHelperFrame(_ frame: LocalFrame, key: String) {
         logger.trace("nsinit frame \(frame.type) \(frame.payload.readableBytes) bytes for \(key)")
@@ -306,6 +328,7 @@ extension Node {
         switch frame.type {
         case .restored:
             s.restored = true
+            ghostRestoreEnded(key)
             // Post-copy: criu lazy-pages reads the image until every page is delivered.
             if s.lazyPID == nil { Posix.removeFlatDirectory(s.imageDirectory) }
             var reply = Rfork_Wire_V1_ForkReply()
@@ -325,6 +348,7 @@ extension Node {
             var demand = Rfork_Wire_V1_Demand()
             demand.session = s.session
             demand.channel = channel
+            demand.bytes = frame.secondWord.map { UInt32(bitPattern: $0) } ?? 0
             envelope.demand = demand
         case .event:
             guard let raw = frame.word, let code = frame.secondWord,
@@ -385,6 +409,7 @@ extension Node {
     /// lazy-pages daemon.
     func forget(_ s: HostedSession) {
         hosted[s.key] = nil
+        ghostRestoreEnded(s.key)
         s.ended = true
         retireLazyPages(s)
         if let file = s.openFile { Posix.close(file.fd) }

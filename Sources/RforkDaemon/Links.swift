@@ -343,6 +343,7 @@ extension Node {
         link.peerIncarnation = nil
         linkLost(link)
         sharedMemoryNodeLost(link.name)
+        unixStreamsNodeLost(link.name)
         channel?.close(promise: nil)
     }
 
@@ -354,7 +355,10 @@ extension Node {
         link.wire.giveUp()
         if let name = link.peerName, inboundByPeer[name] === link { inboundByPeer[name] = nil }
         inboundLost(link)
-        if let name = link.peerName { sharedMemoryNodeLost(name) }
+        if let name = link.peerName {
+            sharedMemoryNodeLost(name)
+            unixStreamsNodeLost(name)
+        }
         channel?.close(promise: nil)
     }
 

@@ -28,6 +28,8 @@ enum RforkMetrics {
     static let runQueue = Gauge(label: "rfork_node_run_queue")
     /// Shared memory across nodes: page faults taken, pages received from peers, futex sleepers interrupted.
     static let sharedFaults = Counter(label: "rfork_shared_memory_faults_total")
+    /// AF_UNIX connections relayed to a path on another node, counted where the connecting process runs.
+    static let unixStreams = Counter(label: "rfork_unix_streams_relayed_total")
     static let sharedPagesIn = Counter(label: "rfork_shared_memory_pages_received_total")
     static let futexKicks = Counter(label: "rfork_shared_memory_futex_kicks_total")
 

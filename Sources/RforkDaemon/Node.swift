@@ -29,6 +29,15 @@ final class Node: @unchecked Sendable {
     var inbound: [ObjectIdentifier: InboundLink] = [:]
     var homeSessions: [UInt64: HomeSession] = [:]
     var hosted: [String: HostedSession] = [:]  // "home/session"
+    /// Restores whose image holds ghost files (unlinked files CRIU recreates at their path for a moment,
+    /// named after the image: two siblings' restores would collide) run one at a time: the one running,
+    /// and those waiting.
+    var ghostRestore: String?
+    /// AF_UNIX streams relayed across nodes (UnixRelay.swift), by "origin/id"; paths no peer had, by when.
+    var unixStreams: [String: UnixStreamState] = [:]
+    var nextUnixStream: UInt64 = 1
+    var unixMisses: [String: UInt64] = [:]
+    var ghostRestoresWaiting: [(HostedSession, Rfork_Wire_V1_ForkRequest)] = []
     var nextSession: UInt64 = 1
     var shuttingDown = false
     var ticker: RepeatedTask?
@@ -246,7 +255,7 @@ final class Node: @unchecked Sendable {
                 guard pin.isAlive else { throw CheckpointError(.unmovable, "the process ended") }
                 if let why = Self.identityRefusal(pid: localPID, uid: uid) { throw CheckpointError(.unmovable, why) }
                 // Decided before CRIU runs: memory it shares would become a private copy there.
-                if let why = SharedMemory.check(pid: localPID, allowAnonymous: sharesMemory) {
+                if let why = SharedMemory.check(pid: localPID, allowCoherent: sharesMemory) {
                     throw CheckpointError(.unmovable, why)
                 }
                 // CRIU takes the whole tree: checked again now that the process is parked (its descendants
@@ -669,7 +678,10 @@ final class Node: @unchecked Sendable {
             session.child.writeAndFlush(LocalFrame.u32(.endOfFile, eof.channel), promise: nil)
         case .demand(let demand):
             guard let session = homeSessions[demand.session], session.state == .running else { return }
-            session.child.writeAndFlush(LocalFrame.u32(.demand, demand.channel), promise: nil)
+            var payload = ByteBuffer()
+            payload.writeInteger(demand.channel, endianness: .little)
+            payload.writeInteger(demand.bytes, endianness: .little)
+            session.child.writeAndFlush(LocalFrame(type: .demand, payload: payload), promise: nil)
         case .ack(let ack):
             guard let session = homeSessions[ack.session], session.state == .running else { return }
             session.child.writeAndFlush(LocalFrame.ack(channel: ack.channel, bytes: ack.bytes), promise: nil)
@@ -724,6 +736,8 @@ final class Node: @unchecked Sendable {
             receivedCoherence(c)
         case .regionEnd(let e):
             receivedRegionEnd(e)
+        case .unixStream(let m):
+            receivedUnixStream(m)
         default:
             break
         }

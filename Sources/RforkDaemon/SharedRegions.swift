@@ -13,7 +13,7 @@ import RforkWire
 /// Every local process that maps such memory has given this daemon a userfaultfd (a parent through its
 /// child's placement request, a child once placed: `SHM_ATTACH`). Once a child that maps it runs on
 /// another node, the memory is a *region*: on each node one memory object (the shmem object behind the
-/// mappings, opened through /proc/PID/map_files) is a *participant*, named "node/inode", and the home's
+/// mappings, opened through /proc/PID/map_files) is a *participant*, named "node/inode@major:minor", and the home's
 /// participant manages the region's directory. Every local process mapping the object is registered for
 /// missing and write-protect faults; a fault becomes a `CoherenceNode` event, and its actions become
 /// write-protection, hole punching and page writes on the object, and `Coherence` envelopes to peers.
@@ -54,9 +54,11 @@ final class ShmMapper: @unchecked Sendable {  // confined to Node.loop
 final class SharedRegion: @unchecked Sendable {  // confined to Node.loop
     let participant: String
     let manager: String
-    let inode: UInt64
+    let object: SharedMemory.Object
     let objectFD: Int32
     let pages: UInt64
+    /// The object's size in bytes: a page is never written past it (a file need not be whole pages).
+    let size: UInt64
     let uid: UInt32
     var node: CoherenceNode
     var directory: CoherenceDirectory?
@@ -71,14 +73,16 @@ final class SharedRegion: @unchecked Sendable {  // confined to Node.loop
     var generation: [Int: UInt64] = [:]
 
     init(
-        participant: String, manager: String, inode: UInt64, objectFD: Int32, pages: UInt64, uid: UInt32,
+        participant: String, manager: String, object: SharedMemory.Object, objectFD: Int32, pages: UInt64, uid: UInt32,
         hold: Double
     ) {
         self.participant = participant
         self.manager = manager
-        self.inode = inode
+        self.object = object
         self.objectFD = objectFD
         self.pages = pages
+        var st = stat()
+        size = fstat(objectFD, &st) == 0 ? UInt64(st.st_size) : pages * Userfault.pageSize
         self.uid = uid
         node = CoherenceNode(
             name: participant, manager: manager,
@@ -165,9 +169,9 @@ struct SharedMemoryState {
     var reader: FaultReader?
     var sweeping: RepeatedTask?
     var kicking: RepeatedTask?
-    /// Processes that map a shared memory object (by inode) but could not give rforkd a userfaultfd:
+    /// Processes that map a shared memory object (by device and inode) but could not give rforkd a userfaultfd:
     /// while one lives, that memory does not become a region (no child sharing it moves). Their pidfds.
-    var uncovered: [UInt64: [Int32]] = [:]
+    var uncovered: [SharedMemory.Object: [Int32]] = [:]
     /// Futex waiters seen asleep on a region's page, with the page's generation then ("pid/tid/address").
     var futexWaiters: [String: UInt64] = [:]
 }
@@ -175,7 +179,9 @@ struct SharedMemoryState {
 extension Node {
     var nowSeconds: Double { Double(Posix.monotonicNanoseconds()) / 1e9 }
 
-    func participantName(_ inode: UInt64) -> String { "\(config.node)/\(inode)" }
+    func participantName(_ o: SharedMemory.Object) -> String {
+        "\(config.node)/\(o.inode)@\(o.device.major):\(o.device.minor)"
+    }
 
     private func faultReader() -> FaultReader? {
         if let r = shared.reader { return r }
@@ -255,15 +261,15 @@ extension Node {
 
     /// A process that maps shared memory rforkd cannot watch: its memory must not become a region.
     func markUncovered(_ pid: Int32) {
-        guard let maps = sharedAnonymousMappings(pid), !maps.isEmpty, let pidfd = Posix.openProcess(pid) else { return }
-        for inode in Set(maps.map(\.inode)) { shared.uncovered[inode, default: []].append(pidfd) }
+        guard let maps = coherentMappings(pid), !maps.isEmpty, let pidfd = Posix.openProcess(pid) else { return }
+        for object in Set(maps.map(\.object)) { shared.uncovered[object, default: []].append(pidfd) }
     }
 
     /// Registers a process newly known to map shared memory in every region of this node it maps.
     func adopt(_ mapper: ShmMapper) -> String? {
-        guard let maps = sharedAnonymousMappings(mapper.pid) else { return nil }
-        for inode in Set(maps.map(\.inode)) {
-            guard let region = shared.regions[participantName(inode)], !region.ended,
+        guard let maps = coherentMappings(mapper.pid) else { return nil }
+        for object in Set(maps.map(\.object)) {
+            guard let region = shared.regions[participantName(object)], !region.ended,
                 mapper.ranges[region.participant] == nil
             else { continue }
             guard region.uid == mapper.uid else { return "the shared memory is another user's" }
@@ -272,19 +278,58 @@ extension Node {
         return nil
     }
 
-    /// The shared anonymous mappings of a process.
-    func sharedAnonymousMappings(_ pid: Int32) -> [SharedMemory.Mapping]? {
+    /// The mappings of a process that rforkd keeps coherent across nodes (`Mapping.isCoherentAcrossNodes`).
+    func coherentMappings(_ pid: Int32) -> [SharedMemory.Mapping]? {
         guard let bytes = try? Posix.readFile("/proc/\(pid)/maps") else { return nil }
         return SharedMemory.parseMaps(String(decoding: bytes, as: UTF8.self)).filter {
-            $0.isShared && SharedMemory.kind(ofPath: $0.path) == .anonymous
+            $0.isCoherentAcrossNodes
         }
+    }
+
+    /// The descriptors of `object` that process `pid` holds open for reading or writing (not O_PATH).
+    func openDescriptors(pid: Int32, of object: SharedMemory.Object) -> [Int32] {
+        Posix.listDirectory("/proc/\(pid)/fd").compactMap { name in
+            guard let fd = Int32(name), SharedMemory.object(pid: pid, fd: fd) == object,
+                let flags = Posix.descriptorFlags(pid: pid, fd: name), flags & Self.openPathFlag == 0
+            else { return nil }
+            return fd
+        }
+    }
+
+    /// O_PATH on Linux (not exported to Swift by Glibc).
+    static let openPathFlag: Int32 = 0o10_000_000
+
+    /// Memory shared across nodes is kept coherent through its mappings; read(2) and write(2) through a
+    /// descriptor would see this node's copy only. Each local process in `pids` that holds a descriptor
+    /// of `object` is asked (`LocalWire.sealSignal`, the inode as its value) to reduce it to O_PATH, and
+    /// waited for up to 200 ms. The reason when one did not: the memory must then not be shared.
+    func sealDescriptors(of object: SharedMemory.Object, in pids: [Int32]) -> String? {
+        var waiting: [Int32] = []
+        for pid in pids where !openDescriptors(pid: pid, of: object).isEmpty {
+            guard let pidfd = Posix.openProcess(pid) else { continue }
+            _ = Posix.signal(process: pidfd, LocalWire.sealSignal, value: object.inode)
+            Posix.close(pidfd)
+            waiting.append(pid)
+        }
+        let deadline = Posix.monotonicNanoseconds() + 200_000_000
+        while !waiting.isEmpty {
+            waiting.removeAll { openDescriptors(pid: $0, of: object).isEmpty }
+            if waiting.isEmpty { break }
+            if Posix.monotonicNanoseconds() > deadline {
+                let fds = openDescriptors(pid: waiting[0], of: object).map(String.init).joined(separator: ", ")
+                return
+                    "process \(waiting[0]) keeps descriptor \(fds) of the shared memory open for reading or writing, which would not see the other nodes' writes (librfork did not reduce it to O_PATH)"
+            }
+            usleep(1000)
+        }
+        return nil
     }
 
     /// Registers every mapping of the region's object in the process, and protects what must be.
     func register(_ mapper: ShmMapper, in region: SharedRegion) -> String? {
-        guard let maps = sharedAnonymousMappings(mapper.pid) else { return "process \(mapper.pid) ended" }
+        guard let maps = coherentMappings(mapper.pid) else { return "process \(mapper.pid) ended" }
         var ranges: [(start: UInt64, end: UInt64, firstPage: UInt64)] = []
-        for m in maps where m.inode == region.inode {
+        for m in maps where m.object == region.object {
             if let e = Userfault.register(mapper.uffd, start: m.start, length: m.end - m.start) {
                 return "cannot watch the shared memory of process \(mapper.pid): \(Posix.errorText(e))"
             }
@@ -304,52 +349,64 @@ extension Node {
         return nil
     }
 
-    /// Home side of a fork: the child maps shared anonymous memory. Makes each of its objects a region
+    /// Home side of a fork: the child maps memory rforkd can keep coherent (shared anonymous memory, memfds, unlinked /dev/shm files). Makes each of its objects a region
     /// (registering every local process known to map it, the parent first), and says what the target
     /// must know; a reason instead when the memory cannot be kept coherent.
     func prepareSharedRegions(_ request: LocalForkRequest, localPID: Int32, uid: UInt32)
         -> Result<[Rfork_Wire_V1_SharedRegion], CheckpointError>
     {
-        guard let maps = sharedAnonymousMappings(localPID) else {
+        guard let maps = coherentMappings(localPID) else {
             return .failure(CheckpointError(.unmovable, "cannot read the memory map of process \(localPID)"))
         }
         if maps.isEmpty { return .success([]) }
         if request.migrate {
-            return .failure(
-                CheckpointError(
-                    .unmovable,
-                    "process \(request.pid) shares memory (MAP_SHARED|MAP_ANONYMOUS); a running process holding it cannot move yet"
-                ))
-        }
-        let parentPID = parentPID(of: localPID) ?? 0
-        switch request.parentUserfault {
-        case nil:
-            return .failure(
-                CheckpointError(
-                    .unmovable,
-                    "the child shares memory (MAP_SHARED|MAP_ANONYMOUS) with a parent whose memory rfork does not watch (no userfaultfd)"
-                ))
-        case .error(let e)?:
-            return .failure(
-                CheckpointError(
-                    .unmovable,
-                    "the child shares memory (MAP_SHARED|MAP_ANONYMOUS) with a parent that could not make a userfaultfd (\(Posix.errorText(e))); unprivileged users need vm.unprivileged_userfaultfd=1"
-                ))
-        case .descriptor(let fd)?:
-            if case .failure(let e) = takeUserfault(pid: parentPID, fd: fd, uid: uid) { return .failure(e) }
-        }
-        var infos: [Rfork_Wire_V1_SharedRegion] = []
-        for inode in Set(maps.map(\.inode)).sorted() {
-            let unwatched = (shared.uncovered[inode] ?? []).filter { Posix.processAlive(pidfd: $0) }
-            if !unwatched.isEmpty && shared.regions[participantName(inode)] == nil {
+            // A running process moves with its shared memory: it gave its userfaultfd before asking (librfork
+            // keeps none across CRIU), and makes a new one where it lands. Its own children would each hold
+            // one CRIU cannot save.
+            guard shared.mappers[localPID] != nil else {
                 return .failure(
                     CheckpointError(
                         .unmovable,
-                        "the child shares memory (MAP_SHARED|MAP_ANONYMOUS) with a process that could not give rforkd a userfaultfd"
+                        "process \(request.pid) shares memory that rforkd does not watch (it gave no userfaultfd)"))
+            }
+            if Posix.hasChildren(localPID) {
+                return .failure(
+                    CheckpointError(
+                        .unmovable,
+                        "process \(request.pid) shares memory and has children; such a tree cannot move yet"))
+            }
+        } else {
+            let parentPID = parentPID(of: localPID) ?? 0
+            switch request.parentUserfault {
+            case nil:
+                return .failure(
+                    CheckpointError(
+                        .unmovable,
+                        "the child shares memory with a parent whose memory rfork does not watch (no userfaultfd)"
+                    ))
+            case .error(let e)?:
+                return .failure(
+                    CheckpointError(
+                        .unmovable,
+                        "the child shares memory with a parent that could not make a userfaultfd (\(Posix.errorText(e))); unprivileged users need vm.unprivileged_userfaultfd=1"
+                    ))
+            case .descriptor(let fd)?:
+                if case .failure(let e) = takeUserfault(pid: parentPID, fd: fd, uid: uid) { return .failure(e) }
+            }
+        }
+        let parentPID = request.migrate ? 0 : parentPID(of: localPID) ?? 0
+        var infos: [Rfork_Wire_V1_SharedRegion] = []
+        for object in Set(maps.map(\.object)).sorted(by: { $0.inode < $1.inode }) {
+            let unwatched = (shared.uncovered[object] ?? []).filter { Posix.processAlive(pidfd: $0) }
+            if !unwatched.isEmpty && shared.regions[participantName(object)] == nil {
+                return .failure(
+                    CheckpointError(
+                        .unmovable,
+                        "the child shares memory with a process that could not give rforkd a userfaultfd"
                     ))
             }
-            guard let first = maps.first(where: { $0.inode == inode }) else { continue }
-            let name = participantName(inode)
+            guard let first = maps.first(where: { $0.object == object }) else { continue }
+            let name = participantName(object)
             let region: SharedRegion
             if let existing = shared.regions[name], !existing.ended {
                 region = existing
@@ -365,11 +422,17 @@ extension Node {
                     return .failure(
                         CheckpointError(.unmovable, "cannot open its shared memory: \(Posix.errorText(errno))"))
                 }
+                // Descriptors of it would read and write this node's copy only: reduced to O_PATH first.
+                let holders = shared.mappers.values.filter { $0.uid == uid && $0.pid != localPID }.map(\.pid)
+                if let why = sealDescriptors(of: object, in: holders) {
+                    Posix.close(fd)
+                    return .failure(CheckpointError(.unmovable, why))
+                }
                 var st = stat()
                 fstat(fd, &st)
                 region = SharedRegion(
-                    participant: name, manager: name, inode: inode, objectFD: fd,
-                    pages: UInt64(st.st_size) / Userfault.pageSize, uid: uid,
+                    participant: name, manager: name, object: object, objectFD: fd,
+                    pages: (UInt64(st.st_size) + Userfault.pageSize - 1) / Userfault.pageSize, uid: uid,
                     hold: config.resolvedSharedMemoryHold)
                 shared.regions[name] = region
                 // Every local process known to map it, now watched: the parent and earlier children.
@@ -383,7 +446,7 @@ extension Node {
             if let parent = shared.mappers[parentPID], parent.ranges[region.participant] == nil {
                 if let why = register(parent, in: region) { return .failure(CheckpointError(.unmovable, why)) }
             }
-            for m in maps where m.inode == inode {
+            for m in maps where m.object == object {
                 var info = Rfork_Wire_V1_SharedRegion()
                 info.manager = region.manager
                 info.start = m.start
@@ -419,8 +482,8 @@ extension Node {
         // A process rforkd cannot watch must not map memory that is already shared across nodes; for
         // memory that is not yet, it keeps that memory from ever being (see `uncovered`).
         func uncovered(_ why: String) {
-            let maps = sharedAnonymousMappings(pid) ?? []
-            if maps.contains(where: { shared.regions[participantName($0.inode)] != nil }) && !restoredHere {
+            let maps = coherentMappings(pid) ?? []
+            if maps.contains(where: { shared.regions[participantName($0.object)] != nil }) && !restoredHere {
                 logger.error("shared memory: process \(pid) maps memory shared across nodes but \(why); ending it")
                 if let pidfd = Posix.openProcess(pid) {
                     _ = Posix.signal(process: pidfd, SIGKILL)
@@ -442,18 +505,22 @@ extension Node {
         case .success(let m): mapper = m
         case .failure(let e): return uncovered(e.message)
         }
-        guard let maps = sharedAnonymousMappings(pid) else { return answer(.refused, "process \(pid) ended") }
-        for inode in Set(maps.map(\.inode)).sorted() {
-            let name = participantName(inode)
+        guard let maps = coherentMappings(pid) else { return answer(.refused, "process \(pid) ended") }
+        // The objects it maps that are shared across nodes: librfork reduces its descriptors of them to
+        // O_PATH before it goes on (see `sealDescriptors`).
+        var seal: [UInt64] = []
+        for object in Set(maps.map(\.object)).sorted(by: { $0.inode < $1.inode }) {
+            let name = participantName(object)
             if let region = shared.regions[name], !region.ended {
                 // Another user's memory cannot be mapped by this one without privilege; checked all the same.
                 guard region.uid == uid else { return uncovered("the shared memory is another user's") }
                 if let why = register(mapper, in: region) { return uncovered(why) }
+                seal.append(object.inode)
                 continue
             }
             // The restored child: its object becomes this node's participant of its home's region, empty
             // until pages come (the copy CRIU restored is from the time of the fork: stale).
-            guard let container, let first = maps.first(where: { $0.inode == inode }),
+            guard let container, let first = maps.first(where: { $0.object == object }),
                 let info = container.sharedRegions.first(where: { $0.start <= first.start && first.start < $0.end })
             else { continue }
             let path = "/proc/\(pid)/map_files/\(String(first.start, radix: 16))-\(String(first.end, radix: 16))"
@@ -462,7 +529,7 @@ extension Node {
                 return answer(.refused, "cannot open the shared memory here: \(Posix.errorText(errno))")
             }
             let region = SharedRegion(
-                participant: name, manager: info.manager, inode: inode, objectFD: ofd, pages: info.pages, uid: uid,
+                participant: name, manager: info.manager, object: object, objectFD: ofd, pages: info.pages, uid: uid,
                 hold: config.resolvedSharedMemoryHold)
             if let e = Userfault.punch(ofd, offset: 0, length: info.pages * Userfault.pageSize) {
                 Posix.close(ofd)
@@ -471,8 +538,9 @@ extension Node {
             shared.regions[name] = region
             if let why = register(mapper, in: region) { return answer(.refused, why) }
             logger.info("shared memory \(name) joins \(info.manager) (\(info.pages) pages)")
+            seal.append(object.inode)
         }
-        answer(.attached, "")
+        answer(.attached, seal.isEmpty ? "" : "seal " + seal.map(String.init).joined(separator: " "))
     }
 
     // MARK: faults and messages
@@ -537,7 +605,7 @@ extension Node {
                     }
                 }
                 if withData {
-                    if let data, let e = Userfault.writePage(region.objectFD, page: p, data) {
+                    if let data, let e = Userfault.writePage(region.objectFD, page: p, data, size: region.size) {
                         logger.error(
                             "shared memory \(region.participant): cannot install page \(page): \(Posix.errorText(e))")
                     }
@@ -719,12 +787,12 @@ extension Node {
     /// more on its home, with no child of it running elsewhere, ends everywhere.
     func sweepSharedMemory() {
         for mapper in shared.mappers.values where !Posix.processAlive(pidfd: mapper.pidfd) { dropMapper(mapper) }
-        for (inode, pidfds) in shared.uncovered {
+        for (object, pidfds) in shared.uncovered {
             let (alive, gone) = (
                 pidfds.filter { Posix.processAlive(pidfd: $0) }, pidfds.filter { !Posix.processAlive(pidfd: $0) }
             )
             for fd in gone { Posix.close(fd) }
-            shared.uncovered[inode] = alive.isEmpty ? nil : alive
+            shared.uncovered[object] = alive.isEmpty ? nil : alive
         }
         for region in shared.regions.values {
             if region.directory != nil {

@@ -454,12 +454,22 @@ public enum Posix {
         crfork_pidfd_send_signal(pidfd, signal) == 0
     }
 
+    /// Sends `signal` with a value, as sigqueue(3) does, to the process behind a pidfd.
+    public static func signal(process pidfd: Int32, _ signal: Int32, value: UInt64) -> Bool {
+        crfork_pidfd_sigqueue(pidfd, signal, value) == 0
+    }
+
     /// The access mode (O_RDONLY, O_WRONLY, O_RDWR) of a process's descriptor, from /proc/PID/fdinfo.
     public static func accessMode(pid: Int32, fd: String) -> Int32? {
+        descriptorFlags(pid: pid, fd: fd).map { $0 & O_ACCMODE }
+    }
+
+    /// The open flags of a process's descriptor (O_PATH among them), from /proc/PID/fdinfo.
+    public static func descriptorFlags(pid: Int32, fd: String) -> Int32? {
         guard let bytes = try? readFile("/proc/\(pid)/fdinfo/\(fd)") else { return nil }
         for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") where line.hasPrefix("flags:") {
             let octal = line.dropFirst(6).trimmingCharacters(in: .whitespaces)
-            return Int32(octal, radix: 8).map { $0 & O_ACCMODE }
+            return Int32(octal, radix: 8)
         }
         return nil
     }

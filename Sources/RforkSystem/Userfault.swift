@@ -57,18 +57,22 @@ public enum Userfault {
         code(crfork_allocate(fd, Int64(offset), Int64(length)))
     }
 
-    /// One page of a memory object (holes read as zeros).
+    /// One page of a memory object (holes read as zeros, and so does what lies past the end of a file
+    /// whose size is not a whole number of pages: a semaphore's 32 bytes, say).
     public static func readPage(_ fd: Int32, page: UInt64) -> [UInt8]? {
         var bytes = [UInt8](repeating: 0, count: Int(pageSize))
         let n = bytes.withUnsafeMutableBytes { Glibc.pread(fd, $0.baseAddress, Int(pageSize), off_t(page * pageSize)) }
-        return n == Int(pageSize) ? bytes : nil
+        return n >= 0 ? bytes : nil
     }
 
-    /// Writes one page into a memory object.
-    public static func writePage(_ fd: Int32, page: UInt64, _ bytes: [UInt8]) -> Int32? {
+    /// Writes one page into a memory object of `size` bytes, never past its end (its size stays).
+    public static func writePage(_ fd: Int32, page: UInt64, _ bytes: [UInt8], size: UInt64) -> Int32? {
         guard bytes.count == Int(pageSize) else { return EINVAL }
+        let start = page * pageSize
+        guard start < size else { return nil }
+        let count = Int(min(pageSize, size - start))
         do throws(SystemError) {
-            try Posix.writeAll(fd, Data(bytes), at: page * pageSize)
+            try Posix.writeAll(fd, Data(bytes[0..<count]), at: start)
             return nil
         } catch {
             return error.errno

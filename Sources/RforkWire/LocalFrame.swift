@@ -16,6 +16,9 @@ public enum LocalWire {
     /// rforkd interrupts a process asleep on a futex in shared memory with it (librfork's handler does
     /// nothing, with SA_RESTART): the kernel restarts the wait, which reads the futex word again.
     public static let kickSignal: Int32 = 61
+    /// rforkd sends it, with an inode as sigqueue's value, to a process that maps memory which has just
+    /// become shared across nodes: librfork's handler reduces its descriptors of that object to O_PATH.
+    public static let sealSignal: Int32 = 60
 }
 
 public enum LocalMessageType: UInt8, Sendable {
@@ -38,6 +41,9 @@ public enum LocalMessageType: UInt8, Sendable {
     case schedule = 17  // rfork run -> daemon: "pid N\ndir PATH\nevery SECONDS\n"; ANSWER (JSON)
     case progress = 18  // daemon -> CLI: one line of text, how a move goes, before its ANSWER
     case shmAttach = 19  // library -> daemon: "pid N\nuffd FD\n" (or "uffderr ERRNO"); FORK_REPLY 'A' or 'F'+why
+    /// library -> daemon, on the program's own socket: an absolute AF_UNIX path this node lacks; FORK_REPLY
+    /// 'A' (from then on the socket relays to the node that has the path) or 'F'.
+    case unixConnect = 20
 }
 
 public enum Verdict: UInt8, Sendable {

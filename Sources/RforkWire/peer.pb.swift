@@ -542,7 +542,9 @@ public nonisolated struct Rfork_Wire_V1_ChildEvent: Sendable {
   public init() {}
 }
 
-/// target -> home: the remote child is blocked reading a LAZY_INPUT channel; start relaying it.
+/// target -> home: the remote child is blocked reading a LAZY_INPUT channel (whose other readers may be
+/// its parent or siblings): the stand-in makes one read(2) of at most `bytes` on the original end and
+/// relays what it got, exactly what the child's read would have taken.
 public nonisolated struct Rfork_Wire_V1_Demand: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -551,6 +553,8 @@ public nonisolated struct Rfork_Wire_V1_Demand: Sendable {
   public var session: UInt64 = 0
 
   public var channel: UInt32 = 0
+
+  public var bytes: UInt32 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -692,6 +696,85 @@ public nonisolated struct Rfork_Wire_V1_Load: Sendable {
   public var memoryLimit: UInt64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// A stream connection to an AF_UNIX socket path bound on another node: a process of a job connected to
+/// a path its own node does not have (a server its parent or a sibling runs elsewhere, such as
+/// multiprocessing's Manager). The connecting node asks every peer (OPEN); one that has a socket there,
+/// owned by `uid`, connects to it (OPENED, or REFUSED), and bytes follow both ways (DATA) until CLOSE.
+public nonisolated struct Rfork_Wire_V1_UnixStream: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var kind: Rfork_Wire_V1_UnixStream.Kind = .open
+
+  /// the connecting node: with `id`, names the stream
+  public var origin: String = String()
+
+  public var id: UInt64 = 0
+
+  /// the node sending this message
+  public var from: String = String()
+
+  /// OPEN: the absolute path
+  public var path: String = String()
+
+  /// OPEN: the connecting process's user
+  public var uid: UInt32 = 0
+
+  /// DATA
+  public var data: Data = Data()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public nonisolated enum Kind: SwiftProtobuf.Enum, Swift.CaseIterable {
+    public typealias RawValue = Int
+    case `open` // = 0
+    case opened // = 1
+    case refused // = 2
+    case data // = 3
+    case close // = 4
+    case UNRECOGNIZED(Int)
+
+    public init() {
+      self = .open
+    }
+
+    public init?(rawValue: Int) {
+      switch rawValue {
+      case 0: self = .open
+      case 1: self = .opened
+      case 2: self = .refused
+      case 3: self = .data
+      case 4: self = .close
+      default: self = .UNRECOGNIZED(rawValue)
+      }
+    }
+
+    public var rawValue: Int {
+      switch self {
+      case .open: return 0
+      case .opened: return 1
+      case .refused: return 2
+      case .data: return 3
+      case .close: return 4
+      case .UNRECOGNIZED(let i): return i
+      }
+    }
+
+    // The compiler won't synthesize support with the UNRECOGNIZED case.
+    public static let allCases: [Rfork_Wire_V1_UnixStream.Kind] = [
+      .open,
+      .opened,
+      .refused,
+      .data,
+      .close,
+    ]
+
+  }
 
   public init() {}
 }
@@ -871,6 +954,14 @@ public nonisolated struct Rfork_Wire_V1_Envelope: Sendable {
     set {body = .regionEnd(newValue)}
   }
 
+  public var unixStream: Rfork_Wire_V1_UnixStream {
+    get {
+      if case .unixStream(let v)? = body {return v}
+      return Rfork_Wire_V1_UnixStream()
+    }
+    set {body = .unixStream(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Body: Equatable, Sendable {
@@ -895,6 +986,7 @@ public nonisolated struct Rfork_Wire_V1_Envelope: Sendable {
     case linkAck(Rfork_Wire_V1_LinkAck)
     case coherence(Rfork_Wire_V1_CoherenceMessage)
     case regionEnd(Rfork_Wire_V1_RegionEnd)
+    case unixStream(Rfork_Wire_V1_UnixStream)
 
   }
 
@@ -1644,7 +1736,7 @@ nonisolated extension Rfork_Wire_V1_ChildEvent.Kind: SwiftProtobuf._ProtoNamePro
 
 nonisolated extension Rfork_Wire_V1_Demand: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Demand"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}session\0\u{1}channel\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}session\0\u{1}channel\0\u{1}bytes\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1654,6 +1746,7 @@ nonisolated extension Rfork_Wire_V1_Demand: SwiftProtobuf.Message, SwiftProtobuf
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularUInt64Field(value: &self.session) }()
       case 2: try { try decoder.decodeSingularUInt32Field(value: &self.channel) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.bytes) }()
       default: break
       }
     }
@@ -1666,12 +1759,16 @@ nonisolated extension Rfork_Wire_V1_Demand: SwiftProtobuf.Message, SwiftProtobuf
     if self.channel != 0 {
       try visitor.visitSingularUInt32Field(value: self.channel, fieldNumber: 2)
     }
+    if self.bytes != 0 {
+      try visitor.visitSingularUInt32Field(value: self.bytes, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Rfork_Wire_V1_Demand, rhs: Rfork_Wire_V1_Demand) -> Bool {
     if lhs.session != rhs.session {return false}
     if lhs.channel != rhs.channel {return false}
+    if lhs.bytes != rhs.bytes {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1977,9 +2074,73 @@ nonisolated extension Rfork_Wire_V1_Load: SwiftProtobuf.Message, SwiftProtobuf._
   }
 }
 
+nonisolated extension Rfork_Wire_V1_UnixStream: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".UnixStream"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}kind\0\u{1}origin\0\u{1}id\0\u{1}from\0\u{1}path\0\u{1}uid\0\u{1}data\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularEnumField(value: &self.kind) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.origin) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.id) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.from) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.path) }()
+      case 6: try { try decoder.decodeSingularUInt32Field(value: &self.uid) }()
+      case 7: try { try decoder.decodeSingularBytesField(value: &self.data) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.kind != .open {
+      try visitor.visitSingularEnumField(value: self.kind, fieldNumber: 1)
+    }
+    if !self.origin.isEmpty {
+      try visitor.visitSingularStringField(value: self.origin, fieldNumber: 2)
+    }
+    if self.id != 0 {
+      try visitor.visitSingularUInt64Field(value: self.id, fieldNumber: 3)
+    }
+    if !self.from.isEmpty {
+      try visitor.visitSingularStringField(value: self.from, fieldNumber: 4)
+    }
+    if !self.path.isEmpty {
+      try visitor.visitSingularStringField(value: self.path, fieldNumber: 5)
+    }
+    if self.uid != 0 {
+      try visitor.visitSingularUInt32Field(value: self.uid, fieldNumber: 6)
+    }
+    if !self.data.isEmpty {
+      try visitor.visitSingularBytesField(value: self.data, fieldNumber: 7)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Rfork_Wire_V1_UnixStream, rhs: Rfork_Wire_V1_UnixStream) -> Bool {
+    if lhs.kind != rhs.kind {return false}
+    if lhs.origin != rhs.origin {return false}
+    if lhs.id != rhs.id {return false}
+    if lhs.from != rhs.from {return false}
+    if lhs.path != rhs.path {return false}
+    if lhs.uid != rhs.uid {return false}
+    if lhs.data != rhs.data {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Rfork_Wire_V1_UnixStream.Kind: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0OPEN\0\u{1}OPENED\0\u{1}REFUSED\0\u{1}DATA\0\u{1}CLOSE\0")
+}
+
 nonisolated extension Rfork_Wire_V1_Envelope: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Envelope"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hello\0\u{3}fork_request\0\u{3}fork_reply\0\u{1}data\0\u{3}end_of_file\0\u{1}signal\0\u{3}child_event\0\u{1}abort\0\u{1}load\0\u{1}demand\0\u{3}image_chunk\0\u{3}page_stream\0\u{3}page_stream_end\0\u{1}ack\0\u{3}migrate_request\0\u{3}migrate_result\0\u{3}drain_request\0\u{3}drain_result\0\u{3}link_ack\0\u{1}coherence\0\u{3}region_end\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hello\0\u{3}fork_request\0\u{3}fork_reply\0\u{1}data\0\u{3}end_of_file\0\u{1}signal\0\u{3}child_event\0\u{1}abort\0\u{1}load\0\u{1}demand\0\u{3}image_chunk\0\u{3}page_stream\0\u{3}page_stream_end\0\u{1}ack\0\u{3}migrate_request\0\u{3}migrate_result\0\u{3}drain_request\0\u{3}drain_result\0\u{3}link_ack\0\u{1}coherence\0\u{3}region_end\0\u{3}unix_stream\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2260,6 +2421,19 @@ nonisolated extension Rfork_Wire_V1_Envelope: SwiftProtobuf.Message, SwiftProtob
           self.body = .regionEnd(v)
         }
       }()
+      case 22: try {
+        var v: Rfork_Wire_V1_UnixStream?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .unixStream(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .unixStream(v)
+        }
+      }()
       default: break
       }
     }
@@ -2354,6 +2528,10 @@ nonisolated extension Rfork_Wire_V1_Envelope: SwiftProtobuf.Message, SwiftProtob
     case .regionEnd?: try {
       guard case .regionEnd(let v)? = self.body else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 21)
+    }()
+    case .unixStream?: try {
+      guard case .unixStream(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 22)
     }()
     case nil: break
     }

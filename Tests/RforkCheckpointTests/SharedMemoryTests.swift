@@ -66,26 +66,64 @@ import Testing
         #expect(parsed.map(\.inode) == [4242, 4343] && parsed[0].offset == 0x2000)
         #expect(parsed.allSatisfy { SharedMemory.kind(ofPath: $0.path) == .anonymous })
         #expect(SharedMemory.firstReason(maps: maps, descriptors: []) != nil)
-        #expect(SharedMemory.firstReason(maps: maps, descriptors: [], allowAnonymous: true) == nil)
-        // Other shared memory still keeps the process here.
+        #expect(SharedMemory.firstReason(maps: maps, descriptors: [], allowCoherent: true) == nil)
+        // System V segments and named POSIX memory still keep the process here.
         let sysv = maps + "\n7f0000005000-7f0000006000 rw-s 00000000 00:01 9 /SYSV0000abcd (deleted)\n"
-        #expect(SharedMemory.firstReason(maps: sysv, descriptors: [], allowAnonymous: true) != nil)
+        #expect(SharedMemory.firstReason(maps: sysv, descriptors: [], allowCoherent: true) != nil)
+        let named = maps + "\n7f0000005000-7f0000006000 rw-s 00000000 00:17 9 /dev/shm/table\n"
+        #expect(
+            SharedMemory.firstReason(maps: named, descriptors: [], allowCoherent: true)?.contains("/dev/shm/table")
+                == true)
+    }
+
+    /// Memfds and unlinked /dev/shm files (multiprocessing's locks and arenas) are kept coherent too, and
+    /// so a descriptor of one of those objects does not hold the process back; one of another object does.
+    @Test func memfdsAndUnlinkedShmFilesFollowWithTheirDescriptors() {
+        let maps = """
+            7f0000000000-7f0000001000 rw-s 00000000 00:19 77 /dev/shm/sem.mp-x1 (deleted)
+            7f0000001000-7f0000003000 rw-s 00000000 00:19 78 /dev/shm/pym-12-abc (deleted)
+            7f0000003000-7f0000004000 rw-s 00000000 00:01 79 /memfd:arena (deleted)
+            """
+        let parsed = SharedMemory.parseMaps(maps)
+        #expect(parsed.allSatisfy { $0.isCoherentAcrossNodes })
+        #expect(parsed[1].object == SharedMemory.Object(device: .init(major: 0, minor: 0x19), inode: 78))
+        #expect(SharedMemory.firstReason(maps: maps, descriptors: []) != nil)
+        #expect(SharedMemory.firstReason(maps: maps, descriptors: [], allowCoherent: true) == nil)
+        let arena = SharedMemory.Descriptor(
+            fd: 5, target: "/dev/shm/pym-12-abc (deleted)",
+            object: .init(device: .init(major: 0, minor: 0x19), inode: 78))
+        #expect(SharedMemory.firstReason(maps: maps, descriptors: [arena], allowCoherent: true) == nil)
+        // The same name, another object (another mount): not the mapped one.
+        var other = arena
+        other.object = .init(device: .init(major: 0, minor: 0x20), inode: 78)
+        #expect(SharedMemory.firstReason(maps: maps, descriptors: [other], allowCoherent: true) != nil)
+        let unmapped = SharedMemory.Descriptor(fd: 6, target: "/memfd:spare (deleted)", object: nil)
+        #expect(
+            SharedMemory.firstReason(maps: maps, descriptors: [unmapped], allowCoherent: true)
+                == "a memfd 'spare' (descriptor 6)")
+        // A read-only shared mapping of such memory is kept coherent as well (the writer may be elsewhere).
+        #expect(
+            SharedMemory.parseMaps("7f0000000000-7f0000001000 r--s 00000000 00:01 80 /memfd:ro (deleted)")[0]
+                .isCoherentAcrossNodes)
     }
 
     @Test func anOrdinaryProcessMoves() {
-        #expect(SharedMemory.firstReason(maps: Self.maps, descriptors: [(0, "/dev/pts/0"), (3, "pipe:[12]")]) == nil)
+        #expect(
+            SharedMemory.firstReason(
+                maps: Self.maps, descriptors: [.init(fd: 0, target: "/dev/pts/0"), .init(fd: 3, target: "pipe:[12]")])
+                == nil)
         #expect(SharedMemory.parseMaps(Self.maps).count == 6)
         #expect(SharedMemory.parseMaps(Self.maps)[4].path == "/usr/share/some/read only.db")
     }
 
     @Test func sharedMemoryDescriptorsKeepTheProcessHere() {
         #expect(
-            SharedMemory.firstReason(maps: Self.maps, descriptors: [(7, "/dev/shm/queue")])
+            SharedMemory.firstReason(maps: Self.maps, descriptors: [.init(fd: 7, target: "/dev/shm/queue")])
                 == "POSIX shared memory /dev/shm/queue (descriptor 7)")
         #expect(
-            SharedMemory.firstReason(maps: Self.maps, descriptors: [(4, "/memfd:buf (deleted)")])
+            SharedMemory.firstReason(maps: Self.maps, descriptors: [.init(fd: 4, target: "/memfd:buf (deleted)")])
                 == "a memfd 'buf' (descriptor 4)")
-        #expect(SharedMemory.firstReason(maps: Self.maps, descriptors: [(5, "/var/log/x.log")]) == nil)
+        #expect(SharedMemory.firstReason(maps: Self.maps, descriptors: [.init(fd: 5, target: "/var/log/x.log")]) == nil)
     }
 
     @Test func malformedLinesAreSkipped() {

@@ -30,7 +30,7 @@ import Testing
             "RFORK_MSG_ANSWER": .answer, "RFORK_MSG_ABORT": .abort, "RFORK_MSG_DEMAND": .demand, "RFORK_MSG_ACK": .ack,
             "RFORK_MSG_MIGRATE": .migrate, "RFORK_MSG_CHECKPOINT": .checkpoint, "RFORK_MSG_RESTART": .restart,
             "RFORK_MSG_SCHEDULE": .schedule, "RFORK_MSG_PROGRESS": .progress,
-            "RFORK_MSG_SHM_ATTACH": .shmAttach,
+            "RFORK_MSG_SHM_ATTACH": .shmAttach, "RFORK_MSG_UNIX_CONNECT": .unixConnect,
         ]
         let inHeader = c.keys.filter { $0.hasPrefix("RFORK_MSG_") }
         #expect(Set(inHeader) == Set(swift.keys), "message types on one side only")
@@ -42,5 +42,6 @@ import Testing
         #expect(c["RFORK_MAX_CHANNELS"] == LocalWire.maxChannels)
         #expect(c["RFORK_MIGRATE_SIGNAL"] == Int(LocalWire.migrateSignal))
         #expect(c["RFORK_KICK_SIGNAL"] == Int(LocalWire.kickSignal))
+        #expect(c["RFORK_SEAL_SIGNAL"] == Int(LocalWire.sealSignal))
     }
 }

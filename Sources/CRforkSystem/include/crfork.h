@@ -37,6 +37,8 @@ int crfork_rename_exchange(const char *a, const char *b);
 /* pidfd_open(2) and pidfd_send_signal(2): -1/errno on failure. */
 int crfork_pidfd_open(pid_t pid);
 int crfork_pidfd_send_signal(int pidfd, int sig);
+/* pidfd_send_signal(2) with a value (si_code SI_QUEUE, as sigqueue(3) sends): -1/errno on failure. */
+int crfork_pidfd_sigqueue(int pidfd, int sig, unsigned long long value);
 
 /* setfsuid(2)/setfsgid(2) as raw system calls: they change the calling thread's file system identity only. */
 int crfork_setfsuid(unsigned uid);

@@ -1,6 +1,6 @@
 /* A parent and its child hand a counter back and forth through shared memory of one kind (argv[1]):
- * anon (MAP_SHARED|MAP_ANONYMOUS), sysv (shmget/shmat), posix (shm_open), memfd, file (a writable
- * shared mapping of argv[2]). With a private copy on another node the two would never meet again: the
+ * anon (MAP_SHARED|MAP_ANONYMOUS), sysv (shmget/shmat), posix (shm_open, unlinked at once), named
+ * (shm_open, unlinked at the end), memfd, file (a writable shared mapping of argv[2]). With a private copy on another node the two would never meet again: the
  * child gives up after 10 s and the program fails. Prints the final counter and the child's status. */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -57,10 +57,11 @@ int main(int argc, char **argv)
     } else {
         int fd = -1;
         char name[64];
-        if (strcmp(kind, "posix") == 0) {
+        if (strcmp(kind, "posix") == 0 || strcmp(kind, "named") == 0) {
             snprintf(name, sizeof name, "/rfork-pingpong-%d", (int)getpid());
             fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL, 0600);
-            shm_unlink(name);
+            if (strcmp(kind, "posix") == 0)
+                shm_unlink(name);
         } else if (strcmp(kind, "memfd") == 0) {
             fd = memfd_create("pingpong", 0);
         } else if (strcmp(kind, "file") == 0 && argc > 2) {
@@ -91,6 +92,11 @@ int main(int argc, char **argv)
         ok = turn(counter, 0) == 0;
     int st;
     waitpid(child, &st, 0);
+    if (strcmp(kind, "named") == 0) {
+        char name[64];
+        snprintf(name, sizeof name, "/rfork-pingpong-%d", (int)getpid());
+        shm_unlink(name);
+    }
     printf("%s: counter %d, child exit %d\n", kind, *counter, WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
     return ok && *counter == 2 * ROUNDS ? 0 : 1;
 }

@@ -1,0 +1,266 @@
+import Foundation
+import Glibc
+import NIOCore
+import NIOPosix
+import RforkSystem
+import RforkWire
+
+/// AF_UNIX socket paths across nodes: a process of a job connects to a path its node lacks (librfork's
+/// `connect()`, after ENOENT or ECONNREFUSED, asks on the program's own socket: `UNIX_CONNECT`), and rforkd
+/// asks every peer for it (`UnixStream` OPEN). A peer with a socket at that path, owned by the same user,
+/// connects to it and says OPENED; the first to do so carries the stream, the program's socket becomes a
+/// raw relay, and bytes travel as DATA until either side closes (CLOSE). No peer within
+/// `unixConnectTimeout`: the program's connect() fails as it first did. A path no peer had is not asked
+/// for again for `unixMissTime`, so a program retrying a socket nobody serves does not flood the peers.
+final class UnixStreamState: @unchecked Sendable {  // confined to Node.loop
+    let key: String
+    let origin: String
+    let id: UInt64
+    /// The program's socket (on the connecting node) or the connection to the server (on the other).
+    var channel: Channel?
+    /// What writes to it, once it relays.
+    var relay: UnixRelayHandler?
+    /// The node at the other end, once known.
+    var peer: String?
+    /// Connecting node: peers asked that have not answered.
+    var waiting: Set<String> = []
+    var timeout: Scheduled<Void>?
+    var path: String
+    /// Server side: what the server said before OPENED went out (it goes after it).
+    var early: [ByteBuffer] = []
+
+    init(key: String, origin: String, id: UInt64, path: String) {
+        self.key = key
+        self.origin = origin
+        self.id = id
+        self.path = path
+    }
+}
+
+/// Relays a connected stream's bytes to the node at the other end, and writes the other end's. First in
+/// its pipeline: on the program's socket the frame handlers behind it no longer see anything.
+final class UnixRelayHandler: ChannelDuplexHandler, @unchecked Sendable {  // confined to Node.loop
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+    let node: Node
+    let key: String
+    private var context: ChannelHandlerContext?
+
+    init(node: Node, key: String) {
+        self.node = node
+        self.key = key
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+
+    /// Bytes from the other node, to this end.
+    func send(_ buffer: ByteBuffer) {
+        guard let context else { return }
+        context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        node.unixStreamRead(key, unwrapInboundIn(data))
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        node.unixStreamClosed(key)
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        context.close(promise: nil)
+    }
+}
+
+extension Node {
+    static let unixConnectTimeout: TimeAmount = .seconds(5)
+    static let unixMissTime: UInt64 = 2_000_000_000
+
+    /// UNIX_CONNECT from librfork, on the program's socket.
+    func handleUnixConnect(_ text: String, peerUID: UInt32?, from channel: Channel) {
+        let path = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        func refuse(_ why: String) {
+            channel.writeAndFlush(LocalFrame.reply(.refused, why)).whenComplete { _ in channel.close(promise: nil) }
+        }
+        guard let uid = peerUID else { return refuse("the caller cannot be identified") }
+        guard path.hasPrefix("/"), !path.contains("\0") else { return refuse("not an absolute path") }
+        let now = Posix.monotonicNanoseconds()
+        unixMisses = unixMisses.filter { now - $0.value < Self.unixMissTime }
+        if unixMisses[path] != nil { return refuse("no node has \(path)") }
+        let up = links.filter { $0.value.isUp }.map(\.key)
+        guard !up.isEmpty else { return refuse("no peer is up") }
+        let id = nextUnixStream
+        nextUnixStream += 1
+        let state = UnixStreamState(key: "\(config.node)/\(id)", origin: config.node, id: id, path: path)
+        state.channel = channel
+        state.waiting = Set(up)
+        unixStreams[state.key] = state
+        for peer in up {
+            var open = Rfork_Wire_V1_UnixStream()
+            open.kind = .open
+            open.path = path
+            open.uid = uid
+            sendUnixStream(open, state: state, to: peer)
+        }
+        state.timeout = loop.scheduleTask(in: Self.unixConnectTimeout) { [weak self] in
+            guard let self, let s = self.unixStreams[state.key], s.peer == nil else { return }
+            self.unixStreams[state.key] = nil
+            refuse("no answer for \(path)")
+        }
+        // The program gave up (or ended) before an answer.
+        channel.closeFuture.whenComplete { [weak self] _ in
+            guard let self, let s = self.unixStreams[state.key], s.peer == nil else { return }
+            s.timeout?.cancel()
+            self.unixStreams[state.key] = nil
+        }
+    }
+
+    func sendUnixStream(_ message: Rfork_Wire_V1_UnixStream, state: UnixStreamState, to peer: String) {
+        var m = message
+        m.origin = state.origin
+        m.id = state.id
+        m.from = config.node
+        var envelope = Envelope()
+        envelope.body = .unixStream(m)
+        links[peer]?.wire.writeAndFlush(envelope, promise: nil)
+    }
+
+    /// A UnixStream message from a peer (over either link).
+    func receivedUnixStream(_ m: Rfork_Wire_V1_UnixStream) {
+        let key = "\(m.origin)/\(m.id)"
+        switch m.kind {
+        case .open:
+            serveUnixOpen(m, key: key)
+        case .opened:
+            guard let s = unixStreams[key], m.origin == config.node else {
+                return  // answered too late: the stream is gone (CLOSE goes back below)
+            }
+            if s.peer != nil {
+                var close = Rfork_Wire_V1_UnixStream()
+                close.kind = .close
+                sendUnixStream(close, state: s, to: m.from)
+                return
+            }
+            s.peer = m.from
+            s.timeout?.cancel()
+            unixMisses[s.path] = nil
+            guard let channel = s.channel else { return }
+            // The program's socket stops speaking frames: from here on its bytes are the stream's.
+            channel.writeAndFlush(LocalFrame.reply(.attached, ""), promise: nil)
+            do {
+                let ops = channel.pipeline.syncOperations
+                let relay = UnixRelayHandler(node: self, key: key)
+                try ops.addHandler(relay, position: .first)
+                s.relay = relay
+                let local = try ops.handler(type: LocalHandler.self)
+                ops.removeHandler(local, promise: nil)
+                let decoder = try ops.handler(type: ByteToMessageHandler<LocalFrameDecoder>.self)
+                ops.removeHandler(decoder, promise: nil)
+            } catch {
+                logger.warning("unix relay \(key): \(error)")
+                channel.close(promise: nil)
+            }
+            RforkMetrics.unixStreams.increment()
+            logger.debug("unix socket \(s.path): relayed to \(m.from)")
+        case .refused:
+            guard let s = unixStreams[key], s.peer == nil else { return }
+            s.waiting.remove(m.from)
+            if s.waiting.isEmpty {
+                s.timeout?.cancel()
+                unixStreams[key] = nil
+                unixMisses[s.path] = Posix.monotonicNanoseconds()
+                if let channel = s.channel {
+                    channel.writeAndFlush(LocalFrame.reply(.refused, "no node has \(s.path)")).whenComplete { _ in
+                        channel.close(promise: nil)
+                    }
+                }
+            }
+        case .data:
+            guard let s = unixStreams[key], s.peer == m.from else { return }
+            s.relay?.send(ByteBuffer(bytes: m.data))
+        case .close:
+            guard let s = unixStreams[key], s.peer == m.from else { return }
+            unixStreams[key] = nil
+            s.channel?.close(promise: nil)
+        case .UNRECOGNIZED:
+            break
+        }
+    }
+
+    /// OPEN from a connecting node: connects to the path here if it is a socket of that user.
+    private func serveUnixOpen(_ m: Rfork_Wire_V1_UnixStream, key: String) {
+        let state = UnixStreamState(key: key, origin: m.origin, id: m.id, path: m.path)
+        state.peer = m.from
+        var answer = Rfork_Wire_V1_UnixStream()
+        var st = stat()
+        guard m.path.hasPrefix("/"), lstat(m.path, &st) == 0, st.st_mode & S_IFMT == S_IFSOCK,
+            st.st_uid == m.uid || m.uid == 0
+        else {
+            answer.kind = .refused
+            return sendUnixStream(answer, state: state, to: m.from)
+        }
+        unixStreams[key] = state
+        let relay = UnixRelayHandler(node: self, key: key)
+        state.relay = relay
+        ClientBootstrap(group: loop)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(relay)
+                }
+            }
+            .connectTimeout(.seconds(2))
+            .connect(unixDomainSocketPath: m.path)
+            .whenComplete { [weak self] result in
+                guard let self else { return }
+                switch result {
+                case .success(let channel):
+                    guard self.unixStreams[key] === state else {
+                        channel.close(promise: nil)
+                        return
+                    }
+                    state.channel = channel
+                    answer.kind = .opened
+                case .failure:
+                    if self.unixStreams[key] === state { self.unixStreams[key] = nil }
+                    answer.kind = .refused
+                }
+                self.sendUnixStream(answer, state: state, to: m.from)
+                for buffer in state.early { self.unixStreamRead(key, buffer) }
+                state.early = []
+            }
+    }
+
+    /// Bytes from the local end of a stream: to the other node.
+    func unixStreamRead(_ key: String, _ buffer: ByteBuffer) {
+        guard let s = unixStreams[key], let peer = s.peer else { return }
+        if s.channel == nil {
+            s.early.append(buffer)
+            return
+        }
+        var data = Rfork_Wire_V1_UnixStream()
+        data.kind = .data
+        data.data = Data(buffer.readableBytesView)
+        sendUnixStream(data, state: s, to: peer)
+    }
+
+    /// The local end of a stream closed: the other node closes its end.
+    func unixStreamClosed(_ key: String) {
+        guard let s = unixStreams.removeValue(forKey: key) else { return }
+        s.timeout?.cancel()
+        guard let peer = s.peer else { return }
+        var close = Rfork_Wire_V1_UnixStream()
+        close.kind = .close
+        sendUnixStream(close, state: s, to: peer)
+    }
+
+    /// A peer is gone: the streams through it end.
+    func unixStreamsNodeLost(_ peer: String) {
+        for (key, s) in unixStreams where s.peer == peer {
+            unixStreams[key] = nil
+            s.channel?.close(promise: nil)
+        }
+    }
+}
