@@ -111,20 +111,23 @@ result "shared memory/descriptors of memory shared across nodes fail read(2) on 
 # consistency hold in each (no lost add, no read going back in time, message passing), and the results
 # equal the plain run's.
 cc -O2 -o "$WORK/shm_stress" "$P/shm_stress.c"
-on node1 "$WORK/shm_stress" 6 3000 >"$WORK/stress.plain" 2>/dev/null
-on node1 "$RFORK" run -- "$WORK/shm_stress" 6 3000 >"$WORK/stress.out" 2>"$WORK/stress.err"
-rc=$?
-settle
-why=""
-[ "$rc" = 0 ] || why+="exit $rc: $(grep -v 'runs on' "$WORK/stress.err" | head -3 | tr '\n' ' '); "
-cmp -s "$WORK/stress.plain" "$WORK/stress.out" || why+="output differs: $(diff "$WORK/stress.plain" "$WORK/stress.out" | head -3 | tr '\n' ' '); "
-[ "$(grep -c 'runs on node2' "$WORK/stress.err")" -ge 1 ] && [ "$(grep -c 'runs on node3' "$WORK/stress.err")" -ge 1 ] ||
-    why+="processes did not spread to node2 and node3: $(grep 'runs on' "$WORK/stress.err" | tr '\n' ' '); "
-grep -q '^rfork: ' "$WORK/stress.err" && why+="unexpected: $(grep '^rfork: ' "$WORK/stress.err" | head -2 | tr '\n' ' '); "
-result "shared memory/anon: 6 processes on 3 nodes, 18000 random reads, writes and atomic adds stay sequentially consistent ($(head -1 "$WORK/stress.out"))" \
-    "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
-# Process-shared semaphores, a mutex and a condition variable in shared anonymous memory, with waiters and
-# wakers on different nodes: futex wakes cross nodes (rforkd interrupts sleepers whose page changed).
+for kind in anon memfd posix; do
+    on node1 "$WORK/shm_stress" 6 3000 "$kind" >"$WORK/stress.plain" 2>/dev/null
+    on node1 "$RFORK" run -- "$WORK/shm_stress" 6 3000 "$kind" >"$WORK/stress.out" 2>"$WORK/stress.err"
+    rc=$?
+    settle
+    why=""
+    [ "$rc" = 0 ] || why+="exit $rc: $(grep -v 'runs on' "$WORK/stress.err" | head -3 | tr '\n' ' '); "
+    cmp -s "$WORK/stress.plain" "$WORK/stress.out" || why+="output differs: $(diff "$WORK/stress.plain" "$WORK/stress.out" | head -3 | tr '\n' ' '); "
+    [ "$(grep -c 'runs on node2' "$WORK/stress.err")" -ge 1 ] && [ "$(grep -c 'runs on node3' "$WORK/stress.err")" -ge 1 ] ||
+        why+="processes did not spread to node2 and node3: $(grep 'runs on' "$WORK/stress.err" | tr '\n' ' '); "
+    grep -q '^rfork: ' "$WORK/stress.err" && why+="unexpected: $(grep '^rfork: ' "$WORK/stress.err" | head -2 | tr '\n' ' '); "
+    result "shared memory/$kind: 6 processes on 3 nodes, 18000 random reads, writes and atomic adds stay sequentially consistent ($(head -1 "$WORK/stress.out"))" \
+        "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
+done
+# Process-shared semaphores, a mutex and a condition variable in shared anonymous memory, then named
+# semaphores (sem_open, unlinked at once), with waiters and wakers on different nodes: futex wakes cross
+# nodes (rforkd interrupts sleepers whose page changed).
 cc -O2 -pthread -o "$WORK/shm_sync" "$P/shm_sync.c"
 on node1 "$WORK/shm_sync" >"$WORK/sync.plain" 2>/dev/null
 t0=$(date +%s.%N)
@@ -136,8 +139,9 @@ why=""
 [ "$rc" = 0 ] || why+="exit $rc: $(grep -v 'runs on' "$WORK/sync.err" | head -3 | tr '\n' ' '); "
 cmp -s "$WORK/sync.plain" "$WORK/sync.out" || why+="output differs: $(diff "$WORK/sync.plain" "$WORK/sync.out" | head -4 | tr '\n' ' '); "
 [ "$(grep -c 'runs on node[23]' "$WORK/sync.err")" -ge 3 ] || why+="too few processes ran elsewhere: $(grep 'runs on' "$WORK/sync.err" | tr '\n' ' '); "
+grep -q '^named semaphore child runs on node[23]$' "$WORK/sync.err" || why+="the named semaphores' child did not run elsewhere: $(grep 'named' "$WORK/sync.err"); "
 grep -q '^rfork: ' "$WORK/sync.err" && why+="unexpected: $(grep '^rfork: ' "$WORK/sync.err" | head -2 | tr '\n' ' '); "
-result "shared memory/anon: process-shared semaphores, a mutex and a condition variable work across nodes ($(grep -c 'runs on node[23]' "$WORK/sync.err") of 5 children elsewhere, $(awk "BEGIN {printf \"%.1f\", $t1 - $t0}") s)" \
+result "shared memory/process-shared semaphores (unnamed and named), a mutex and a condition variable work across nodes ($(grep -c 'runs on node[23]' "$WORK/sync.err") of 6 children elsewhere, $(awk "BEGIN {printf \"%.1f\", $t1 - $t0}") s)" \
     "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
 
 # A grandparent that forked no remote child itself (its child is kept here with rfork_local) still reads

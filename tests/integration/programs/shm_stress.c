@@ -6,8 +6,10 @@
  *  - message passing: a process writes its data page, then its flag; whoever sees the flag sees the data.
  * Every check runs in every process. Prints the totals (the same under plain fork and under rfork run,
  * since the seeds fix every process's operations) and the violations; exits 1 on any violation.
- * usage: shm_stress [PROCESSES [ROUNDS]]; each child says on stderr which host it ran on. */
+ * usage: shm_stress [PROCESSES [ROUNDS [KIND]]], KIND anon (MAP_SHARED|MAP_ANONYMOUS, the default), memfd
+ * or posix (shm_open, unlinked at once); each child says on stderr which host it ran on. */
 #define _GNU_SOURCE
+#include <fcntl.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -100,7 +102,25 @@ int main(int argc, char **argv)
     int rounds = argc > 2 ? atoi(argv[2]) : 400;
     if (n < 1 || n > MAXP || rounds < 1)
         return 2;
-    struct layout *m = mmap(NULL, sizeof *m, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    const char *kind = argc > 3 ? argv[3] : "anon";
+    struct layout *m = MAP_FAILED;
+    if (strcmp(kind, "anon") == 0) {
+        m = mmap(NULL, sizeof *m, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    } else {
+        int fd = -1;
+        if (strcmp(kind, "memfd") == 0) {
+            fd = memfd_create("shm_stress", 0);
+        } else if (strcmp(kind, "posix") == 0) {
+            char name[64];
+            snprintf(name, sizeof name, "/rfork-stress-%d", (int)getpid());
+            fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL, 0600);
+            shm_unlink(name);
+        }
+        if (fd >= 0 && ftruncate(fd, sizeof *m) == 0)
+            m = mmap(NULL, sizeof *m, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        if (fd >= 0)
+            close(fd);
+    }
     if (m == MAP_FAILED)
         return 2;
     pid_t pids[MAXP];

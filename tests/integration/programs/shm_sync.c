@@ -1,9 +1,11 @@
 /* Synchronization across nodes through process-shared objects in shared anonymous memory: POSIX unnamed
  * semaphores handed back and forth, a mutex several processes contend for, and a condition variable
- * between a producer and a consumer. Each rests on futexes: a wake on one node must reach a waiter on
+ * between a producer and a consumer; then named POSIX semaphores (sem_open, unlinked at once, as
+ * multiprocessing makes them: files under /dev/shm) handed back and forth. Each rests on futexes: a wake on one node must reach a waiter on
  * another. Prints what it counted (the same under plain fork and under rfork run); exits 1 if anything
  * is wrong or a child fails. Each child says on stderr which host it runs on. */
 #define _GNU_SOURCE
+#include <fcntl.h>
 #include <pthread.h>
 #include <semaphore.h>
 #include <stdio.h>
@@ -17,6 +19,7 @@
 #define INCREMENTS 300
 #define ITEMS 200
 #define RING 8
+#define NAMED_ROUNDS 30
 
 struct shared {
     sem_t ping, pong;
@@ -27,6 +30,7 @@ struct shared {
     pthread_cond_t not_empty, not_full;
     int ring[RING];
     int head, count;
+    long named_value;
 };
 
 static void where(const char *who)
@@ -130,7 +134,36 @@ int main(void)
     }
     failed += wait_all(&c, 1);
     printf("condition variable: %d items, sum %ld\n", ITEMS, sum);
-    int ok = s->value == ROUNDS && s->counter == (long)WORKERS * INCREMENTS && sum == (long)ITEMS * (ITEMS + 1) / 2;
+
+    /* Named semaphores, unlinked at once: each is a small file mapping of its own. */
+    char ping_name[64], pong_name[64];
+    snprintf(ping_name, sizeof ping_name, "/rfork-sync-ping-%d", (int)getpid());
+    snprintf(pong_name, sizeof pong_name, "/rfork-sync-pong-%d", (int)getpid());
+    sem_t *ping = sem_open(ping_name, O_CREAT | O_EXCL, 0600, 0);
+    sem_t *pong = sem_open(pong_name, O_CREAT | O_EXCL, 0600, 0);
+    sem_unlink(ping_name);
+    sem_unlink(pong_name);
+    if (ping == SEM_FAILED || pong == SEM_FAILED)
+        return 2;
+    c = fork();
+    if (c == 0) {
+        where("named semaphore child");
+        for (int i = 0; i < NAMED_ROUNDS; i++) {
+            sem_wait(ping);
+            s->named_value++;
+            sem_post(pong);
+        }
+        _exit(0);
+    }
+    for (int i = 0; i < NAMED_ROUNDS; i++) {
+        sem_post(ping);
+        sem_wait(pong);
+    }
+    failed += wait_all(&c, 1);
+    printf("named semaphores: %d rounds, value %ld\n", NAMED_ROUNDS, s->named_value);
+
+    int ok = s->value == ROUNDS && s->counter == (long)WORKERS * INCREMENTS && sum == (long)ITEMS * (ITEMS + 1) / 2 &&
+             s->named_value == NAMED_ROUNDS;
     printf("children failed: %d\n", failed);
     return ok && !failed ? 0 : 1;
 }
