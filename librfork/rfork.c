@@ -808,7 +808,26 @@ int rfork_placement_wanted(void)
 }
 
 /* Signal RFORK_KICK_SIGNAL: nothing to do; being interrupted is the point (see wire.h). */
-static void on_kick_signal(int signo) { (void)signo; }
+static void on_kick_signal(int signo, siginfo_t *info, void *context)
+{
+    (void)signo;
+    (void)info;
+    (void)context;
+}
+
+/* Installs handler for sig, with SA_SIGINFO and SA_RESTART; `all` blocks every other signal meanwhile. */
+static void catch_signal(int sig, void (*handler)(int, siginfo_t *, void *), int all)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = handler;
+    sa.sa_flags = SA_SIGINFO | SA_RESTART;
+    if (all)
+        sigfillset(&sa.sa_mask);
+    else
+        sigemptyset(&sa.sa_mask);
+    sigaction(sig, &sa, NULL);
+}
 
 /* A process exec'd by a remote child is remote too (it asks its own node's rforkd, like any). */
 __attribute__((constructor)) static void rfork_init(void)
@@ -817,24 +836,9 @@ __attribute__((constructor)) static void rfork_init(void)
     is_remote = r && *r == '1';
     const char *sock = getenv("RFORK_SOCKET");
     if (sock && *sock) {
-        struct sigaction sa;
-        memset(&sa, 0, sizeof sa);
-        sa.sa_sigaction = on_migrate_signal;
-        sa.sa_flags = SA_SIGINFO | SA_RESTART;
-        sigfillset(&sa.sa_mask);
-        sigaction(RFORK_MIGRATE_SIGNAL, &sa, NULL);
-        struct sigaction kick;
-        memset(&kick, 0, sizeof kick);
-        kick.sa_handler = on_kick_signal;
-        kick.sa_flags = SA_RESTART;
-        sigemptyset(&kick.sa_mask);
-        sigaction(RFORK_KICK_SIGNAL, &kick, NULL);
-        struct sigaction seal;
-        memset(&seal, 0, sizeof seal);
-        seal.sa_sigaction = on_seal_signal;
-        seal.sa_flags = SA_SIGINFO | SA_RESTART;
-        sigemptyset(&seal.sa_mask);
-        sigaction(RFORK_SEAL_SIGNAL, &seal, NULL);
+        catch_signal(RFORK_MIGRATE_SIGNAL, on_migrate_signal, 1);
+        catch_signal(RFORK_KICK_SIGNAL, on_kick_signal, 0);
+        catch_signal(RFORK_SEAL_SIGNAL, on_seal_signal, 0);
     }
     /* The stand-in's default path, found now: dladdr takes the loader's lock, which a child must not. */
     Dl_info info;

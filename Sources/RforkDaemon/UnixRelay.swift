@@ -5,7 +5,8 @@ import NIOPosix
 import RforkSystem
 import RforkWire
 
-/// AF_UNIX socket paths across nodes: a process of a job connects to a path its node lacks (librfork's
+/// AF_UNIX socket paths across nodes (flow control: at most `unixWindow` bytes a stream's other end has
+/// not written into its socket are in flight; reading this end pauses meanwhile): a process of a job connects to a path its node lacks (librfork's
 /// `connect()`, after ENOENT or ECONNREFUSED, asks on the program's own socket: `UNIX_CONNECT`), and rforkd
 /// asks every peer for it (`UnixStream` OPEN). A peer with a socket at that path, owned by the same user,
 /// connects to it and says OPENED; the first to do so carries the stream, the program's socket becomes a
@@ -28,6 +29,10 @@ final class UnixStreamState: @unchecked Sendable {  // confined to Node.loop
     var path: String
     /// Server side: what the server said before OPENED went out (it goes after it).
     var early: [ByteBuffer] = []
+    /// Flow control: bytes sent to the other node it has not acknowledged; bytes written here since
+    /// the last acknowledgement.
+    var unacked = 0
+    var written = 0
 
     init(key: String, origin: String, id: UInt64, path: String) {
         self.key = key
@@ -55,10 +60,10 @@ final class UnixRelayHandler: ChannelDuplexHandler, @unchecked Sendable {  // co
     func handlerAdded(context: ChannelHandlerContext) { self.context = context }
     func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
 
-    /// Bytes from the other node, to this end.
-    func send(_ buffer: ByteBuffer) {
-        guard let context else { return }
-        context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
+    /// Bytes from the other node, to this end; `written` runs once they are in the socket (or failed).
+    func send(_ buffer: ByteBuffer, written: @escaping @Sendable () -> Void) {
+        guard let context else { return written() }
+        context.writeAndFlush(wrapOutboundOut(buffer)).whenComplete { _ in written() }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -77,6 +82,8 @@ final class UnixRelayHandler: ChannelDuplexHandler, @unchecked Sendable {  // co
 
 extension Node {
     static let unixConnectTimeout: TimeAmount = .seconds(5)
+    static let unixWindow = 4 << 20
+    static let unixAckEvery = 64 << 10
     static let unixMissTime: UInt64 = 2_000_000_000
 
     /// UNIX_CONNECT from librfork, on the program's socket.
@@ -179,8 +186,27 @@ extension Node {
                 }
             }
         case .data:
+            guard let s = unixStreams[key], s.peer == m.from, let relay = s.relay else { return }
+            let count = m.data.count
+            relay.send(ByteBuffer(bytes: m.data)) { [weak self] in
+                // Written into the socket (or the stream is gone): the other end may send that much more.
+                guard let self, self.unixStreams[key] === s else { return }
+                s.written += count
+                if s.written >= Self.unixAckEvery {
+                    var ack = Rfork_Wire_V1_UnixStream()
+                    ack.kind = .ack
+                    ack.acked = UInt64(s.written)
+                    s.written = 0
+                    self.sendUnixStream(ack, state: s, to: m.from)
+                }
+            }
+        case .ack:
             guard let s = unixStreams[key], s.peer == m.from else { return }
-            s.relay?.send(ByteBuffer(bytes: m.data))
+            let was = s.unacked
+            s.unacked = max(0, s.unacked - Int(clamping: m.acked))
+            if was >= Self.unixWindow && s.unacked < Self.unixWindow {
+                s.channel?.setOption(ChannelOptions.autoRead, value: true).whenComplete { _ in }
+            }
         case .close:
             guard let s = unixStreams[key], s.peer == m.from else { return }
             unixStreams[key] = nil
@@ -244,6 +270,10 @@ extension Node {
         data.kind = .data
         data.data = Data(buffer.readableBytesView)
         sendUnixStream(data, state: s, to: peer)
+        s.unacked += buffer.readableBytes
+        if s.unacked >= Self.unixWindow {
+            s.channel?.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
+        }
     }
 
     /// The local end of a stream closed: the other node closes its end.

@@ -704,6 +704,8 @@ public nonisolated struct Rfork_Wire_V1_Load: Sendable {
 /// a path its own node does not have (a server its parent or a sibling runs elsewhere, such as
 /// multiprocessing's Manager). The connecting node asks every peer (OPEN); one that has a socket there,
 /// owned by `uid`, connects to it (OPENED, or REFUSED), and bytes follow both ways (DATA) until CLOSE.
+/// Flow control: each side sends at most a window of bytes the other has not written into its socket
+/// yet (ACK says how many more it has).
 public nonisolated struct Rfork_Wire_V1_UnixStream: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -728,6 +730,9 @@ public nonisolated struct Rfork_Wire_V1_UnixStream: Sendable {
   /// DATA
   public var data: Data = Data()
 
+  /// ACK: bytes written since the last ACK
+  public var acked: UInt64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum Kind: SwiftProtobuf.Enum, Swift.CaseIterable {
@@ -737,6 +742,7 @@ public nonisolated struct Rfork_Wire_V1_UnixStream: Sendable {
     case refused // = 2
     case data // = 3
     case close // = 4
+    case ack // = 5
     case UNRECOGNIZED(Int)
 
     public init() {
@@ -750,6 +756,7 @@ public nonisolated struct Rfork_Wire_V1_UnixStream: Sendable {
       case 2: self = .refused
       case 3: self = .data
       case 4: self = .close
+      case 5: self = .ack
       default: self = .UNRECOGNIZED(rawValue)
       }
     }
@@ -761,6 +768,7 @@ public nonisolated struct Rfork_Wire_V1_UnixStream: Sendable {
       case .refused: return 2
       case .data: return 3
       case .close: return 4
+      case .ack: return 5
       case .UNRECOGNIZED(let i): return i
       }
     }
@@ -772,6 +780,7 @@ public nonisolated struct Rfork_Wire_V1_UnixStream: Sendable {
       .refused,
       .data,
       .close,
+      .ack,
     ]
 
   }
@@ -2076,7 +2085,7 @@ nonisolated extension Rfork_Wire_V1_Load: SwiftProtobuf.Message, SwiftProtobuf._
 
 nonisolated extension Rfork_Wire_V1_UnixStream: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".UnixStream"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}kind\0\u{1}origin\0\u{1}id\0\u{1}from\0\u{1}path\0\u{1}uid\0\u{1}data\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}kind\0\u{1}origin\0\u{1}id\0\u{1}from\0\u{1}path\0\u{1}uid\0\u{1}data\0\u{1}acked\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2091,6 +2100,7 @@ nonisolated extension Rfork_Wire_V1_UnixStream: SwiftProtobuf.Message, SwiftProt
       case 5: try { try decoder.decodeSingularStringField(value: &self.path) }()
       case 6: try { try decoder.decodeSingularUInt32Field(value: &self.uid) }()
       case 7: try { try decoder.decodeSingularBytesField(value: &self.data) }()
+      case 8: try { try decoder.decodeSingularUInt64Field(value: &self.acked) }()
       default: break
       }
     }
@@ -2118,6 +2128,9 @@ nonisolated extension Rfork_Wire_V1_UnixStream: SwiftProtobuf.Message, SwiftProt
     if !self.data.isEmpty {
       try visitor.visitSingularBytesField(value: self.data, fieldNumber: 7)
     }
+    if self.acked != 0 {
+      try visitor.visitSingularUInt64Field(value: self.acked, fieldNumber: 8)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2129,13 +2142,14 @@ nonisolated extension Rfork_Wire_V1_UnixStream: SwiftProtobuf.Message, SwiftProt
     if lhs.path != rhs.path {return false}
     if lhs.uid != rhs.uid {return false}
     if lhs.data != rhs.data {return false}
+    if lhs.acked != rhs.acked {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
 }
 
 nonisolated extension Rfork_Wire_V1_UnixStream.Kind: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0OPEN\0\u{1}OPENED\0\u{1}REFUSED\0\u{1}DATA\0\u{1}CLOSE\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0OPEN\0\u{1}OPENED\0\u{1}REFUSED\0\u{1}DATA\0\u{1}CLOSE\0\u{1}ACK\0")
 }
 
 nonisolated extension Rfork_Wire_V1_Envelope: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {

@@ -266,6 +266,22 @@ left=$(leftovers)
 [ -z "$left" ] || why+="left behind:$left; "
 result "python/multiprocessing right in 20 of 20 runs, workers elsewhere (${moved%, }; $relayed Manager connections across nodes)" "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
 
+# --- an AF_UNIX server on node1, bound after the fork, reached by its client on node2 through rforkd: 32 MiB
+# to a slow reader arrive whole, and flow control holds the client back (it cannot finish sending long
+# before the server has read: at most a window and the sockets' buffers are on the way) ---
+on node1 "$RFORK" run --node node2 -- python3 "$P/unix_relay.py" 32 0.02 >"$WORK/relay.out" 2>"$WORK/relay.err"
+rc=$?
+settle
+why=""
+[ "$rc" = 0 ] || why+="exit $rc: $(tail -2 "$WORK/relay.err" | tr '\n' ' '); "
+grep -q '^client runs on node2$' "$WORK/relay.err" || why+="the client did not run on node2: $(tr '\n' ' ' <"$WORK/relay.err"); "
+grep -q '^server got 32 MiB, client agrees$' "$WORK/relay.out" || why+="got: $(tr '\n' ' ' <"$WORK/relay.out"); "
+sent=$(sed -n 's/^client sent in \([0-9.]*\) s$/\1/p' "$WORK/relay.err"); read=$(sed -n 's/^server read in \([0-9.]*\) s$/\1/p' "$WORK/relay.err")
+awk -v s="${sent:-0}" -v r="${read:-0}" 'BEGIN { exit !(r > 0 && s >= r / 2) }' ||
+    why+="the client sent in ${sent:-?} s while the server read for ${read:-?} s: nothing held it back; "
+result "unix sockets/a client on node2 reaches a server bound on node1 after the fork: 32 MiB to a slow reader, whole, the sender held back (sent in ${sent:-?} s, read in ${read:-?} s)" \
+    "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
+
 # --- a remote child's clocks agree with its parent's ---
 cc -o "$WORK/clocks" "$P/clocks.c"
 on node1 "$RFORK" run --node node2 -- "$WORK/clocks" >"$WORK/clocks.out" 2>"$WORK/clocks.err"
