@@ -75,6 +75,24 @@ final class UnixRelayHandler: ChannelDuplexHandler, @unchecked Sendable {  // co
         context.fireChannelInactive()
     }
 
+    /// This end half-closed (end of file, with half-closure allowed): the other end's socket is shut
+    /// down for writing once what came before has been written.
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? ChannelEvent, event == .inputClosed {
+            node.unixStreamInputClosed(key)
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    /// The other end will send nothing more: shut down writing here, after what is queued.
+    func shutdownOutput() {
+        guard let context else { return }
+        let channel = context.channel
+        context.writeAndFlush(wrapOutboundOut(ByteBuffer())).whenComplete { _ in
+            channel.close(mode: .output, promise: nil)
+        }
+    }
+
     func errorCaught(context: ChannelHandlerContext, error: Error) {
         context.close(promise: nil)
     }
@@ -162,6 +180,8 @@ extension Node {
                 let relay = UnixRelayHandler(node: self, key: key)
                 try ops.addHandler(relay, position: .first)
                 s.relay = relay
+                // A program that half-closes (shutdown(SHUT_WR)) still reads the answer.
+                channel.setOption(ChannelOptions.allowRemoteHalfClosure, value: true).whenComplete { _ in }
                 let local = try ops.handler(type: LocalHandler.self)
                 ops.removeHandler(local, promise: nil)
                 let decoder = try ops.handler(type: ByteToMessageHandler<LocalFrameDecoder>.self)
@@ -211,6 +231,9 @@ extension Node {
             guard let s = unixStreams[key], s.peer == m.from else { return }
             unixStreams[key] = nil
             s.channel?.close(promise: nil)
+        case .shutdown:
+            guard let s = unixStreams[key], s.peer == m.from else { return }
+            s.relay?.shutdownOutput()
         case .UNRECOGNIZED:
             break
         }
@@ -237,6 +260,7 @@ extension Node {
                     try channel.pipeline.syncOperations.addHandler(relay)
                 }
             }
+            .channelOption(ChannelOptions.allowRemoteHalfClosure, value: true)
             .connectTimeout(.seconds(2))
             .connect(unixDomainSocketPath: m.path)
             .whenComplete { [weak self] result in
@@ -284,6 +308,14 @@ extension Node {
         var close = Rfork_Wire_V1_UnixStream()
         close.kind = .close
         sendUnixStream(close, state: s, to: peer)
+    }
+
+    /// The local end half-closed: so does the other end's socket, for writing.
+    func unixStreamInputClosed(_ key: String) {
+        guard let s = unixStreams[key], let peer = s.peer else { return }
+        var shutdown = Rfork_Wire_V1_UnixStream()
+        shutdown.kind = .shutdown
+        sendUnixStream(shutdown, state: s, to: peer)
     }
 
     /// A peer is gone: the streams through it end.

@@ -743,6 +743,9 @@ public nonisolated struct Rfork_Wire_V1_UnixStream: Sendable {
     case data // = 3
     case close // = 4
     case ack // = 5
+
+    /// the sender's end will send nothing more (it half-closed): shut down writing here
+    case shutdown // = 6
     case UNRECOGNIZED(Int)
 
     public init() {
@@ -757,6 +760,7 @@ public nonisolated struct Rfork_Wire_V1_UnixStream: Sendable {
       case 3: self = .data
       case 4: self = .close
       case 5: self = .ack
+      case 6: self = .shutdown
       default: self = .UNRECOGNIZED(rawValue)
       }
     }
@@ -769,6 +773,7 @@ public nonisolated struct Rfork_Wire_V1_UnixStream: Sendable {
       case .data: return 3
       case .close: return 4
       case .ack: return 5
+      case .shutdown: return 6
       case .UNRECOGNIZED(let i): return i
       }
     }
@@ -781,6 +786,7 @@ public nonisolated struct Rfork_Wire_V1_UnixStream: Sendable {
       .data,
       .close,
       .ack,
+      .shutdown,
     ]
 
   }
@@ -2149,7 +2155,7 @@ nonisolated extension Rfork_Wire_V1_UnixStream: SwiftProtobuf.Message, SwiftProt
 }
 
 nonisolated extension Rfork_Wire_V1_UnixStream.Kind: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0OPEN\0\u{1}OPENED\0\u{1}REFUSED\0\u{1}DATA\0\u{1}CLOSE\0\u{1}ACK\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0OPEN\0\u{1}OPENED\0\u{1}REFUSED\0\u{1}DATA\0\u{1}CLOSE\0\u{1}ACK\0\u{1}SHUTDOWN\0")
 }
 
 nonisolated extension Rfork_Wire_V1_Envelope: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {

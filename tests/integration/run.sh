@@ -268,7 +268,8 @@ result "python/multiprocessing right in 20 of 20 runs, workers elsewhere (${move
 
 # --- an AF_UNIX server on node1, bound after the fork, reached by its client on node2 through rforkd: 32 MiB
 # to a slow reader arrive whole, and flow control holds the client back (it cannot finish sending long
-# before the server has read: at most a window and the sockets' buffers are on the way) ---
+# before the server has read: at most a window and the sockets' buffers are on the way); then a request
+# the client half-closes (shutdown(SHUT_WR)) still gets its answer ---
 on node1 "$RFORK" run --node node2 -- python3 "$P/unix_relay.py" 32 0.02 >"$WORK/relay.out" 2>"$WORK/relay.err"
 rc=$?
 settle
@@ -279,7 +280,7 @@ grep -q '^server got 32 MiB, client agrees$' "$WORK/relay.out" || why+="got: $(t
 sent=$(sed -n 's/^client sent in \([0-9.]*\) s$/\1/p' "$WORK/relay.err"); read=$(sed -n 's/^server read in \([0-9.]*\) s$/\1/p' "$WORK/relay.err")
 awk -v s="${sent:-0}" -v r="${read:-0}" 'BEGIN { exit !(r > 0 && s >= r / 2) }' ||
     why+="the client sent in ${sent:-?} s while the server read for ${read:-?} s: nothing held it back; "
-result "unix sockets/a client on node2 reaches a server bound on node1 after the fork: 32 MiB to a slow reader, whole, the sender held back (sent in ${sent:-?} s, read in ${read:-?} s)" \
+result "unix sockets/a client on node2 reaches a server bound on node1 after the fork: 32 MiB to a slow reader, whole, the sender held back, then a half-closed request answered (sent in ${sent:-?} s, read in ${read:-?} s)" \
     "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
 
 # --- a remote child's clocks agree with its parent's ---
@@ -1184,7 +1185,9 @@ fail_restore() { # name, what to kill: criu|nsinit, the reason expected (a regex
     echo hello >&7
     on node1 "$RFORK" migrate "${tpid:-0}" node2 >"$WORK/fr.mig" 2>&1 &
     local mig=$! restorer="" mrc
-    for _ in $(seq 1000); do restorer=$(pgrep -f '^[^ ]*criu restore' | head -n 1); [ -n "$restorer" ] && break; sleep 0.01; done
+    # The oldest: CRIU's own children carry its command line until they become the restored tasks (once,
+    # with PIDs wrapped, `head -n 1` picked one of those, and CRIU failed instead of being killed).
+    for _ in $(seq 1000); do restorer=$(pgrep -o -f '^[^ ]*criu restore'); [ -n "$restorer" ] && break; sleep 0.01; done
     if [ "$2" = criu ]; then
         [ -n "$restorer" ] && [ "$restorer" -gt 1 ] && kill -STOP "$restorer" && kill -KILL "$restorer"
     else

@@ -1,6 +1,7 @@
 """A server bound after the fork, on one node, and a client forked before it, on another: the client reaches
 the server's AF_UNIX path through rforkd and sends MIB mebibytes, which the server reads slowly; the server
-answers with the digest of what it got. Prints the sizes and whether the digests agree, and on stderr how
+answers with the digest of what it got. Then a second connection, which the client half-closes after
+its request (shutdown(SHUT_WR)): the answer must still come back, then end of file. Prints the sizes and whether the digests agree, and on stderr how
 long the client took to send (flow control holds it back: about as long as the server takes to read) and
 the server to read."""
 import hashlib
@@ -35,7 +36,20 @@ if pid == 0:
         c.sendall(chunk)
     print("client sent in %.2f s" % (time.monotonic() - t0), file=sys.stderr, flush=True)
     answer = c.recv(64).decode()
-    os._exit(0 if answer == digest.hexdigest() else 4)
+    if answer != digest.hexdigest():
+        os._exit(4)
+    # A second connection, half-closed: the request ends at end of file, the answer still comes back.
+    c2 = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    c2.connect(path)
+    c2.sendall(b"ping")
+    c2.shutdown(socket.SHUT_WR)
+    reply = b""
+    while True:
+        data = c2.recv(64)
+        if not data:
+            break
+        reply += data
+    os._exit(0 if reply == b"pong" else 5)
 server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 server.bind(path)
 server.listen(1)
@@ -51,6 +65,15 @@ while got < mib << 20:
     time.sleep(pause)
 print("server read in %.2f s" % (time.monotonic() - t0), file=sys.stderr, flush=True)
 conn.sendall(digest.hexdigest().encode())
+conn2, _ = server.accept()
+request = b""
+while True:
+    data = conn2.recv(64)
+    if not data:
+        break
+    request += data
+conn2.sendall(b"pong" if request == b"ping" else b"what?")
+conn2.close()
 _, status = os.waitpid(pid, 0)
 os.unlink(path)
 print("server got %d MiB, client %s" % (got >> 20, "agrees" if os.waitstatus_to_exitcode(status) == 0 else "exit %d" % os.waitstatus_to_exitcode(status)))
