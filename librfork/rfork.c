@@ -121,6 +121,18 @@ static int found_coherent(const char *line, void *arg)
 /* Whether this process maps memory that may be shared across nodes. */
 static int maps_coherent(void) { return maps_each(found_coherent, NULL) != 0; }
 
+/* Reads a decimal number at *p and moves *p past it; how many digits it had (0: none, *out untouched). */
+static int read_decimal(const char **p, unsigned long long *out)
+{
+    unsigned long long v = 0;
+    int digits = 0;
+    for (; **p >= '0' && **p <= '9'; (*p)++, digits++)
+        v = v * 10 + (unsigned long long)(**p - '0');
+    if (digits)
+        *out = v;
+    return digits;
+}
+
 /* A maps line's device and inode ("start-end perms offset MM:mm inode path"); 0 when unreadable. */
 static int line_object(const char *line, unsigned *major, unsigned *minor, unsigned long long *inode)
 {
@@ -146,10 +158,7 @@ static int line_object(const char *line, unsigned *major, unsigned *minor, unsig
         p++;
     }
     unsigned long long ino = 0;
-    int digits = 0;
-    for (; *p >= '0' && *p <= '9'; p++, digits++)
-        ino = ino * 10 + (unsigned long long)(*p - '0');
-    if (!digits)
+    if (!read_decimal(&p, &ino))
         return 0;
     *major = v[0];
     *minor = v[1];
@@ -229,10 +238,7 @@ static void seal_listed(const char *text)
     while (*p == ' ') {
         p++;
         unsigned long long inode = 0;
-        int digits = 0;
-        for (; *p >= '0' && *p <= '9'; p++, digits++)
-            inode = inode * 10 + (unsigned long long)(*p - '0');
-        if (digits)
+        if (read_decimal(&p, &inode))
             seal_object(inode);
     }
 }

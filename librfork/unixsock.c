@@ -27,16 +27,23 @@
 #define EXPORT __attribute__((visibility("default")))
 
 typedef int (*connect_fn)(int, const struct sockaddr *, socklen_t);
+typedef ssize_t (*sendmsg_fn)(int, const struct msghdr *, int);
+
+/* The next definition of `name` (libc's), looked up once into *cache. */
+static void *next_symbol(void **cache, const char *name)
+{
+    void *f = __atomic_load_n(cache, __ATOMIC_ACQUIRE);
+    if (!f) {
+        f = dlsym(RTLD_NEXT, name);
+        __atomic_store_n(cache, f, __ATOMIC_RELEASE);
+    }
+    return f;
+}
 
 static connect_fn real_connect(void)
 {
-    static connect_fn fn;
-    connect_fn f = __atomic_load_n(&fn, __ATOMIC_ACQUIRE);
-    if (!f) {
-        f = (connect_fn)dlsym(RTLD_NEXT, "connect");
-        __atomic_store_n(&fn, f, __ATOMIC_RELEASE);
-    }
-    return f;
+    static void *cache;
+    return (connect_fn)next_symbol(&cache, "connect");
 }
 
 /* Turns fd back into an unconnected socket of the same kind (it is connected to rforkd now). */
@@ -65,8 +72,6 @@ static int relay(int fd, const char *sock, const char *path)
            answer.data[0] == 'A';
 }
 
-typedef ssize_t (*sendmsg_fn)(int, const struct msghdr *, int);
-
 /* Whether fd is a socket relayed through rforkd: connected to rforkd's socket path. */
 static int relayed(int fd)
 {
@@ -92,12 +97,8 @@ static int carries_descriptors(const struct msghdr *msg)
 
 EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
 {
-    static sendmsg_fn fn;
-    sendmsg_fn real = __atomic_load_n(&fn, __ATOMIC_ACQUIRE);
-    if (!real) {
-        real = (sendmsg_fn)dlsym(RTLD_NEXT, "sendmsg");
-        __atomic_store_n(&fn, real, __ATOMIC_RELEASE);
-    }
+    static void *cache;
+    sendmsg_fn real = (sendmsg_fn)next_symbol(&cache, "sendmsg");
     if (!real) {
         errno = ENOSYS;
         return -1;

@@ -80,7 +80,6 @@ public enum SharedMemory {
             self.device = device
             self.inode = inode
         }
-
     }
 
     /// What kind of shared memory a path names, when it is memory made to be shared between processes.
@@ -153,16 +152,28 @@ public enum SharedMemory {
         }
     }
 
-    /// A descriptor of a process: its number, the target /proc names, and the object it opens (nil when
-    /// it cannot be told).
+    /// A descriptor of a process: its number, the target /proc names, the object it opens (nil when it
+    /// cannot be told) and its open flags.
     public struct Descriptor: Sendable {
         public var fd: Int32
         public var target: String
         public var object: Object?
-        public init(fd: Int32, target: String, object: Object? = nil) {
+        public var flags: Int32
+        public init(fd: Int32, target: String, object: Object? = nil, flags: Int32 = O_RDWR) {
             self.fd = fd
             self.target = target
             self.object = object
+            self.flags = flags
+        }
+    }
+
+    /// The descriptors of a process that can read or write (O_PATH ones left out), from /proc.
+    public static func openDescriptors(pid: Int32) -> [Descriptor] {
+        Posix.listDirectory("/proc/\(pid)/fd").compactMap { name in
+            guard let fd = Int32(name), let target = Posix.readLink("/proc/\(pid)/fd/\(name)"),
+                let flags = Posix.descriptorFlags(pid: pid, fd: name), flags & Posix.openPathFlag == 0
+            else { return nil }
+            return Descriptor(fd: fd, target: target, object: object(pid: pid, fd: fd), flags: flags)
         }
     }
 
@@ -199,17 +210,9 @@ public enum SharedMemory {
             return "cannot read the memory map of process \(pid)"
         }
         let maps = String(decoding: bytes, as: UTF8.self)
-        var descriptors: [Descriptor] = []
-        for name in Posix.listDirectory("/proc/\(pid)/fd") {
-            guard let fd = Int32(name), let target = Posix.readLink("/proc/\(pid)/fd/\(name)") else { continue }
-            // A write-only descriptor cannot be mapped (mmap needs read access): output redirected to a
-            // file under /dev/shm is relayed like any written file.
-            // An O_PATH descriptor can be neither read, written nor mapped.
-            guard let flags = Posix.descriptorFlags(pid: pid, fd: name),
-                flags & O_ACCMODE != O_WRONLY && flags & 0o10_000_000 == 0
-            else { continue }
-            descriptors.append(Descriptor(fd: fd, target: target, object: object(pid: pid, fd: fd)))
-        }
+        // A write-only descriptor cannot be mapped (mmap needs read access): output redirected to a file
+        // under /dev/shm is relayed like any written file.
+        let descriptors = openDescriptors(pid: pid).filter { $0.flags & O_ACCMODE != O_WRONLY }
         return firstReason(maps: maps, descriptors: descriptors, allowCoherent: allowCoherent).map {
             "the child shares memory with processes that stay here (\($0)), which cannot follow it to another node yet"
         }

@@ -288,16 +288,8 @@ extension Node {
 
     /// The descriptors of `object` that process `pid` holds open for reading or writing (not O_PATH).
     func openDescriptors(pid: Int32, of object: SharedMemory.Object) -> [Int32] {
-        Posix.listDirectory("/proc/\(pid)/fd").compactMap { name in
-            guard let fd = Int32(name), SharedMemory.object(pid: pid, fd: fd) == object,
-                let flags = Posix.descriptorFlags(pid: pid, fd: name), flags & Self.openPathFlag == 0
-            else { return nil }
-            return fd
-        }
+        SharedMemory.openDescriptors(pid: pid).filter { $0.object == object }.map(\.fd)
     }
-
-    /// O_PATH on Linux (not exported to Swift by Glibc).
-    static let openPathFlag: Int32 = 0o10_000_000
 
     /// Memory shared across nodes is kept coherent through its mappings; read(2) and write(2) through a
     /// descriptor would see this node's copy only. Each local process in `pids` that holds a descriptor
@@ -788,10 +780,10 @@ extension Node {
     func sweepSharedMemory() {
         for mapper in shared.mappers.values where !Posix.processAlive(pidfd: mapper.pidfd) { dropMapper(mapper) }
         for (object, pidfds) in shared.uncovered {
-            let (alive, gone) = (
-                pidfds.filter { Posix.processAlive(pidfd: $0) }, pidfds.filter { !Posix.processAlive(pidfd: $0) }
-            )
-            for fd in gone { Posix.close(fd) }
+            var alive: [Int32] = []
+            for fd in pidfds {
+                if Posix.processAlive(pidfd: fd) { alive.append(fd) } else { Posix.close(fd) }
+            }
             shared.uncovered[object] = alive.isEmpty ? nil : alive
         }
         for region in shared.regions.values {

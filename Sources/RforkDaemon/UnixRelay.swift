@@ -26,7 +26,7 @@ final class UnixStreamState: @unchecked Sendable {  // confined to Node.loop
     /// Connecting node: peers asked that have not answered.
     var waiting: Set<String> = []
     var timeout: Scheduled<Void>?
-    var path: String
+    let path: String
     /// Server side: what the server said before OPENED went out (it goes after it).
     var early: [ByteBuffer] = []
     /// Flow control: bytes sent to the other node it has not acknowledged; bytes written here since
@@ -107,9 +107,7 @@ extension Node {
     /// UNIX_CONNECT from librfork, on the program's socket.
     func handleUnixConnect(_ text: String, peerUID: UInt32?, from channel: Channel) {
         let path = text.trimmingCharacters(in: .whitespacesAndNewlines)
-        func refuse(_ why: String) {
-            channel.writeAndFlush(LocalFrame.reply(.refused, why)).whenComplete { _ in channel.close(promise: nil) }
-        }
+        func refuse(_ why: String) { reply(channel, .refused, why) }
         guard let uid = peerUID else { return refuse("the caller cannot be identified") }
         guard path.hasPrefix("/"), !path.contains("\0") else { return refuse("not an absolute path") }
         let now = Posix.monotonicNanoseconds()
@@ -199,11 +197,7 @@ extension Node {
                 s.timeout?.cancel()
                 unixStreams[key] = nil
                 unixMisses[s.path] = Posix.monotonicNanoseconds()
-                if let channel = s.channel {
-                    channel.writeAndFlush(LocalFrame.reply(.refused, "no node has \(s.path)")).whenComplete { _ in
-                        channel.close(promise: nil)
-                    }
-                }
+                if let channel = s.channel { reply(channel, .refused, "no node has \(s.path)") }
             }
         case .data:
             guard let s = unixStreams[key], s.peer == m.from, let relay = s.relay else { return }

@@ -464,6 +464,10 @@ public enum Posix {
         descriptorFlags(pid: pid, fd: fd).map { $0 & O_ACCMODE }
     }
 
+    /// O_PATH on Linux (Glibc does not export it to Swift): a descriptor that names a file and can be
+    /// neither read, written nor mapped.
+    public static let openPathFlag: Int32 = 0o10_000_000
+
     /// The open flags of a process's descriptor (O_PATH among them), from /proc/PID/fdinfo.
     public static func descriptorFlags(pid: Int32, fd: String) -> Int32? {
         guard let bytes = try? readFile("/proc/\(pid)/fdinfo/\(fd)") else { return nil }

@@ -13,6 +13,18 @@ import time
 mib = int(sys.argv[1]) if len(sys.argv) > 1 else 32
 pause = float(sys.argv[2]) if len(sys.argv) > 2 else 0.005  # seconds per 256 KiB read: a slow reader
 path = "/tmp/rfork-relay-%d.sock" % os.getpid()
+
+
+def read_to_end(sock):
+    """Everything the other end sends until it shuts down its side."""
+    got = b""
+    while True:
+        data = sock.recv(64)
+        if not data:
+            return got
+        got += data
+
+
 pid = os.fork()
 if pid == 0:
     print("client runs on", socket.gethostname(), file=sys.stderr, flush=True)
@@ -43,12 +55,7 @@ if pid == 0:
     c2.connect(path)
     c2.sendall(b"ping")
     c2.shutdown(socket.SHUT_WR)
-    reply = b""
-    while True:
-        data = c2.recv(64)
-        if not data:
-            break
-        reply += data
+    reply = read_to_end(c2)
     os._exit(0 if reply == b"pong" else 5)
 server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 server.bind(path)
@@ -66,12 +73,7 @@ while got < mib << 20:
 print("server read in %.2f s" % (time.monotonic() - t0), file=sys.stderr, flush=True)
 conn.sendall(digest.hexdigest().encode())
 conn2, _ = server.accept()
-request = b""
-while True:
-    data = conn2.recv(64)
-    if not data:
-        break
-    request += data
+request = read_to_end(conn2)
 conn2.sendall(b"pong" if request == b"ping" else b"what?")
 conn2.close()
 _, status = os.waitpid(pid, 0)
