@@ -8,7 +8,9 @@
  *
  * Only stream sockets, and pathnames (not abstract names). Descriptors (SCM_RIGHTS) cannot travel such a
  * connection: sendmsg() with them on a relayed socket fails with EOPNOTSUPP and one line, rather than
- * the bytes arriving without them.
+ * the bytes arriving without them. That holds at both ends: the client's socket is connected to rforkd's
+ * socket path, and the server's accepted socket to rforkd's socket bound to an abstract name starting
+ * with RFORK_RELAY_NAME.
  */
 #define _GNU_SOURCE
 #include "safe.h"
@@ -72,17 +74,21 @@ static int relay(int fd, const char *sock, const char *path)
            answer.data[0] == 'A';
 }
 
-/* Whether fd is a socket relayed through rforkd: connected to rforkd's socket path. */
+/* Whether fd is a socket relayed through rforkd: a client's, connected to rforkd's socket path, or a
+ * server's, connected to rforkd's socket bound to an abstract RFORK_RELAY_NAME... */
 static int relayed(int fd)
 {
-    const char *sock = safe_getenv("RFORK_SOCKET");
     struct sockaddr_un peer;
     socklen_t len = sizeof peer;
-    if (!sock || !*sock || getpeername(fd, (struct sockaddr *)&peer, &len) != 0 || peer.sun_family != AF_UNIX ||
+    if (getpeername(fd, (struct sockaddr *)&peer, &len) != 0 || peer.sun_family != AF_UNIX ||
         len <= offsetof(struct sockaddr_un, sun_path))
         return 0;
-    size_t plen = strnlen(peer.sun_path, len - offsetof(struct sockaddr_un, sun_path));
-    return plen == strlen(sock) && memcmp(peer.sun_path, sock, plen) == 0;
+    size_t have = len - offsetof(struct sockaddr_un, sun_path), prefix = strlen(RFORK_RELAY_NAME);
+    if (peer.sun_path[0] == 0)
+        return have >= 1 + prefix && memcmp(peer.sun_path + 1, RFORK_RELAY_NAME, prefix) == 0;
+    const char *sock = safe_getenv("RFORK_SOCKET");
+    size_t plen = strnlen(peer.sun_path, have);
+    return sock && *sock && plen == strlen(sock) && memcmp(peer.sun_path, sock, plen) == 0;
 }
 
 static int carries_descriptors(const struct msghdr *msg)

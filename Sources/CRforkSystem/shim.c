@@ -6,6 +6,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <spawn.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -13,6 +14,7 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -231,3 +233,26 @@ int crfork_allocate(int fd, long long offset, long long len)
 }
 
 int crfork_tgkill(pid_t pid, pid_t tid, int sig) { return (int)syscall(SYS_tgkill, pid, tid, sig); }
+
+int crfork_unix_connect(const char *path, const char *name)
+{
+    struct sockaddr_un bound = {.sun_family = AF_UNIX}, to = {.sun_family = AF_UNIX};
+    size_t nlen = strlen(name), plen = strlen(path);
+    if (nlen + 1 > sizeof bound.sun_path || plen >= sizeof to.sun_path) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    memcpy(bound.sun_path + 1, name, nlen); /* sun_path[0] stays 0: an abstract name */
+    memcpy(to.sun_path, path, plen);
+    int s = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (s < 0)
+        return -1;
+    if (bind(s, (struct sockaddr *)&bound, (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + nlen)) != 0 ||
+        connect(s, (struct sockaddr *)&to, sizeof to) != 0) {
+        int e = errno;
+        close(s);
+        errno = e;
+        return -1;
+    }
+    return s;
+}

@@ -277,6 +277,24 @@ extension Node {
             if let tls = clientTLS { connect(link, tls: tls) }
         }
         let fixed = Set(config.peers.map(\.name))
+        for record in listed where !fixed.contains(record.name) {
+            guard let index = peers.firstIndex(where: { $0.name == record.name }),
+                peers[index].host != record.host || peers[index].port != record.port
+            else { continue }
+            // Re-registered at another address: the link follows it. Its connection closes now; the next
+            // one goes there and resumes the link if the same rforkd answers (a new one starts anew).
+            peers[index] = .init(name: record.name, host: record.host, port: record.port)
+            logger.info("membership: \(record.name) moved to \(record.host):\(record.port)")
+            guard let link = links[record.name] else { continue }
+            link.host = record.host
+            link.port = record.port
+            link.lastError = nil
+            if let channel = link.wire.channel {
+                link.wire.detach(channel, at: Posix.monotonicNanoseconds())
+                link.isUp = false
+                channel.close(promise: nil)
+            }
+        }
         for peer in peers where !fixed.contains(peer.name) && !listed.contains(where: { $0.name == peer.name }) {
             let why = "\(peer.name) left etcd (its lease ended): it is declared dead"
             if let link = links[peer.name] {

@@ -996,8 +996,10 @@ final class HomeSession: @unchecked Sendable {  // confined to Node.loop
 /// An outbound link to a peer (this node is the home of the children it carries).
 final class PeerLink: @unchecked Sendable {  // confined to Node.loop
     let name: String
-    let host: String
-    let port: Int
+    /// Where the peer listens; etcd may say it moved (the link then reconnects there, and resumes if the
+    /// same rforkd answers).
+    var host: String
+    var port: Int
     /// The link's end here: what is sent to the peer goes through it, whichever connection carries it.
     let wire: PeerPort
     /// A connection carries the link and the peer said hello on it.

@@ -245,6 +245,15 @@ extension Node {
             answer.kind = .refused
             return sendUnixStream(answer, state: state, to: m.from)
         }
+        // Bound to an abstract name the server's librfork recognises (it refuses to send descriptors,
+        // which could not cross). A unix stream connects at once, or not (EAGAIN: a full backlog).
+        let socket: Int32
+        do {
+            socket = try Posix.connectUnix(path: m.path, boundTo: LocalWire.relayName + "\(config.node)/\(key)")
+        } catch {
+            answer.kind = .refused
+            return sendUnixStream(answer, state: state, to: m.from)
+        }
         unixStreams[key] = state
         let relay = UnixRelayHandler(node: self, key: key)
         state.relay = relay
@@ -255,8 +264,7 @@ extension Node {
                 }
             }
             .channelOption(ChannelOptions.allowRemoteHalfClosure, value: true)
-            .connectTimeout(.seconds(2))
-            .connect(unixDomainSocketPath: m.path)
+            .withConnectedSocket(socket)
             .whenComplete { [weak self] result in
                 guard let self else { return }
                 switch result {

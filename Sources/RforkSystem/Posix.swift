@@ -75,6 +75,14 @@ public enum Posix {
         return (fds[0], fds[1])
     }
 
+    /// A nonblocking AF_UNIX stream socket bound to the abstract name `name` (what the other end's
+    /// `getpeername()` shows) and connected to the socket at `path`.
+    public static func connectUnix(path: String, boundTo name: String) throws(SystemError) -> Int32 {
+        let fd = crfork_unix_connect(path, name)
+        if fd < 0 { throw SystemError("connect \(path)", errno: errno) }
+        return fd
+    }
+
     /// A pipe whose two ends (read, write) close on exec.
     public static func makePipe() throws(SystemError) -> (Int32, Int32) {
         var fds: [Int32] = [-1, -1]

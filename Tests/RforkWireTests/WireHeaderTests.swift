@@ -44,4 +44,9 @@ import Testing
         #expect(c["RFORK_KICK_SIGNAL"] == Int(LocalWire.kickSignal))
         #expect(c["RFORK_SEAL_SIGNAL"] == Int(LocalWire.sealSignal))
     }
+
+    @Test func theRelayNameAgrees() throws {
+        let line = try Self.header().split(separator: "\n").first { $0.hasPrefix("#define RFORK_RELAY_NAME ") }
+        #expect(line.map(String.init) == "#define RFORK_RELAY_NAME \"\(LocalWire.relayName)\"")
+    }
 }

@@ -6,7 +6,13 @@
 #include "crfork.h"
 #include "check.h"
 
+#include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -59,6 +65,48 @@ static void place(const int *at, int count)
     }
 }
 
+/* crfork_unix_connect: the server sees the abstract name the socket was bound to, and bytes pass; a path
+ * nobody listens on and a name too long fail with errno. */
+static void unix_connect(void)
+{
+    char path[] = "/tmp/rfork-test-shim-XXXXXX";
+    CHECK(mkdtemp(path) != NULL);
+    char sock[64];
+    snprintf(sock, sizeof sock, "%s/s", path);
+    int l = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    memcpy(a.sun_path, sock, strlen(sock) + 1);
+    CHECK(bind(l, (struct sockaddr *)&a, sizeof a) == 0 && listen(l, 1) == 0);
+    int c = crfork_unix_connect(sock, "rfork-relay/test/1");
+    CHECK(c >= 0);
+    CHECK((fcntl(c, F_GETFL) & O_NONBLOCK) && (fcntl(c, F_GETFD) & FD_CLOEXEC));
+    int s = accept(l, NULL, NULL);
+    CHECK(s >= 0);
+    struct sockaddr_un peer;
+    socklen_t len = sizeof peer;
+    CHECK(getpeername(s, (struct sockaddr *)&peer, &len) == 0);
+    CHECK(len == offsetof(struct sockaddr_un, sun_path) + 1 + strlen("rfork-relay/test/1"));
+    CHECK(peer.sun_path[0] == 0 && memcmp(peer.sun_path + 1, "rfork-relay/test/1", 18) == 0);
+    CHECK(write(c, "hi", 2) == 2);
+    char buf[2];
+    CHECK(read(s, buf, 2) == 2 && memcmp(buf, "hi", 2) == 0);
+    close(s);
+    close(c);
+    /* The name is free again once the socket is closed. */
+    c = crfork_unix_connect(sock, "rfork-relay/test/1");
+    CHECK(c >= 0);
+    close(c);
+    close(l);
+    unlink(sock);
+    errno = 0;
+    CHECK(crfork_unix_connect(sock, "rfork-relay/test/2") == -1 && errno == ENOENT);
+    char longname[200];
+    memset(longname, 'x', sizeof longname - 1);
+    longname[sizeof longname - 1] = 0;
+    CHECK(crfork_unix_connect(sock, longname) == -1 && errno == ENAMETOOLONG);
+    rmdir(path);
+}
+
 int main(void)
 {
     for (int i = 0; i < 3; i++)
@@ -76,5 +124,6 @@ int main(void)
     place((int[]){4, 3, 1000, 1, 0}, 5);
     place((int[]){1, 2, 0}, 3);
     place((int[]){0, 5, 7}, 3);
+    unix_connect();
     TEST_DONE("shim");
 }

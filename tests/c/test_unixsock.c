@@ -146,8 +146,29 @@ int main(void)
     CHECK(connect(s, (struct sockaddr *)&ra, sizeof ra) == 0);
     int accepted = accept(r, NULL, NULL);
     CHECK(send_descriptor(s) == 1); /* not relayed: descriptors go */
+    CHECK(send_descriptor(accepted) == 1);
     close(accepted);
     close(s);
+
+    /* The server's end of a relayed connection: its peer is rforkd's socket bound to an abstract
+     * RFORK_RELAY_NAME... name; descriptors are refused there too. Another abstract name is not. */
+    const char *names[] = {"\0" RFORK_RELAY_NAME "node2/7", "\0rfork-other"};
+    for (int k = 0; k < 2; k++) {
+        size_t nlen = 1 + strlen(names[k] + 1);
+        struct sockaddr_un bound = {.sun_family = AF_UNIX};
+        memcpy(bound.sun_path, names[k], nlen);
+        s = socket(AF_UNIX, SOCK_STREAM, 0);
+        CHECK(bind(s, (struct sockaddr *)&bound, (socklen_t)(offsetof(struct sockaddr_un, sun_path) + nlen)) == 0);
+        CHECK(connect(s, (struct sockaddr *)&ra, sizeof ra) == 0);
+        accepted = accept(r, NULL, NULL);
+        CHECK(accepted >= 0);
+        if (k == 0)
+            CHECK(send_descriptor(accepted) == -1 && errno == EOPNOTSUPP);
+        else
+            CHECK(send_descriptor(accepted) == 1);
+        close(accepted);
+        close(s);
+    }
     close(r);
 
     unlink(real);

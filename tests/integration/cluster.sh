@@ -295,7 +295,38 @@ done
 [ -n "$back" ] || why+="node3 did not come back: node1 sees $(peers_up node1), node3 sees $(peers_up node3); "
 [ "$(on node2 "$RFORK" run --node node3 -- bash -c '(exec hostname)' 2>&1)" = node3 ] || why+="no fork to node3 once it is back; "
 echo "      (node3 left node1's list ${gone:-?} s after its rforkd stopped: its lease ended)"
-result "membership/etcd: nodes find each other under leases; a stopped daemon leaves when its lease ends and comes back" \
+# node3's record in etcd names another port (same lease): node1 follows it, finds nothing listening
+# there and gives node3 up; named back, node3 is linked again.
+set_node3_port() { # PORT: rewrites node3's record in etcd, keeping its lease
+    on node1 python3 -c 'import base64, json, sys, urllib.request
+url, port = sys.argv[1], int(sys.argv[2])
+def post(path, body):
+    request = urllib.request.Request(url + path, json.dumps(body).encode(), {"Content-Type": "application/json"})
+    return json.load(urllib.request.urlopen(request, timeout=5))
+key = base64.b64encode(b"/rfork/nodes/node3").decode()
+kv = post("/v3/kv/range", {"key": key})["kvs"][0]
+record = json.loads(base64.b64decode(kv["value"]))
+record["port"] = port
+post("/v3/kv/put", {"key": key, "value": base64.b64encode(json.dumps(record).encode()).decode(), "lease": kv["lease"]})' \
+        "$(python3 -c "import json; print(json.load(open('/run/rfork-cluster/cluster.json'))['etcdURL'])")" "$1"
+}
+set_node3_port 7999 || why+="could not rewrite node3's record; "
+moved=""
+for _ in $(seq 50); do
+    peers_up node1 | grep -qw node3 || { moved=yes; break; }
+    sleep 0.1
+done
+[ -n "$moved" ] || why+="node1 still has node3 up 5 s after its record named port 7999; "
+grep -q 'membership: node3 moved to .*:7999' /run/rfork-cluster/node1.log || why+="node1 did not say node3 moved; "
+set_node3_port 7420 || why+="could not rewrite node3's record back; "
+back=""
+for _ in $(seq 50); do
+    peers_up node1 | grep -qw node3 && { back=yes; break; }
+    sleep 0.1
+done
+[ -n "$back" ] || why+="node1 did not link to node3 again at its own port; "
+[ "$(on node1 "$RFORK" run --node node3 -- bash -c '(exec hostname)' 2>&1)" = node3 ] || why+="no fork to node3 after it moved back; "
+result "membership/etcd: nodes find each other under leases; a stopped daemon leaves when its lease ends and comes back; a new address is followed" \
     "$(verdict)" "$why"
 
 "$RFORK" cluster down >/dev/null 2>&1

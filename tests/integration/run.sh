@@ -277,10 +277,12 @@ why=""
 [ "$rc" = 0 ] || why+="exit $rc: $(tail -2 "$WORK/relay.err" | tr '\n' ' '); "
 grep -q '^client runs on node2$' "$WORK/relay.err" || why+="the client did not run on node2: $(tr '\n' ' ' <"$WORK/relay.err"); "
 grep -q '^server got 32 MiB, client agrees$' "$WORK/relay.out" || why+="got: $(tr '\n' ' ' <"$WORK/relay.out"); "
+grep -q "^server's descriptor: refused (EOPNOTSUPP)$" "$WORK/relay.out" || why+="a descriptor from the server was not refused; "
+grep -q '^rfork: descriptors cannot be passed through a connection to another node$' "$WORK/relay.err" || why+="no line for the refused descriptor; "
 sent=$(sed -n 's/^client sent in \([0-9.]*\) s$/\1/p' "$WORK/relay.err"); read=$(sed -n 's/^server read in \([0-9.]*\) s$/\1/p' "$WORK/relay.err")
 awk -v s="${sent:-0}" -v r="${read:-0}" 'BEGIN { exit !(r > 0 && s >= r / 2) }' ||
     why+="the client sent in ${sent:-?} s while the server read for ${read:-?} s: nothing held it back; "
-result "unix sockets/a client on node2 reaches a server bound on node1 after the fork: 32 MiB to a slow reader, whole, the sender held back, then a half-closed request answered (sent in ${sent:-?} s, read in ${read:-?} s)" \
+result "unix sockets/a client on node2 reaches a server bound on node1 after the fork: 32 MiB to a slow reader, whole, the sender held back, then a half-closed request answered, the server refused to send a descriptor (sent in ${sent:-?} s, read in ${read:-?} s)" \
     "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
 
 # --- a remote child's clocks agree with its parent's ---

@@ -70,6 +70,11 @@ int crfork_allocate(int fd, long long offset, long long len);
 /* tgkill(2): a signal to one thread of a process; 0 or -1/errno. */
 int crfork_tgkill(pid_t pid, pid_t tid, int sig);
 
+/* A nonblocking AF_UNIX stream socket bound to the abstract name `name` (what the other end's
+ * getpeername() shows) and connected to the socket at `path`; the descriptor, or -1/errno (EAGAIN: the
+ * listener's backlog is full). */
+int crfork_unix_connect(const char *path, const char *name);
+
 /* The layout of struct ucred (SO_PEERCRED). */
 struct crfork_ucred {
     pid_t pid;

@@ -1,9 +1,11 @@
 """A server bound after the fork, on one node, and a client forked before it, on another: the client reaches
 the server's AF_UNIX path through rforkd and sends MIB mebibytes, which the server reads slowly; the server
 answers with the digest of what it got. Then a second connection, which the client half-closes after
-its request (shutdown(SHUT_WR)): the answer must still come back, then end of file. Prints the sizes and whether the digests agree, and on stderr how
+its request (shutdown(SHUT_WR)): the answer must still come back, then end of file; before answering, the
+server tries to send a descriptor, which cannot cross nodes and must be refused (EOPNOTSUPP). Prints the sizes and whether the digests agree, and on stderr how
 long the client took to send (flow control holds it back: about as long as the server takes to read) and
 the server to read."""
+import errno
 import hashlib
 import os
 import socket
@@ -74,8 +76,14 @@ print("server read in %.2f s" % (time.monotonic() - t0), file=sys.stderr, flush=
 conn.sendall(digest.hexdigest().encode())
 conn2, _ = server.accept()
 request = read_to_end(conn2)
+try:
+    socket.send_fds(conn2, [b"x"], [0])
+    fds = "sent"
+except OSError as e:
+    fds = "refused (%s)" % ("EOPNOTSUPP" if e.errno == errno.EOPNOTSUPP else e.strerror)
 conn2.sendall(b"pong" if request == b"ping" else b"what?")
 conn2.close()
 _, status = os.waitpid(pid, 0)
 os.unlink(path)
+print("server's descriptor:", fds)
 print("server got %d MiB, client %s" % (got >> 20, "agrees" if os.waitstatus_to_exitcode(status) == 0 else "exit %d" % os.waitstatus_to_exitcode(status)))
