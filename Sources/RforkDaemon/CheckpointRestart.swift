@@ -14,12 +14,28 @@ final class PendingCheckpoint: @unchecked Sendable {  // confined to Node.loop
     /// The job's owner, as the kernel says (/proc/PID/status): the checkpoint is written as them.
     let uid: UInt32
     let gid: UInt32
+    /// Home: the job's top process runs on `node`, which was asked (home session, request number); its
+    /// images arrive in `staging`.
+    var passedOn: (session: UInt64, request: UInt64, node: String, staging: String)?
+    /// On the node running the job for its home: who asked, and the job's call while it waits for the home.
+    var home: (link: InboundLink, session: UInt64, request: UInt64)?
+    var call: Channel?
+    /// Without --leave-running, the stopped tree (pidfds) until the home says DIR is written.
+    var stopped: [Int32] = []
+    var resultSent = false
+    var bytes = 0
     init(machine: Checkpoint, command: Channel?, uid: UInt32, gid: UInt32) {
         self.machine = machine
         self.command = command
         self.uid = uid
         self.gid = gid
     }
+}
+
+/// How a cut ended on the pool thread: written to DIR here, or its images sent to the home.
+enum CutOutcome {
+    case written(bytes: Int)
+    case sent(manifest: CheckpointManifest, bytes: Int, stopped: [Int32])
 }
 
 /// One `rfork run --checkpoint-every`: its timer and the process it saves.
@@ -73,12 +89,26 @@ extension Node {
         guard let status = Posix.processStatus(pid) else { return "no process \(pid) on \(config.node)" }
         let owner = Self.firstNumber(status["Uid"])
         guard let owner, uid == 0 || owner == uid else { return "process \(pid) belongs to another user" }
+        let gid = Self.firstNumber(status["Gid"]) ?? owner
+        if migrations[pid] != nil || checkpoints[pid] != nil { return "process \(pid) is being moved or saved already" }
+        if let session = homeSessions.values.first(where: { $0.localPID == pid }) {
+            // Its stand-in: the job runs on another node (it moved, or a restart put it there).
+            return passOnCheckpoint(
+                pid: pid, session: session, directory: dir, uid: owner, gid: gid, leaveRunning: leaveRunning,
+                command: channel)
+        }
         if let why = checkpointRefusal(pid: pid, status: status) { return why }
         let pending = PendingCheckpoint(
             machine: Checkpoint(pid: pid, directory: dir, leaveRunning: leaveRunning), command: channel, uid: owner,
-            gid: Self.firstNumber(status["Gid"]) ?? owner)
-        checkpoints[pid] = pending
+            gid: gid)
         logger.info("saving the job of process \(pid) to \(dir)")
+        return signalForCheckpoint(pid, pidfd: pidfd, pending)
+    }
+
+    /// Records `pending` and signals the job's top process (`pid` here), which calls in to be saved;
+    /// the reason when it cannot be signalled.
+    func signalForCheckpoint(_ pid: Int32, pidfd: Int32, _ pending: PendingCheckpoint) -> String? {
+        checkpoints[pid] = pending
         guard Posix.signal(process: pidfd, LocalWire.migrateSignal) else {
             checkpoints[pid] = nil
             return "process \(pid) ended"
@@ -96,19 +126,24 @@ extension Node {
         field?.split(whereSeparator: { $0 == " " || $0 == "\t" }).first.flatMap { UInt32($0) }
     }
 
-    /// Why the job of `pid` cannot be saved, or nil: every process of it is checked.
-    func checkpointRefusal(pid: Int32, status: [String: String]) -> String? {
+    /// Why the job of `pid` cannot be saved, or nil: every process of it is checked. `hosted`: `pid` runs
+    /// here for its home node (in the PID namespace of its rfork-nsinit, where CRIU saves it from).
+    func checkpointRefusal(pid: Int32, status: [String: String], hosted: Bool = false) -> String? {
         if homeSessions.values.contains(where: { $0.localPID == pid }) {
-            return "process \(pid) runs on another node; saving a job from there comes later"
+            return
+                "process \(pid) moved on from \(config.node) to another node; saving it where it runs now is not done (move it back first)"
         }
-        if Posix.namespacePIDs(pid).count > 1 { return "process \(pid) runs in a PID namespace below rforkd's" }
+        if !hosted && Posix.namespacePIDs(pid).count > 1 {
+            return "process \(pid) runs in a PID namespace below rforkd's"
+        }
         if migrations[pid] != nil || checkpoints[pid] != nil { return "process \(pid) is being moved or saved already" }
         if let why = Self.signalRefusal(pid: pid, status: status) { return why }
         let owner = Self.firstNumber(status["Uid"]) ?? 0
         let relayed = Self.relayedFiles(of: pid)
         for p in [pid] + Self.descendants(of: pid) {
             if homeSessions.values.contains(where: { $0.localPID == p }) {
-                return "process \(p) of the job runs on another node; saving a job with remote processes comes later"
+                return
+                    "process \(p) of the job runs on another node, and a checkpoint takes only the processes on \(config.node); start the job with --policy local (or --checkpoint-every) to keep it whole here"
             }
             if let why = Self.heldResourceRefusal(pid: p) { return why }
             if owner != 0, let why = Self.restartSafetyRefusal(pid: p, owner: owner, relayed: relayed) { return why }
@@ -214,11 +249,16 @@ extension Node {
 
     /// The job's top process called in: CRIU saves its tree into a private directory (left stopped when
     /// the job is to end, so nothing runs between the cut and the end), which is then written to DIR as
-    /// the job's owner and swapped in.
-    func checkpointCall(_ request: LocalForkRequest, from channel: Channel) {
-        guard let pending = checkpoints[request.pid], pending.machine.state == .signalled, let key = checkpointKey
-        else { return checkpointEvent(pid: request.pid, .strayCall, call: channel) }
-        checkpointEvent(pid: request.pid, .called, call: channel)
+    /// the job's owner and swapped in. Saving it for its home (it runs here for another node), the images
+    /// go to the home instead, and the job waits for the home's word (`checkpointCommitted`).
+    /// `localPID` is the caller's PID here; `helper`, the rfork-nsinit whose namespaces it lives in.
+    func checkpointCall(_ request: LocalForkRequest, localPID: Int32, helper: Int32?, from channel: Channel) {
+        guard let pending = checkpoints[localPID], pending.machine.state == .signalled,
+            pending.home != nil || checkpointKey != nil
+        else { return checkpointEvent(pid: localPID, .strayCall, call: channel) }
+        checkpointEvent(pid: localPID, .called, call: channel)
+        pending.call = channel
+        let key = checkpointKey
         let machine = pending.machine
         let id = nextSession
         nextSession += 1
@@ -226,35 +266,52 @@ extension Node {
         let criu = self.criu
         let node = config.node
         let (uid, gid) = (pending.uid, pending.gid)
-        threads.runIfActive(eventLoop: loop) { () throws -> Int in
-            let tree = [request.pid] + Self.descendants(of: request.pid)
+        let home = pending.home
+        threads.runIfActive(eventLoop: loop) { () throws -> CutOutcome in
+            let tree = [localPID] + Self.descendants(of: localPID)
             let outside = Self.outsideChannels(request.channels, tree: tree)
             try Posix.makeDirectory(privateDir)
             defer { Posix.removeFlatDirectory(privateDir) }
             try criu.dump(
                 pid: request.pid, imageDirectory: privateDir, externalSocketInode: request.socketInode,
                 externalFiles: outside.filter { $0.criuID.hasPrefix("file[") }.map(\.criuID),
-                leaveStopped: !machine.leaveRunning)
+                leaveStopped: !machine.leaveRunning, insideNamespacesOf: helper)
             unlink(privateDir + "/dump.log")
             if machine.leaveRunning {
                 // The cut is taken: the job goes on while its images are copied, checked and flushed.
                 let frozen = Double(Posix.monotonicNanoseconds() &- request.forkStartedNanoseconds) / 1e6
-                self.loop.execute { self.checkpointEvent(pid: request.pid, .cut(frozenMs: frozen), call: channel) }
+                self.loop.execute { self.checkpointEvent(pid: localPID, .cut(frozenMs: frozen), call: channel) }
             }
             // The tree is stopped now: descriptors that name exactly these processes, for its end.
             let stopped = machine.leaveRunning ? [] : tree.compactMap(Posix.openProcess)
-            defer { for fd in stopped { Posix.close(fd) } }
             let manifest = CheckpointManifest(
                 created: ISO8601DateFormatter().string(from: Date()), node: node, pid: request.pid, uid: uid,
                 controlSocketInode: request.socketInode,
                 channels: outside.map { .init(id: $0.id, kind: $0.kind.rawValue, criuID: $0.criuID, fd: $0.fd) },
                 files: [])
+            if let home {
+                // The home keeps the checkpoint: the images go there, and a stopped job waits for its word.
+                let bytes = Posix.listDirectory(privateDir).reduce(0) { $0 + Posix.fileSize(privateDir + "/" + $1) }
+                do {
+                    try Self.streamImages(from: privateDir, inlined: [], session: home.session, to: home.link.wire)
+                } catch {
+                    for fd in stopped {
+                        _ = Posix.signal(process: fd, SIGCONT)
+                        Posix.close(fd)
+                    }
+                    throw CheckpointError(
+                        .saveFailed, "sending the images to \(home.link.peerName ?? "the home") failed: \(error)")
+                }
+                return .sent(manifest: manifest, bytes: bytes, stopped: stopped)
+            }
+            defer { for fd in stopped { Posix.close(fd) } }
+            guard let key else { throw CheckpointError(.saveFailed, "no checkpoint key") }
             do {
                 let bytes = try CheckpointDirectory.write(
                     from: privateDir, to: machine.directory, manifest: manifest, key: key, uid: uid, gid: gid)
                 // Saved without --leave-running: the stopped job ends now (its parent sees SIGKILL).
                 for fd in stopped.reversed() { _ = Posix.signal(process: fd, SIGKILL) }
-                return bytes
+                return .written(bytes: bytes)
             } catch {
                 // The job was left stopped for its end: it goes on instead.
                 for fd in stopped { _ = Posix.signal(process: fd, SIGCONT) }
@@ -262,11 +319,15 @@ extension Node {
             }
         }.whenComplete { result in
             switch result {
-            case .success(let bytes):
+            case .success(.written(let bytes)):
                 let frozen = Double(Posix.monotonicNanoseconds() &- request.forkStartedNanoseconds) / 1e6
-                self.checkpointEvent(pid: request.pid, .saved(bytes: bytes, frozenMs: frozen), call: channel)
+                self.checkpointEvent(pid: localPID, .saved(bytes: bytes, frozenMs: frozen), call: channel)
+            case .success(.sent(let manifest, let bytes, let stopped)):
+                let frozen = Double(Posix.monotonicNanoseconds() &- request.forkStartedNanoseconds) / 1e6
+                self.checkpointImagesSent(
+                    localPID: localPID, manifest: manifest, bytes: bytes, stopped: stopped, frozenMs: frozen)
             case .failure(let error):
-                self.checkpointEvent(pid: request.pid, .failed(reason: "\(error)"), call: channel)
+                self.checkpointEvent(pid: localPID, .failed(reason: "\(error)"), call: channel)
             }
         }
     }
@@ -283,9 +344,16 @@ extension Node {
             case .answer(let outcome):
                 checkpoints[pid] = nil
                 logger.info(
-                    "job of process \(pid): \(outcome.saved ? "saved to \(outcome.directory)" : "not saved: \(outcome.reason ?? "")")"
+                    "job of process \(pid): \(outcome.saved ? "saved to \(outcome.directory.isEmpty ? "its home" : outcome.directory)" : "not saved: \(outcome.reason ?? "")")"
                 )
                 if let command = pending.command { answerJSON(command, outcome) }
+                if let staging = pending.passedOn?.staging { Posix.removeFlatDirectory(staging) }
+                if !outcome.saved, !pending.resultSent, pending.home != nil {
+                    // Saved for its home: the home hears why not (the reason without this node's suffix).
+                    var reason = outcome.reason ?? "not saved"
+                    if case .failed(let why) = event { reason = why }
+                    sendCheckpointResult(pending, saved: false, reason: reason)
+                }
             case .resumeProcess, .keepProcessHere:
                 if let channel { reply(channel, .local, "") }
             case .endJob:

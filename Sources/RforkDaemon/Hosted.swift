@@ -57,6 +57,10 @@ extension Node {
             receiveChunk(chunk, link: link)
         case .migrateRequest(let request):
             handleMigrateRequest(request, link: link)
+        case .checkpointRequest(let request):
+            handleCheckpointRequest(request, link: link)
+        case .checkpointCommit(let commit):
+            checkpointCommitted(commit, link: link)
         case .drainRequest(let request):
             handleDrainRequest(request, link: link)
         case .load(let load):

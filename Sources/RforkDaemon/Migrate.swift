@@ -234,6 +234,9 @@ extension Node {
     /// A home session whose process ran elsewhere is gone (it ended, or its stand-in did): a move of it
     /// that was passed on will get no answer, so the command hears now.
     func passedOnSessionEnded(_ session: HomeSession) {
+        for (pid, pending) in checkpoints where pending.passedOn?.session == session.id {
+            checkpointEvent(pid: pid, .failed(reason: "process \(pid) ended during the checkpoint"))
+        }
         guard let pending = migrations[session.localPID], pending.passedOn?.session == session.id else { return }
         migrationEvent(
             pid: session.localPID, .abandoned(reason: "process \(session.localPID) ended during the move"))

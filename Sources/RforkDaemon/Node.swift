@@ -172,8 +172,8 @@ final class Node: @unchecked Sendable {
         let placed = request
         // A parent that maps shared memory is watched from its first fork on, wherever the child goes.
         if !request.migrate { takeParentUserfault(request.parentUserfault, childPID: localPID, uid: uid) }
-        if request.migrate, !nested, checkpoints[request.pid] != nil {
-            return checkpointCall(request, from: channel)
+        if request.migrate, checkpoints[localPID] != nil {
+            return checkpointCall(request, localPID: localPID, helper: inside, from: channel)
         }
         var migrationTarget: String?
         if request.migrate {
@@ -728,6 +728,10 @@ final class Node: @unchecked Sendable {
             if let relay = pageRelays[end.session] { Posix.shutdownWrite(relay.socket) }
         case .migrateResult(let result):
             handleMigrateResult(result, from: link)
+        case .imageChunk(let chunk):
+            receiveCheckpointChunk(chunk, from: link)
+        case .checkpointResult(let result):
+            handleCheckpointResult(result, from: link)
         case .drainResult(let result):
             handleDrainResult(result, from: link)
         case .load(let load):
@@ -746,6 +750,7 @@ final class Node: @unchecked Sendable {
     /// The link to a target node is gone: its remote children are lost (or, mid-fork, stay local).
     func linkLost(_ link: PeerLink) {
         forwardedDrainsLost(link.name)
+        passedOnCheckpointsLost(link.name)
         for (pid, pending) in migrations where pending.machine.state == .passedOn(node: link.name) {
             migrationEvent(pid: pid, .linkLost(node: link.name))
         }

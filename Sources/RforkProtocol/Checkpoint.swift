@@ -3,9 +3,15 @@
 /// As for a migration, the daemon checks the job and signals its top process, whose librfork calls in
 /// and waits (frozen) while CRIU saves the job's process tree into a staging directory that is then
 /// swapped in at DIR. With `leaveRunning` the job goes on afterwards; without it, it is ended.
+///
+/// A job whose top process runs on another node (it moved, or a restart put it there) is saved by that
+/// node: the home passes the request on (`passedOn`) and waits for the images and the outcome; the node
+/// running the job follows this same machine for its cut, and its answer goes back to the home.
 public struct Checkpoint: Sendable, Equatable {
     public enum State: Sendable, Equatable {
         case signalled
+        /// Asked of the node running the job; its images come here, and DIR is written here.
+        case passedOn(node: String)
         case saving
         /// Left running: CRIU's cut is taken and the job goes on (it was frozen `frozenMs`) while the
         /// images are written to DIR.
@@ -14,6 +20,8 @@ public struct Checkpoint: Sendable, Equatable {
     }
 
     public enum Event: Sendable, Equatable {
+        /// The top process runs on `node`: that node was asked to save the job.
+        case passedOn(node: String)
         /// The top process called in; saving starts.
         case called
         /// CRIU has the job's images (the cut); the job was frozen `frozenMs` until now.
@@ -77,6 +85,26 @@ public struct Checkpoint: Sendable, Equatable {
         case (.signalled, .called):
             state = .saving
             return []
+        case (.signalled, .passedOn(let node)):
+            state = .passedOn(node: node)
+            return []
+        case (.passedOn, .saved(let bytes, let frozenMs)):
+            // The node running the job has ended it, or let it go on, as asked.
+            state = .finished
+            return [
+                .answer(
+                    Outcome(
+                        pid: pid, directory: directory, saved: true, bytes: bytes, frozenMs: frozenMs,
+                        leftRunning: leaveRunning))
+            ]
+        case (.passedOn, .failed(let reason)):
+            state = .finished
+            return [
+                .answer(
+                    Outcome(
+                        pid: pid, directory: directory, saved: false,
+                        reason: "\(reason); the job keeps running and \(directory) is as it was"))
+            ]
         case (.signalled, .deadline(let seconds)):
             state = .finished
             return [
@@ -122,7 +150,7 @@ public struct Checkpoint: Sendable, Equatable {
                         pid: pid, directory: directory, saved: false,
                         reason: "\(reason); the job keeps running and \(directory) is as it was")),
             ]
-        case (_, .strayCall), (.saving, .called), (.writing, .called), (.finished, .called):
+        case (_, .strayCall), (.saving, .called), (.writing, .called), (.finished, .called), (.passedOn, .called):
             return [.keepProcessHere]
         default:
             return []

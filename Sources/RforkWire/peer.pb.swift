@@ -794,6 +794,68 @@ public nonisolated struct Rfork_Wire_V1_UnixStream: Sendable {
   public init() {}
 }
 
+/// home -> the node running a job's top process (it moved there, or a restart put it there):
+/// `rfork checkpoint` of that job. That node takes the cut (CRIU, inside the process's namespaces), sends
+/// its images back as ImageChunks of `session`, then CheckpointResult; the home writes DIR and says
+/// CheckpointCommit. Without leave_running the job stays stopped until then, and ends if DIR was written.
+public nonisolated struct Rfork_Wire_V1_CheckpointRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var session: UInt64 = 0
+
+  /// chosen by the home, echoed in the answers
+  public var request: UInt64 = 0
+
+  public var leaveRunning: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// -> home: every image of the cut has been sent (saved), or why the job was not saved.
+public nonisolated struct Rfork_Wire_V1_CheckpointResult: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var session: UInt64 = 0
+
+  public var request: UInt64 = 0
+
+  public var saved: Bool = false
+
+  public var reason: String = String()
+
+  /// the cut's channels and control socket (CheckpointManifest, as JSON)
+  public var manifestJson: String = String()
+
+  public var frozenMs: Double = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// home -> the node that took the cut: whether DIR now holds it.
+public nonisolated struct Rfork_Wire_V1_CheckpointCommit: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var session: UInt64 = 0
+
+  public var request: UInt64 = 0
+
+  public var written: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 public nonisolated struct Rfork_Wire_V1_Envelope: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -977,6 +1039,30 @@ public nonisolated struct Rfork_Wire_V1_Envelope: Sendable {
     set {body = .unixStream(newValue)}
   }
 
+  public var checkpointRequest: Rfork_Wire_V1_CheckpointRequest {
+    get {
+      if case .checkpointRequest(let v)? = body {return v}
+      return Rfork_Wire_V1_CheckpointRequest()
+    }
+    set {body = .checkpointRequest(newValue)}
+  }
+
+  public var checkpointResult: Rfork_Wire_V1_CheckpointResult {
+    get {
+      if case .checkpointResult(let v)? = body {return v}
+      return Rfork_Wire_V1_CheckpointResult()
+    }
+    set {body = .checkpointResult(newValue)}
+  }
+
+  public var checkpointCommit: Rfork_Wire_V1_CheckpointCommit {
+    get {
+      if case .checkpointCommit(let v)? = body {return v}
+      return Rfork_Wire_V1_CheckpointCommit()
+    }
+    set {body = .checkpointCommit(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Body: Equatable, Sendable {
@@ -1002,6 +1088,9 @@ public nonisolated struct Rfork_Wire_V1_Envelope: Sendable {
     case coherence(Rfork_Wire_V1_CoherenceMessage)
     case regionEnd(Rfork_Wire_V1_RegionEnd)
     case unixStream(Rfork_Wire_V1_UnixStream)
+    case checkpointRequest(Rfork_Wire_V1_CheckpointRequest)
+    case checkpointResult(Rfork_Wire_V1_CheckpointResult)
+    case checkpointCommit(Rfork_Wire_V1_CheckpointCommit)
 
   }
 
@@ -2158,9 +2247,144 @@ nonisolated extension Rfork_Wire_V1_UnixStream.Kind: SwiftProtobuf._ProtoNamePro
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0OPEN\0\u{1}OPENED\0\u{1}REFUSED\0\u{1}DATA\0\u{1}CLOSE\0\u{1}ACK\0\u{1}SHUTDOWN\0")
 }
 
+nonisolated extension Rfork_Wire_V1_CheckpointRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CheckpointRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}session\0\u{1}request\0\u{3}leave_running\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.session) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.request) }()
+      case 3: try { try decoder.decodeSingularBoolField(value: &self.leaveRunning) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.session != 0 {
+      try visitor.visitSingularUInt64Field(value: self.session, fieldNumber: 1)
+    }
+    if self.request != 0 {
+      try visitor.visitSingularUInt64Field(value: self.request, fieldNumber: 2)
+    }
+    if self.leaveRunning != false {
+      try visitor.visitSingularBoolField(value: self.leaveRunning, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Rfork_Wire_V1_CheckpointRequest, rhs: Rfork_Wire_V1_CheckpointRequest) -> Bool {
+    if lhs.session != rhs.session {return false}
+    if lhs.request != rhs.request {return false}
+    if lhs.leaveRunning != rhs.leaveRunning {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Rfork_Wire_V1_CheckpointResult: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CheckpointResult"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}session\0\u{1}request\0\u{1}saved\0\u{1}reason\0\u{3}manifest_json\0\u{3}frozen_ms\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.session) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.request) }()
+      case 3: try { try decoder.decodeSingularBoolField(value: &self.saved) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.reason) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.manifestJson) }()
+      case 6: try { try decoder.decodeSingularDoubleField(value: &self.frozenMs) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.session != 0 {
+      try visitor.visitSingularUInt64Field(value: self.session, fieldNumber: 1)
+    }
+    if self.request != 0 {
+      try visitor.visitSingularUInt64Field(value: self.request, fieldNumber: 2)
+    }
+    if self.saved != false {
+      try visitor.visitSingularBoolField(value: self.saved, fieldNumber: 3)
+    }
+    if !self.reason.isEmpty {
+      try visitor.visitSingularStringField(value: self.reason, fieldNumber: 4)
+    }
+    if !self.manifestJson.isEmpty {
+      try visitor.visitSingularStringField(value: self.manifestJson, fieldNumber: 5)
+    }
+    if self.frozenMs.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.frozenMs, fieldNumber: 6)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Rfork_Wire_V1_CheckpointResult, rhs: Rfork_Wire_V1_CheckpointResult) -> Bool {
+    if lhs.session != rhs.session {return false}
+    if lhs.request != rhs.request {return false}
+    if lhs.saved != rhs.saved {return false}
+    if lhs.reason != rhs.reason {return false}
+    if lhs.manifestJson != rhs.manifestJson {return false}
+    if lhs.frozenMs != rhs.frozenMs {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Rfork_Wire_V1_CheckpointCommit: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CheckpointCommit"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}session\0\u{1}request\0\u{1}written\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.session) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.request) }()
+      case 3: try { try decoder.decodeSingularBoolField(value: &self.written) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.session != 0 {
+      try visitor.visitSingularUInt64Field(value: self.session, fieldNumber: 1)
+    }
+    if self.request != 0 {
+      try visitor.visitSingularUInt64Field(value: self.request, fieldNumber: 2)
+    }
+    if self.written != false {
+      try visitor.visitSingularBoolField(value: self.written, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Rfork_Wire_V1_CheckpointCommit, rhs: Rfork_Wire_V1_CheckpointCommit) -> Bool {
+    if lhs.session != rhs.session {return false}
+    if lhs.request != rhs.request {return false}
+    if lhs.written != rhs.written {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
 nonisolated extension Rfork_Wire_V1_Envelope: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Envelope"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hello\0\u{3}fork_request\0\u{3}fork_reply\0\u{1}data\0\u{3}end_of_file\0\u{1}signal\0\u{3}child_event\0\u{1}abort\0\u{1}load\0\u{1}demand\0\u{3}image_chunk\0\u{3}page_stream\0\u{3}page_stream_end\0\u{1}ack\0\u{3}migrate_request\0\u{3}migrate_result\0\u{3}drain_request\0\u{3}drain_result\0\u{3}link_ack\0\u{1}coherence\0\u{3}region_end\0\u{3}unix_stream\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hello\0\u{3}fork_request\0\u{3}fork_reply\0\u{1}data\0\u{3}end_of_file\0\u{1}signal\0\u{3}child_event\0\u{1}abort\0\u{1}load\0\u{1}demand\0\u{3}image_chunk\0\u{3}page_stream\0\u{3}page_stream_end\0\u{1}ack\0\u{3}migrate_request\0\u{3}migrate_result\0\u{3}drain_request\0\u{3}drain_result\0\u{3}link_ack\0\u{1}coherence\0\u{3}region_end\0\u{3}unix_stream\0\u{3}checkpoint_request\0\u{3}checkpoint_result\0\u{3}checkpoint_commit\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2454,6 +2678,45 @@ nonisolated extension Rfork_Wire_V1_Envelope: SwiftProtobuf.Message, SwiftProtob
           self.body = .unixStream(v)
         }
       }()
+      case 23: try {
+        var v: Rfork_Wire_V1_CheckpointRequest?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .checkpointRequest(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .checkpointRequest(v)
+        }
+      }()
+      case 24: try {
+        var v: Rfork_Wire_V1_CheckpointResult?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .checkpointResult(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .checkpointResult(v)
+        }
+      }()
+      case 25: try {
+        var v: Rfork_Wire_V1_CheckpointCommit?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .checkpointCommit(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .checkpointCommit(v)
+        }
+      }()
       default: break
       }
     }
@@ -2552,6 +2815,18 @@ nonisolated extension Rfork_Wire_V1_Envelope: SwiftProtobuf.Message, SwiftProtob
     case .unixStream?: try {
       guard case .unixStream(let v)? = self.body else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 22)
+    }()
+    case .checkpointRequest?: try {
+      guard case .checkpointRequest(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 23)
+    }()
+    case .checkpointResult?: try {
+      guard case .checkpointResult(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 24)
+    }()
+    case .checkpointCommit?: try {
+      guard case .checkpointCommit(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 25)
     }()
     case nil: break
     }

@@ -44,7 +44,7 @@ extension Rfork {
         @Option(
             name: .customLong("checkpoint-every"),
             help:
-                "Save the job every DURATION (30s, 5m, 1h) into --checkpoint-dir, left running; the last good one is kept."
+                "Save the job every DURATION (30s, 5m, 1h) into --checkpoint-dir, left running; the last good one is kept. The job then stays on this node (local placement, pinned), where one cut takes all of it."
         )
         var checkpointEvery: String?
 
@@ -66,6 +66,13 @@ extension Rfork {
             if let every = checkpointEvery, Self.seconds(every) == nil {
                 throw ValidationError("--checkpoint-every takes a duration like 30s, 5m or 1h, not '\(every)'")
             }
+            // A checkpoint is one cut of the processes on the job's node; a job spread over nodes would
+            // never be saved. So the job stays whole on its node.
+            if checkpointEvery != nil, node != nil || (policy.map { $0 != .local } ?? false) {
+                throw ValidationError(
+                    "--checkpoint-every keeps the job on this node (a checkpoint cannot take processes on other nodes yet): leave out --node and --policy, or give --policy local"
+                )
+            }
             if command.first == "--" { return }
             if command.isEmpty { throw ValidationError("give the command to run after --") }
         }
@@ -79,9 +86,10 @@ extension Rfork {
             let preload = env["LD_PRELOAD"].map { lib + ":" + $0 } ?? lib
             env["LD_PRELOAD"] = preload
             env["RFORK_SOCKET"] = daemon.resolvedSocket
-            env["RFORK_POLICY"] = (policy ?? .default).rawValue
+            let saved = checkpointEvery != nil
+            env["RFORK_POLICY"] = (policy ?? (saved ? .local : .default)).rawValue
             if let node { env["RFORK_NODE"] = node } else { env["RFORK_NODE"] = nil }
-            env["RFORK_PIN"] = pin ? "1" : nil
+            env["RFORK_PIN"] = pin || saved ? "1" : nil
             if let postCopy, postCopy != "auto" {
                 env["RFORK_POST_COPY"] = postCopy
             } else {

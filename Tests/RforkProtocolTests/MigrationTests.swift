@@ -181,6 +181,32 @@ import Testing
         #expect(e.handle(.saved(bytes: 1, frozenMs: 40)).first == .endJob)
     }
 
+    /// The top process runs on node2: node2 takes the cut and ends or resumes the job itself; the home
+    /// only answers, and no call, deadline or stray call acts on a process here.
+    @Test func passedOnToTheNodeRunningTheJob() {
+        var c = Checkpoint(pid: 9, directory: "/ck", leaveRunning: false)
+        #expect(c.handle(.passedOn(node: "node2")) == [])
+        #expect(c.state == .passedOn(node: "node2"))
+        #expect(c.handle(.deadline(seconds: 5)) == [])
+        #expect(c.handle(.called) == [.keepProcessHere])
+        #expect(
+            c.handle(.saved(bytes: 8, frozenMs: 50))
+                == [.answer(Outcome(pid: 9, directory: "/ck", saved: true, bytes: 8, frozenMs: 50, leftRunning: false))]
+        )
+        #expect(c.state == .finished)
+        var d = Checkpoint(pid: 9, directory: "/ck", leaveRunning: true)
+        _ = d.handle(.passedOn(node: "node2"))
+        #expect(
+            d.handle(.failed(reason: "lost the link to node2"))
+                == [
+                    .answer(
+                        Outcome(
+                            pid: 9, directory: "/ck", saved: false,
+                            reason: "lost the link to node2; the job keeps running and /ck is as it was"))
+                ])
+        #expect(d.handle(.saved(bytes: 1, frozenMs: 1)) == [])
+    }
+
     @Test func aFailedSaveLeavesTheJobRunning() {
         var c = Checkpoint(pid: 9, directory: "/ck", leaveRunning: false)
         _ = c.handle(.called)

@@ -658,9 +658,27 @@ restarts "$WORK/ck" node2
 result "checkpoint/--leave-running: the job goes on, its checkpoint replaces the last and restarts to the same end" \
     "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
 
+# A job whose child runs on node2 (the default placement) cannot be cut whole: refused with the reason
+# and the way out; the job goes on to its usual end.
+( on node1 "$RFORK" run -- "$WORK/pipejob" 2>"$WORK/job4.err" | cat >"$WORK/job4.out"; echo "${PIPESTATUS[0]}" >"$WORK/job4.rc" ) &
+jobbg=$!
+wait_pid "$WORK/job4.out"
+sleep 0.5
+out=$(on node1 "$RFORK" checkpoint --leave-running "${jpid:-0}" "$WORK/ck4" 2>&1); crc=$?
+wait "$jobbg"
+settle
+why=""
+[ "$crc" = 1 ] && echo "$out" | grep -Eq "^rfork: process [0-9]+ of the job runs on another node, and a checkpoint takes only the processes on node1; start the job with --policy local" \
+    || why+="checkpoint said (exit $crc): $out; "
+[ -e "$WORK/ck4" ] && why+="a directory was written; "
+[ "$(cat "$WORK/job4.rc")" = 0 ] && [ "$(tail -n 1 "$WORK/job4.out")" = "$expected" ] || why+="the job ended with $(cat "$WORK/job4.rc"): $(tail -n 1 "$WORK/job4.out"); "
+grep -q 'rfork:' "$WORK/job4.err" && why+="the job said: $(grep -m1 rfork: "$WORK/job4.err"); "
+result "checkpoint/a job spread over nodes is refused with its reason, and goes on" "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
+
 # --checkpoint-every: the job is saved every second, left running; lost with its node (killed here), it
-# restarts from the last good checkpoint to the same result.
-( on node1 "$RFORK" run --policy local --checkpoint-every 1s --checkpoint-dir "$WORK/ckp" -- "$WORK/pipejob" \
+# restarts from the last good checkpoint to the same result. With no --policy, the job stays on its node
+# (local placement, pinned), so its child is in every cut; --node elsewhere is refused.
+( on node1 "$RFORK" run --checkpoint-every 1s --checkpoint-dir "$WORK/ckp" -- "$WORK/pipejob" \
     2>"$WORK/job3.err" | cat >"$WORK/job3.out" ) &
 jobbg=$!
 wait_pid "$WORK/job3.out"
@@ -677,7 +695,50 @@ why=""
 grep -q '^sum' "$WORK/job3.out" && why+="the job had finished before it was lost; "
 grep -q 'rfork:' "$WORK/job3.err" && why+="the job said: $(grep -m1 rfork: "$WORK/job3.err"); "
 restarts "$WORK/ckp" node3
-result "checkpoint/--checkpoint-every keeps the last good checkpoint; the lost job restarts from it" \
+out=$(on node1 "$RFORK" run --node node2 --checkpoint-every 1s --checkpoint-dir "$WORK/ckx" -- true 2>&1); rc=$?
+[ "$rc" != 0 ] && echo "$out" | grep -q 'checkpoint-every keeps the job on this node' || why+="--node node2 with --checkpoint-every: exit $rc, $out; "
+result "checkpoint/--checkpoint-every keeps the job on its node and the last good checkpoint; the lost job restarts from it" \
+    "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
+
+# A restarted job runs on another node, below its restart command (which became its stand-in): the home
+# passes its checkpoint on to that node, which takes the cut and sends the images back. Saved left running
+# (the job goes on to its end) and saved and ended (exit 137); each checkpoint restarts to the same end.
+standin_of() { # PID: the rfork-standin below PID
+    local p q
+    for p in $(pgrep -x rfork-standin); do
+        q=$p
+        while [ "${q:-1}" -gt 1 ]; do
+            q=$(awk '/^PPid:/{print $2}' "/proc/$q/status" 2>/dev/null)
+            [ "$q" = "$1" ] && { echo "$p"; return; }
+        done
+    done
+}
+restarted_job() { # DIR NODE PREFIX: restarts DIR on NODE in the background; sets rbg and rs (its stand-in)
+    ( on node1 "$RFORK" restart "$1" --node "$2" >"$3.out" 2>"$3.err"; echo "$?" >"$3.rc" ) &
+    rbg=$!
+    rs=""
+    for _ in $(seq 50); do rs=$(standin_of "$rbg"); [ -n "$rs" ] && break; sleep 0.1; done
+    sleep 0.5
+}
+why=""
+restarted_job "$WORK/ck" node2 "$WORK/rj1"
+out=$(on node1 "$RFORK" checkpoint --leave-running "${rs:-0}" "$WORK/ckr1" 2>&1); crc=$?
+wait "$rbg"
+[ "$crc" = 0 ] && echo "$out" | grep -q "^saved the job of process $rs to $WORK/ckr1 (.* MiB); frozen [0-9.]* ms; it runs on$" \
+    || why+="the restarted job on node2 was not saved: $out; "
+[ "$(cat "$WORK/rj1.rc")" = 0 ] && [ "$(tail -n 1 "$WORK/rj1.out")" = "$expected" ] || why+="the job left running ended with $(cat "$WORK/rj1.rc"): $(tail -n 1 "$WORK/rj1.out"); "
+restarted_job "$WORK/ckr1" node3 "$WORK/rj2"
+out=$(on node1 "$RFORK" checkpoint "${rs:-0}" "$WORK/ckr2" 2>&1); crc=$?
+wait "$rbg"
+[ "$crc" = 0 ] && echo "$out" | grep -q "^saved the job of process $rs to $WORK/ckr2 (.* MiB); frozen [0-9.]* ms; it has ended$" \
+    || why+="the restarted job on node3 was not saved: $out; "
+[ "$(cat "$WORK/rj2.rc")" = 137 ] || why+="the saved job on node3 was not ended (exit $(cat "$WORK/rj2.rc")); "
+settle
+restarts "$WORK/ckr2" node1
+settle
+left=$(leftovers)
+[ -z "$left" ] || why+="left behind:$left; "
+result "checkpoint/a restarted job is saved again from the node running it, left running or ended, and restarts to the same end" \
     "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
 
 # Damaged, truncated or foreign directories: one line, exit 1, nothing started.
@@ -1187,9 +1248,15 @@ fail_restore() { # name, what to kill: criu|nsinit, the reason expected (a regex
     echo hello >&7
     on node1 "$RFORK" migrate "${tpid:-0}" node2 >"$WORK/fr.mig" 2>&1 &
     local mig=$! restorer="" mrc
-    # The oldest: CRIU's own children carry its command line until they become the restored tasks (once,
-    # with PIDs wrapped, `head -n 1` picked one of those, and CRIU failed instead of being killed).
-    for _ in $(seq 1000); do restorer=$(pgrep -o -f '^[^ ]*criu restore'); [ -n "$restorer" ] && break; sleep 0.01; done
+    # CRIU itself: the one whose parent is rfork-nsinit. CRIU's own children carry its command line until
+    # they become the restored tasks, and the oldest by start time is not always CRIU (same clock tick,
+    # wrapped PIDs): killing one of those made CRIU fail instead of being killed.
+    for _ in $(seq 1000); do
+        for p in $(pgrep -f '^[^ ]*criu restore'); do
+            [ "$(ps -o comm= -p "$(ps -o ppid= -p "$p" | tr -d ' ')" 2>/dev/null)" = rfork-nsinit ] && { restorer=$p; break; }
+        done
+        [ -n "$restorer" ] && break; sleep 0.01
+    done
     if [ "$2" = criu ]; then
         [ -n "$restorer" ] && [ "$restorer" -gt 1 ] && kill -STOP "$restorer" && kill -KILL "$restorer"
     else

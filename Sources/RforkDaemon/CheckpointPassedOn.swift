@@ -1,0 +1,250 @@
+import Foundation
+import Glibc
+import NIOCore
+import RforkCheckpoint
+import RforkProtocol
+import RforkSystem
+import RforkWire
+
+/// `rfork checkpoint` of a job whose top process runs on another node (it moved there, or a restart put
+/// it there): the home passes the request on to that node, which takes the cut as it would its own (CRIU
+/// inside the namespaces of the process's rfork-nsinit) and sends the images back; the home writes DIR
+/// (signed, as its owner) and says whether it did, and only then does the node end a job saved without
+/// `--leave-running` (or let it go on if DIR could not be written).
+///
+/// ```
+///  home                                  node running the job
+///  CheckpointRequest{session, request} ─►  checks, signal 62, the job calls in, CRIU dump
+///                                      ◄─  ImageChunk × n (session), CheckpointResult{saved, manifest}
+///  writes DIR (staging, swap)
+///  CheckpointCommit{written}           ─►  ends the stopped job, or continues it
+/// ```
+extension Node {
+    // MARK: home side
+
+    /// Asks the node running the job of `pid` (its stand-in here) to save it; the reason when it cannot.
+    func passOnCheckpoint(
+        pid: Int32, session: HomeSession, directory: String, uid: UInt32, gid: UInt32, leaveRunning: Bool,
+        command: Channel?
+    ) -> String? {
+        guard session.state == .running else { return "process \(pid) is being moved" }
+        guard let link = links[session.target], link.isUp else {
+            return "node '\(session.target)', which runs process \(pid), is not reachable"
+        }
+        nextMigrateRequest += 1
+        let request = nextMigrateRequest
+        let staging = imageRoot + "/k\(session.id)-\(request)"
+        do {
+            try Posix.makeDirectory(staging)
+        } catch {
+            return "cannot make \(staging): \(error)"
+        }
+        let pending = PendingCheckpoint(
+            machine: Checkpoint(pid: pid, directory: directory, leaveRunning: leaveRunning), command: command, uid: uid,
+            gid: gid)
+        pending.passedOn = (session.id, request, session.target, staging)
+        checkpoints[pid] = pending
+        checkpointEvent(pid: pid, .passedOn(node: session.target))
+        logger.info("saving the job of process \(pid) to \(directory): asking \(session.target), which runs it")
+        var ask = Rfork_Wire_V1_CheckpointRequest()
+        ask.session = session.id
+        ask.request = request
+        ask.leaveRunning = leaveRunning
+        var envelope = Envelope()
+        envelope.checkpointRequest = ask
+        link.wire.writeAndFlush(envelope, promise: nil)
+        loop.scheduleTask(in: .minutes(10)) {
+            guard self.checkpoints[pid] === pending else { return }
+            self.checkpointEvent(
+                pid: pid, .failed(reason: "\(session.target) did not save the job within 10 minutes"))
+        }
+        return nil
+    }
+
+    /// The passed-on checkpoint a message from `node` about `session` belongs to.
+    private func passedOnCheckpoint(session: UInt64, request: UInt64?, node: String) -> (Int32, PendingCheckpoint)? {
+        for (pid, pending) in checkpoints {
+            guard let asked = pending.passedOn, asked.session == session, asked.node == node else { continue }
+            if let request, asked.request != request { continue }
+            return (pid, pending)
+        }
+        return nil
+    }
+
+    /// A piece of an image of a job saved for this node: into its staging directory.
+    func receiveCheckpointChunk(_ chunk: Rfork_Wire_V1_ImageChunk, from link: PeerLink) {
+        guard let (pid, pending) = passedOnCheckpoint(session: chunk.session, request: nil, node: link.name),
+            let staging = pending.passedOn?.staging
+        else { return }
+        guard !chunk.name.isEmpty, !chunk.name.contains("/"), chunk.name.hasSuffix(".img") else {
+            return checkpointEvent(pid: pid, .failed(reason: "\(link.name) sent an image named '\(chunk.name)'"))
+        }
+        let fd = open(staging + "/" + chunk.name, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
+        guard fd >= 0 else {
+            return checkpointEvent(
+                pid: pid, .failed(reason: "cannot write \(chunk.name): \(Posix.errorText(errno))"))
+        }
+        defer { Posix.close(fd) }
+        do {
+            try Posix.writeAll(fd, chunk.data, at: chunk.offset)
+        } catch {
+            checkpointEvent(pid: pid, .failed(reason: "cannot write \(chunk.name): \(error)"))
+        }
+    }
+
+    /// The node running the job sent every image (or says why not): DIR is written here, as its owner,
+    /// and that node hears whether it was.
+    func handleCheckpointResult(_ result: Rfork_Wire_V1_CheckpointResult, from link: PeerLink) {
+        guard
+            let (pid, pending) = passedOnCheckpoint(session: result.session, request: result.request, node: link.name),
+            let asked = pending.passedOn
+        else { return }
+        guard result.saved else { return checkpointEvent(pid: pid, .failed(reason: result.reason)) }
+        @Sendable func commit(_ written: Bool) {
+            var commit = Rfork_Wire_V1_CheckpointCommit()
+            commit.session = asked.session
+            commit.request = asked.request
+            commit.written = written
+            var envelope = Envelope()
+            envelope.checkpointCommit = commit
+            link.wire.writeAndFlush(envelope, promise: nil)
+        }
+        guard let key = checkpointKey,
+            var manifest = try? JSONDecoder().decode(CheckpointManifest.self, from: Data(result.manifestJson.utf8))
+        else {
+            commit(false)
+            return checkpointEvent(
+                pid: pid, .failed(reason: "\(link.name) sent a checkpoint manifest that cannot be read"))
+        }
+        // Its owner as this node knows it. The PID stays the one in the images (the process's PID in its
+        // namespace: its home PID for a process that moved, the job's own for a restarted one).
+        manifest.uid = pending.uid
+        let written = manifest
+        let (directory, uid, gid) = (pending.machine.directory, pending.uid, pending.gid)
+        threads.runIfActive(eventLoop: loop) { () throws -> Int in
+            try CheckpointDirectory.write(
+                from: asked.staging, to: directory, manifest: written, key: key, uid: uid, gid: gid)
+        }.whenComplete { outcome in
+            guard self.checkpoints[pid] === pending else { return }
+            switch outcome {
+            case .success(let bytes):
+                commit(true)
+                self.checkpointEvent(pid: pid, .saved(bytes: bytes, frozenMs: result.frozenMs))
+            case .failure(let error):
+                commit(false)
+                self.checkpointEvent(pid: pid, .failed(reason: "\(error)"))
+            }
+        }
+    }
+
+    /// The link to `node` is lost: checkpoints it was asked to take will not arrive.
+    func passedOnCheckpointsLost(_ node: String) {
+        for (pid, pending) in checkpoints where pending.passedOn?.node == node {
+            checkpointEvent(pid: pid, .failed(reason: "lost the link to \(node) during the checkpoint"))
+        }
+    }
+
+    // MARK: the node running the job
+
+    /// The home of a process this node runs asks for a checkpoint of its job.
+    func handleCheckpointRequest(_ request: Rfork_Wire_V1_CheckpointRequest, link: InboundLink) {
+        let pending = PendingCheckpoint(
+            machine: Checkpoint(pid: 0, directory: "", leaveRunning: request.leaveRunning), command: nil, uid: 0, gid: 0
+        )
+        pending.home = (link, request.session, request.request)
+        func refuse(_ why: String) { sendCheckpointResult(pending, saved: false, reason: why) }
+        guard let hosted = hosted[hostedKey(link, request.session)], hosted.restored, !hosted.ended else {
+            return refuse("the process no longer runs on \(config.node)")
+        }
+        if hosted.lazyPID != nil {
+            return refuse(
+                "the memory of process \(hosted.pid) is still arriving on \(config.node) (post-copy); save it when it is there"
+            )
+        }
+        guard let (pid, pidfd) = openHostedProcess(hosted) else { return refuse("the process ended") }
+        defer { Posix.close(pidfd) }
+        guard let status = Posix.processStatus(pid) else { return refuse("the process ended") }
+        if let why = checkpointRefusal(pid: pid, status: status, hosted: true) {
+            return refuse(Migration.renaming(process: pid, to: hosted.pid, in: why))
+        }
+        let owner = hosted.uid
+        let saved = PendingCheckpoint(
+            machine: Checkpoint(pid: pid, directory: "", leaveRunning: request.leaveRunning), command: nil,
+            uid: owner, gid: Self.firstNumber(status["Gid"]) ?? owner)
+        saved.home = pending.home
+        logger.info("saving the job of process \(hosted.pid) for \(hosted.home)")
+        if let why = signalForCheckpoint(pid, pidfd: pidfd, saved) { refuse(why) }
+    }
+
+    /// Tells the home how the cut went: every image sent (with the manifest), or why not.
+    func sendCheckpointResult(
+        _ pending: PendingCheckpoint, saved: Bool, reason: String = "", manifest: CheckpointManifest? = nil,
+        frozenMs: Double = 0
+    ) {
+        guard let home = pending.home, !pending.resultSent else { return }
+        pending.resultSent = true
+        var result = Rfork_Wire_V1_CheckpointResult()
+        result.session = home.session
+        result.request = home.request
+        result.saved = saved
+        result.reason = reason
+        result.frozenMs = frozenMs
+        if let manifest, let json = try? JSONEncoder().encode(manifest) {
+            result.manifestJson = String(decoding: json, as: UTF8.self)
+        }
+        var envelope = Envelope()
+        envelope.checkpointResult = result
+        home.link.wire.writeAndFlush(envelope, promise: nil)
+    }
+
+    /// The images of the cut of `localPID` are at its home: the home writes DIR and says so. A job
+    /// saved without --leave-running stays stopped (`stopped`) until then.
+    func checkpointImagesSent(
+        localPID: Int32, manifest: CheckpointManifest, bytes: Int, stopped: [Int32], frozenMs: Double
+    ) {
+        guard let pending = checkpoints[localPID], pending.home != nil else {
+            for fd in stopped {
+                _ = Posix.signal(process: fd, SIGCONT)
+                Posix.close(fd)
+            }
+            return
+        }
+        pending.stopped = stopped
+        pending.bytes = bytes
+        // Left running, the job was frozen only until the cut; else it still is.
+        var frozen = frozenMs
+        if case .writing(let cut) = pending.machine.state { frozen = cut }
+        sendCheckpointResult(pending, saved: true, manifest: manifest, frozenMs: frozen)
+        // A home that never answers leaves the job as it was.
+        loop.scheduleTask(in: .minutes(10)) {
+            guard self.checkpoints[localPID] === pending else { return }
+            self.commitCheckpoint(localPID, pending, written: false)
+        }
+    }
+
+    /// The home says whether it wrote the checkpoint of a job this node saved for it.
+    func checkpointCommitted(_ commit: Rfork_Wire_V1_CheckpointCommit, link: InboundLink) {
+        for (pid, pending) in checkpoints {
+            guard let home = pending.home, home.link === link, home.session == commit.session,
+                home.request == commit.request, pending.resultSent
+            else { continue }
+            return commitCheckpoint(pid, pending, written: commit.written)
+        }
+    }
+
+    /// Ends the saved job (written, without --leave-running) or lets it go on, and ends the request.
+    private func commitCheckpoint(_ pid: Int32, _ pending: PendingCheckpoint, written: Bool) {
+        let stopped = pending.stopped
+        pending.stopped = []
+        for fd in stopped.reversed() {
+            _ = Posix.signal(process: fd, written ? SIGKILL : SIGCONT)
+            Posix.close(fd)
+        }
+        checkpointEvent(
+            pid: pid,
+            written
+                ? .saved(bytes: pending.bytes, frozenMs: 0)
+                : .failed(reason: "the home did not write the checkpoint"),
+            call: pending.call)
+    }
+}
