@@ -301,10 +301,33 @@ extension Node {
         }
     }
 
-    /// One line of progress for the command that asked to move `pid` (when a command asked here).
+    /// One line of progress for the command that asked to move `pid`: here, or at the home that passed the
+    /// move on (which shows it, or passes it on to its own home in turn).
     func migrationProgress(pid: Int32, _ text: String) {
-        guard let pending = migrations[pid], case .command(let channel) = pending.requester else { return }
-        channel.writeAndFlush(LocalFrame.text(.progress, text), promise: nil)
+        guard let pending = migrations[pid] else { return }
+        switch pending.requester {
+        case .command(let channel):
+            channel.writeAndFlush(LocalFrame.text(.progress, text), promise: nil)
+        case .home(let link, let session, let request, let local, let shown):
+            var progress = Rfork_Wire_V1_MigrateProgress()
+            progress.session = session
+            progress.request = request
+            progress.text = Migration.renaming(process: local, to: shown, in: text)
+            var envelope = Envelope()
+            envelope.migrateProgress = progress
+            link.wire.writeAndFlush(envelope, promise: nil)
+        case .drain, .balancer:
+            break
+        }
+    }
+
+    /// A phase of a move this node passed on to the node running the process.
+    func handleMigrateProgress(_ progress: Rfork_Wire_V1_MigrateProgress, from link: PeerLink) {
+        guard let session = homeSessions[progress.session], session.target == link.name,
+            let pending = migrations[session.localPID], let asked = pending.passedOn,
+            asked == (progress.session, progress.request)
+        else { return }
+        migrationProgress(pid: session.localPID, progress.text)
     }
 
     /// The node running the process of home session `result.session` answered a passed-on move.

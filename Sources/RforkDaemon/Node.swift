@@ -728,6 +728,8 @@ final class Node: @unchecked Sendable {
             if let relay = pageRelays[end.session] { Posix.shutdownWrite(relay.socket) }
         case .migrateResult(let result):
             handleMigrateResult(result, from: link)
+        case .migrateProgress(let progress):
+            handleMigrateProgress(progress, from: link)
         case .imageChunk(let chunk):
             receiveCheckpointChunk(chunk, from: link)
         case .checkpointResult(let result):

@@ -639,6 +639,23 @@ public nonisolated struct Rfork_Wire_V1_MigrateResult: Sendable {
   public init() {}
 }
 
+/// -> home: a phase of a move it passed on (the command there shows it on its terminal).
+public nonisolated struct Rfork_Wire_V1_MigrateProgress: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var session: UInt64 = 0
+
+  public var request: UInt64 = 0
+
+  public var text: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 /// -> the node to empty: rfork migrate --all --from that node, asked (by root) on the sending node.
 public nonisolated struct Rfork_Wire_V1_DrainRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
@@ -1063,6 +1080,14 @@ public nonisolated struct Rfork_Wire_V1_Envelope: Sendable {
     set {body = .checkpointCommit(newValue)}
   }
 
+  public var migrateProgress: Rfork_Wire_V1_MigrateProgress {
+    get {
+      if case .migrateProgress(let v)? = body {return v}
+      return Rfork_Wire_V1_MigrateProgress()
+    }
+    set {body = .migrateProgress(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Body: Equatable, Sendable {
@@ -1091,6 +1116,7 @@ public nonisolated struct Rfork_Wire_V1_Envelope: Sendable {
     case checkpointRequest(Rfork_Wire_V1_CheckpointRequest)
     case checkpointResult(Rfork_Wire_V1_CheckpointResult)
     case checkpointCommit(Rfork_Wire_V1_CheckpointCommit)
+    case migrateProgress(Rfork_Wire_V1_MigrateProgress)
 
   }
 
@@ -2053,6 +2079,46 @@ nonisolated extension Rfork_Wire_V1_MigrateResult: SwiftProtobuf.Message, SwiftP
   }
 }
 
+nonisolated extension Rfork_Wire_V1_MigrateProgress: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".MigrateProgress"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}session\0\u{1}request\0\u{1}text\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.session) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.request) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.text) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.session != 0 {
+      try visitor.visitSingularUInt64Field(value: self.session, fieldNumber: 1)
+    }
+    if self.request != 0 {
+      try visitor.visitSingularUInt64Field(value: self.request, fieldNumber: 2)
+    }
+    if !self.text.isEmpty {
+      try visitor.visitSingularStringField(value: self.text, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Rfork_Wire_V1_MigrateProgress, rhs: Rfork_Wire_V1_MigrateProgress) -> Bool {
+    if lhs.session != rhs.session {return false}
+    if lhs.request != rhs.request {return false}
+    if lhs.text != rhs.text {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
 nonisolated extension Rfork_Wire_V1_DrainRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".DrainRequest"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}request\0\u{1}to\0")
@@ -2384,7 +2450,7 @@ nonisolated extension Rfork_Wire_V1_CheckpointCommit: SwiftProtobuf.Message, Swi
 
 nonisolated extension Rfork_Wire_V1_Envelope: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Envelope"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hello\0\u{3}fork_request\0\u{3}fork_reply\0\u{1}data\0\u{3}end_of_file\0\u{1}signal\0\u{3}child_event\0\u{1}abort\0\u{1}load\0\u{1}demand\0\u{3}image_chunk\0\u{3}page_stream\0\u{3}page_stream_end\0\u{1}ack\0\u{3}migrate_request\0\u{3}migrate_result\0\u{3}drain_request\0\u{3}drain_result\0\u{3}link_ack\0\u{1}coherence\0\u{3}region_end\0\u{3}unix_stream\0\u{3}checkpoint_request\0\u{3}checkpoint_result\0\u{3}checkpoint_commit\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hello\0\u{3}fork_request\0\u{3}fork_reply\0\u{1}data\0\u{3}end_of_file\0\u{1}signal\0\u{3}child_event\0\u{1}abort\0\u{1}load\0\u{1}demand\0\u{3}image_chunk\0\u{3}page_stream\0\u{3}page_stream_end\0\u{1}ack\0\u{3}migrate_request\0\u{3}migrate_result\0\u{3}drain_request\0\u{3}drain_result\0\u{3}link_ack\0\u{1}coherence\0\u{3}region_end\0\u{3}unix_stream\0\u{3}checkpoint_request\0\u{3}checkpoint_result\0\u{3}checkpoint_commit\0\u{3}migrate_progress\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2717,6 +2783,19 @@ nonisolated extension Rfork_Wire_V1_Envelope: SwiftProtobuf.Message, SwiftProtob
           self.body = .checkpointCommit(v)
         }
       }()
+      case 26: try {
+        var v: Rfork_Wire_V1_MigrateProgress?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .migrateProgress(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .migrateProgress(v)
+        }
+      }()
       default: break
       }
     }
@@ -2827,6 +2906,10 @@ nonisolated extension Rfork_Wire_V1_Envelope: SwiftProtobuf.Message, SwiftProtob
     case .checkpointCommit?: try {
       guard case .checkpointCommit(let v)? = self.body else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 25)
+    }()
+    case .migrateProgress?: try {
+      guard case .migrateProgress(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 26)
     }()
     case nil: break
     }

@@ -450,19 +450,27 @@ left=$(leftovers)
 result "migrate/a child with 2 more threads moved home -> node2 -> node3 -> home while it talks to its parent ($(echo "$route" | grep -o 'frozen [0-9.]* ms' | tr '\n' ' '))" \
     "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
 
-# --- on a terminal, a large move shows its phases as they come; the answer ends it ---
+# --- on a terminal, a large move shows its phases as they come; the answer ends it. The second move,
+# which node1 passes on to node2 (the node running it), shows node2's phases the same way ---
 start_talker "$WORK/big" 0 - 256
 on node1 script -qec "$RFORK migrate ${tpid:-0} node2" /dev/null >"$WORK/big.mig" 2>&1; brc=$?
+on node1 script -qec "$RFORK migrate ${tpid:-0} node3" /dev/null >"$WORK/big3.mig" 2>&1; brc3=$?
 finish_talker
 why=""
-[ "$brc" = 0 ] || why+="exit $brc; "
-tr '\r' '\n' <"$WORK/big.mig" | sed 's/\x1b\[K//g' >"$WORK/big.lines"
-for phase in "asking process $tpid to stop" "stopped; saving it" "saved in [0-9]+ ms; sending 2[0-9][0-9]\.[0-9] MiB to node2" "sent [0-9]+ of 2[0-9][0-9] MiB to node2" "restoring on node2"; do
-    grep -Eq "^rfork: moving $tpid to node2: $phase" "$WORK/big.lines" || why+="no '$phase'; "
+[ "$brc" = 0 ] && [ "$brc3" = 0 ] || why+="exit $brc, then $brc3; "
+lines=0
+for n in node2 node3; do
+    mig=$WORK/big.mig; [ "$n" = node3 ] && mig=$WORK/big3.mig
+    tr '\r' '\n' <"$mig" | sed 's/\x1b\[K//g' >"$WORK/big.lines"
+    for phase in "asking process $tpid to stop" "stopped; saving it" "saved in [0-9]+ ms; sending 2[0-9][0-9]\.[0-9] MiB to $n" "sent [0-9]+ of 2[0-9][0-9] MiB to $n" "restoring on $n"; do
+        grep -Eq "^rfork: moving $tpid to $n: $phase" "$WORK/big.lines" || why+="no '$phase' in the move to $n; "
+    done
+    grep -Eq "^process $tpid runs on $n; frozen [0-9.]+ ms" "$WORK/big.lines" || why+="no answer from the move to $n: $(tail -2 "$WORK/big.lines" | tr '\n' ' '); "
+    lines=$((lines + $(grep -c '^rfork: moving' "$WORK/big.lines")))
 done
-grep -Eq "^process $tpid runs on node2; frozen [0-9.]+ ms" "$WORK/big.lines" || why+="no answer: $(tail -2 "$WORK/big.lines" | tr '\n' ' '); "
+grep -q "^rfork: moving $tpid to node3: it runs on node2: asking node2 to move it on" "$WORK/big.lines" || why+="the passed-on move did not say so; "
 [ "$(cat "$WORK/big.rc")" = 7 ] || why+="the process ended with $(cat "$WORK/big.rc"); "
-result "migrate/a 256 MiB move shows its phases on a terminal ($(grep -c '^rfork: moving' "$WORK/big.lines") lines)" "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
+result "migrate/a 256 MiB move shows its phases on a terminal, also when moved on from node2 ($lines lines)" "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
 
 # --- draining a node: rfork migrate --all --from node2, asked on node1, moves the 4 workers node2 runs off it at once ---
 cc -o "$WORK/ticker" "$P/ticker.c"
