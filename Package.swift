@@ -62,7 +62,8 @@ let package = Package(
         ),
         // A cluster of nodes on one machine (network, mount and UTS namespaces) and cluster keys.
         .target(
-            name: "RforkCluster", dependencies: ["RforkSystem", "RforkDaemon", "RforkCheckpoint"], swiftSettings: strict
+            name: "RforkCluster", dependencies: ["RforkSystem", "RforkDaemon", "RforkCheckpoint", "RforkPlacement"],
+            swiftSettings: strict
         ),
         .executableTarget(
             name: "rforkd",
@@ -77,14 +78,21 @@ let package = Package(
         .executableTarget(
             name: "rfork",
             dependencies: [
-                "RforkCheckpoint", "RforkCluster", "RforkDaemon", "RforkProtocol", "RforkSystem", "RforkWire",
+                "RforkCheckpoint", "RforkCluster", "RforkDaemon", "RforkPlacement", "RforkProtocol", "RforkSystem",
+                "RforkWire",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict
         ),
         .testTarget(name: "RforkWireTests", dependencies: ["RforkWire"], swiftSettings: strict),
         .testTarget(name: "RforkPlacementTests", dependencies: ["RforkPlacement"], swiftSettings: strict),
-        .testTarget(name: "RforkDaemonTests", dependencies: ["RforkDaemon", "RforkPlacement"], swiftSettings: strict),
+        .testTarget(
+            name: "RforkDaemonTests",
+            dependencies: [
+                "RforkDaemon", "RforkPlacement", "RforkWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ], swiftSettings: strict),
         .testTarget(name: "RforkSystemTests", dependencies: ["RforkSystem"], swiftSettings: strict),
         .testTarget(name: "RforkProtocolTests", dependencies: ["RforkProtocol"], swiftSettings: strict),
         .testTarget(name: "RforkCheckpointTests", dependencies: ["RforkCheckpoint"], swiftSettings: strict),

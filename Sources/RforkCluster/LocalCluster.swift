@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import RforkCheckpoint
 import RforkDaemon
+import RforkPlacement
 import RforkSystem
 
 /// A cluster of N nodes on this machine. Each node has its own network namespace (joined to the others
@@ -35,13 +36,18 @@ public struct LocalCluster: Sendable {
         /// Membership from a real etcd (started in the hub namespace, at SUBNET.254:2379) instead of
         /// static peer lists: each daemon registers under a lease and finds the others there. Default: off.
         public var etcd: Bool
+        /// Links on demand (rforkd's `links`: peers told each node's load each second, seconds before an
+        /// unused link closes). Default: rforkd's own (16, 10 s).
+        public var links: Gossip.Configuration?
 
         public init(
             stateDirectory: String = "/run/rfork-cluster", subnet: String = "10.250.0",
             prefix: String = LocalCluster.installPrefix(), readyTimeoutSeconds: Int = 15, sharedPaths: [String] = [],
-            cpusPerNode: Int? = nil, memoryPerNode: UInt64? = nil, peerTimeoutSeconds: Int? = nil, etcd: Bool = false
+            cpusPerNode: Int? = nil, memoryPerNode: UInt64? = nil, peerTimeoutSeconds: Int? = nil, etcd: Bool = false,
+            links: Gossip.Configuration? = nil
         ) {
             self.etcd = etcd
+            self.links = links
             self.stateDirectory = stateDirectory
             self.subnet = subnet
             self.prefix = prefix
@@ -164,6 +170,7 @@ public struct LocalCluster: Sendable {
                         key: dir + "/keys/\(node.name).key"),
                     peers: state.nodes.filter { $0.name != node.name }.map { .init(name: $0.name, host: $0.address) })
                 config.peerTimeoutSeconds = configuration.peerTimeoutSeconds
+                config.links = configuration.links
                 if let url = state.etcdURL {
                     // Nobody is listed: the daemons find each other in etcd.
                     config.peers = []

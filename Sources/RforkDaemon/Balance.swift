@@ -32,7 +32,9 @@ extension Node {
                 memoryBytes: c.memoryBytes, seconds: c.staySeconds, moves: c.moves, pinned: c.pinned)
         }
         let peers = self.peers.compactMap { peer -> Balancer.Peer? in
-            guard links[peer.name]?.isUp == true, let said = peerLoads[peer.name], said.isFresh(now: now) else {
+            guard let link = links[peer.name], link.isUp || link.dormant || link.waking,
+                let said = peerLoads[peer.name], said.isFresh(now: now, maxAge: loadMaxAge)
+            else {
                 return nil
             }
             return Balancer.Peer(name: peer.name, load: said.load)

@@ -28,7 +28,7 @@ extension Node {
         command: Channel?
     ) -> String? {
         guard session.state == .running else { return "process \(pid) is being moved" }
-        guard let link = links[session.target], link.isUp else {
+        guard let link = usableLink(session.target) else {
             return "node '\(session.target)', which runs process \(pid), is not reachable"
         }
         nextMigrateRequest += 1

@@ -463,7 +463,7 @@ extension Node {
                 }
                 target = chosen
             }
-            guard let link = self.links[target], link.isUp else {
+            guard let link = self.usableLink(target) else {
                 return self.reply(channel, .local, "node '\(target)' is not reachable")
             }
             let peer = link.wire

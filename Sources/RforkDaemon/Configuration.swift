@@ -63,6 +63,10 @@ public struct DaemonConfiguration: Codable, Sendable, Equatable {
     /// turns them off. Defaults: "127.0.0.1" and 9420.
     public var metricsListen: String?
     public var metricsPort: Int?
+    /// Links made on demand: how many peers hear this node's load each second, and how long an unused link
+    /// stays open (see `Gossip.Configuration`). Default: 16 peers, 10 s.
+    public var links: Gossip.Configuration?
+    public var resolvedLinks: Gossip.Configuration { links ?? .init() }
     /// Peers from etcd as well as `peers` (which may then be empty): see `EtcdConfiguration`. Default: none.
     public var etcd: EtcdConfiguration?
     /// Shared memory across nodes: how long, in microseconds, a node keeps a page it was just given before
@@ -153,6 +157,7 @@ public struct DaemonConfiguration: Codable, Sendable, Equatable {
             }
         }
         if let problem = balance?.problem() { throw ConfigurationError("balance: \(problem)") }
+        if let problem = links?.problem() { throw ConfigurationError("links: \(problem)") }
         var seen: Set<String> = [node]
         for peer in peers {
             guard seen.insert(peer.name).inserted else {

@@ -94,13 +94,16 @@ public struct RforkDaemon: Service {
 
         try await node.loop.submit {
             node.clientTLS = tls.client
+            // Links are made on demand: the first round of loads connects the peers it picks (all of them,
+            // up to the fanout); the others connect when something is sent to them.
             for peer in configuration.peers {
                 let link = PeerLink(
                     name: peer.name, host: peer.host, port: peer.port ?? DaemonConfiguration.defaultPort,
                     loop: node.loop)
+                link.dormant = true
                 node.links[peer.name] = link
-                node.connect(link, tls: tls.client)
             }
+            node.gossipRound(now: Posix.monotonicNanoseconds())
             // A link to itself, through its own listener: a checkpoint restarts on this node as on any
             // other (restored under an rfork-nsinit here, below the command's stand-in). Placement never
             // chooses it (it places among the peers).

@@ -39,7 +39,7 @@ extension Node {
         let to = fields["to"].flatMap { $0.isEmpty ? nil : $0 }
         guard from == config.node else {
             guard peers.contains(where: { $0.name == from }) else { return refuse("unknown node '\(from)'") }
-            guard let link = links[from], link.isUp else {
+            guard let link = usableLink(from) else {
                 return refuse("node '\(from)' is not reachable from \(config.node)")
             }
             let peer = link.wire

@@ -177,6 +177,15 @@ final class PeerHandler: ChannelInboundHandler {
         // Only the connection that carries the link now: a replaced one may still deliver a little.
         guard port.channel === context.channel else { return }
         if case .linkAck(let ack) = envelope.body { return port.acknowledge(ack.received) }
+        if case .linkClose(let close) = envelope.body {
+            switch role {
+            case .outbound(let link): if close.agreed { node.outboundCloseAgreed(link) }
+            case .inbound(let link): if !close.agreed { node.inboundCloseProposed(link, on: context.channel) }
+            }
+            return
+        }
+        // Something for a session after this node agreed to close the link: the link stays.
+        if case .inbound(let link) = role, PeerPort.isCounted(envelope) { link.closeAgreed = false }
         if port.countReceived(envelope), let ack = port.linkAck() {
             context.writeAndFlush(wrapOutboundOut(ack), promise: nil)
         }

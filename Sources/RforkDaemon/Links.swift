@@ -2,6 +2,7 @@ import Glibc
 import NIOCore
 import NIOPosix
 import NIOSSL
+import RforkPlacement
 import RforkProtocol
 import RforkSystem
 import RforkWire
@@ -37,7 +38,7 @@ struct PeerTLS {
 
 extension Node {
     func connect(_ link: PeerLink, tls: NIOSSLContext) {
-        guard !shuttingDown, !link.removed, !link.connecting, link.wire.channel == nil else { return }
+        guard !shuttingDown, !link.removed, !link.dormant, !link.connecting, link.wire.channel == nil else { return }
         link.connecting = true
         let future = ClientBootstrap(group: loop)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
@@ -104,6 +105,9 @@ final class PeerPort: @unchecked Sendable {  // confined to loop
     /// What was sent and not yet acknowledged, with the promise of a writer still waiting for its write.
     private var replay = ReplayBuffer<(envelope: Envelope, promise: EventLoopPromise<Void>?)>()
     private var counter = ReceiveCounter()
+    /// Bumped when the link starts anew (given up, or rested): envelopes are numbered from 0 again, so a
+    /// write still completing on a connection of before must not settle the new envelope of its number.
+    private var generation: UInt64 = 0
     /// When the connection ended (monotonic ns), while no new one carries the link.
     var suspendedSince: UInt64?
     /// How many times a new connection took the link over.
@@ -120,7 +124,7 @@ final class PeerPort: @unchecked Sendable {  // confined to loop
     /// Envelopes that are part of the link's stream (sent again after a break).
     static func isCounted(_ envelope: Envelope) -> Bool {
         switch envelope.body {
-        case .hello, .load, .linkAck, .none: return false
+        case .hello, .load, .linkAck, .linkClose, .none: return false
         default: return true
         }
     }
@@ -155,10 +159,11 @@ final class PeerPort: @unchecked Sendable {  // confined to loop
 
     private func write(_ number: UInt64, on channel: Channel) {
         guard let entry = replay[number] else { return }
+        let generation = self.generation
         channel.writeAndFlush(entry.envelope).whenSuccess { [self] in
             // Written; kept until acknowledged, but its writer may go on. (A failed write waits for
             // the next connection.)
-            guard let promise = replay[number]?.promise else { return }
+            guard self.generation == generation, let promise = replay[number]?.promise else { return }
             replay[number]?.promise = nil
             promise.succeed(())
         }
@@ -214,8 +219,20 @@ final class PeerPort: @unchecked Sendable {  // confined to loop
         suspendedSince = now
     }
 
+    /// The link was closed by agreement, with nothing sent and unacknowledged: it starts anew when used
+    /// (writes wait for the next connection meanwhile).
+    func rest() {
+        generation &+= 1
+        channel = nil
+        suspendedSince = nil
+        givenUp = false
+        for entry in replay.reset() { entry.promise?.fail(LinkGivenUp()) }
+        counter = ReceiveCounter()
+    }
+
     /// The link is given up: nothing more will be sent; waiting writers hear so; counts start again.
     func giveUp() {
+        generation &+= 1
         channel = nil
         suspendedSince = nil
         givenUp = true
@@ -273,6 +290,7 @@ extension Node {
             return
         }
         link.isUp = true
+        link.waking = false
         link.connecting = false
         link.lastError = nil
         link.lastHeard = Posix.monotonicNanoseconds()
@@ -285,6 +303,9 @@ extension Node {
     /// A peer connected to this node: a new link, or the one it had, which the new connection takes over
     /// (the old connection, if this node still thinks it open, is closed). Returns the link to use.
     func inboundGreeted(_ fresh: InboundLink, _ hello: Rfork_Wire_V1_Hello, on channel: Channel) -> InboundLink {
+        if let old = inboundByPeer[hello.node], old !== fresh, old.closeAgreed {
+            forgetInbound(old)  // its close was agreed; the new connection starts a new link
+        }
         if let old = inboundByPeer[hello.node], old !== fresh {
             if hello.resume && old.peerIncarnation == hello.incarnation && hello.peerIncarnation == incarnation
                 && old.wire.canAttach(peerReceived: hello.received)
@@ -328,6 +349,10 @@ extension Node {
             inbound[ObjectIdentifier(link)] = nil  // it never said hello
             return
         }
+        if link.closeAgreed, link.wire.channel === channel {
+            forgetInbound(link)  // closed by agreement: nothing was on it
+            return
+        }
         guard link.wire.channel === channel else { return }
         link.wire.detach(channel, at: min(Posix.monotonicNanoseconds(), link.lastHeard))
     }
@@ -339,6 +364,8 @@ extension Node {
         RforkMetrics.declaredDead.increment()
         let channel = link.wire.channel
         link.isUp = false
+        link.waking = false
+        link.closingSince = nil
         link.wire.giveUp()
         link.peerIncarnation = nil
         linkLost(link)
@@ -379,6 +406,7 @@ extension Node {
         for link in links.values {
             if let ack = link.wire.linkAck() { link.wire.channel?.writeAndFlush(ack, promise: nil) }
         }
+        closeIdleLinks(now: now)
         for link in inbound.values {
             if let ack = link.wire.linkAck() { link.wire.channel?.writeAndFlush(ack, promise: nil) }
         }
@@ -412,5 +440,130 @@ extension Node {
                 )
             }
         }
+    }
+}
+
+// MARK: links on demand
+
+extension Node {
+    /// The link to send to `name` on now, or nil (no such peer, or its connection is lost and waits to
+    /// resume). A link closed for want of use connects again: what is sent meanwhile waits for the
+    /// connection, and if none comes within peerTimeout the link is given up like any other.
+    func usableLink(_ name: String) -> PeerLink? {
+        guard let link = links[name] else { return nil }
+        let now = Posix.monotonicNanoseconds()
+        link.lastUsed = now
+        link.closingSince = nil
+        wake(link, now: now, needed: true)
+        return link.isUp || link.waking ? link : nil
+    }
+
+    /// The end of the link to `name` to write on: what is written waits there while the link connects or
+    /// resumes, as always; a link closed for want of use connects again.
+    func wire(to name: String) -> PeerPort? {
+        guard let link = links[name] else { return nil }
+        let now = Posix.monotonicNanoseconds()
+        link.lastUsed = now
+        link.closingSince = nil
+        wake(link, now: now, needed: true)
+        return link.wire
+    }
+
+    /// Connects a link closed for want of use (or not yet opened). `needed`: something is sent on it, so
+    /// if no connection comes within peerTimeout (or the peer refuses it), the link is given up and what
+    /// waited hears so; a link woken only to tell the peer this node's load just keeps trying.
+    func wake(_ link: PeerLink, now: UInt64, needed: Bool) {
+        if link.dormant {
+            link.dormant = false
+            link.waking = true
+            if let tls = clientTLS { connect(link, tls: tls) }
+        }
+        if needed && link.waking && link.wire.suspendedSince == nil { link.wire.suspendedSince = now }
+    }
+
+    /// Whether anything of this node's still needs the link to `name`: a session, a request passed on and
+    /// not answered, a relayed unix connection, memory shared with a process there.
+    func linkInUse(_ name: String) -> Bool {
+        if homeSessions.values.contains(where: { $0.target == name }) { return true }
+        if migrations.values.contains(where: { $0.machine.state == .passedOn(node: name) }) { return true }
+        if checkpoints.values.contains(where: { $0.passedOn?.node == name }) { return true }
+        if forwardedDrains.values.contains(where: { $0.node == name }) { return true }
+        if unixStreams.values.contains(where: { $0.peer == name }) { return true }
+        let prefix = name + "/"
+        return shared.regions.values.contains { region in
+            region.manager.hasPrefix(prefix) || region.participants.contains { $0.hasPrefix(prefix) }
+        }
+    }
+
+    /// Every 100 ms (from `maintainLinks`): proposes to close links that carried nothing for `idleSeconds`;
+    /// a proposal the peer did not agree to within a second is dropped (the link stays).
+    func closeIdleLinks(now: UInt64) {
+        let idle = UInt64(config.resolvedLinks.resolvedIdleSeconds) * 1_000_000_000
+        for link in links.values where link.isUp && link.name != config.node {
+            if let since = link.closingSince {
+                if now - min(now, since) > 1_000_000_000 {
+                    link.closingSince = nil
+                    link.lastUsed = now
+                }
+                continue
+            }
+            guard now - min(now, link.lastUsed) > idle, link.wire.replayCount == 0, !linkInUse(link.name),
+                let channel = link.wire.channel
+            else { continue }
+            link.closingSince = now
+            channel.writeAndFlush(Envelope.linkClose(agreed: false), promise: nil)
+        }
+    }
+
+    /// The peer agreed to close a link this node opened: if it is still unused, it closes (quietly: no
+    /// session was on it) and opens again when needed.
+    func outboundCloseAgreed(_ link: PeerLink) {
+        guard link.closingSince != nil, link.isUp, link.wire.replayCount == 0, !linkInUse(link.name) else { return }
+        let channel = link.wire.channel
+        link.isUp = false
+        link.waking = false
+        link.closingSince = nil
+        link.dormant = true
+        link.peerIncarnation = nil
+        link.wire.rest()
+        channel?.close(promise: nil)
+        RforkMetrics.linksClosedIdle.increment()
+        logger.info(
+            "link to \(link.name) closed: unused for \(config.resolvedLinks.resolvedIdleSeconds) s (it opens again when needed)"
+        )
+    }
+
+    /// A peer proposes to close the link it opened to this node: agreed if nothing of this node's is on it
+    /// (no child it runs for the peer, nothing unacknowledged).
+    func inboundCloseProposed(_ link: InboundLink, on channel: Channel) {
+        guard link.wire.channel === channel, link.wire.replayCount == 0,
+            !hosted.values.contains(where: { $0.link === link && !$0.ended })
+        else { return }
+        link.closeAgreed = true
+        channel.writeAndFlush(Envelope.linkClose(agreed: true), promise: nil)
+    }
+
+    /// Drops a link a peer opened, closed by agreement: nothing is lost with it.
+    func forgetInbound(_ link: InboundLink) {
+        inbound[ObjectIdentifier(link)] = nil
+        if let name = link.peerName, inboundByPeer[name] === link { inboundByPeer[name] = nil }
+        link.wire.rest()
+    }
+
+    /// How old a peer's load may be and still count: three rounds of loads, as many as it takes every
+    /// peer to be told once with the configured fanout.
+    var loadMaxAge: UInt64 {
+        PeerLoad.maxAgeNanoseconds
+            * UInt64(Gossip.rounds(peers: peers.count, fanout: config.resolvedLinks.resolvedFanout))
+    }
+}
+
+extension Envelope {
+    static func linkClose(agreed: Bool) -> Envelope {
+        var close = Rfork_Wire_V1_LinkClose()
+        close.agreed = agreed
+        var envelope = Envelope()
+        envelope.linkClose = close
+        return envelope
     }
 }

@@ -25,6 +25,8 @@ enum RforkMetrics {
     static let peersUp = Gauge(label: "rfork_peers_up")
     static let peersDown = Gauge(label: "rfork_peers_down")
     static let declaredDead = Counter(label: "rfork_links_given_up_total")
+    /// Links closed by agreement for want of use (they open again when used).
+    static let linksClosedIdle = Counter(label: "rfork_links_closed_idle_total")
     static let runQueue = Gauge(label: "rfork_node_run_queue")
     /// Shared memory across nodes: page faults taken, pages received from peers, futex sleepers interrupted.
     static let sharedFaults = Counter(label: "rfork_shared_memory_faults_total")

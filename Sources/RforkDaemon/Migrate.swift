@@ -105,7 +105,7 @@ extension Node {
             // Its stand-in: the node it went to runs it, or passes the request on again (only the node
             // running it can tell whether it runs on `target` already).
             guard session.state == .running else { return refuse("process \(pid) is being moved already") }
-            guard let peer = links[session.target]?.wire, links[session.target]?.isUp == true else {
+            guard let peer = usableLink(session.target)?.wire else {
                 return refuse("node '\(session.target)', which runs process \(pid), is not reachable")
             }
             let pending = PendingMigration(machine: Migration(pid: pid, node: target), requester: requester)
@@ -176,7 +176,7 @@ extension Node {
     func migrationRefusal(pid: Int32, target: String) -> String? {
         guard let status = Posix.processStatus(pid) else { return "no process \(pid) on \(config.node)" }
         if target == config.node { return "process \(pid) already runs on \(target)" }
-        guard let link = links[target], link.isUp else {
+        guard usableLink(target) != nil else {
             return "node '\(target)' is not reachable from \(config.node)"
         }
         if let why = Self.signalRefusal(pid: pid, status: status) { return why }

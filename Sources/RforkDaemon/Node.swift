@@ -64,6 +64,7 @@ final class Node: @unchecked Sendable {
     var placedSinceReport: [String: Int] = [:]  // children sent to a peer since it last said its load
     var lastLoadSent: (at: UInt64, runQueue: Double) = (0, -10)
     var balancer: Balancer
+    var gossip: Gossip  // which peers hear this node's load each round
     var watched: [Int32: WatchedProcess] = [:]  // processes the balancer may move, as last sampled
     var refusedUntil: [Int32: UInt64] = [:]  // processes whose balancing move was refused, until then
     var balancedMoves = 0
@@ -87,6 +88,9 @@ final class Node: @unchecked Sendable {
         self.peers = config.peers
         self.balancer = Balancer(
             configuration: config.balance ?? .init(), seed: UInt64(truncatingIfNeeded: config.node.hashValue))
+        self.gossip = Gossip(
+            fanout: config.resolvedLinks.resolvedFanout,
+            seed: UInt64(truncatingIfNeeded: config.node.hashValue) ^ 0x5EED)
         var key: CheckpointKey?
         if let path = config.checkpointKey {
             do { key = try CheckpointKey(file: path) } catch {
@@ -204,7 +208,7 @@ final class Node: @unchecked Sendable {
             return
         }
         placedSinceReport[target, default: 0] += 1
-        guard let link = links[target], link.isUp else {
+        guard let link = usableLink(target) else {
             reply(channel, .local, "node '\(target)' is not reachable")
             if request.migrate {
                 migrationEvent(pid: localPID, .refused(reason: "node '\(target)' is not reachable"))
@@ -532,7 +536,7 @@ final class Node: @unchecked Sendable {
             return
         }
         // The target must end its copy before its lazy-pages daemon could hand it a missing page.
-        links[session.target]?.wire.writeAndFlush(Envelope.pageStreamEnd(session: id, error: why), promise: nil)
+        wire(to: session.target)?.writeAndFlush(Envelope.pageStreamEnd(session: id, error: why), promise: nil)
         switch session.state {
         case .running:
             logger.warning("post-copy of child \(session.pid) to \(session.target) failed (\(why)); it is ended")
@@ -605,7 +609,7 @@ final class Node: @unchecked Sendable {
     /// A frame from a stand-in (or from a child still waiting for its verdict).
     func handleStandInFrame(_ frame: LocalFrame, session id: UInt64) {
         guard let session = homeSessions[id], session.state == .running,
-            let peer = links[session.target]?.wire
+            let peer = wire(to: session.target)
         else { return }
         var envelope = Envelope()
         switch frame.type {
@@ -637,7 +641,7 @@ final class Node: @unchecked Sendable {
     }
 
     func sendAbort(session: UInt64, to target: String, reason: String) {
-        links[target]?.wire.writeAndFlush(Envelope.abort(session: session, reason: reason), promise: nil)
+        wire(to: target)?.writeAndFlush(Envelope.abort(session: session, reason: reason), promise: nil)
     }
 
     /// Something arrived from a target node over our outbound link to it.
@@ -794,9 +798,12 @@ final class Node: @unchecked Sendable {
         let now = Posix.monotonicNanoseconds()
         return peers.map { peer in
             // A node whose load is not known (or too old to trust) comes last for least-loaded.
-            let load = peerLoads[peer.name].flatMap { $0.isFresh(now: now) ? $0.load : nil }
+            let load = peerLoads[peer.name].flatMap { $0.isFresh(now: now, maxAge: loadMaxAge) ? $0.load : nil }
+            // A link closed for want of use counts while the peer's load is fresh (it told this node lately).
+            let link = links[peer.name]
+            let reachable = link.map { $0.isUp || (($0.dormant || $0.waking) && load != nil) } ?? false
             return PeerView(
-                name: peer.name, isUp: links[peer.name]?.isUp ?? false, runQueue: load?.runQueue ?? .infinity,
+                name: peer.name, isUp: reachable, runQueue: load?.runQueue ?? .infinity,
                 cpus: load?.cpus ?? 1, placedSinceReport: placedSinceReport[peer.name] ?? 0)
         }
     }
@@ -830,9 +837,22 @@ final class Node: @unchecked Sendable {
         guard force || (abs(runQueue - lastLoadSent.runQueue) >= 1 && now - lastLoadSent.at >= 200_000_000)
         else { return }
         lastLoadSent = (now, runQueue)
+        if force { gossipRound(now: now) }
         let envelope = loadEnvelope()
         for link in inbound.values where link.peerName != nil { link.wire.writeAndFlush(envelope, promise: nil) }
         for link in links.values where link.isUp { link.wire.writeAndFlush(envelope, promise: nil) }
+    }
+
+    /// Each second: the peers picked to hear this node's load this round (all of them, up to the fanout)
+    /// have their links kept, or connected again if they were closed for want of use.
+    func gossipRound(now: UInt64) {
+        guard !shuttingDown else { return }
+        for name in gossip.pick(from: peers.map(\.name)) {
+            guard let link = links[name] else { continue }
+            link.lastUsed = now
+            link.closingSince = nil
+            wake(link, now: now, needed: false)
+        }
     }
 
     /// Runs every 20 ms: notices stand-ins stopped by SIGSTOP (which they cannot catch), reaps helpers,
@@ -847,7 +867,7 @@ final class Node: @unchecked Sendable {
                 signal.signo = UInt32(SIGSTOP)
                 var envelope = Envelope()
                 envelope.signal = signal
-                links[session.target]?.wire.writeAndFlush(envelope, promise: nil)
+                wire(to: session.target)?.writeAndFlush(envelope, promise: nil)
             }
             session.standInStopped = stopped
         }
@@ -874,8 +894,10 @@ final class Node: @unchecked Sendable {
                 RforkMetrics.homeSessions.record(homeSessions.count)
                 RforkMetrics.hostedSessions.record(hosted.count)
                 let peers = links.values.filter { $0.name != config.node }
-                RforkMetrics.peersUp.record(peers.filter(\.isUp).count)
-                RforkMetrics.peersDown.record(peers.filter { !$0.isUp }.count)
+                // A peer whose link was closed for want of use is not down.
+                let down = peers.filter { !$0.isUp && !$0.dormant && !$0.waking }.count
+                RforkMetrics.peersUp.record(peers.count - down)
+                RforkMetrics.peersDown.record(down)
                 RforkMetrics.runQueue.record(probe.average.value)
             }
             let every = max(1, Int((config.balance ?? .init()).interval * 10))  // rounds of 100 ms
@@ -892,7 +914,7 @@ struct PeerLoad {
     var at: UInt64
     /// Load older than this is not trusted (three reports missed).
     static let maxAgeNanoseconds: UInt64 = 3_000_000_000
-    func isFresh(now: UInt64) -> Bool { now < at || now - at <= Self.maxAgeNanoseconds }
+    func isFresh(now: UInt64, maxAge: UInt64 = maxAgeNanoseconds) -> Bool { now < at || now - at <= maxAge }
 }
 
 /// Home, post-copy: the relay of a dump's page-server socket, and that socket (valid while the channel is open).
@@ -1019,6 +1041,15 @@ final class PeerLink: @unchecked Sendable {  // confined to Node.loop
     var removed = false
     /// When the peer last said anything on this link (it says its load each second).
     var lastHeard = Posix.monotonicNanoseconds()
+    /// Closed for want of use (links are made on demand): no connection, none tried, nothing lost; the
+    /// next thing sent on it connects it again.
+    var dormant = false
+    /// When something was last sent on it (or it was picked to hear this node's load).
+    var lastUsed = Posix.monotonicNanoseconds()
+    /// This node proposed to close it (LinkClose), then; the peer has a second to agree.
+    var closingSince: UInt64?
+    /// Connecting again after it was dormant (sends wait for the connection meanwhile).
+    var waking = false
 
     init(name: String, host: String, port: Int, loop: EventLoop) {
         self.name = name
@@ -1035,5 +1066,7 @@ final class InboundLink: @unchecked Sendable {  // confined to Node.loop
     var peerName: String?
     var peerIncarnation: UInt64 = 0
     var lastHeard = Posix.monotonicNanoseconds()
+    /// The peer closes this link for want of use, and this node agreed: its connection's end is no loss.
+    var closeAgreed = false
     init(loop: EventLoop) { self.wire = PeerPort(loop: loop) }
 }

@@ -120,10 +120,12 @@ extension Node {
         for peer in peers {
             let link = links[peer.name]
             let said = peerLoads[peer.name]
-            let fresh = said.flatMap { $0.isFresh(now: now) ? $0 : nil }
+            let fresh = said.flatMap { $0.isFresh(now: now, maxAge: loadMaxAge) ? $0 : nil }
+            // "idle": its link was closed for want of use and opens again when needed.
+            let state = link.map { $0.isUp ? "up" : ($0.dormant || $0.waking) ? "idle" : "down" } ?? "down"
             rows.append(
                 NodeRow(
-                    name: peer.name, state: link?.isUp == true ? "up" : "down",
+                    name: peer.name, state: state,
                     address: "\(peer.host):\(peer.port ?? DaemonConfiguration.defaultPort)",
                     load: fresh?.load, loadAge: said.map { Double(now - min(now, $0.at)) / 1e9 }))
         }

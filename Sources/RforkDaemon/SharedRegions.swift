@@ -678,11 +678,11 @@ extension Node {
         }
         var envelope = Envelope()
         envelope.body = .coherence(c)
-        guard let link = links[toNode] else {
+        guard let port = wire(to: toNode) else {
             logger.warning("shared memory: no link to \(toNode) for \(m)")
             return
         }
-        link.wire.writeAndFlush(envelope, promise: nil)
+        port.writeAndFlush(envelope, promise: nil)
     }
 
     /// A coherence message from a peer.
@@ -761,7 +761,7 @@ extension Node {
                 e.participant = p
                 var envelope = Envelope()
                 envelope.body = .regionEnd(e)
-                links[String(p.split(separator: "/").first ?? "")]?.wire.writeAndFlush(envelope, promise: nil)
+                wire(to: String(p.split(separator: "/").first ?? ""))?.writeAndFlush(envelope, promise: nil)
             }
         }
         logger.info("shared memory \(region.participant) is no longer shared")

@@ -113,7 +113,8 @@ extension Node {
         let now = Posix.monotonicNanoseconds()
         unixMisses = unixMisses.filter { now - $0.value < Self.unixMissTime }
         if unixMisses[path] != nil { return refuse("no node has \(path)") }
-        let up = links.filter { $0.value.isUp }.map(\.key)
+        // Peers whose links are up, or closed for want of use (asking connects them again).
+        let up = links.filter { $0.value.isUp || $0.value.dormant || $0.value.waking }.map(\.key)
         guard !up.isEmpty else { return refuse("no peer is up") }
         let id = nextUnixStream
         nextUnixStream += 1
@@ -148,7 +149,7 @@ extension Node {
         m.from = config.node
         var envelope = Envelope()
         envelope.body = .unixStream(m)
-        links[peer]?.wire.writeAndFlush(envelope, promise: nil)
+        wire(to: peer)?.writeAndFlush(envelope, promise: nil)
     }
 
     /// A UnixStream message from a peer (over either link).

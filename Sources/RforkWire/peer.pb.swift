@@ -873,6 +873,21 @@ public nonisolated struct Rfork_Wire_V1_CheckpointCommit: Sendable {
   public init() {}
 }
 
+/// A link that carried nothing for a while is closed by agreement (links are made on demand): the side
+/// that opened it proposes (agreed = false); the other agrees if nothing of its own waits on it. The
+/// connection then closes, and neither side counts the peer lost. Not counted, like LinkAck.
+public nonisolated struct Rfork_Wire_V1_LinkClose: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var agreed: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 public nonisolated struct Rfork_Wire_V1_Envelope: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -1088,6 +1103,14 @@ public nonisolated struct Rfork_Wire_V1_Envelope: Sendable {
     set {body = .migrateProgress(newValue)}
   }
 
+  public var linkClose: Rfork_Wire_V1_LinkClose {
+    get {
+      if case .linkClose(let v)? = body {return v}
+      return Rfork_Wire_V1_LinkClose()
+    }
+    set {body = .linkClose(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Body: Equatable, Sendable {
@@ -1117,6 +1140,7 @@ public nonisolated struct Rfork_Wire_V1_Envelope: Sendable {
     case checkpointResult(Rfork_Wire_V1_CheckpointResult)
     case checkpointCommit(Rfork_Wire_V1_CheckpointCommit)
     case migrateProgress(Rfork_Wire_V1_MigrateProgress)
+    case linkClose(Rfork_Wire_V1_LinkClose)
 
   }
 
@@ -2448,9 +2472,39 @@ nonisolated extension Rfork_Wire_V1_CheckpointCommit: SwiftProtobuf.Message, Swi
   }
 }
 
+nonisolated extension Rfork_Wire_V1_LinkClose: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".LinkClose"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}agreed\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularBoolField(value: &self.agreed) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.agreed != false {
+      try visitor.visitSingularBoolField(value: self.agreed, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Rfork_Wire_V1_LinkClose, rhs: Rfork_Wire_V1_LinkClose) -> Bool {
+    if lhs.agreed != rhs.agreed {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
 nonisolated extension Rfork_Wire_V1_Envelope: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Envelope"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hello\0\u{3}fork_request\0\u{3}fork_reply\0\u{1}data\0\u{3}end_of_file\0\u{1}signal\0\u{3}child_event\0\u{1}abort\0\u{1}load\0\u{1}demand\0\u{3}image_chunk\0\u{3}page_stream\0\u{3}page_stream_end\0\u{1}ack\0\u{3}migrate_request\0\u{3}migrate_result\0\u{3}drain_request\0\u{3}drain_result\0\u{3}link_ack\0\u{1}coherence\0\u{3}region_end\0\u{3}unix_stream\0\u{3}checkpoint_request\0\u{3}checkpoint_result\0\u{3}checkpoint_commit\0\u{3}migrate_progress\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hello\0\u{3}fork_request\0\u{3}fork_reply\0\u{1}data\0\u{3}end_of_file\0\u{1}signal\0\u{3}child_event\0\u{1}abort\0\u{1}load\0\u{1}demand\0\u{3}image_chunk\0\u{3}page_stream\0\u{3}page_stream_end\0\u{1}ack\0\u{3}migrate_request\0\u{3}migrate_result\0\u{3}drain_request\0\u{3}drain_result\0\u{3}link_ack\0\u{1}coherence\0\u{3}region_end\0\u{3}unix_stream\0\u{3}checkpoint_request\0\u{3}checkpoint_result\0\u{3}checkpoint_commit\0\u{3}migrate_progress\0\u{3}link_close\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2796,6 +2850,19 @@ nonisolated extension Rfork_Wire_V1_Envelope: SwiftProtobuf.Message, SwiftProtob
           self.body = .migrateProgress(v)
         }
       }()
+      case 27: try {
+        var v: Rfork_Wire_V1_LinkClose?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .linkClose(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .linkClose(v)
+        }
+      }()
       default: break
       }
     }
@@ -2910,6 +2977,10 @@ nonisolated extension Rfork_Wire_V1_Envelope: SwiftProtobuf.Message, SwiftProtob
     case .migrateProgress?: try {
       guard case .migrateProgress(let v)? = self.body else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 26)
+    }()
+    case .linkClose?: try {
+      guard case .linkClose(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 27)
     }()
     case nil: break
     }

@@ -3,6 +3,7 @@ import Foundation
 import Glibc
 import RforkCluster
 import RforkDaemon
+import RforkPlacement
 import RforkSystem
 
 extension Rfork {
@@ -37,6 +38,17 @@ extension Rfork {
                 name: .long,
                 help: "Start an etcd server (Debian's etcd-server) and let the daemons find each other there.")
             var etcd = false
+            @Option(
+                name: .customLong("link-fanout"),
+                help: "Peers each node tells its load each second; links to others are made when used (default 16).")
+            var linkFanout: Int?
+            @Option(
+                name: .customLong("link-idle"),
+                help: "Seconds an unused link stays open before it is closed by agreement (default 10).")
+            var linkIdle: Int?
+            var links: Gossip.Configuration? {
+                linkFanout == nil && linkIdle == nil ? nil : .init(fanout: linkFanout, idleSeconds: linkIdle)
+            }
             func validate() throws {
                 if let cpusPerNode, cpusPerNode < 1 { throw ValidationError("--cpus-per-node must be at least 1") }
                 if let memoryPerNode, NodeResources.parseSize(memoryPerNode).map({ $0 >= 32 << 20 }) != true {
@@ -46,6 +58,7 @@ extension Rfork {
                 if let peerTimeout, !(2...3600).contains(peerTimeout) {
                     throw ValidationError("--peer-timeout must be between 2 and 3600 seconds")
                 }
+                if let problem = links?.problem() { throw ValidationError("--link-fanout/--link-idle: \(problem)") }
                 for path in shared {
                     guard let real = Posix.realPath(path), Posix.isDirectory(real) else {
                         throw ValidationError("--share \(path): no such directory")
@@ -62,7 +75,7 @@ extension Rfork {
                     configuration: .init(
                         sharedPaths: shared.compactMap(Posix.realPath), cpusPerNode: cpusPerNode,
                         memoryPerNode: memoryPerNode.flatMap(NodeResources.parseSize), peerTimeoutSeconds: peerTimeout,
-                        etcd: etcd))
+                        etcd: etcd, links: links))
                 let state: LocalCluster.State
                 do { state = try cluster.up(nodes: nodes) } catch { throw ValidationError("\(error)") }
                 if let url = state.etcdURL { print("etcd  \(url)  pid \(state.etcdPID ?? 0)") }

@@ -14,6 +14,7 @@ struct ConfigurationTests {
         #expect(c.resolvedRuntimeDirectory == "/run/rfork")
         #expect(c.resolvedPeerTimeoutSeconds == 10)
         #expect(c.balance == nil)  // balancing on, with the Balancer's defaults
+        #expect(c.resolvedLinks.resolvedFanout == 16 && c.resolvedLinks.resolvedIdleSeconds == 10)
     }
 
     @Test func refusesABadPeerTimeoutOrBalanceSection() {

@@ -329,6 +329,45 @@ done
 result "membership/etcd: nodes find each other under leases; a stopped daemon leaves when its lease ends and comes back; a new address is followed" \
     "$(verdict)" "$why"
 
+# --- links on demand: each node tells one peer its load each second (fanout 1) and closes a link unused for
+# 2 s, in agreement with the peer; a link opens again when something is sent on it, and a session keeps it ---
+"$RFORK" cluster down >/dev/null 2>&1
+if ! "$RFORK" cluster up --nodes 3 --link-fanout 1 --link-idle 2 --share "$ROOT" >"$WORK/up4.log" 2>&1; then
+    cat "$WORK/up4.log"; echo "$PASS passed, $((FAIL + 1)) failed"; exit 1
+fi
+why=""
+node_states() { # NODE: "peer:state:load-known ..." as NODE's rforkd sees its peers
+    on "$1" "$RFORK" nodes --json | python3 -c 'import json,sys; print(" ".join("%s:%s:%s" % (r["name"], r["state"], "yes" if r.get("load") else "no") for r in json.load(sys.stdin) if r["state"] != "self"))'
+}
+sleep 3
+idle_seen=0; unknown=""; samples=0
+for k in $(seq 24); do
+    st=$(node_states node1)
+    samples=$k
+    echo "$st" | grep -q ':idle:' && idle_seen=$((idle_seen + 1))
+    echo "$st" | grep -q ':no' && unknown+="[$st] "
+    [ "$k" -ge 8 ] && [ "$idle_seen" -gt 0 ] && break
+    sleep 0.5
+done
+[ "$idle_seen" -gt 0 ] || why+="node1 never had an idle link (fanout 1, 2 peers); "
+[ -z "$unknown" ] || why+="node1 lost a peer's load: $unknown; "
+forks=""
+for n in node2 node3 node2 node3; do forks+="$(on node1 "$RFORK" run --node "$n" -- bash -c '(exec hostname)' 2>&1) "; sleep 0.7; done
+[ "$forks" = "node2 node3 node2 node3 " ] || why+="forks over links opened on demand ran on: $forks; "
+before=$(grep -c 'link to node3 closed' /run/rfork-cluster/node1.log)
+out=$(on node1 "$RFORK" run --node node3 -- bash -c '(sleep 4; hostname; exit 3)' 2>&1); rc=$?
+after=$(grep -c 'link to node3 closed' /run/rfork-cluster/node1.log)
+[ "$rc" = 3 ] && [ "$out" = node3 ] || why+="a 4 s child on node3 said '$out', exit $rc; "
+[ "$before" = "$after" ] || why+="the link to node3 closed while a child ran there; "
+closed=$(metric node1 rfork_links_closed_idle_total)
+[ "${closed:-0}" -ge 1 ] || why+="node1 closed no idle link; "
+for n in node1 node2 node3; do
+    [ "$(metric "$n" rfork_links_given_up_total)" = 0 ] || why+="$n gave up a link: $(grep 'given up' /run/rfork-cluster/$n.log | head -1); "
+done
+echo "      (node1 closed $closed idle links; an idle link was seen in $idle_seen of $samples samples)"
+result "links/made on demand: one peer told each second, unused links closed by agreement and opened again by forks; a session keeps its link" \
+    "$(verdict)" "$why"
+
 "$RFORK" cluster down >/dev/null 2>&1
 
 echo
