@@ -173,7 +173,17 @@ struct SharedMemoryState {
     /// while one lives, that memory does not become a region (no child sharing it moves). Their pidfds.
     var uncovered: [SharedMemory.Object: [Int32]] = [:]
     /// Futex waiters seen asleep on a region's page, with the page's generation then ("pid/tid/address").
-    var futexWaiters: [String: UInt64] = [:]
+    var futexWaiters: [String: FutexSleeper] = [:]
+}
+
+/// A thread seen asleep in futex(2) on a word of a region's page.
+struct FutexSleeper {
+    var generation: UInt64
+    let participant: String
+    let page: UInt64
+    let pid: Int32
+    let tid: Int32
+    let address: UInt64
 }
 
 extension Node {
@@ -586,6 +596,9 @@ extension Node {
                 if let e = Userfault.punch(region.objectFD, offset: UInt64(page) * size, length: size) {
                     logger.error("shared memory \(region.participant): cannot drop page \(page): \(Posix.errorText(e))")
                 }
+                // Another node is about to write the page: sleepers here wake now (not at the next scan).
+                // After the punch, so that the word they read again is the next copy's, never this one.
+                kickSleepers(region, page: UInt64(page))
             case .install(let page, let access, let withData):
                 region.generation[page, default: 0] &+= 1
                 let p = UInt64(page)
@@ -815,7 +828,7 @@ extension Node {
             shared.futexWaiters = [:]
             return
         }
-        var seen: [String: UInt64] = [:]
+        var seen: [String: FutexSleeper] = [:]
         for mapper in shared.mappers.values where !mapper.ranges.isEmpty {
             for task in Posix.listDirectory("/proc/\(mapper.pid)/task") {
                 guard Posix.processAlive(pidfd: mapper.pidfd), let tid = Int32(task),
@@ -833,15 +846,38 @@ extension Node {
                     guard let region = shared.regions[participant] else { continue }
                     let generation = region.generation[Int(page), default: 0]
                     let key = "\(mapper.pid)/\(tid)/\(address)"
-                    if shared.futexWaiters[key] != generation {
+                    if shared.futexWaiters[key]?.generation != generation {
                         if Posix.signalThread(pid: mapper.pid, tid: tid, LocalWire.kickSignal) {
                             RforkMetrics.futexKicks.increment()
                         }
                     }
-                    seen[key] = generation
+                    seen[key] = FutexSleeper(
+                        generation: generation, participant: participant, page: page, pid: mapper.pid, tid: tid,
+                        address: address)
                 }
             }
         }
         shared.futexWaiters = seen
+    }
+
+    /// The sleepers last seen on `page` of `region`, still asleep in futex(2) on the same word, are
+    /// interrupted now: this node's copy of the page is being dropped because another node writes it
+    /// (a `sem_post`, an unlock), so their wait restarts, faults the page back in and reads the new value.
+    /// Each counts as kicked at the page's new generation (the next scan does not kick it again): a sleeper
+    /// that reads the old value once more holds a copy again, which the writer's write must drop again,
+    /// which kicks it again, so no wake is lost.
+    func kickSleepers(_ region: SharedRegion, page: UInt64) {
+        let generation = region.generation[Int(page), default: 0]
+        for (key, sleeper) in shared.futexWaiters
+        where sleeper.participant == region.participant && sleeper.page == page {
+            guard let bytes = try? Posix.readFile("/proc/\(sleeper.pid)/task/\(sleeper.tid)/syscall") else { continue }
+            let fields = String(decoding: bytes, as: UTF8.self).split(separator: " ")
+            guard fields.count >= 2, fields[0] == "202", UInt64(fields[1].dropFirst(2), radix: 16) == sleeper.address
+            else { continue }
+            if Posix.signalThread(pid: sleeper.pid, tid: sleeper.tid, LocalWire.kickSignal) {
+                RforkMetrics.futexKicks.increment()
+            }
+            shared.futexWaiters[key]?.generation = generation
+        }
     }
 }
