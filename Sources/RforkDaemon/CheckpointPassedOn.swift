@@ -98,7 +98,19 @@ extension Node {
         guard
             let (pid, pending) = passedOnCheckpoint(session: result.session, request: result.request, node: link.name),
             let asked = pending.passedOn
-        else { return }
+        else {
+            // Ended here already (a failed write of a piece, the deadline): the job there must not wait.
+            if result.saved {
+                var commit = Rfork_Wire_V1_CheckpointCommit()
+                commit.session = result.session
+                commit.request = result.request
+                commit.written = false
+                var envelope = Envelope()
+                envelope.checkpointCommit = commit
+                link.wire.writeAndFlush(envelope, promise: nil)
+            }
+            return
+        }
         guard result.saved else { return checkpointEvent(pid: pid, .failed(reason: result.reason)) }
         @Sendable func commit(_ written: Bool) {
             var commit = Rfork_Wire_V1_CheckpointCommit()
@@ -119,6 +131,7 @@ extension Node {
         // Its owner as this node knows it. The PID stays the one in the images (the process's PID in its
         // namespace: its home PID for a process that moved, the job's own for a restarted one).
         manifest.uid = pending.uid
+        manifest.files = []  // listed (and signed) from what is in the staging directory
         let written = manifest
         let (directory, uid, gid) = (pending.machine.directory, pending.uid, pending.gid)
         threads.runIfActive(eventLoop: loop) { () throws -> Int in

@@ -93,9 +93,10 @@ extension Node {
         if migrations[pid] != nil || checkpoints[pid] != nil { return "process \(pid) is being moved or saved already" }
         if let session = homeSessions.values.first(where: { $0.localPID == pid }) {
             // Its stand-in: the job runs on another node (it moved, or a restart put it there).
+            // The job's owner is the session's (the stand-in of a job root restarted for a user is root's).
             return passOnCheckpoint(
-                pid: pid, session: session, directory: dir, uid: owner, gid: gid, leaveRunning: leaveRunning,
-                command: channel)
+                pid: pid, session: session, directory: dir, uid: session.uid,
+                gid: session.uid == owner ? gid : session.uid, leaveRunning: leaveRunning, command: channel)
         }
         if let why = checkpointRefusal(pid: pid, status: status) { return why }
         let pending = PendingCheckpoint(
@@ -454,7 +455,8 @@ extension Node {
             if wanted == self.config.node {
                 target = self.config.node  // through this node's link to itself
             } else {
-                let decision = self.placement.choose(policy: .spread, node: wanted, peers: self.peerViews())
+                let decision = self.placement.choose(
+                    policy: .spread, node: wanted, peers: self.peerViews(named: wanted))
                 guard case .remote(let chosen) = decision else {
                     if case .local(let reason) = decision {
                         return self.reply(channel, .local, reason ?? "no other node is up to restart the job on")

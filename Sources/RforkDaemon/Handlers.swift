@@ -185,7 +185,7 @@ final class PeerHandler: ChannelInboundHandler {
             return
         }
         // Something for a session after this node agreed to close the link: the link stays.
-        if case .inbound(let link) = role, PeerPort.isCounted(envelope) { link.closeAgreed = false }
+        if case .inbound(let link) = role, PeerPort.isCounted(envelope) { link.closeAgreedAt = nil }
         if port.countReceived(envelope), let ack = port.linkAck() {
             context.writeAndFlush(wrapOutboundOut(ack), promise: nil)
         }

@@ -84,6 +84,11 @@ extension Node {
     /// A connection of `link` ended: try again, unless another one carries the link already.
     /// At once: a peer whose rforkd died refuses it, and its sessions hear so in milliseconds.
     func scheduleConnect(_ link: PeerLink, after channel: Channel) {
+        if let retired = link.retiredChannel, retired === channel {
+            // Closed by agreement: a connection being made meanwhile is the link's, and stays so.
+            link.retiredChannel = nil
+            return
+        }
         link.connecting = false
         guard link.wire.channel == nil, !shuttingDown, let tls = clientTLS else { return }
         loop.scheduleTask(in: .milliseconds(10)) { self.connect(link, tls: tls) }
@@ -303,7 +308,7 @@ extension Node {
     /// A peer connected to this node: a new link, or the one it had, which the new connection takes over
     /// (the old connection, if this node still thinks it open, is closed). Returns the link to use.
     func inboundGreeted(_ fresh: InboundLink, _ hello: Rfork_Wire_V1_Hello, on channel: Channel) -> InboundLink {
-        if let old = inboundByPeer[hello.node], old !== fresh, old.closeAgreed {
+        if let old = inboundByPeer[hello.node], old !== fresh, old.closeAgreed, !hello.resume {
             forgetInbound(old)  // its close was agreed; the new connection starts a new link
         }
         if let old = inboundByPeer[hello.node], old !== fresh {
@@ -526,6 +531,7 @@ extension Node {
         link.dormant = true
         link.peerIncarnation = nil
         link.wire.rest()
+        link.retiredChannel = channel
         channel?.close(promise: nil)
         RforkMetrics.linksClosedIdle.increment()
         logger.info(
@@ -539,7 +545,7 @@ extension Node {
         guard link.wire.channel === channel, link.wire.replayCount == 0,
             !hosted.values.contains(where: { $0.link === link && !$0.ended })
         else { return }
-        link.closeAgreed = true
+        link.closeAgreedAt = Posix.monotonicNanoseconds()
         channel.writeAndFlush(Envelope.linkClose(agreed: true), promise: nil)
     }
 

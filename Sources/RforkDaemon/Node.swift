@@ -197,7 +197,8 @@ final class Node: @unchecked Sendable {
             if request.migrate { migrationEvent(pid: localPID, .refused(reason: "rforkd is shutting down")) }
             return
         }
-        let decision = placement.choose(policy: policy, node: migrationTarget ?? request.node, peers: peerViews())
+        let named = migrationTarget ?? request.node
+        let decision = placement.choose(policy: policy, node: named, peers: peerViews(named: named))
         guard case .remote(let target) = decision else {
             if case .local(let reason) = decision {
                 reply(channel, .local, reason ?? "")
@@ -794,14 +795,17 @@ final class Node: @unchecked Sendable {
         if recent.count > Self.recentLimit { recent.removeFirst(recent.count - Self.recentLimit) }
     }
 
-    func peerViews() -> [PeerView] {
+    /// `named`: a node asked for by name counts while its link is closed for want of use even if its
+    /// load is not known here (placing on it connects it; a dead one is given up as any link).
+    func peerViews(named: String? = nil) -> [PeerView] {
         let now = Posix.monotonicNanoseconds()
         return peers.map { peer in
             // A node whose load is not known (or too old to trust) comes last for least-loaded.
             let load = peerLoads[peer.name].flatMap { $0.isFresh(now: now, maxAge: loadMaxAge) ? $0.load : nil }
             // A link closed for want of use counts while the peer's load is fresh (it told this node lately).
             let link = links[peer.name]
-            let reachable = link.map { $0.isUp || (($0.dormant || $0.waking) && load != nil) } ?? false
+            let reachable =
+                link.map { $0.isUp || (($0.dormant || $0.waking) && (load != nil || peer.name == named)) } ?? false
             return PeerView(
                 name: peer.name, isUp: reachable, runQueue: load?.runQueue ?? .infinity,
                 cpus: load?.cpus ?? 1, placedSinceReport: placedSinceReport[peer.name] ?? 0)
@@ -1050,6 +1054,8 @@ final class PeerLink: @unchecked Sendable {  // confined to Node.loop
     var closingSince: UInt64?
     /// Connecting again after it was dormant (sends wait for the connection meanwhile).
     var waking = false
+    /// The connection closed by agreement, until it is inactive (its end starts no new connection).
+    var retiredChannel: Channel?
 
     init(name: String, host: String, port: Int, loop: EventLoop) {
         self.name = name
@@ -1067,6 +1073,11 @@ final class InboundLink: @unchecked Sendable {  // confined to Node.loop
     var peerIncarnation: UInt64 = 0
     var lastHeard = Posix.monotonicNanoseconds()
     /// The peer closes this link for want of use, and this node agreed: its connection's end is no loss.
-    var closeAgreed = false
+    var closeAgreedAt: UInt64?
+    /// Agreed within the last 2 s (the peer closes at once once it hears; an older agreement was dropped).
+    var closeAgreed: Bool {
+        guard let at = closeAgreedAt else { return false }
+        return Posix.monotonicNanoseconds() &- at < 2_000_000_000
+    }
     init(loop: EventLoop) { self.wire = PeerPort(loop: loop) }
 }

@@ -113,8 +113,10 @@ extension Node {
         let now = Posix.monotonicNanoseconds()
         unixMisses = unixMisses.filter { now - $0.value < Self.unixMissTime }
         if unixMisses[path] != nil { return refuse("no node has \(path)") }
-        // Peers whose links are up, or closed for want of use (asking connects them again).
-        let up = links.filter { $0.value.isUp || $0.value.dormant || $0.value.waking }.map(\.key)
+        // Peers whose links are up, or closed for want of use while their load is fresh (asking connects
+        // them again); not peers of unknown state, which could hold the answer up for its whole timeout.
+        let fresh = Set(peerViews().filter(\.isUp).map(\.name))
+        let up = links.filter { $0.value.isUp || fresh.contains($0.key) }.map(\.key)
         guard !up.isEmpty else { return refuse("no peer is up") }
         let id = nextUnixStream
         nextUnixStream += 1
@@ -250,7 +252,11 @@ extension Node {
         // which could not cross). A unix stream connects at once, or not (EAGAIN: a full backlog).
         let socket: Int32
         do {
-            socket = try Posix.connectUnix(path: m.path, boundTo: LocalWire.relayName + "\(config.node)/\(key)")
+            // A random name: nobody can take it first (abstract names are anyone's to bind).
+            let name =
+                LocalWire.relayName + String(UInt64.random(in: 0...UInt64.max), radix: 16)
+                + String(UInt64.random(in: 0...UInt64.max), radix: 16)
+            socket = try Posix.connectUnix(path: m.path, boundTo: name)
         } catch {
             answer.kind = .refused
             return sendUnixStream(answer, state: state, to: m.from)
