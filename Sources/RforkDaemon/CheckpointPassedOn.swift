@@ -101,25 +101,17 @@ extension Node {
         else {
             // Ended here already (a failed write of a piece, the deadline): the job there must not wait.
             if result.saved {
-                var commit = Rfork_Wire_V1_CheckpointCommit()
-                commit.session = result.session
-                commit.request = result.request
-                commit.written = false
-                var envelope = Envelope()
-                envelope.checkpointCommit = commit
-                link.wire.writeAndFlush(envelope, promise: nil)
+                link.wire.writeAndFlush(
+                    Envelope.checkpointCommit(session: result.session, request: result.request, written: false),
+                    promise: nil)
             }
             return
         }
         guard result.saved else { return checkpointEvent(pid: pid, .failed(reason: result.reason)) }
         @Sendable func commit(_ written: Bool) {
-            var commit = Rfork_Wire_V1_CheckpointCommit()
-            commit.session = asked.session
-            commit.request = asked.request
-            commit.written = written
-            var envelope = Envelope()
-            envelope.checkpointCommit = commit
-            link.wire.writeAndFlush(envelope, promise: nil)
+            link.wire.writeAndFlush(
+                Envelope.checkpointCommit(session: asked.session, request: asked.request, written: written),
+                promise: nil)
         }
         guard let key = checkpointKey,
             var manifest = try? JSONDecoder().decode(CheckpointManifest.self, from: Data(result.manifestJson.utf8))
@@ -259,5 +251,18 @@ extension Node {
                 ? .saved(bytes: pending.bytes, frozenMs: 0)
                 : .failed(reason: "the home did not write the checkpoint"),
             call: pending.call)
+    }
+}
+
+extension Envelope {
+    /// Home -> the node that took a cut: whether DIR now holds it.
+    static func checkpointCommit(session: UInt64, request: UInt64, written: Bool) -> Envelope {
+        var commit = Rfork_Wire_V1_CheckpointCommit()
+        commit.session = session
+        commit.request = request
+        commit.written = written
+        var envelope = Envelope()
+        envelope.checkpointCommit = commit
+        return envelope
     }
 }

@@ -456,10 +456,7 @@ extension Node {
     /// connection, and if none comes within peerTimeout the link is given up like any other.
     func usableLink(_ name: String) -> PeerLink? {
         guard let link = links[name] else { return nil }
-        let now = Posix.monotonicNanoseconds()
-        link.lastUsed = now
-        link.closingSince = nil
-        wake(link, now: now, needed: true)
+        use(link, now: Posix.monotonicNanoseconds(), needed: true)
         return link.isUp || link.waking ? link : nil
     }
 
@@ -467,11 +464,16 @@ extension Node {
     /// resumes, as always; a link closed for want of use connects again.
     func wire(to name: String) -> PeerPort? {
         guard let link = links[name] else { return nil }
-        let now = Posix.monotonicNanoseconds()
+        use(link, now: Posix.monotonicNanoseconds(), needed: true)
+        return link.wire
+    }
+
+    /// The link is used now: it is not idle (a proposal to close it is dropped), and it connects again
+    /// if it was closed for want of use (`needed`: see `wake`).
+    func use(_ link: PeerLink, now: UInt64, needed: Bool) {
         link.lastUsed = now
         link.closingSince = nil
-        wake(link, now: now, needed: true)
-        return link.wire
+        wake(link, now: now, needed: needed)
     }
 
     /// Connects a link closed for want of use (or not yet opened). `needed`: something is sent on it, so

@@ -853,9 +853,7 @@ final class Node: @unchecked Sendable {
         guard !shuttingDown else { return }
         for name in gossip.pick(from: peers.map(\.name)) {
             guard let link = links[name] else { continue }
-            link.lastUsed = now
-            link.closingSince = nil
-            wake(link, now: now, needed: false)
+            use(link, now: now, needed: false)
         }
     }
 

@@ -823,6 +823,17 @@ extension Node {
     /// wait, which reads the word again and returns if it changed. A sleeper first seen is interrupted
     /// once, as its wake may already have been missed. Spurious wake-ups are allowed by the futex
     /// contract; lost ones never happen, at the cost of up to `futexScanInterval` of latency.
+    /// The word and operation of a thread asleep in futex(2), from `/proc/PID/task/TID/syscall`
+    /// ("202 0xUADDR 0xOP ..."), or nil if it is not (running, or in another call).
+    static func futexWait(pid: Int32, tid: Int32) -> (address: UInt64, op: UInt64)? {
+        guard let bytes = try? Posix.readFile("/proc/\(pid)/task/\(tid)/syscall") else { return nil }
+        let fields = String(decoding: bytes, as: UTF8.self).split(separator: " ")
+        guard fields.count >= 3, fields[0] == "202", let address = UInt64(fields[1].dropFirst(2), radix: 16),
+            let op = UInt64(fields[2].dropFirst(2), radix: 16)
+        else { return nil }
+        return (address, op)
+    }
+
     func kickFutexWaiters() {
         guard !shared.regions.isEmpty else {
             shared.futexWaiters = [:]
@@ -832,13 +843,7 @@ extension Node {
         for mapper in shared.mappers.values where !mapper.ranges.isEmpty {
             for task in Posix.listDirectory("/proc/\(mapper.pid)/task") {
                 guard Posix.processAlive(pidfd: mapper.pidfd), let tid = Int32(task),
-                    let bytes = try? Posix.readFile("/proc/\(mapper.pid)/task/\(task)/syscall")
-                else { continue }
-                // "202 0xUADDR 0xOP ...": asleep in futex(2); other lines ("running", other calls) are not.
-                let fields = String(decoding: bytes, as: UTF8.self).split(separator: " ")
-                guard fields.count >= 3, fields[0] == "202",
-                    let address = UInt64(fields[1].dropFirst(2), radix: 16),
-                    let op = UInt64(fields[2].dropFirst(2), radix: 16)
+                    let (address, op) = Self.futexWait(pid: mapper.pid, tid: tid)
                 else { continue }
                 // Shared (not private) waits: FUTEX_WAIT, FUTEX_WAIT_BITSET, FUTEX_LOCK_PI, FUTEX_WAIT_REQUEUE_PI.
                 guard op & 128 == 0, [0, 6, 9, 11].contains(op & 127) else { continue }
@@ -870,10 +875,7 @@ extension Node {
         let generation = region.generation[Int(page), default: 0]
         for (key, sleeper) in shared.futexWaiters
         where sleeper.participant == region.participant && sleeper.page == page {
-            guard let bytes = try? Posix.readFile("/proc/\(sleeper.pid)/task/\(sleeper.tid)/syscall") else { continue }
-            let fields = String(decoding: bytes, as: UTF8.self).split(separator: " ")
-            guard fields.count >= 2, fields[0] == "202", UInt64(fields[1].dropFirst(2), radix: 16) == sleeper.address
-            else { continue }
+            guard Self.futexWait(pid: sleeper.pid, tid: sleeper.tid)?.address == sleeper.address else { continue }
             if Posix.signalThread(pid: sleeper.pid, tid: sleeper.tid, LocalWire.kickSignal) {
                 RforkMetrics.futexKicks.increment()
             }

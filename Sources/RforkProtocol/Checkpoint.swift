@@ -80,6 +80,13 @@ public struct Checkpoint: Sendable, Equatable {
         self.leaveRunning = leaveRunning
     }
 
+    /// Not saved, and nothing lost: the job goes on and DIR is untouched.
+    private func notSaved(_ reason: String) -> Outcome {
+        Outcome(
+            pid: pid, directory: directory, saved: false,
+            reason: "\(reason); the job keeps running and \(directory) is as it was")
+    }
+
     public mutating func handle(_ event: Event) -> [Action] {
         switch (state, event) {
         case (.signalled, .called):
@@ -100,10 +107,7 @@ public struct Checkpoint: Sendable, Equatable {
         case (.passedOn, .failed(let reason)):
             state = .finished
             return [
-                .answer(
-                    Outcome(
-                        pid: pid, directory: directory, saved: false,
-                        reason: "\(reason); the job keeps running and \(directory) is as it was"))
+                .answer(notSaved(reason))
             ]
         case (.signalled, .deadline(let seconds)):
             state = .finished
@@ -130,10 +134,7 @@ public struct Checkpoint: Sendable, Equatable {
         case (.writing, .failed(let reason)):
             state = .finished
             return [
-                .answer(
-                    Outcome(
-                        pid: pid, directory: directory, saved: false,
-                        reason: "\(reason); the job keeps running and \(directory) is as it was"))
+                .answer(notSaved(reason))
             ]
         case (.saving, .saved(let bytes, let frozenMs)):
             state = .finished
@@ -145,10 +146,7 @@ public struct Checkpoint: Sendable, Equatable {
             state = .finished
             return [
                 .resumeProcess,
-                .answer(
-                    Outcome(
-                        pid: pid, directory: directory, saved: false,
-                        reason: "\(reason); the job keeps running and \(directory) is as it was")),
+                .answer(notSaved(reason)),
             ]
         case (_, .strayCall), (.saving, .called), (.writing, .called), (.finished, .called), (.passedOn, .called):
             return [.keepProcessHere]
