@@ -95,7 +95,8 @@ let package = Package(
             ], swiftSettings: strict),
         .testTarget(name: "RforkSystemTests", dependencies: ["RforkSystem"], swiftSettings: strict),
         .testTarget(name: "RforkProtocolTests", dependencies: ["RforkProtocol"], swiftSettings: strict),
-        .testTarget(name: "RforkCheckpointTests", dependencies: ["RforkCheckpoint"], swiftSettings: strict),
+        .testTarget(
+            name: "RforkCheckpointTests", dependencies: ["RforkCheckpoint", "RforkSystem"], swiftSettings: strict),
         .testTarget(name: "RforkClusterTests", dependencies: ["RforkCluster"], swiftSettings: strict),
     ]
 )

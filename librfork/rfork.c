@@ -218,14 +218,24 @@ static void seal_object(unsigned long long inode)
         safe_each_fd(seal_fd, &s);
 }
 
-/* RFORK_SEAL_SIGNAL from rforkd, its value the inode of an object that has become shared across nodes. */
+/* RFORK_SEAL_SIGNAL from rforkd, its value the inode of an object that has become shared across nodes,
+ * or RFORK_SEAL_RELEASE_UFFD: this process closes its userfaultfd, of which rforkd holds a copy, so that
+ * CRIU can save it; a later fork() makes a new one. */
 static void on_seal_signal(int signo, siginfo_t *info, void *context)
 {
     (void)signo;
     (void)context;
     int saved_errno = errno;
-    if (info && info->si_code == SI_QUEUE)
-        seal_object((unsigned long long)(uintptr_t)info->si_value.sival_ptr);
+    if (info && info->si_code == SI_QUEUE) {
+        unsigned long long value = (unsigned long long)(uintptr_t)info->si_value.sival_ptr;
+        if (value == RFORK_SEAL_RELEASE_UFFD) {
+            int fd = __atomic_exchange_n(&shm_uffd, -1, __ATOMIC_ACQ_REL);
+            if (fd >= 0)
+                close(fd);
+        } else {
+            seal_object(value);
+        }
+    }
     errno = saved_errno;
 }
 

@@ -81,6 +81,9 @@ enum rfork_event_kind {
  * become shared across nodes; librfork's handler reduces its descriptors of that object to O_PATH, so that
  * read(2) and write(2), which would see only this node's copy, fail instead (EBADF). */
 #define RFORK_SEAL_SIGNAL 60
+/* The same signal with this value (no object has inode 0) asks the process to close its userfaultfd
+ * (rforkd holds its own copy): CRIU cannot save one, and a checkpoint takes every process of a job. */
+#define RFORK_SEAL_RELEASE_UFFD 0
 /* On the server's node, rforkd's end of a relayed AF_UNIX connection is bound to an abstract name that
  * starts with this (the server's getpeername() shows it): librfork refuses to send descriptors on it. */
 #define RFORK_RELAY_NAME "rfork-relay/"

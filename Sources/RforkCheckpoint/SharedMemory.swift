@@ -196,6 +196,21 @@ public enum SharedMemory {
         return nil
     }
 
+    /// The processes of this machine outside `known` that map one of `objects`, with the object.
+    public static func mappers(of objects: Set<SharedMemory.Object>, besides known: Set<Int32>) -> [(
+        Int32, SharedMemory.Object
+    )] {
+        var out: [(Int32, SharedMemory.Object)] = []
+        for name in Posix.listDirectory("/proc") {
+            guard let pid = Int32(name), !known.contains(pid),
+                let bytes = try? Posix.readFile("/proc/\(pid)/maps"), !bytes.isEmpty
+            else { continue }
+            let maps = parseMaps(String(decoding: bytes, as: UTF8.self))
+            if let m = maps.first(where: { $0.isShared && objects.contains($0.object) }) { out.append((pid, m.object)) }
+        }
+        return out
+    }
+
     /// The object a descriptor of a process opens, by stat(2) through /proc.
     public static func object(pid: Int32, fd: Int32) -> Object? {
         var st = stat()

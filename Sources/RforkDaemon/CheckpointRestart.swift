@@ -141,15 +141,79 @@ extension Node {
         if let why = Self.signalRefusal(pid: pid, status: status) { return why }
         let owner = Self.firstNumber(status["Uid"]) ?? 0
         let relayed = Self.relayedFiles(of: pid)
-        for p in [pid] + Self.descendants(of: pid) {
+        let tree = [pid] + Self.descendants(of: pid)
+        for p in tree {
             if homeSessions.values.contains(where: { $0.localPID == p }) {
                 return
                     "process \(p) of the job runs on another node, and a checkpoint takes only the processes on \(config.node); start the job with --policy local (or --checkpoint-every) to keep it whole here"
             }
-            if let why = Self.heldResourceRefusal(pid: p) { return why }
+            if let why = Self.heldResourceRefusal(pid: p, allowCoherent: true) {
+                return why.replacingOccurrences(
+                    of: "with processes that stay here", with: "in a way a checkpoint cannot save"
+                ).replacingOccurrences(of: ", which cannot follow it to another node yet", with: "")
+            }
             if owner != 0, let why = Self.restartSafetyRefusal(pid: p, owner: owner, relayed: relayed) { return why }
         }
+        return sharedMemoryCheckpointRefusal(tree: tree)
+    }
+
+    /// Shared memory is saved with the job (CRIU restores it shared between the same processes) when the
+    /// job is all that maps it: no process outside the job, and no other node (memory already kept
+    /// coherent across nodes is refused). Only the kinds no path outside the job reaches get here (see
+    /// `SharedMemory.Mapping.isCoherentAcrossNodes`).
+    func sharedMemoryCheckpointRefusal(tree: [Int32]) -> String? {
+        var objects: [SharedMemory.Object: Int32] = [:]
+        for p in tree {
+            for m in coherentMappings(p) ?? [] where objects[m.object] == nil { objects[m.object] = p }
+        }
+        if objects.isEmpty { return nil }
+        for (object, p) in objects.sorted(by: { $0.value < $1.value }) {
+            if let region = shared.regions[participantName(object)], !region.ended {
+                return
+                    "process \(p) of the job shares memory with processes on other nodes, and saving memory kept coherent across nodes is not done"
+            }
+        }
+        if let (other, object) = SharedMemory.mappers(of: Set(objects.keys), besides: Set(tree)).first,
+            let p = objects[object]
+        {
+            return
+                "process \(other), which is not part of the job, shares memory with its process \(p); a checkpoint would save one side of it only"
+        }
         return nil
+    }
+
+    /// The processes of `tree` that hold a userfaultfd (librfork makes one in a process that maps shared
+    /// memory, and rforkd keeps a copy of it).
+    static func userfaultHolders(_ tree: [Int32]) -> [Int32] {
+        tree.filter { p in
+            Posix.listDirectory("/proc/\(p)/fd").contains {
+                Posix.readLink("/proc/\(p)/fd/\($0)") == "anon_inode:[userfaultfd]"
+            }
+        }
+    }
+
+    /// Asks every process of a job but its top (which closed its own before it called in) to close its
+    /// userfaultfd, which CRIU cannot save (`LocalWire.releaseUserfaultValue`).
+    static func releaseUserfaults(tree: [Int32], top: Int32) {
+        for p in userfaultHolders(tree) where p != top {
+            guard let pidfd = Posix.openProcess(p) else { continue }
+            _ = Posix.signal(process: pidfd, LocalWire.sealSignal, value: LocalWire.releaseUserfaultValue)
+            Posix.close(pidfd)
+        }
+    }
+
+    /// Waits (up to a second) until no process of `tree` holds a userfaultfd; the error names one that does.
+    static func awaitUserfaultsReleased(_ tree: [Int32]) throws(CheckpointError) {
+        let deadline = Posix.monotonicNanoseconds() &+ 1_000_000_000
+        while let p = userfaultHolders(tree).first {
+            guard Posix.monotonicNanoseconds() < deadline else {
+                throw CheckpointError(
+                    .saveFailed,
+                    "process \(p) of the job did not close its userfaultfd (it blocks signal \(LocalWire.sealSignal)?), which CRIU cannot save"
+                )
+            }
+            usleep(2000)
+        }
     }
 
     /// The files a job's top process writes (dev:ino): they are relayed at restart, not reopened.
@@ -268,8 +332,10 @@ extension Node {
         let node = config.node
         let (uid, gid) = (pending.uid, pending.gid)
         let home = pending.home
+        Self.releaseUserfaults(tree: [localPID] + Self.descendants(of: localPID), top: localPID)
         threads.runIfActive(eventLoop: loop) { () throws -> CutOutcome in
             let tree = [localPID] + Self.descendants(of: localPID)
+            try Self.awaitUserfaultsReleased(tree)
             let outside = Self.outsideChannels(request.channels, tree: tree)
             try Posix.makeDirectory(privateDir)
             defer { Posix.removeFlatDirectory(privateDir) }

@@ -333,6 +333,7 @@ extension Node {
         case .restored:
             s.restored = true
             ghostRestoreEnded(key)
+            markRestoredMappers(s)
             // Post-copy: criu lazy-pages reads the image until every page is delivered.
             if s.lazyPID == nil { Posix.removeFlatDirectory(s.imageDirectory) }
             var reply = Rfork_Wire_V1_ForkReply()

@@ -275,6 +275,16 @@ extension Node {
         for object in Set(maps.map(\.object)) { shared.uncovered[object, default: []].append(pidfd) }
     }
 
+    /// A job restored here from a checkpoint: its processes but the top one closed their userfaultfds
+    /// before the cut (CRIU cannot save one), so rforkd does not watch them until each gives a new one (at
+    /// its next fork). Until then their memory must not become a region: they count as uncovered.
+    func markRestoredMappers(_ s: HostedSession) {
+        guard let helper = s.helperPID else { return }
+        for top in Posix.children(of: helper) {
+            for p in Self.descendants(of: top) where shared.mappers[p] == nil { markUncovered(p) }
+        }
+    }
+
     /// Registers a process newly known to map shared memory in every region of this node it maps.
     func adopt(_ mapper: ShmMapper) -> String? {
         guard let maps = coherentMappings(mapper.pid) else { return nil }
@@ -399,7 +409,10 @@ extension Node {
         let parentPID = request.migrate ? 0 : parentPID(of: localPID) ?? 0
         var infos: [Rfork_Wire_V1_SharedRegion] = []
         for object in Set(maps.map(\.object)).sorted(by: { $0.inode < $1.inode }) {
-            let unwatched = (shared.uncovered[object] ?? []).filter { Posix.processAlive(pidfd: $0) }
+            // (A process restored from a checkpoint that has given a userfaultfd since is watched.)
+            let unwatched = (shared.uncovered[object] ?? []).filter {
+                Posix.processAlive(pidfd: $0) && Posix.pid(ofPidfd: $0).map { shared.mappers[$0] == nil } ?? false
+            }
             if !unwatched.isEmpty && shared.regions[participantName(object)] == nil {
                 return .failure(
                     CheckpointError(

@@ -486,6 +486,15 @@ public enum Posix {
         return nil
     }
 
+    /// The PID of the process behind one of this process's pidfds (`Pid:` in its fdinfo), nil once it ended.
+    public static func pid(ofPidfd pidfd: Int32) -> Int32? {
+        guard let bytes = try? readFile("/proc/self/fdinfo/\(pidfd)") else { return nil }
+        for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") where line.hasPrefix("Pid:") {
+            return Int32(line.dropFirst(4).trimmingCharacters(in: .whitespaces)).flatMap { $0 > 0 ? $0 : nil }
+        }
+        return nil
+    }
+
     /// The canonical absolute path (symbolic links resolved), or nil if it does not exist.
     public static func realPath(_ path: String) -> String? {
         guard let p = realpath(path, nil) else { return nil }

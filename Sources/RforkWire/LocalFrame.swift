@@ -19,6 +19,9 @@ public enum LocalWire {
     /// rforkd sends it, with an inode as sigqueue's value, to a process that maps memory which has just
     /// become shared across nodes: librfork's handler reduces its descriptors of that object to O_PATH.
     public static let sealSignal: Int32 = 60
+    /// `sealSignal` with this value (no object has inode 0) asks the process to close its userfaultfd
+    /// (rforkd holds a copy): CRIU cannot save one, and a checkpoint takes every process of a job.
+    public static let releaseUserfaultValue: UInt64 = 0
     /// On the server's node, rforkd's end of a relayed AF_UNIX connection is bound to an abstract name
     /// starting with this (RFORK_RELAY_NAME): librfork refuses to send descriptors to it.
     public static let relayName = "rfork-relay/"

@@ -1,5 +1,6 @@
 import Glibc
 import RforkCheckpoint
+import RforkSystem
 import Testing
 
 @Suite(.serialized) struct SharedMemoryTests {
@@ -156,4 +157,22 @@ import Testing
         defer { close(readWrite) }
         #expect(SharedMemory.check(pid: getpid())?.contains(path) == true)
     }
+
+    /// A checkpoint saves shared memory only when the job is all that maps it: every other mapper is found.
+    @Test func findsEveryOtherProcessThatMapsAnObject() throws {
+        let length = 4096
+        guard let p = mmap(nil, length, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0), p != MAP_FAILED
+        else { throw SharedMemoryTestError.mmapFailed }
+        defer { munmap(p, length) }
+        let start = UInt64(UInt(bitPattern: p))
+        let maps = SharedMemory.parseMaps(String(decoding: try Posix.readFile("/proc/self/maps"), as: UTF8.self))
+        let mapping = try #require(maps.first { $0.start == start })
+        #expect(mapping.isCoherentAcrossNodes)
+        let me = getpid()
+        let found = SharedMemory.mappers(of: [mapping.object], besides: [])
+        #expect(found.map(\.0) == [me])
+        #expect(SharedMemory.mappers(of: [mapping.object], besides: [me]).isEmpty)
+    }
 }
+
+enum SharedMemoryTestError: Error { case mmapFailed }

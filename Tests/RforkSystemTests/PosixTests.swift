@@ -1,3 +1,4 @@
+import Glibc
 import RforkSystem
 import Testing
 
@@ -16,5 +17,13 @@ import Testing
         } throws: { error in
             "\(error)".contains("/nonexistent/rfork-test")
         }
+    }
+
+    /// A pidfd names its process: the PID behind it, from fdinfo.
+    @Test func aPidfdNamesItsProcess() throws {
+        let pidfd = try #require(Posix.openProcess(getpid()))
+        defer { Posix.close(pidfd) }
+        #expect(Posix.pid(ofPidfd: pidfd) == getpid())
+        #expect(Posix.pid(ofPidfd: -1) == nil)
     }
 }

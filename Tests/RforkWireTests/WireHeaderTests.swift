@@ -43,6 +43,7 @@ import Testing
         #expect(c["RFORK_MIGRATE_SIGNAL"] == Int(LocalWire.migrateSignal))
         #expect(c["RFORK_KICK_SIGNAL"] == Int(LocalWire.kickSignal))
         #expect(c["RFORK_SEAL_SIGNAL"] == Int(LocalWire.sealSignal))
+        #expect(c["RFORK_SEAL_RELEASE_UFFD"] == Int(LocalWire.releaseUserfaultValue))
     }
 
     @Test func theRelayNameAgrees() throws {

@@ -708,6 +708,65 @@ out=$(on node1 "$RFORK" run --node node2 --checkpoint-every 1s --checkpoint-dir 
 result "checkpoint/--checkpoint-every keeps the job on its node and the last good checkpoint; the lost job restarts from it" \
     "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
 
+# A job whose processes share memory (shared anonymous memory with a process-shared mutex, a named
+# semaphore unlinked at once) is saved with it, left running and ended, and restarts to the plain result
+# on other nodes, its memory shared again between the restored processes. One worker alone is refused:
+# its parent, outside that job, maps the memory too. Python's multiprocessing (Pool, Value, Lock) the same.
+cc -O2 -pthread -o "$WORK/shmjob" "$P/shmjob.c"
+on node1 "$WORK/shmjob" >"$WORK/shmjob.plain" 2>/dev/null
+pipejob_expected=$expected
+expected=$(tail -n 1 "$WORK/shmjob.plain")
+shm_job() { # PREFIX COMMAND...: under rfork run --policy local on node1, in the background; sets jobbg and jpid
+    local prefix=$1; shift
+    ( on node1 "$RFORK" run --policy local -- "$@" 2>"$prefix.err" | cat >"$prefix.out"; echo "${PIPESTATUS[0]}" >"$prefix.rc" ) &
+    jobbg=$!
+    wait_pid "$prefix.out"
+    sleep 0.8
+}
+why=""
+shm_job "$WORK/sj" "$WORK/shmjob"
+worker=$(sed -n 's/^worker //p' "$WORK/sj.out" | head -n 1)
+out=$(on node1 "$RFORK" checkpoint --leave-running "${worker:-0}" "$WORK/ckw" 2>&1); crc=$?
+[ "$crc" = 1 ] && echo "$out" | grep -q "^rfork: process $jpid, which is not part of the job, shares memory with its process $worker; a checkpoint would save one side of it only$" \
+    || why+="one worker alone: exit $crc, $out; "
+[ -e "$WORK/ckw" ] && why+="a directory was written for the worker; "
+out=$(on node1 "$RFORK" checkpoint --leave-running "${jpid:-0}" "$WORK/cks" 2>&1); crc=$?
+[ "$crc" = 0 ] && echo "$out" | grep -q 'it runs on$' || why+="checkpoint left running said: $out; "
+wait "$jobbg"
+[ "$(cat "$WORK/sj.rc")" = 0 ] && [ "$(tail -n 1 "$WORK/sj.out")" = "$expected" ] \
+    || why+="the job left running ended with $(cat "$WORK/sj.rc"): $(tail -n 1 "$WORK/sj.out"); "
+grep -q 'rfork:' "$WORK/sj.err" && why+="the job said: $(grep -m1 rfork: "$WORK/sj.err"); "
+restarts "$WORK/cks" node2
+shm_job "$WORK/sj2" "$WORK/shmjob"
+out=$(on node1 "$RFORK" checkpoint "${jpid:-0}" "$WORK/cks2" 2>&1); crc=$?
+wait "$jobbg"
+[ "$crc" = 0 ] && echo "$out" | grep -q 'it has ended$' || why+="checkpoint said: $out; "
+[ "$(cat "$WORK/sj2.rc")" = 137 ] || why+="the saved job was not ended (exit $(cat "$WORK/sj2.rc")); "
+grep -q '^sum' "$WORK/sj2.out" && why+="the job had finished before its checkpoint; "
+restarts "$WORK/cks2" node3 node1
+settle
+left=$(leftovers)
+[ -z "$left" ] || why+="left behind:$left; "
+result "checkpoint/a job whose processes share memory (a mutex, a named semaphore) is saved with it, left running and ended, and restarts on node2, node3 and node1 to the plain result; one worker alone is refused" \
+    "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
+
+why=""
+on node1 python3 "$P/mp_checkpoint.py" >"$WORK/mpc.plain" 2>/dev/null
+expected=$(tail -n 1 "$WORK/mpc.plain")
+shm_job "$WORK/mpc" python3 "$P/mp_checkpoint.py"
+out=$(on node1 "$RFORK" checkpoint "${jpid:-0}" "$WORK/ckm" 2>&1); crc=$?
+wait "$jobbg"
+[ "$crc" = 0 ] && echo "$out" | grep -q 'it has ended$' || why+="checkpoint said: $out; "
+[ "$(cat "$WORK/mpc.rc")" = 137 ] || why+="the saved job was not ended (exit $(cat "$WORK/mpc.rc")); "
+grep -q '^sum' "$WORK/mpc.out" && why+="the job had finished before its checkpoint; "
+restarts "$WORK/ckm" node2
+settle
+left=$(leftovers)
+[ -z "$left" ] || why+="left behind:$left; "
+result "checkpoint/Python multiprocessing (Pool, Value, Lock) saved midway and ended restarts on node2 to the plain result" \
+    "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
+expected=$pipejob_expected
+
 # A restarted job runs on another node, below its restart command (which became its stand-in): the home
 # passes its checkpoint on to that node, which takes the cut and sends the images back. Saved left running
 # (the job goes on to its end) and saved and ended (exit 137); each checkpoint restarts to the same end.
