@@ -76,6 +76,15 @@ extension Node {
         guard let (pid, pending) = passedOnCheckpoint(session: chunk.session, request: nil, node: link.name),
             let staging = pending.passedOn?.staging
         else { return }
+        if let home = pending.home {
+            // Relayed (the process moved on from here): on to the node that asked, as its session's.
+            var relayed = chunk
+            relayed.session = home.session
+            var envelope = Envelope()
+            envelope.imageChunk = relayed
+            home.link.wire.writeAndFlush(envelope, promise: nil)
+            return
+        }
         guard !chunk.name.isEmpty, !chunk.name.contains("/"), chunk.name.hasSuffix(".img") else {
             return checkpointEvent(pid: pid, .failed(reason: "\(link.name) sent an image named '\(chunk.name)'"))
         }
@@ -108,6 +117,12 @@ extension Node {
             return
         }
         guard result.saved else { return checkpointEvent(pid: pid, .failed(reason: result.reason)) }
+        if pending.home != nil {
+            // Relayed: the node that asked writes DIR (or passes the result on again), and its commit
+            // comes back through here (`commitCheckpoint`).
+            return sendCheckpointResult(
+                pending, saved: true, manifestJSON: result.manifestJson, frozenMs: result.frozenMs)
+        }
         @Sendable func commit(_ written: Bool) {
             link.wire.writeAndFlush(
                 Envelope.checkpointCommit(session: asked.session, request: asked.request, written: written),
@@ -168,6 +183,9 @@ extension Node {
         }
         guard let (pid, pidfd) = openHostedProcess(hosted) else { return refuse("the process ended") }
         defer { Posix.close(pidfd) }
+        if let session = homeSessions.values.first(where: { $0.localPID == pid }) {
+            return relayCheckpoint(request, shown: hosted.pid, localPID: pid, session: session, pending: pending)
+        }
         guard let status = Posix.processStatus(pid) else { return refuse("the process ended") }
         if let why = checkpointRefusal(pid: pid, status: status, hosted: true) {
             return refuse(Migration.renaming(process: pid, to: hosted.pid, in: why))
@@ -181,10 +199,52 @@ extension Node {
         if let why = signalForCheckpoint(pid, pidfd: pidfd, saved) { refuse(why) }
     }
 
+    /// The process moved on from here (this node keeps its stand-in): the node it went to is asked in turn,
+    /// as the home asked this one, and its images, its result and the home's commit pass through here,
+    /// renumbered for each link. `pending` names who asked.
+    private func relayCheckpoint(
+        _ request: Rfork_Wire_V1_CheckpointRequest, shown: Int32, localPID: Int32, session: HomeSession,
+        pending asker: PendingCheckpoint
+    ) {
+        func refuse(_ why: String) { sendCheckpointResult(asker, saved: false, reason: why) }
+        guard checkpoints[localPID] == nil, migrations[localPID] == nil else {
+            return refuse("process \(shown) is being moved or saved already")
+        }
+        guard session.state == .running else { return refuse("process \(shown) is being moved") }
+        guard let link = usableLink(session.target) else {
+            return refuse("node '\(session.target)', which runs process \(shown), is not reachable from \(config.node)")
+        }
+        nextMigrateRequest += 1
+        let pending = PendingCheckpoint(
+            machine: Checkpoint(pid: localPID, directory: "", leaveRunning: request.leaveRunning), command: nil,
+            uid: 0, gid: 0)
+        pending.home = asker.home
+        pending.passedOn = (session.id, nextMigrateRequest, session.target, "")
+        checkpoints[localPID] = pending
+        checkpointEvent(pid: localPID, .passedOn(node: session.target))
+        logger.info("saving the job of process \(shown) for its home: asking \(session.target), which runs it now")
+        var ask = Rfork_Wire_V1_CheckpointRequest()
+        ask.session = session.id
+        ask.request = nextMigrateRequest
+        ask.leaveRunning = request.leaveRunning
+        var envelope = Envelope()
+        envelope.checkpointRequest = ask
+        link.wire.writeAndFlush(envelope, promise: nil)
+        loop.scheduleTask(in: .minutes(10)) {
+            guard self.checkpoints[localPID] === pending else { return }
+            if pending.resultSent {
+                self.commitCheckpoint(localPID, pending, written: false)
+            } else {
+                self.checkpointEvent(
+                    pid: localPID, .failed(reason: "\(session.target) did not save the job within 10 minutes"))
+            }
+        }
+    }
+
     /// Tells the home how the cut went: every image sent (with the manifest), or why not.
     func sendCheckpointResult(
         _ pending: PendingCheckpoint, saved: Bool, reason: String = "", manifest: CheckpointManifest? = nil,
-        frozenMs: Double = 0
+        manifestJSON: String? = nil, frozenMs: Double = 0
     ) {
         guard let home = pending.home, !pending.resultSent else { return }
         pending.resultSent = true
@@ -196,6 +256,8 @@ extension Node {
         result.frozenMs = frozenMs
         if let manifest, let json = try? JSONEncoder().encode(manifest) {
             result.manifestJson = String(decoding: json, as: UTF8.self)
+        } else if let manifestJSON {
+            result.manifestJson = manifestJSON
         }
         var envelope = Envelope()
         envelope.checkpointResult = result
@@ -239,6 +301,12 @@ extension Node {
 
     /// Ends the saved job (written, without --leave-running) or lets it go on, and ends the request.
     private func commitCheckpoint(_ pid: Int32, _ pending: PendingCheckpoint, written: Bool) {
+        if let asked = pending.passedOn, let link = usableLink(asked.node) {
+            // Relayed: the node that took the cut hears it too.
+            link.wire.writeAndFlush(
+                Envelope.checkpointCommit(session: asked.session, request: asked.request, written: written),
+                promise: nil)
+        }
         let stopped = pending.stopped
         pending.stopped = []
         for fd in stopped.reversed() {

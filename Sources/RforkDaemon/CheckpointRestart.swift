@@ -15,7 +15,8 @@ final class PendingCheckpoint: @unchecked Sendable {  // confined to Node.loop
     let uid: UInt32
     let gid: UInt32
     /// Home: the job's top process runs on `node`, which was asked (home session, request number); its
-    /// images arrive in `staging`.
+    /// images arrive in `staging`. With `home` set too, this node relays (the process moved on from
+    /// here): `staging` is empty and the images go on to the home.
     var passedOn: (session: UInt64, request: UInt64, node: String, staging: String)?
     /// On the node running the job for its home: who asked, and the job's call while it waits for the home.
     var home: (link: InboundLink, session: UInt64, request: UInt64)?
@@ -24,6 +25,8 @@ final class PendingCheckpoint: @unchecked Sendable {  // confined to Node.loop
     var stopped: [Int32] = []
     var resultSent = false
     var bytes = 0
+    /// The session of a job saved here for its home without --leave-running, whose stop events are quiet.
+    var quieted: HostedSession?
     init(machine: Checkpoint, command: Channel?, uid: UInt32, gid: UInt32) {
         self.machine = machine
         self.command = command
@@ -323,6 +326,13 @@ extension Node {
         else { return checkpointEvent(pid: localPID, .strayCall, call: channel) }
         checkpointEvent(pid: localPID, .called, call: channel)
         pending.call = channel
+        if !pending.machine.leaveRunning, let container = hostedSession(containing: localPID) {
+            // CRIU leaves the job stopped until it ends (or goes on): rfork's stop and continue, which its
+            // home must not pass to the stand-in (a stopped stand-in would never read the job's end).
+            container.quietStops += 1
+            container.quietContinues += 1
+            pending.quieted = container
+        }
         let key = checkpointKey
         let machine = pending.machine
         let id = nextSession
@@ -410,11 +420,18 @@ extension Node {
             switch action {
             case .answer(let outcome):
                 checkpoints[pid] = nil
+                if let container = pending.quieted {
+                    // Whatever of the stop and continue was not seen is dropped soon; later ones are the job's.
+                    loop.scheduleTask(in: .seconds(2)) {
+                        container.quietStops = 0
+                        container.quietContinues = 0
+                    }
+                }
                 logger.info(
                     "job of process \(pid): \(outcome.saved ? "saved to \(outcome.directory.isEmpty ? "its home" : outcome.directory)" : "not saved: \(outcome.reason ?? "")")"
                 )
                 if let command = pending.command { answerJSON(command, outcome) }
-                if let staging = pending.passedOn?.staging { Posix.removeFlatDirectory(staging) }
+                if let staging = pending.passedOn?.staging, !staging.isEmpty { Posix.removeFlatDirectory(staging) }
                 if !outcome.saved, !pending.resultSent, pending.home != nil {
                     // Saved for its home: the home hears why not (the reason without this node's suffix).
                     var reason = outcome.reason ?? "not saved"

@@ -617,6 +617,10 @@ wait_pid() { # FILE: waits up to 5 s for a "pid N" line in FILE; sets jpid
     jpid=""
     for _ in $(seq 100); do jpid=$(sed -n 's/^pid //p' "$1" 2>/dev/null); [ -n "$jpid" ] && return; sleep 0.05; done
 }
+ends_soon() { # PID: the background job PID ends within 5 s of its checkpoint, or why says it did not
+    for _ in $(seq 50); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done
+    why+="the job did not end within 5 s of its checkpoint; "
+}
 start_job() { # PREFIX: the job under rfork run on node1, in the background; sets jobbg and jpid
     ( on node1 "$RFORK" run --policy local -- "$WORK/pipejob" 2>"$1.err" | cat >"$1.out"; echo "${PIPESTATUS[0]}" >"$1.rc" ) &
     jobbg=$!
@@ -739,6 +743,7 @@ grep -q 'rfork:' "$WORK/sj.err" && why+="the job said: $(grep -m1 rfork: "$WORK/
 restarts "$WORK/cks" node2
 shm_job "$WORK/sj2" "$WORK/shmjob"
 out=$(on node1 "$RFORK" checkpoint "${jpid:-0}" "$WORK/cks2" 2>&1); crc=$?
+ends_soon "$jobbg"
 wait "$jobbg"
 [ "$crc" = 0 ] && echo "$out" | grep -q 'it has ended$' || why+="checkpoint said: $out; "
 [ "$(cat "$WORK/sj2.rc")" = 137 ] || why+="the saved job was not ended (exit $(cat "$WORK/sj2.rc")); "
@@ -755,6 +760,7 @@ on node1 python3 "$P/mp_checkpoint.py" >"$WORK/mpc.plain" 2>/dev/null
 expected=$(tail -n 1 "$WORK/mpc.plain")
 shm_job "$WORK/mpc" python3 "$P/mp_checkpoint.py"
 out=$(on node1 "$RFORK" checkpoint "${jpid:-0}" "$WORK/ckm" 2>&1); crc=$?
+ends_soon "$jobbg"
 wait "$jobbg"
 [ "$crc" = 0 ] && echo "$out" | grep -q 'it has ended$' || why+="checkpoint said: $out; "
 [ "$(cat "$WORK/mpc.rc")" = 137 ] || why+="the saved job was not ended (exit $(cat "$WORK/mpc.rc")); "
@@ -796,6 +802,7 @@ wait "$rbg"
 [ "$(cat "$WORK/rj1.rc")" = 0 ] && [ "$(tail -n 1 "$WORK/rj1.out")" = "$expected" ] || why+="the job left running ended with $(cat "$WORK/rj1.rc"): $(tail -n 1 "$WORK/rj1.out"); "
 restarted_job "$WORK/ckr1" node3 "$WORK/rj2"
 out=$(on node1 "$RFORK" checkpoint "${rs:-0}" "$WORK/ckr2" 2>&1); crc=$?
+ends_soon "$rbg"
 wait "$rbg"
 [ "$crc" = 0 ] && echo "$out" | grep -q "^saved the job of process $rs to $WORK/ckr2 (.* MiB); frozen [0-9.]* ms; it has ended$" \
     || why+="the restarted job on node3 was not saved: $out; "
@@ -806,6 +813,58 @@ settle
 left=$(leftovers)
 [ -z "$left" ] || why+="left behind:$left; "
 result "checkpoint/a restarted job is saved again from the node running it, left running or ended, and restarts to the same end" \
+    "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
+
+# A process moved twice (node1 -> node2 -> node3) is saved from where it runs: node2, which keeps its
+# stand-in, passes the home's request on to node3 and relays the images, the result and the home's commit.
+# Saved left running (it goes on to its end on node3) and saved and ended; each restarts to the same end.
+cat >"$WORK/countjob.py" <<'PY'
+import os, socket, sys, time
+print("pid", os.getpid(), flush=True)
+s = 0
+for i in range(100):
+    s += i * i
+    time.sleep(0.05)
+print("sum", s, flush=True)
+print("job ends on", socket.gethostname(), file=sys.stderr, flush=True)
+PY
+on node1 python3 "$WORK/countjob.py" >"$WORK/count.plain" 2>/dev/null
+pipejob_expected=$expected
+expected=$(tail -n 1 "$WORK/count.plain")
+why=""
+for mode in --leave-running ended; do
+    ( on node1 "$RFORK" run --policy local -- python3 "$WORK/countjob.py" 2>"$WORK/cj.err" | cat >"$WORK/cj.out"; echo "${PIPESTATUS[0]}" >"$WORK/cj.rc" ) &
+    jobbg=$!
+    wait_pid "$WORK/cj.out"
+    for n in node2 node3; do
+        out=$(on node1 "$RFORK" migrate "${jpid:-0}" "$n" 2>&1) || why+="$mode: the move to $n failed: $out; "
+    done
+    if [ "$mode" = ended ]; then
+        out=$(on node1 "$RFORK" checkpoint "${jpid:-0}" "$WORK/ckt2" 2>&1); crc=$?
+        ends_soon "$jobbg"
+        wait "$jobbg"
+        [ "$crc" = 0 ] && echo "$out" | grep -q "^saved the job of process $jpid to $WORK/ckt2 (.* MiB); frozen [0-9.]* ms; it has ended$" \
+            || why+="ended: checkpoint said (exit $crc): $out; "
+        [ "$(cat "$WORK/cj.rc")" = 137 ] || why+="the saved job was not ended (exit $(cat "$WORK/cj.rc")); "
+        grep -q '^sum' "$WORK/cj.out" && why+="the job had finished before its checkpoint; "
+    else
+        out=$(on node1 "$RFORK" checkpoint --leave-running "${jpid:-0}" "$WORK/ckt1" 2>&1); crc=$?
+        wait "$jobbg"
+        [ "$crc" = 0 ] && echo "$out" | grep -q "^saved the job of process $jpid to $WORK/ckt1 (.* MiB); frozen [0-9.]* ms; it runs on$" \
+            || why+="left running: checkpoint said (exit $crc): $out; "
+        [ "$(cat "$WORK/cj.rc")" = 0 ] && [ "$(tail -n 1 "$WORK/cj.out")" = "$expected" ] \
+            || why+="the job left running ended with $(cat "$WORK/cj.rc"): $(tail -n 1 "$WORK/cj.out"); "
+        grep -q 'job ends on node3' "$WORK/cj.err" || why+="the job did not end on node3: $(tr '\n' ' ' <"$WORK/cj.err"); "
+    fi
+    settle
+done
+restarts "$WORK/ckt1" node2
+restarts "$WORK/ckt2" node1
+settle
+left=$(leftovers)
+[ -z "$left" ] || why+="left behind:$left; "
+expected=$pipejob_expected
+result "checkpoint/a process moved twice is saved from node3 through node2, left running or ended, and restarts to the same end" \
     "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
 
 # Damaged, truncated or foreign directories: one line, exit 1, nothing started.
