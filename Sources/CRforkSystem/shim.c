@@ -12,6 +12,7 @@
 #include <string.h>
 #include <linux/userfaultfd.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
@@ -26,6 +27,17 @@ static int is_source(const int *fds, int count, int fd)
         if (fds[i] == fd)
             return 1;
     return 0;
+}
+
+int crfork_set_thread_nice(int nice)
+{
+    return setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), nice) == 0 ? 0 : errno;
+}
+
+int crfork_thread_nice(void)
+{
+    errno = 0;
+    return getpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid));
 }
 
 pid_t crfork_spawn(const char *path, char *const argv[], char *const envp[], const int *fds, int count,

@@ -72,6 +72,11 @@ public struct DaemonConfiguration: Codable, Sendable, Equatable {
     /// Shared memory across nodes: how long, in microseconds, a node keeps a page it was just given before
     /// it hands it on (so a woken process gets to use it; see `CoherenceNode.Configuration`). Default: 50.
     public var sharedMemoryHoldMicroseconds: Int?
+    /// The nice value of rforkd's event loop thread and of its thread that reads page faults: every page,
+    /// pipe byte and signal between nodes goes through them, so they should run as soon as they have
+    /// work, even on a node whose CPUs its processes keep busy (a process spinning on a word of shared
+    /// memory). The thread pools that run CRIU keep the daemon's own. Default: -20; from -20 to 19.
+    public var eventLoopNice: Int?
     public var tls: TLSFiles
     public var peers: [Peer]
 
@@ -104,6 +109,8 @@ public struct DaemonConfiguration: Codable, Sendable, Equatable {
     public var resolvedSharedMemoryHold: Double {
         Double(sharedMemoryHoldMicroseconds ?? Self.defaultSharedMemoryHoldMicroseconds) / 1e6
     }
+    public static let defaultEventLoopNice = -20
+    public var resolvedEventLoopNice: Int32 { Int32(eventLoopNice ?? Self.defaultEventLoopNice) }
     public static let defaultMetricsPort = 9420
     public var resolvedMetricsPort: Int { metricsPort ?? Self.defaultMetricsPort }
     public var resolvedMetricsListen: String { metricsListen ?? "127.0.0.1" }
@@ -138,6 +145,9 @@ public struct DaemonConfiguration: Codable, Sendable, Equatable {
         if let port, !(1...65535).contains(port) { throw ConfigurationError("port \(port) is out of range") }
         if let postCopyMiB, postCopyMiB < 0 {
             throw ConfigurationError("postCopyMiB must be 0 (off) or a size in MiB, not \(postCopyMiB)")
+        }
+        if let n = eventLoopNice, !(-20...19).contains(n) {
+            throw ConfigurationError("eventLoopNice must be between -20 and 19, not \(n)")
         }
         if let h = sharedMemoryHoldMicroseconds, !(0...1_000_000).contains(h) {
             throw ConfigurationError("sharedMemoryHoldMicroseconds must be between 0 and 1000000, not \(h)")

@@ -32,6 +32,12 @@ public struct RforkDaemon: Service {
         let waiters = NIOThreadPool(numberOfThreads: 64)
         waiters.start()
         let node = Node(config: configuration, group: group, threads: threads, waiters: waiters, logger: logger)
+        let nice = configuration.resolvedEventLoopNice
+        try await group.next().submit {
+            if let e = Posix.setThreadNice(nice) {
+                node.logger.warning("cannot give the event loop nice \(nice): \(Posix.errorText(e))")
+            }
+        }.get()
         do { try node.criu.check() } catch { throw DaemonError("\(error)") }
         let tls: PeerTLS
         do { tls = try PeerTLS(files: configuration.tls) } catch {

@@ -101,13 +101,17 @@ final class FaultReader: @unchecked Sendable {
     private let wakeWrite: Int32
     private let deliver: @Sendable ([(Int32, Userfault.Message)]) -> Void
 
-    init?(deliver: @escaping @Sendable ([(Int32, Userfault.Message)]) -> Void) {
+    /// `nice`: the thread's nice value (see `DaemonConfiguration.eventLoopNice`).
+    init?(nice: Int32, deliver: @escaping @Sendable ([(Int32, Userfault.Message)]) -> Void) {
         guard let (r, w) = try? Posix.makePipe() else { return nil }
         _ = fcntl(r, F_SETFL, O_NONBLOCK)
         wakeRead = r
         wakeWrite = w
         self.deliver = deliver
-        let thread = Thread { [self] in self.run() }
+        let thread = Thread { [self] in
+            _ = Posix.setThreadNice(nice)
+            self.run()
+        }
         thread.name = "rforkd-faults"
         thread.start()
     }
@@ -196,7 +200,7 @@ extension Node {
     private func faultReader() -> FaultReader? {
         if let r = shared.reader { return r }
         let loop = self.loop
-        let reader = FaultReader { [weak self] batch in
+        let reader = FaultReader(nice: config.resolvedEventLoopNice) { [weak self] batch in
             guard let node = self else { return }
             loop.execute { node.sharedFaults(batch) }
         }

@@ -486,6 +486,15 @@ public enum Posix {
         return nil
     }
 
+    /// Sets the calling thread's nice value (Linux keeps one per thread); nil, or the errno.
+    public static func setThreadNice(_ nice: Int32) -> Int32? {
+        let e = crfork_set_thread_nice(nice)
+        return e == 0 ? nil : e
+    }
+
+    /// The calling thread's nice value.
+    public static func threadNice() -> Int32 { crfork_thread_nice() }
+
     /// The PID of the process behind one of this process's pidfds (`Pid:` in its fdinfo), nil once it ended.
     public static func pid(ofPidfd pidfd: Int32) -> Int32? {
         guard let bytes = try? readFile("/proc/self/fdinfo/\(pidfd)") else { return nil }

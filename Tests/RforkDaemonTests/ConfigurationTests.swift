@@ -15,6 +15,7 @@ struct ConfigurationTests {
         #expect(c.resolvedPeerTimeoutSeconds == 10)
         #expect(c.balance == nil)  // balancing on, with the Balancer's defaults
         #expect(c.resolvedLinks.resolvedFanout == 16 && c.resolvedLinks.resolvedIdleSeconds == 10)
+        #expect(c.resolvedEventLoopNice == -20)
     }
 
     @Test func refusesABadPeerTimeoutOrBalanceSection() {
@@ -27,6 +28,13 @@ struct ConfigurationTests {
             try c.validate()
         } throws: { error in
             "\(error)" == "balance: minimumCPUShare must be 0 to 1"
+        }
+        c.balance = nil
+        c.eventLoopNice = -21
+        #expect {
+            try c.validate()
+        } throws: { error in
+            "\(error)" == "eventLoopNice must be between -20 and 19, not -21"
         }
     }
 

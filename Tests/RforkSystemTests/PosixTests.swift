@@ -1,3 +1,4 @@
+import Foundation
 import Glibc
 import RforkSystem
 import Testing
@@ -25,5 +26,20 @@ import Testing
         defer { Posix.close(pidfd) }
         #expect(Posix.pid(ofPidfd: pidfd) == getpid())
         #expect(Posix.pid(ofPidfd: -1) == nil)
+    }
+
+    /// A thread's nice value is its own: set on one thread, the others keep theirs.
+    @Test func aThreadsNiceIsItsOwn() async throws {
+        let before = Posix.threadNice()
+        let seen = await withCheckedContinuation { (done: CheckedContinuation<(Int32?, Int32), Never>) in
+            let thread = Thread {
+                let e = Posix.setThreadNice(min(before + 3, 19))
+                done.resume(returning: (e, Posix.threadNice()))
+            }
+            thread.start()
+        }
+        #expect(seen.0 == nil)
+        #expect(seen.1 == min(before + 3, 19))
+        #expect(Posix.threadNice() == before)
     }
 }

@@ -6,6 +6,12 @@
 
 /* posix_spawn with the given descriptors placed at 0..count-1 (fds[i] becomes descriptor i), every
  * other descriptor closed, in a new session when setsid is nonzero. Returns the pid or -errno. */
+/* Sets the calling thread's nice value (setpriority on its thread ID); 0, or the errno. */
+int crfork_set_thread_nice(int nice);
+
+/* The calling thread's nice value, from the kernel (getpriority on its thread ID). */
+int crfork_thread_nice(void);
+
 pid_t crfork_spawn(const char *path, char *const argv[], char *const envp[], const int *fds, int count,
                    int setsid);
 
