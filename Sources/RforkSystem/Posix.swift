@@ -42,6 +42,12 @@ public enum Posix {
         newSession: Bool = false
     ) throws(SystemError) -> pid_t {
         let env = environment ?? currentEnvironment()
+        // A process started from a thread with a nice of its own (rforkd's event loop) starts with the
+        // process's instead: the child inherits the calling thread's.
+        let own = crfork_thread_nice()
+        let base = processNice
+        if own != base { _ = crfork_set_thread_nice(base) }
+        defer { if own != base { _ = crfork_set_thread_nice(own) } }
         let pid = withCStrings(arguments) { argv in
             withCStrings(env) { envp in
                 descriptors.withUnsafeBufferPointer { fds in
@@ -494,6 +500,12 @@ public enum Posix {
 
     /// The calling thread's nice value.
     public static func threadNice() -> Int32 { crfork_thread_nice() }
+
+    /// The process's nice value: its main thread's, which rforkd leaves as it was started.
+    public static let processNice: Int32 = {
+        errno = 0
+        return getpriority(__priority_which_t(PRIO_PROCESS.rawValue), id_t(getpid()))
+    }()
 
     /// The PID of the process behind one of this process's pidfds (`Pid:` in its fdinfo), nil once it ended.
     public static func pid(ofPidfd pidfd: Int32) -> Int32? {

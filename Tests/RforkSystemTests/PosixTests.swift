@@ -42,4 +42,18 @@ import Testing
         #expect(seen.1 == min(before + 3, 19))
         #expect(Posix.threadNice() == before)
     }
+
+    /// A process started from a thread with a nice of its own starts with the process's.
+    @Test func aSpawnedProcessHasTheProcessNiceNotTheThreads() async throws {
+        let base = Posix.processNice
+        let seen = await withCheckedContinuation { (done: CheckedContinuation<String, Never>) in
+            let thread = Thread {
+                _ = Posix.setThreadNice(min(base + 5, 19))
+                let out = (try? Posix.run(["/bin/sh", "-c", "cut -d' ' -f19 /proc/self/stat"]))?.1 ?? ""
+                done.resume(returning: out.trimmingCharacters(in: .whitespacesAndNewlines))
+            }
+            thread.start()
+        }
+        #expect(seen == String(base))
+    }
 }
