@@ -580,6 +580,14 @@ static int init_main(int argc, char **argv)
                         kill(child, SIGKILL); /* the namespace, and the child, end with nsinit */
                         return 1;
                     }
+                } else if (frame.type == RFORK_MSG_DEMAND && frame.len >= 8 && a < (uint32_t)n &&
+                           ch[a].kind == RFORK_CHANNEL_LAZY_INPUT) {
+                    uint32_t want = 0;
+                    memcpy(&want, frame.data + 4, 4);
+                    if (want == (uint32_t)RFORK_DEMAND_EAGER) { /* the stand-in reads ahead now: no more demands */
+                        ch[a].kind = RFORK_CHANNEL_INPUT;
+                        ch[a].demanded = 0;
+                    }
                 } else if (frame.type == RFORK_MSG_ACK && a < (uint32_t)n) {
                     rfork_flow_acked(&ch[a].flow, frame.data, frame.len);
                     if (ch[a].kind == RFORK_CHANNEL_FILE && restored)

@@ -198,6 +198,8 @@ int main(int argc, char **argv)
                             memcpy(&want, frame.data + 4, 4);
                         readable[a] = 1;
                         budget[a] = want ? want : sizeof buf;
+                        if (want == (uint32_t)RFORK_DEMAND_EAGER) /* the only reader left: read ahead */
+                            ch[a].kind = RFORK_CHANNEL_INPUT;
                     }
                     break;
                 case RFORK_MSG_EOF:

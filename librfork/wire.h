@@ -32,7 +32,8 @@ enum rfork_msg {
     RFORK_MSG_ANSWER = 10,      /* daemon -> CLI: JSON text */
     RFORK_MSG_ABORT = 11,       /* daemon -> namespace init: kill the child and leave */
     RFORK_MSG_DEMAND = 12,      /* namespace init -> daemon -> stand-in: u32 channel, u32 bytes: the child
-                                 * reads it now; the stand-in makes one read(2) of at most that many bytes */
+                                 * reads it now; the stand-in makes one read(2) of at most that many bytes.
+                                 * Bytes RFORK_DEMAND_EAGER: see below */
     RFORK_MSG_ACK = 13,         /* either way, helper to helper: u32 channel, u32 bytes consumed */
     RFORK_MSG_MIGRATE = 14,     /* CLI -> daemon: "pid N\nnode NAME\n"; ANSWER (JSON) once the move ended */
     RFORK_MSG_CHECKPOINT = 15,  /* CLI -> daemon: "pid N\ndir PATH\nleave 0|1\n"; ANSWER (JSON) once saved */
@@ -84,6 +85,11 @@ enum rfork_event_kind {
 /* The same signal with this value (no object has inode 0) asks the process to close its userfaultfd
  * (rforkd holds its own copy): CRIU cannot save one, and a checkpoint takes every process of a job. */
 #define RFORK_SEAL_RELEASE_UFFD 0
+/* A DEMAND of this many bytes, from the home daemon to the stand-in and (through the target daemon) to the
+ * namespace init: the stand-in holds the only read end of this lazy channel's pipe on the home node (no
+ * other process has one, as root's scan of /proc found), so nobody else can lose bytes to it: it is read
+ * as an input channel from now on, ahead of the child's reads, within the flow-control window. */
+#define RFORK_DEMAND_EAGER 4294967295
 /* On the server's node, rforkd's end of a relayed AF_UNIX connection is bound to an abstract name that
  * starts with this (the server's getpeername() shows it): librfork refuses to send descriptors on it. */
 #define RFORK_RELAY_NAME "rfork-relay/"

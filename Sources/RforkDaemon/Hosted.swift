@@ -77,6 +77,10 @@ extension Node {
         case .endOfFile(let eof):
             guard let s = hosted[hostedKey(link, eof.session)] else { return }
             s.helper?.writeAndFlush(LocalFrame.u32(.endOfFile, eof.channel), promise: nil)
+        case .demand(let demand):
+            // From the home: only "read ahead" (`LocalWire.eagerDemand`) goes this way.
+            guard let s = hosted[hostedKey(link, demand.session)], demand.bytes == LocalWire.eagerDemand else { return }
+            s.helper?.writeAndFlush(LocalFrame.demand(channel: demand.channel, bytes: demand.bytes), promise: nil)
         case .ack(let ack):
             guard let s = hosted[hostedKey(link, ack.session)] else { return }
             s.helper?.writeAndFlush(LocalFrame.ack(channel: ack.channel, bytes: ack.bytes), promise: nil)

@@ -683,10 +683,8 @@ final class Node: @unchecked Sendable {
             session.child.writeAndFlush(LocalFrame.u32(.endOfFile, eof.channel), promise: nil)
         case .demand(let demand):
             guard let session = homeSessions[demand.session], session.state == .running else { return }
-            var payload = ByteBuffer()
-            payload.writeInteger(demand.channel, endianness: .little)
-            payload.writeInteger(demand.bytes, endianness: .little)
-            session.child.writeAndFlush(LocalFrame(type: .demand, payload: payload), promise: nil)
+            session.child.writeAndFlush(LocalFrame.demand(channel: demand.channel, bytes: demand.bytes), promise: nil)
+            checkSoleReader(session, channel: demand.channel)
         case .ack(let ack):
             guard let session = homeSessions[ack.session], session.state == .running else { return }
             session.child.writeAndFlush(LocalFrame.ack(channel: ack.channel, bytes: ack.bytes), promise: nil)
@@ -1003,6 +1001,10 @@ final class HomeSession: @unchecked Sendable {  // confined to Node.loop
     var postCopy = false
     var imageBytes = 0
     var sharedRegions: [Rfork_Wire_V1_SharedRegion] = []  // shared memory the child maps (SharedRegions.swift)
+    /// Lazy channels the stand-in reads ahead (it holds the only read end), and when each other one was
+    /// last checked (`Node.checkSoleReader`).
+    var eagerChannels: Set<UInt32> = []
+    var readersCheckedAt: [UInt32: UInt64] = [:]
     /// Moved with its descendants: the tree here is stopped until `releaseTree`.
     var treeStopped = false
     /// Where the process runs now: `target`, or the node it was moved on to from there.

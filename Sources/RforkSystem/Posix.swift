@@ -313,6 +313,21 @@ public enum Posix {
         return out.sorted()
     }
 
+    /// Every descriptor, in every process this one can see, that reads pipe `inode` (its read end, or a
+    /// FIFO opened for reading and writing): (PID, descriptor). A process whose descriptors cannot be
+    /// listed is not seen: run as root to see them all.
+    public static func pipeReaders(inode: UInt64) -> [(pid: Int32, fd: String)] {
+        let name = "pipe:[\(inode)]"
+        var out: [(pid: Int32, fd: String)] = []
+        for entry in listDirectory("/proc") {
+            guard let pid = Int32(entry) else { continue }
+            for fd in listDirectory("/proc/\(pid)/fd") where readLink("/proc/\(pid)/fd/\(fd)") == name {
+                if accessMode(pid: pid, fd: fd) != O_WRONLY { out.append((pid, fd)) }
+            }
+        }
+        return out
+    }
+
     /// The target of a symbolic link (also /proc's descriptor and namespace links), or nil.
     public static func readLink(_ path: String) -> String? {
         var buf = [CChar](repeating: 0, count: 4097)

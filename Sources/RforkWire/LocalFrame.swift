@@ -22,6 +22,9 @@ public enum LocalWire {
     /// `sealSignal` with this value (no object has inode 0) asks the process to close its userfaultfd
     /// (rforkd holds a copy): CRIU cannot save one, and a checkpoint takes every process of a job.
     public static let releaseUserfaultValue: UInt64 = 0
+    /// A DEMAND of this many bytes (RFORK_DEMAND_EAGER), from the home daemon to the stand-in and to the
+    /// namespace init: the stand-in holds the only read end of that lazy channel's pipe, so it reads ahead.
+    public static let eagerDemand: UInt32 = 0xFFFF_FFFF
     /// On the server's node, rforkd's end of a relayed AF_UNIX connection is bound to an abstract name
     /// starting with this (RFORK_RELAY_NAME): librfork refuses to send descriptors to it.
     public static let relayName = "rfork-relay/"
@@ -118,6 +121,14 @@ public struct LocalFrame: Sendable, Equatable {
         buffer.writeInteger(channel, endianness: .little)
         buffer.writeInteger(bytes, endianness: .little)
         return LocalFrame(type: .ack, payload: buffer)
+    }
+
+    /// The remote child reads lazy `channel` for `bytes` (or `LocalWire.eagerDemand`: read it ahead).
+    public static func demand(channel: UInt32, bytes: UInt32) -> LocalFrame {
+        var buffer = ByteBuffer()
+        buffer.writeInteger(channel, endianness: .little)
+        buffer.writeInteger(bytes, endianness: .little)
+        return LocalFrame(type: .demand, payload: buffer)
     }
 
     public static func event(kind: UInt32, code: Int32) -> LocalFrame {

@@ -3,7 +3,7 @@ import Glibc
 import RforkSystem
 import Testing
 
-@Suite struct PosixTests {
+@Suite(.serialized) struct PosixTests {  // one test spawns a process, another counts a pipe's holders
     /// /proc files report size 0; reading one must still return its contents.
     @Test func readsProcFilesToTheirEnd() throws {
         let status = String(decoding: try Posix.readFile("/proc/self/status"), as: UTF8.self)
@@ -26,6 +26,22 @@ import Testing
         defer { Posix.close(pidfd) }
         #expect(Posix.pid(ofPidfd: pidfd) == getpid())
         #expect(Posix.pid(ofPidfd: -1) == nil)
+    }
+
+    /// A pipe's readers are its read ends, wherever they are held; its write end is not one.
+    @Test func aPipesReadersAreItsReadEnds() throws {
+        var ends: [Int32] = [0, 0]
+        #expect(pipe(&ends) == 0)
+        for fd in ends { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }  // a process another test spawns must not hold it
+        defer { for fd in ends { Glibc.close(fd) } }
+        var st = stat()
+        #expect(fstat(ends[0], &st) == 0)
+        let me = getpid()
+        #expect(Posix.pipeReaders(inode: UInt64(st.st_ino)).map(\.pid) == [me])
+        #expect(Posix.pipeReaders(inode: UInt64(st.st_ino)).map(\.fd) == ["\(ends[0])"])
+        let second = fcntl(ends[0], F_DUPFD_CLOEXEC, 0)
+        defer { Glibc.close(second) }
+        #expect(Posix.pipeReaders(inode: UInt64(st.st_ino)).count == 2)
     }
 
     /// A thread's nice value is its own: set on one thread, the others keep theirs.

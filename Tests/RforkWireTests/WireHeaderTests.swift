@@ -44,6 +44,7 @@ import Testing
         #expect(c["RFORK_KICK_SIGNAL"] == Int(LocalWire.kickSignal))
         #expect(c["RFORK_SEAL_SIGNAL"] == Int(LocalWire.sealSignal))
         #expect(c["RFORK_SEAL_RELEASE_UFFD"] == Int(LocalWire.releaseUserfaultValue))
+        #expect(c["RFORK_DEMAND_EAGER"] == Int(LocalWire.eagerDemand))
     }
 
     @Test func theRelayNameAgrees() throws {

@@ -985,6 +985,26 @@ left=$(leftovers)
 [ -z "$left" ] || why+="left behind:$left; "
 result "flow control/256 MiB to a slow reader both ways (rforkd grew $home_growth / $target_growth MiB)" "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
 
+# --- a pipe the child held both ends of (a lazy channel) is read ahead once the stand-in holds the only
+# read end (the parent closed its own); while the parent still holds one, only the child's reads are made ---
+ahead() { grep -c 'is read ahead: its stand-in holds' /run/rfork-cluster/node1.log 2>/dev/null || true; }
+why=""
+before=$(ahead)
+out=$(on node1 "$RFORK" run --node node2 -- "$BIN/../libexec/rfork/rfork-forkbench" pipe 64 2>"$WORK/ahead.err")
+rc=$?
+[ "$rc" = 0 ] || why+="forkbench pipe exited $rc ($(tail -2 "$WORK/ahead.err" | tr '\n' ' ')); "
+[[ "$out" == *throughput_mib_s* ]] || why+="no result line: $out; "
+[ "$(ahead)" -gt "$before" ] || why+="node1 logged no channel read ahead; "
+before=$(ahead)
+on node1 "$T/unclosed_ends" >"$WORK/unclosed.plain" 2>/dev/null
+on node1 "$RFORK" run --node node2 -- "$T/unclosed_ends" >"$WORK/unclosed.rfork" 2>"$WORK/unclosed.err" ||
+    why+="unclosed_ends exited $? under rfork run; "
+cmp -s "$WORK/unclosed.plain" "$WORK/unclosed.rfork" ||
+    why+="unclosed_ends differs: $(diff "$WORK/unclosed.plain" "$WORK/unclosed.rfork" | head -4 | tr '\n' ' '); "
+grep -q 'runs on node2' "$WORK/unclosed.err" || why+="unclosed_ends ran no child on node2; "
+[ "$(ahead)" = "$before" ] || why+="a channel whose pipe the parent still reads was read ahead; "
+result "pipes/read ahead once the stand-in holds the only read end, not while the parent holds one" "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
+
 # --- post-copy: a child with 96 MiB runs before its memory arrives, and sees all of it ---
 conformance big_memory
 last=$(on node1 "$RFORK" ps --recent --json | python3 -c 'import json,sys; r=json.load(sys.stdin); print(r[-1].get("postCopy", False) if r else "none")')
