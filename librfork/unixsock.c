@@ -22,6 +22,7 @@
 #include <limits.h>
 #include <stddef.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -69,9 +70,15 @@ static int relay(int fd, const char *sock, const char *path)
         return 0;
     if (rfork_send(fd, RFORK_MSG_UNIX_CONNECT, path, strlen(path), NULL, 0) != 0)
         return 0;
-    static __thread struct rfork_frame answer;
-    return rfork_recv(fd, &answer) > 0 && answer.type == RFORK_MSG_FORK_REPLY && answer.len >= 1 &&
-           answer.data[0] == 'A';
+    /* A frame is 1 MiB: mapped for this answer only. (A static __thread one gave every thread of every
+     * process under rfork run 1 MiB of zeroed, so dirty, memory, and every remote fork 1 MiB more to copy.) */
+    struct rfork_frame *answer = mmap(NULL, sizeof *answer, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (answer == MAP_FAILED)
+        return 0;
+    int ok = rfork_recv(fd, answer) > 0 && answer->type == RFORK_MSG_FORK_REPLY && answer->len >= 1 &&
+             answer->data[0] == 'A';
+    munmap(answer, sizeof *answer);
+    return ok;
 }
 
 /* Whether fd is a socket relayed through rforkd: a client's, connected to rforkd's socket path, or a

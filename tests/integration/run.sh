@@ -1005,6 +1005,26 @@ grep -q 'runs on node2' "$WORK/unclosed.err" || why+="unclosed_ends ran no child
 [ "$(ahead)" = "$before" ] || why+="a channel whose pipe the parent still reads was read ahead; "
 result "pipes/read ahead once the stand-in holds the only read end, not while the parent holds one" "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
 
+# --- what a remote child costs its home node: its stand-in's own memory (PSS), for 4 sleeping children.
+# librfork is preloaded into the stand-in as into every process under rfork run: 1 MiB of zeroed
+# thread-local storage in it once made every process and thread 1 MiB larger, and every fork slower ---
+why=""
+on node1 bash -c 'sleep 6 | exec "$0" run --node node2 -- "$1" children 4' "$RFORK" "$BIN/../libexec/rfork/rfork-forkbench" \
+    >"$WORK/children.txt" 2>"$WORK/children.err" &
+job=$!
+for _ in $(seq 100); do [ "$(wc -l <"$WORK/children.txt")" -ge 4 ] && break; sleep 0.1; done
+worst=0
+for p in $(cat "$WORK/children.txt"); do
+    kib=$(awk '/^Pss:/ {print $2}' "/proc/$p/smaps_rollup" 2>/dev/null)
+    grep -q rfork-standin "/proc/$p/cmdline" 2>/dev/null || why+="process $p is not a stand-in; "
+    [ "${kib:-0}" -gt "$worst" ] && worst=$kib
+done
+[ "$(wc -l <"$WORK/children.txt")" = 4 ] || why+="the children did not start ($(head -2 "$WORK/children.err" | tr '\n' ' ')); "
+[ "$worst" -gt 0 ] && [ "$worst" -le 512 ] || why+="a stand-in's PSS is $worst KiB (at most 512 expected); "
+wait "$job" || why+="the job exited $?; "   # its stdin ends after 6 s: it ends its children
+settle
+result "memory/a remote child's stand-in costs its home $worst KiB (PSS), not a frame of thread-local storage" "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
+
 # --- post-copy: a child with 96 MiB runs before its memory arrives, and sees all of it ---
 conformance big_memory
 last=$(on node1 "$RFORK" ps --recent --json | python3 -c 'import json,sys; r=json.load(sys.stdin); print(r[-1].get("postCopy", False) if r else "none")')
