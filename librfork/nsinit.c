@@ -7,7 +7,12 @@
  * stand-in acknowledged, see wire.h). It reports the child's stops, continues and end, and
  * delivers the signals the daemon forwards. The namespace, and everything in it, ends with it.
  *
- * usage: rfork-nsinit CTL_FD IMAGE_DIR CRIU PID SOCKET_INODE [CHANNEL:KIND:CRIU_ID ...]
+ * usage: rfork-nsinit CTL_FD IMAGE_DIR CRIU PID SOCKET_INODE [CHANNEL:KIND:FD:CRIU_ID ...] [sock:FD:INODE ...]
+ *
+ * sock:FD:INODE: a socket the daemon passed as descriptor FD, given to the restored tree in place of the
+ * socket INODE in its images (a stand-in of the job saved with it, reconnected to this node's daemon).
+ * IMAGE_DIR/rfork-input-N.img, when there: bytes that were in input channel N's pipe at a checkpoint's cut
+ * (CRIU does not refill a pipe it is given), written to the child's new pipe first.
  */
 #define _GNU_SOURCE
 #include "wire.h"
@@ -55,8 +60,11 @@ struct chan {
     int fd;        /* the descriptor number in the child */
     int demanded;  /* LAZY_INPUT: a read was asked of the stand-in and its bytes have not come yet */
     int watch;     /* FILE: inotify watch */
+    uint64_t key;  /* the child's end as a checkpoint names it: pipe or memfd inode, terminal rdev */
     struct rfork_flow flow;
 };
+
+static int mark_wanted; /* a checkpoint's INPUT marker came: echo it once every input is in the pipes */
 
 static int inotify_fd = -1;
 
@@ -323,6 +331,46 @@ static int fail(const char *dir, const char *what)
     return 1;
 }
 
+/* A checkpoint's restart: what was in input channel i's pipe at the cut goes first (see usage). */
+static int preload(const char *dir, int i)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/rfork-input-%d.img", dir, i);
+    int f = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (f < 0)
+        return errno == ENOENT ? 0 : -1;
+    size_t have = 0;
+    ssize_t r;
+    while (have < INPUT_CAP && (r = read(f, ch[i].pending + have, INPUT_CAP - have)) > 0)
+        have += (size_t)r;
+    close(f);
+    ch[i].plen = have;
+    return 0;
+}
+
+/* Echoes a checkpoint's INPUT marker once every input the stand-in sent is in the child's pipes, with
+ * every channel's key (wire.h, RFORK_MSG_MARK). */
+static void answer_mark(void)
+{
+    if (!mark_wanted)
+        return;
+    for (int i = 0; i < n; i++)
+        if (ch[i].ours >= 0 && is_input(ch[i].kind) && ch[i].plen)
+            return;
+    mark_wanted = 0;
+    unsigned char p[4 + RFORK_MAX_CHANNELS * 12];
+    uint32_t phase = RFORK_MARK_INPUT;
+    memcpy(p, &phase, 4);
+    size_t len = 4;
+    for (int i = 0; i < n; i++) {
+        uint32_t id = (uint32_t)i;
+        memcpy(p + len, &id, 4);
+        memcpy(p + len + 4, &ch[i].key, 8);
+        len += 12;
+    }
+    rfork_send(ctl, RFORK_MSG_MARK, p, len, NULL, 0);
+}
+
 static int init_main(int argc, char **argv)
 {
     const char *dir = argv[2], *criu = argv[3];
@@ -364,8 +412,21 @@ static int init_main(int argc, char **argv)
     cargv[a++] = "--inherit-fd";
     cargv[a++] = inherit[0];
 
+    static char given[RFORK_MAX_CHANNELS][64];
+    int ngiven = 0;
     for (int i = 6; i < argc && n < RFORK_MAX_CHANNELS; i++) {
         int id, kind, fd, used = 0;
+        unsigned long long inode = 0;
+        if (strncmp(argv[i], "sock:", 5) == 0) {
+            if (sscanf(argv[i] + 5, "%d:%llu", &fd, &inode) != 2 || fd < 0 || ngiven == RFORK_MAX_CHANNELS) {
+                report_failure(dir, "bad socket argument");
+                return 1;
+            }
+            snprintf(given[ngiven], sizeof given[ngiven], "fd[%d]:socket:[%llu]", fd, inode);
+            cargv[a++] = "--inherit-fd";
+            cargv[a++] = given[ngiven++];
+            continue;
+        }
         if (sscanf(argv[i], "%d:%d:%d:%n", &id, &kind, &fd, &used) != 3 || id != n || !used) {
             report_failure(dir, "bad channel argument");
             return 1;
@@ -383,6 +444,9 @@ static int init_main(int argc, char **argv)
             char self[64];
             snprintf(self, sizeof self, "/proc/self/fd/%d", m);
             ch[n] = (struct chan){.kind = kind, .ours = m, .child = m, .id = argv[i] + used};
+            struct stat mst;
+            if (fstat(m, &mst) == 0)
+                ch[n].key = (uint64_t)mst.st_ino;
             ch[n].watch = inotify_add_watch(inotify_fd, self, IN_MODIFY);
             if (ch[n].watch < 0)
                 return fail(dir, "inotify_add_watch failed");
@@ -404,6 +468,9 @@ static int init_main(int argc, char **argv)
             ch[n].pty_slave = fcntl(slave, F_DUPFD_CLOEXEC, 0);
             if (ch[n].pty_slave < 0)
                 return fail(dir, "dup failed");
+            struct stat tst;
+            if (fstat(slave, &tst) == 0)
+                ch[n].key = (uint64_t)tst.st_rdev;
         } else {
             if (pipe(p) < 0)
                 return fail(dir, "pipe failed");
@@ -413,6 +480,11 @@ static int init_main(int argc, char **argv)
                     return fail(dir, "no memory for an input channel");
             } else
                 ch[n] = (struct chan){.kind = kind, .ours = p[0], .child = p[1], .id = argv[i] + used};
+            struct stat pst;
+            if (fstat(p[0], &pst) == 0)
+                ch[n].key = (uint64_t)pst.st_ino;
+            if (is_input(kind) && preload(dir, n) < 0)
+                return fail(dir, "cannot read a checkpoint's pipe contents");
         }
         ch[n].fd = fd;
         fcntl(ch[n].ours, F_SETFD, FD_CLOEXEC);
@@ -477,6 +549,7 @@ static int init_main(int argc, char **argv)
             p[np] = (struct pollfd){.fd = ch[i].ours, .events = ev};
             map[np++] = i;
         }
+        answer_mark(); /* an input channel may have closed meanwhile */
         int lazy = restored && lazy_waiting();
         if (poll(p, (nfds_t)np, lazy ? 5 : -1) < 0) {
             if (errno == EINTR)
@@ -580,6 +653,17 @@ static int init_main(int argc, char **argv)
                         kill(child, SIGKILL); /* the namespace, and the child, end with nsinit */
                         return 1;
                     }
+                } else if (frame.type == RFORK_MSG_MARK && a == RFORK_MARK_INPUT) {
+                    mark_wanted = 1;
+                    answer_mark();
+                } else if (frame.type == RFORK_MSG_MARK && a == RFORK_MARK_OUTPUT) {
+                    /* The child is frozen: all it wrote goes out before the marker (files past the
+                     * window too: what is in the memfd now is finite, and a restart makes a new one). */
+                    for (int i = 0; i < n; i++)
+                        if (ch[i].ours >= 0 && ch[i].kind == RFORK_CHANNEL_FILE)
+                            relay_file(i, 1);
+                    drain_outputs(0);
+                    rfork_send(ctl, RFORK_MSG_MARK, &a, sizeof a, NULL, 0);
                 } else if (frame.type == RFORK_MSG_DEMAND && frame.len >= 8 && a < (uint32_t)n &&
                            ch[a].kind == RFORK_CHANNEL_LAZY_INPUT) {
                     uint32_t want = 0;
@@ -603,8 +687,10 @@ static int init_main(int argc, char **argv)
                 }
             } else {
                 int i = map[k];
-                if (p[k].revents & POLLOUT)
+                if (p[k].revents & POLLOUT) {
                     flush_input(i);
+                    answer_mark();
+                }
                 if (is_input(ch[i].kind) || ch[i].ours < 0 || !(p[k].revents & (POLLIN | POLLHUP | POLLERR)))
                     continue;
                 ssize_t r = read(ch[i].ours, buf, sizeof buf);

@@ -98,6 +98,7 @@ int main(int argc, char **argv)
         readable[i] = ch[i].kind == RFORK_CHANNEL_INPUT;
         budget[i] = sizeof buf;
     }
+    int paused = 0; /* a checkpoint's cut is being taken: input channels are not read (RFORK_MSG_MARK) */
     sigset_t all;
     sigfillset(&all);
     sigdelset(&all, SIGPIPE);
@@ -118,7 +119,7 @@ int main(int argc, char **argv)
         p[np] = (struct pollfd){.fd = sfd, .events = POLLIN};
         map[np++] = -2;
         for (int i = 0; i < n; i++) {
-            if (ch[i].fd >= 0 && readable[i] && rfork_flow_open(&flow[i])) {
+            if (ch[i].fd >= 0 && readable[i] && !paused && rfork_flow_open(&flow[i])) {
                 p[np] = (struct pollfd){.fd = ch[i].fd, .events = POLLIN};
                 map[np++] = i;
             }
@@ -201,6 +202,22 @@ int main(int argc, char **argv)
                         if (want == (uint32_t)RFORK_DEMAND_EAGER) /* the only reader left: read ahead */
                             ch[a].kind = RFORK_CHANNEL_INPUT;
                     }
+                    break;
+                case RFORK_MSG_MARK: /* a checkpoint's marker: see wire.h */
+                    if (a == RFORK_MARK_RESUME) {
+                        uint32_t fresh = 0;
+                        if (frame.len >= 8)
+                            memcpy(&fresh, frame.data + 4, 4);
+                        paused = 0;
+                        if (fresh) /* restarted: a new namespace init counts from zero, and so do we */
+                            memset(flow, 0, sizeof flow);
+                        break;
+                    }
+                    if (a == RFORK_MARK_INPUT)
+                        paused = 1;
+                    if ((a == RFORK_MARK_INPUT || a == RFORK_MARK_OUTPUT) &&
+                        rfork_send(ctl, RFORK_MSG_MARK, &a, sizeof a, NULL, 0) < 0)
+                        goto lost;
                     break;
                 case RFORK_MSG_EOF:
                     if (a < (uint32_t)n && ch[a].fd >= 0) {

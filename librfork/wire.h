@@ -44,7 +44,23 @@ enum rfork_msg {
     RFORK_MSG_UNIX_CONNECT = 20, /* library -> daemon, on the program's own socket: an absolute AF_UNIX path
                                   * this node lacks; FORK_REPLY 'A' (the socket now relays to the node that
                                   * has it) or 'F' */
+    RFORK_MSG_MARK = 21,        /* a checkpoint's marker, u32 phase (RFORK_MARK_*), through a job's relays */
 };
+
+/* Phases of RFORK_MSG_MARK. A checkpoint of a job with processes on several nodes takes one consistent
+ * cut of every part by flushing each stand-in's channels with markers (Chandy-Lamport):
+ *   INPUT:  daemon -> stand-in: stop reading input channels, and echo the marker after all the bytes
+ *           read before it; the daemons pass it to the remote child's namespace init, which echoes it
+ *           once all of them are in the child's pipes, followed by (u32 channel, u64 key) for every
+ *           channel: the inode of its pipe or memfd, or the rdev of its terminal, as the child sees it.
+ *   OUTPUT: daemon -> namespace init (the child is frozen): send everything the child wrote, then the
+ *           marker; the daemons pass it to the stand-in, which echoes it once every byte before it is
+ *           written to the parent's side.
+ *   RESUME: daemon -> stand-in: read input channels again; a second u32, when not 0, says the remote
+ *           side is a new one (a restart) and flow-control counts start from zero. */
+#define RFORK_MARK_INPUT 1
+#define RFORK_MARK_OUTPUT 2
+#define RFORK_MARK_RESUME 3
 
 /* Verdicts in a FORK_REPLY. */
 #define RFORK_VERDICT_LOCAL 'L'   /* run here as a plain child; text = reason when placement failed */

@@ -15,7 +15,8 @@ import RforkSystem
 /// identity, never following a symbolic link at the last step.
 public struct CheckpointManifest: Codable, Sendable, Equatable {
     public static let formatName = "rfork-checkpoint"
-    public static let currentVersion = 1
+    /// 2 with `parts`, else 1 (what an rfork without parts writes and reads).
+    public static let currentVersion = 2
 
     public struct Channel: Codable, Sendable, Equatable {
         /// The channel's number, as in a placement request.
@@ -32,6 +33,34 @@ public struct CheckpointManifest: Codable, Sendable, Equatable {
             self.kind = kind
             self.criuID = criuID
             self.fd = fd
+        }
+    }
+
+    public struct Part: Codable, Sendable, Equatable {
+        /// Its PID in the job (its stand-in's in the top part's images, its own in its images).
+        public var pid: Int32
+        /// The node it ran on.
+        public var node: String
+        /// Its image files are named this and CRIU's name ("part-4711-core-4711.img").
+        public var prefix: String
+        /// Its stand-in's socket to rforkd, in the top part's images.
+        public var standInSocketInode: UInt64
+        /// Its own socket to rforkd, on which it waited when it was saved, in its images.
+        public var controlSocketInode: UInt64
+        /// What its stand-in relays: every channel the stand-in numbers (`id`), with the object the part
+        /// held for it (`criuID`, "pipe:[0]r" when it held none any more).
+        public var channels: [Channel]
+
+        public init(
+            pid: Int32, node: String, prefix: String, standInSocketInode: UInt64, controlSocketInode: UInt64,
+            channels: [Channel]
+        ) {
+            self.pid = pid
+            self.node = node
+            self.prefix = prefix
+            self.standInSocketInode = standInSocketInode
+            self.controlSocketInode = controlSocketInode
+            self.channels = channels
         }
     }
 
@@ -58,6 +87,11 @@ public struct CheckpointManifest: Codable, Sendable, Equatable {
     public var controlSocketInode: UInt64
     public var channels: [Channel]
     public var files: [File]
+    /// A job with processes on other nodes (format version 2): each such part's top process, saved at
+    /// the same cut, with its own images among `files` (their names begin with its `prefix`). The top
+    /// part's images hold, in its place, its stand-in: the process that kept its PID and relayed its
+    /// descriptors, which a restart reconnects to the part restored again.
+    public var parts: [Part]?
     /// HMAC-SHA256 (hex) of this manifest without its signature (JSON, sorted keys), with the cluster's
     /// checkpoint key.
     public var signature: String?
@@ -67,7 +101,7 @@ public struct CheckpointManifest: Codable, Sendable, Equatable {
         files: [File]
     ) {
         self.format = Self.formatName
-        self.version = Self.currentVersion
+        self.version = 1
         self.created = created
         self.node = node
         self.pid = pid
@@ -168,15 +202,20 @@ public enum CheckpointDirectory {
         guard let header = try? JSONDecoder().decode(Header.self, from: Data(bytes)),
             header.format == CheckpointManifest.formatName
         else { throw CheckpointError(.corrupt, "\(dir) is not an rfork checkpoint (its \(manifestName) is foreign)") }
-        guard header.version == CheckpointManifest.currentVersion else {
+        guard let version = header.version, (1...CheckpointManifest.currentVersion).contains(version) else {
             throw CheckpointError(
                 .corrupt,
-                "\(dir) is an rfork checkpoint of format version \(header.version ?? 0); this rfork reads version \(CheckpointManifest.currentVersion)"
+                "\(dir) is an rfork checkpoint of format version \(header.version ?? 0); this rfork reads versions 1 to \(CheckpointManifest.currentVersion)"
             )
         }
-        do { return try JSONDecoder().decode(CheckpointManifest.self, from: Data(bytes)) } catch {
+        let manifest: CheckpointManifest
+        do { manifest = try JSONDecoder().decode(CheckpointManifest.self, from: Data(bytes)) } catch {
             throw CheckpointError(.corrupt, "\(dir) is damaged: its \(manifestName) is incomplete")
         }
+        guard (manifest.parts ?? []).isEmpty == (version == 1) else {
+            throw CheckpointError(.corrupt, "\(dir) is damaged: its parts do not match its format version")
+        }
+        return manifest
     }
 
     /// Copies a checkpoint into `privateDirectory` (root's, on tmpfs) and checks the copy: the manifest's
@@ -301,6 +340,7 @@ public enum CheckpointDirectory {
                 throw CheckpointError(.saveFailed, "cannot create \(staging): \(Posix.errorText(errno))")
             }
             var manifest = partial
+            manifest.version = (manifest.parts ?? []).isEmpty ? 1 : CheckpointManifest.currentVersion
             var total = 0
             do {
                 let stagingFD = try Posix.openDirectory(staging, shown: staging)

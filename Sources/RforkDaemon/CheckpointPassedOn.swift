@@ -73,6 +73,12 @@ extension Node {
 
     /// A piece of an image of a job saved for this node: into its staging directory.
     func receiveCheckpointChunk(_ chunk: Rfork_Wire_V1_ImageChunk, from link: PeerLink) {
+        if let (pid, _, part) = partCut(session: chunk.session, node: link.name) {
+            if let why = Self.storeChunk(chunk, in: part.staging, from: link.name) {
+                checkpointEvent(pid: pid, .failed(reason: why))
+            }
+            return
+        }
         guard let (pid, pending) = passedOnCheckpoint(session: chunk.session, request: nil, node: link.name),
             let staging = pending.passedOn?.staging
         else { return }
@@ -85,25 +91,34 @@ extension Node {
             home.link.wire.writeAndFlush(envelope, promise: nil)
             return
         }
+        if let why = Self.storeChunk(chunk, in: staging, from: link.name) {
+            checkpointEvent(pid: pid, .failed(reason: why))
+        }
+    }
+
+    /// Writes a piece of an image into `staging`; why not, or nil.
+    static func storeChunk(_ chunk: Rfork_Wire_V1_ImageChunk, in staging: String, from node: String) -> String? {
         guard !chunk.name.isEmpty, !chunk.name.contains("/"), chunk.name.hasSuffix(".img") else {
-            return checkpointEvent(pid: pid, .failed(reason: "\(link.name) sent an image named '\(chunk.name)'"))
+            return "\(node) sent an image named '\(chunk.name)'"
         }
         let fd = open(staging + "/" + chunk.name, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
-        guard fd >= 0 else {
-            return checkpointEvent(
-                pid: pid, .failed(reason: "cannot write \(chunk.name): \(Posix.errorText(errno))"))
-        }
+        guard fd >= 0 else { return "cannot write \(chunk.name): \(Posix.errorText(errno))" }
         defer { Posix.close(fd) }
         do {
             try Posix.writeAll(fd, chunk.data, at: chunk.offset)
         } catch {
-            checkpointEvent(pid: pid, .failed(reason: "cannot write \(chunk.name): \(error)"))
+            return "cannot write \(chunk.name): \(error)"
         }
+        return nil
     }
 
     /// The node running the job sent every image (or says why not): DIR is written here, as its owner,
     /// and that node hears whether it was.
     func handleCheckpointResult(_ result: Rfork_Wire_V1_CheckpointResult, from link: PeerLink) {
+        if let (pid, pending, part) = partCut(session: result.session, node: link.name), part.request == result.request
+        {
+            return partSaved(result, pid: pid, pending, part, from: link.name)
+        }
         guard
             let (pid, pending) = passedOnCheckpoint(session: result.session, request: result.request, node: link.name),
             let asked = pending.passedOn
@@ -159,6 +174,9 @@ extension Node {
 
     /// The link to `node` is lost: checkpoints it was asked to take will not arrive.
     func passedOnCheckpointsLost(_ node: String) {
+        for (pid, pending) in checkpoints where pending.parts.contains(where: { $0.session.target == node }) {
+            checkpointEvent(pid: pid, .failed(reason: "lost the link to \(node) during the checkpoint"))
+        }
         for (pid, pending) in checkpoints where pending.passedOn?.node == node {
             checkpointEvent(pid: pid, .failed(reason: "lost the link to \(node) during the checkpoint"))
         }
@@ -195,6 +213,12 @@ extension Node {
             machine: Checkpoint(pid: pid, directory: "", leaveRunning: request.leaveRunning), command: nil,
             uid: owner, gid: Self.firstNumber(status["Gid"]) ?? owner)
         saved.home = pending.home
+        saved.part = request.part
+        if request.part {
+            // Cut once the namespace init has every input the stand-in sent in the process's pipes.
+            logger.info("saving process \(hosted.pid) for \(hosted.home), a part of a job saved across nodes")
+            return awaitInputMark(hosted, pid: pid, saved)
+        }
         logger.info("saving the job of process \(hosted.pid) for \(hosted.home)")
         if let why = signalForCheckpoint(pid, pidfd: pidfd, saved) { refuse(why) }
     }
@@ -281,7 +305,12 @@ extension Node {
         // Left running, the job was frozen only until the cut; else it still is.
         var frozen = frozenMs
         if case .writing(let cut) = pending.machine.state { frozen = cut }
-        sendCheckpointResult(pending, saved: true, manifest: manifest, frozenMs: frozen)
+        if pending.part {
+            // Its outputs are flushed to the home first (CheckpointParts.swift).
+            flushPartOutputs(localPID: localPID, pending, manifest: manifest, frozenMs: frozen)
+        } else {
+            sendCheckpointResult(pending, saved: true, manifest: manifest, frozenMs: frozen)
+        }
         // A home that never answers leaves the job as it was.
         loop.scheduleTask(in: .minutes(10)) {
             guard self.checkpoints[localPID] === pending else { return }
@@ -300,7 +329,7 @@ extension Node {
     }
 
     /// Ends the saved job (written, without --leave-running) or lets it go on, and ends the request.
-    private func commitCheckpoint(_ pid: Int32, _ pending: PendingCheckpoint, written: Bool) {
+    func commitCheckpoint(_ pid: Int32, _ pending: PendingCheckpoint, written: Bool) {
         if let asked = pending.passedOn, let link = usableLink(asked.node) {
             // Relayed: the node that took the cut hears it too.
             link.wire.writeAndFlush(
@@ -309,8 +338,10 @@ extension Node {
         }
         let stopped = pending.stopped
         pending.stopped = []
+        // A part of a job saved across nodes was left stopped even with --leave-running.
+        let end = written && !pending.machine.leaveRunning
         for fd in stopped.reversed() {
-            _ = Posix.signal(process: fd, written ? SIGKILL : SIGCONT)
+            _ = Posix.signal(process: fd, end ? SIGKILL : SIGCONT)
             Posix.close(fd)
         }
         checkpointEvent(

@@ -27,6 +27,14 @@ final class PendingCheckpoint: @unchecked Sendable {  // confined to Node.loop
     var bytes = 0
     /// The session of a job saved here for its home without --leave-running, whose stop events are quiet.
     var quieted: HostedSession?
+    /// Home of a job with processes on other nodes: those parts, cut before the top process's (which
+    /// waits in its call meanwhile: `topCall`).
+    var parts: [PartCut] = []
+    var topCall: (request: LocalForkRequest, helper: Int32?)?
+    /// On a part's node: this cut is one part of a job saved across nodes (left stopped until the
+    /// home's commit, its result sent once its outputs are flushed: `partResult`).
+    var part = false
+    var partResult: (manifest: CheckpointManifest, bytes: Int, frozenMs: Double)?
     init(machine: Checkpoint, command: Channel?, uid: UInt32, gid: UInt32) {
         self.machine = machine
         self.command = command
@@ -105,8 +113,15 @@ extension Node {
         let pending = PendingCheckpoint(
             machine: Checkpoint(pid: pid, directory: dir, leaveRunning: leaveRunning), command: channel, uid: owner,
             gid: gid)
+        do {
+            pending.parts = try makePartCuts(tree: [pid] + Self.descendants(of: pid))
+        } catch {
+            return "cannot make a staging directory: \(error)"
+        }
         logger.info("saving the job of process \(pid) to \(dir)")
-        return signalForCheckpoint(pid, pidfd: pidfd, pending)
+        let why = signalForCheckpoint(pid, pidfd: pidfd, pending)
+        if why != nil { finishParts(pending, written: false) }
+        return why
     }
 
     /// Records `pending` and signals the job's top process (`pid` here), which calls in to be saved;
@@ -146,9 +161,10 @@ extension Node {
         let relayed = Self.relayedFiles(of: pid)
         let tree = [pid] + Self.descendants(of: pid)
         for p in tree {
-            if homeSessions.values.contains(where: { $0.localPID == p }) {
-                return
-                    "process \(p) of the job runs on another node, and a checkpoint takes only the processes on \(config.node); start the job with --policy local (or --checkpoint-every) to keep it whole here"
+            if let session = homeSessions.values.first(where: { $0.localPID == p }) {
+                // A part on another node: saved there at the same cut (CheckpointParts.swift).
+                if let why = partRefusal(session, hosted: hosted) { return why }
+                continue
             }
             if let why = Self.heldResourceRefusal(pid: p, allowCoherent: true) {
                 return why.replacingOccurrences(
@@ -326,15 +342,30 @@ extension Node {
         else { return checkpointEvent(pid: localPID, .strayCall, call: channel) }
         checkpointEvent(pid: localPID, .called, call: channel)
         pending.call = channel
-        if !pending.machine.leaveRunning, let container = hostedSession(containing: localPID) {
+        if !pending.machine.leaveRunning || pending.part, let container = hostedSession(containing: localPID) {
             // CRIU leaves the job stopped until it ends (or goes on): rfork's stop and continue, which its
             // home must not pass to the stand-in (a stopped stand-in would never read the job's end).
             container.quietStops += 1
             container.quietContinues += 1
             pending.quieted = container
         }
+        if !pending.parts.isEmpty {
+            // Its parts on other nodes are cut first, this one last (CheckpointParts.swift).
+            pending.topCall = (request, helper)
+            return startPartCuts(localPID, pending)
+        }
+        takeCut(request, localPID: localPID, helper: helper, pending: pending)
+    }
+
+    /// CRIU takes the cut of the job whose top process (`localPID`) waits in its call, then DIR is
+    /// written (or the images go to the home). With parts on other nodes, their images are in each
+    /// part's staging directory already, and their stand-ins' sockets are left out of this cut.
+    func takeCut(_ request: LocalForkRequest, localPID: Int32, helper: Int32?, pending: PendingCheckpoint) {
+        guard let channel = pending.call else { return }
         let key = checkpointKey
         let machine = pending.machine
+        let part = pending.part
+        let parts = pending.parts.map { ($0.manifest, $0.staging, $0.standInSocket) }
         let id = nextSession
         nextSession += 1
         let privateDir = imageRoot + "/c\(id)"
@@ -351,21 +382,29 @@ extension Node {
             defer { Posix.removeFlatDirectory(privateDir) }
             try criu.dump(
                 pid: request.pid, imageDirectory: privateDir, externalSocketInode: request.socketInode,
-                externalFiles: outside.filter { $0.criuID.hasPrefix("file[") }.map(\.criuID),
-                leaveStopped: !machine.leaveRunning, insideNamespacesOf: helper)
+                externalFiles: outside.filter { $0.criuID.hasPrefix("file[") }.map(\.criuID)
+                    + parts.map { "unix[\($0.2)]" },
+                leaveStopped: !machine.leaveRunning || part, insideNamespacesOf: helper)
             unlink(privateDir + "/dump.log")
-            if machine.leaveRunning {
+            if machine.leaveRunning && !part {
                 // The cut is taken: the job goes on while its images are copied, checked and flushed.
                 let frozen = Double(Posix.monotonicNanoseconds() &- request.forkStartedNanoseconds) / 1e6
                 self.loop.execute { self.checkpointEvent(pid: localPID, .cut(frozenMs: frozen), call: channel) }
             }
             // The tree is stopped now: descriptors that name exactly these processes, for its end.
-            let stopped = machine.leaveRunning ? [] : tree.compactMap(Posix.openProcess)
-            let manifest = CheckpointManifest(
+            let stopped = machine.leaveRunning && !part ? [] : tree.compactMap(Posix.openProcess)
+            var manifest = CheckpointManifest(
                 created: ISO8601DateFormatter().string(from: Date()), node: node, pid: request.pid, uid: uid,
                 controlSocketInode: request.socketInode,
                 channels: outside.map { .init(id: $0.id, kind: $0.kind.rawValue, criuID: $0.criuID, fd: $0.fd) },
                 files: [])
+            if !parts.isEmpty {
+                // The parts' images join this cut's, each under its prefix.
+                manifest.parts = try parts.map { (part, staging, _) in
+                    try Self.adoptPartImages(from: staging, into: privateDir, prefix: part.prefix)
+                    return part
+                }
+            }
             if let home {
                 // The home keeps the checkpoint: the images go there, and a stopped job waits for its word.
                 let bytes = Posix.listDirectory(privateDir).reduce(0) { $0 + Posix.fileSize(privateDir + "/" + $1) }
@@ -420,6 +459,7 @@ extension Node {
             switch action {
             case .answer(let outcome):
                 checkpoints[pid] = nil
+                finishParts(pending, written: outcome.saved)
                 if let container = pending.quieted {
                     // Whatever of the stop and continue was not seen is dropped soon; later ones are the job's.
                     loop.scheduleTask(in: .seconds(2)) {
@@ -574,6 +614,10 @@ extension Node {
                 // What is restored is this checked copy; the checkpoint itself is never changed.
                 let checked = try CheckpointDirectory.copyVerified(dir, into: staging, key: key, uid: uid, gid: gid)
                 guard checked == manifest else { throw CheckpointError(.corrupt, "\(dir) changed while it was read") }
+                if let parts = manifest.parts, !parts.isEmpty {
+                    // The node restoring the job restores its parts too (`startRestoredParts`).
+                    try Posix.writeFile(staging + "/" + Self.partsFileName, try JSONEncoder().encode(parts))
+                }
                 return nil
             }
         }

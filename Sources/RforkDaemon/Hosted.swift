@@ -29,6 +29,14 @@ final class HostedSession: @unchecked Sendable {  // confined to Node.loop
     var quietContinues = 0
     /// How often the process had moved before it came here (the balancer bounds it).
     var moves = 0
+    /// A part of a job saved across nodes (CheckpointParts.swift): its namespace init's channel keys,
+    /// once it echoed the INPUT marker; the part's cut waiting for them; its result waiting for the
+    /// OUTPUT echo.
+    var markKeys: [UInt32: UInt64]?
+    var partWaiting: (pid: Int32, pending: PendingCheckpoint)?
+    var partResultWaiting: PendingCheckpoint?
+    /// A restart of a job saved with parts: each part and rforkd's end of the socket its stand-in gets.
+    var restoredParts: [(part: CheckpointManifest.Part, socket: Int32)] = []
 
     init(key: String, session: UInt64, home: String, pid: Int32, uid: UInt32, link: InboundLink, imageDirectory: String)
     {
@@ -77,6 +85,9 @@ extension Node {
         case .endOfFile(let eof):
             guard let s = hosted[hostedKey(link, eof.session)] else { return }
             s.helper?.writeAndFlush(LocalFrame.u32(.endOfFile, eof.channel), promise: nil)
+        case .mark(let mark):
+            guard let s = hosted[hostedKey(link, mark.session)] else { return }
+            homeMarked(s, mark)
         case .demand(let demand):
             // From the home: only "read ahead" (`LocalWire.eagerDemand`) goes this way.
             guard let s = hosted[hostedKey(link, demand.session)], demand.bytes == LocalWire.eagerDemand else { return }
@@ -286,13 +297,27 @@ extension Node {
                 String(request.controlSocketInode),
             ]
             for c in request.channels { args.append("\(c.id):\(c.kind.rawValue):\(c.fd):\(c.criuID)") }
+            // A restart of a job saved with parts on other nodes: each part's stand-in gets a new socket to
+            // this daemon in place of its old one (CheckpointParts.swift).
+            var descriptors = [devnull, devnull, 2, theirs]
+            var given: [Int32] = []
+            defer { for fd in given { Posix.close(fd) } }
+            if let bytes = try? Posix.readFile(dir + "/" + Self.partsFileName) {
+                let parts = try JSONDecoder().decode([CheckpointManifest.Part].self, from: Data(bytes))
+                for part in parts {
+                    let (mine, standIn) = try Posix.socketPair()
+                    session.restoredParts.append((part, mine))
+                    given.append(standIn)
+                    args.append("sock:\(descriptors.count):\(part.standInSocketInode)")
+                    descriptors.append(standIn)
+                }
+            }
             let nsinit = config.resolvedHelperDirectory + "/rfork-nsinit"
             // The child's clocks follow the realtime the move took (rfork's CRIU patch), so its
             // CLOCK_MONOTONIC and CLOCK_BOOTTIME agree with its parent's.
             let environment =
                 Posix.currentEnvironment() + [CRIU.clockSync] + (request.lazyPages ? ["RFORK_LAZY_PAGES=1"] : [])
-            let pid = try Posix.spawn(
-                nsinit, args, environment: environment, descriptors: [devnull, devnull, 2, theirs])
+            let pid = try Posix.spawn(nsinit, args, environment: environment, descriptors: descriptors)
             session.helperPID = pid
             helperPIDs.append(pid)
             let future = NIOPipeBootstrap(group: loop)
@@ -338,6 +363,7 @@ extension Node {
             s.restored = true
             ghostRestoreEnded(key)
             markRestoredMappers(s)
+            startRestoredParts(s)
             // Post-copy: criu lazy-pages reads the image until every page is delivered.
             if s.lazyPID == nil { Posix.removeFlatDirectory(s.imageDirectory) }
             var reply = Rfork_Wire_V1_ForkReply()
@@ -352,6 +378,8 @@ extension Node {
         case .data, .endOfFile, .ack:
             guard let relayed = Envelope(relaying: frame, session: s.session) else { return }
             envelope = relayed
+        case .mark:
+            return helperMarked(s, frame)
         case .demand:
             guard let channel = frame.word else { return }
             var demand = Rfork_Wire_V1_Demand()
@@ -440,6 +468,8 @@ extension Node {
 
     func endHosted(_ s: HostedSession, abortHelper: Bool) {
         forget(s)
+        for (_, socket) in s.restoredParts { Posix.close(socket) }
+        s.restoredParts = []
         if abortHelper, let helper = s.helper {
             helper.writeAndFlush(LocalFrame(type: .abort, payload: ByteBuffer())).whenComplete { _ in
                 helper.close(promise: nil)

@@ -617,6 +617,9 @@ final class Node: @unchecked Sendable {
         case .data, .endOfFile, .ack:
             guard let relayed = Envelope(relaying: frame, session: id) else { return }
             envelope = relayed
+        case .mark:
+            guard let phase = frame.word else { return }
+            return standInMarked(session, phase: phase)
         case .signal:
             guard let signo = frame.word else { return }
             var signal = Rfork_Wire_V1_Signal()
@@ -653,6 +656,11 @@ final class Node: @unchecked Sendable {
             guard let session = homeSessions[reply.session], session.state == .restoring else { return }
             if reply.ok {
                 session.state = .running
+                if session.resumeStandIn {
+                    // A part of a restarted job: its stand-in was saved paused, and its far side is new.
+                    session.resumeStandIn = false
+                    session.child.writeAndFlush(LocalFrame.mark(LocalWire.markResume, fresh: true), promise: nil)
+                }
                 session.restoreNanoseconds = reply.restoreNs
                 session.runningAt = Posix.monotonicNanoseconds()
                 logger.info(
@@ -1004,6 +1012,8 @@ final class HomeSession: @unchecked Sendable {  // confined to Node.loop
     /// Lazy channels the stand-in reads ahead (it holds the only read end), and when each other one was
     /// last checked (`Node.checkSoleReader`).
     var eagerChannels: Set<UInt32> = []
+    /// A part of a restarted job: its stand-in, restored paused, reads again once the part runs.
+    var resumeStandIn = false
     var readersCheckedAt: [UInt32: UInt64] = [:]
     /// Moved with its descendants: the tree here is stopped until `releaseTree`.
     var treeStopped = false

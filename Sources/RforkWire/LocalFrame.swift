@@ -25,6 +25,10 @@ public enum LocalWire {
     /// A DEMAND of this many bytes (RFORK_DEMAND_EAGER), from the home daemon to the stand-in and to the
     /// namespace init: the stand-in holds the only read end of that lazy channel's pipe, so it reads ahead.
     public static let eagerDemand: UInt32 = 0xFFFF_FFFF
+    /// Phases of a checkpoint's marker (RFORK_MARK_*; `LocalMessageType.mark`).
+    public static let markInput: UInt32 = 1
+    public static let markOutput: UInt32 = 2
+    public static let markResume: UInt32 = 3
     /// On the server's node, rforkd's end of a relayed AF_UNIX connection is bound to an abstract name
     /// starting with this (RFORK_RELAY_NAME): librfork refuses to send descriptors to it.
     public static let relayName = "rfork-relay/"
@@ -53,6 +57,7 @@ public enum LocalMessageType: UInt8, Sendable {
     /// library -> daemon, on the program's own socket: an absolute AF_UNIX path this node lacks; FORK_REPLY
     /// 'A' (from then on the socket relays to the node that has the path) or 'F'.
     case unixConnect = 20
+    case mark = 21
 }
 
 public enum Verdict: UInt8, Sendable {

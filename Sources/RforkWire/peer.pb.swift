@@ -827,6 +827,29 @@ public nonisolated struct Rfork_Wire_V1_CheckpointRequest: Sendable {
 
   public var leaveRunning: Bool = false
 
+  /// One part of a job with processes on several nodes: cut once the session's INPUT Mark came back from
+  /// the namespace init, left stopped until the CheckpointCommit, continued then if leave_running (else
+  /// ended if written); its OUTPUT Mark goes home before the CheckpointResult.
+  public var part: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Either way, through one session's relays: a checkpoint's marker (RFORK_MSG_MARK in librfork/wire.h).
+public nonisolated struct Rfork_Wire_V1_Mark: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var session: UInt64 = 0
+
+  public var phase: UInt32 = 0
+
+  /// the INPUT echo of the namespace init: (u32 channel, u64 key) little-endian, each
+  public var keys: Data = Data()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1111,6 +1134,14 @@ public nonisolated struct Rfork_Wire_V1_Envelope: Sendable {
     set {body = .linkClose(newValue)}
   }
 
+  public var mark: Rfork_Wire_V1_Mark {
+    get {
+      if case .mark(let v)? = body {return v}
+      return Rfork_Wire_V1_Mark()
+    }
+    set {body = .mark(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Body: Equatable, Sendable {
@@ -1141,6 +1172,7 @@ public nonisolated struct Rfork_Wire_V1_Envelope: Sendable {
     case checkpointCommit(Rfork_Wire_V1_CheckpointCommit)
     case migrateProgress(Rfork_Wire_V1_MigrateProgress)
     case linkClose(Rfork_Wire_V1_LinkClose)
+    case mark(Rfork_Wire_V1_Mark)
 
   }
 
@@ -2339,7 +2371,7 @@ nonisolated extension Rfork_Wire_V1_UnixStream.Kind: SwiftProtobuf._ProtoNamePro
 
 nonisolated extension Rfork_Wire_V1_CheckpointRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".CheckpointRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}session\0\u{1}request\0\u{3}leave_running\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}session\0\u{1}request\0\u{3}leave_running\0\u{1}part\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2350,6 +2382,7 @@ nonisolated extension Rfork_Wire_V1_CheckpointRequest: SwiftProtobuf.Message, Sw
       case 1: try { try decoder.decodeSingularUInt64Field(value: &self.session) }()
       case 2: try { try decoder.decodeSingularUInt64Field(value: &self.request) }()
       case 3: try { try decoder.decodeSingularBoolField(value: &self.leaveRunning) }()
+      case 4: try { try decoder.decodeSingularBoolField(value: &self.part) }()
       default: break
       }
     }
@@ -2365,6 +2398,9 @@ nonisolated extension Rfork_Wire_V1_CheckpointRequest: SwiftProtobuf.Message, Sw
     if self.leaveRunning != false {
       try visitor.visitSingularBoolField(value: self.leaveRunning, fieldNumber: 3)
     }
+    if self.part != false {
+      try visitor.visitSingularBoolField(value: self.part, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2372,6 +2408,47 @@ nonisolated extension Rfork_Wire_V1_CheckpointRequest: SwiftProtobuf.Message, Sw
     if lhs.session != rhs.session {return false}
     if lhs.request != rhs.request {return false}
     if lhs.leaveRunning != rhs.leaveRunning {return false}
+    if lhs.part != rhs.part {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Rfork_Wire_V1_Mark: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Mark"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}session\0\u{1}phase\0\u{1}keys\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.session) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.phase) }()
+      case 3: try { try decoder.decodeSingularBytesField(value: &self.keys) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.session != 0 {
+      try visitor.visitSingularUInt64Field(value: self.session, fieldNumber: 1)
+    }
+    if self.phase != 0 {
+      try visitor.visitSingularUInt32Field(value: self.phase, fieldNumber: 2)
+    }
+    if !self.keys.isEmpty {
+      try visitor.visitSingularBytesField(value: self.keys, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Rfork_Wire_V1_Mark, rhs: Rfork_Wire_V1_Mark) -> Bool {
+    if lhs.session != rhs.session {return false}
+    if lhs.phase != rhs.phase {return false}
+    if lhs.keys != rhs.keys {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2504,7 +2581,7 @@ nonisolated extension Rfork_Wire_V1_LinkClose: SwiftProtobuf.Message, SwiftProto
 
 nonisolated extension Rfork_Wire_V1_Envelope: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Envelope"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hello\0\u{3}fork_request\0\u{3}fork_reply\0\u{1}data\0\u{3}end_of_file\0\u{1}signal\0\u{3}child_event\0\u{1}abort\0\u{1}load\0\u{1}demand\0\u{3}image_chunk\0\u{3}page_stream\0\u{3}page_stream_end\0\u{1}ack\0\u{3}migrate_request\0\u{3}migrate_result\0\u{3}drain_request\0\u{3}drain_result\0\u{3}link_ack\0\u{1}coherence\0\u{3}region_end\0\u{3}unix_stream\0\u{3}checkpoint_request\0\u{3}checkpoint_result\0\u{3}checkpoint_commit\0\u{3}migrate_progress\0\u{3}link_close\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hello\0\u{3}fork_request\0\u{3}fork_reply\0\u{1}data\0\u{3}end_of_file\0\u{1}signal\0\u{3}child_event\0\u{1}abort\0\u{1}load\0\u{1}demand\0\u{3}image_chunk\0\u{3}page_stream\0\u{3}page_stream_end\0\u{1}ack\0\u{3}migrate_request\0\u{3}migrate_result\0\u{3}drain_request\0\u{3}drain_result\0\u{3}link_ack\0\u{1}coherence\0\u{3}region_end\0\u{3}unix_stream\0\u{3}checkpoint_request\0\u{3}checkpoint_result\0\u{3}checkpoint_commit\0\u{3}migrate_progress\0\u{3}link_close\0\u{1}mark\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2863,6 +2940,19 @@ nonisolated extension Rfork_Wire_V1_Envelope: SwiftProtobuf.Message, SwiftProtob
           self.body = .linkClose(v)
         }
       }()
+      case 28: try {
+        var v: Rfork_Wire_V1_Mark?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .mark(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .mark(v)
+        }
+      }()
       default: break
       }
     }
@@ -2981,6 +3071,10 @@ nonisolated extension Rfork_Wire_V1_Envelope: SwiftProtobuf.Message, SwiftProtob
     case .linkClose?: try {
       guard case .linkClose(let v)? = self.body else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 27)
+    }()
+    case .mark?: try {
+      guard case .mark(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 28)
     }()
     case nil: break
     }

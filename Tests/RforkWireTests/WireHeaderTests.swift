@@ -30,7 +30,7 @@ import Testing
             "RFORK_MSG_ANSWER": .answer, "RFORK_MSG_ABORT": .abort, "RFORK_MSG_DEMAND": .demand, "RFORK_MSG_ACK": .ack,
             "RFORK_MSG_MIGRATE": .migrate, "RFORK_MSG_CHECKPOINT": .checkpoint, "RFORK_MSG_RESTART": .restart,
             "RFORK_MSG_SCHEDULE": .schedule, "RFORK_MSG_PROGRESS": .progress,
-            "RFORK_MSG_SHM_ATTACH": .shmAttach, "RFORK_MSG_UNIX_CONNECT": .unixConnect,
+            "RFORK_MSG_SHM_ATTACH": .shmAttach, "RFORK_MSG_UNIX_CONNECT": .unixConnect, "RFORK_MSG_MARK": .mark,
         ]
         let inHeader = c.keys.filter { $0.hasPrefix("RFORK_MSG_") }
         #expect(Set(inHeader) == Set(swift.keys), "message types on one side only")
@@ -45,6 +45,9 @@ import Testing
         #expect(c["RFORK_SEAL_SIGNAL"] == Int(LocalWire.sealSignal))
         #expect(c["RFORK_SEAL_RELEASE_UFFD"] == Int(LocalWire.releaseUserfaultValue))
         #expect(c["RFORK_DEMAND_EAGER"] == Int(LocalWire.eagerDemand))
+        #expect(c["RFORK_MARK_INPUT"] == Int(LocalWire.markInput))
+        #expect(c["RFORK_MARK_OUTPUT"] == Int(LocalWire.markOutput))
+        #expect(c["RFORK_MARK_RESUME"] == Int(LocalWire.markResume))
     }
 
     @Test func theRelayNameAgrees() throws {

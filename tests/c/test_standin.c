@@ -20,6 +20,7 @@ static int fake_signalfd(int fd, const void *mask, int flags)
 #undef signalfd
 #include "check.h"
 
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 
@@ -49,8 +50,59 @@ static int run(char **argv, int argc, char *err, size_t cap, int *ctl_closed)
     return st;
 }
 
+/* The next frame on fd within `ms` milliseconds: its type, or 0 when none came. */
+static int next_frame(int fd, int ms, struct rfork_frame *f)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    if (poll(&p, 1, ms) != 1)
+        return 0;
+    return rfork_recv(fd, f) > 0 ? f->type : -1;
+}
+
+static struct rfork_frame got;
+
+/* A checkpoint's markers (wire.h, RFORK_MSG_MARK): after INPUT the stand-in echoes it and reads its input
+ * channels no more; OUTPUT is echoed; RESUME makes it read again. */
+static void markers(void)
+{
+    int sp[2], in[2];
+    CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sp) == 0 && pipe(in) == 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(sp[0]);
+        close(in[1]);
+        dup2(sp[1], 3);
+        dup2(in[0], 4);
+        char *argv[] = {"rfork-standin", "3", "session-1", "0:4:1", NULL};
+        _exit(standin_main(4, argv));
+    }
+    close(sp[1]);
+    close(in[0]);
+    CHECK(write(in[1], "abc", 3) == 3);
+    CHECK(next_frame(sp[0], 2000, &got) == RFORK_MSG_DATA && got.len == 7 && memcmp(got.data + 4, "abc", 3) == 0);
+    uint32_t phase = RFORK_MARK_INPUT;
+    CHECK(rfork_send(sp[0], RFORK_MSG_MARK, &phase, 4, NULL, 0) == 0);
+    CHECK(next_frame(sp[0], 2000, &got) == RFORK_MSG_MARK && got.len == 4 && got.data[0] == RFORK_MARK_INPUT);
+    CHECK(write(in[1], "def", 3) == 3);
+    CHECK(next_frame(sp[0], 200, &got) == 0); /* paused: "def" stays in the pipe */
+    phase = RFORK_MARK_OUTPUT;
+    CHECK(rfork_send(sp[0], RFORK_MSG_MARK, &phase, 4, NULL, 0) == 0);
+    CHECK(next_frame(sp[0], 2000, &got) == RFORK_MSG_MARK && got.data[0] == RFORK_MARK_OUTPUT);
+    uint32_t resume[2] = {RFORK_MARK_RESUME, 1};
+    CHECK(rfork_send(sp[0], RFORK_MSG_MARK, resume, sizeof resume, NULL, 0) == 0);
+    CHECK(next_frame(sp[0], 2000, &got) == RFORK_MSG_DATA && got.len == 7 && memcmp(got.data + 4, "def", 3) == 0);
+    uint32_t end[2] = {RFORK_EVENT_EXITED, 5};
+    CHECK(rfork_send(sp[0], RFORK_MSG_EVENT, end, sizeof end, NULL, 0) == 0);
+    int st = -1;
+    CHECK(waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 5);
+    close(sp[0]);
+    close(in[1]);
+}
+
 int main(void)
 {
+    markers();
+
     char err[1024];
     int closed = 0;
 
