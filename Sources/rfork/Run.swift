@@ -44,7 +44,7 @@ extension Rfork {
         @Option(
             name: .customLong("checkpoint-every"),
             help:
-                "Save the job every DURATION (30s, 5m, 1h) into --checkpoint-dir, left running; the last good one is kept. The job then stays on this node (local placement, pinned), where one cut takes all of it."
+                "Save the job every DURATION (30s, 5m, 1h) into --checkpoint-dir, left running; the last good one is kept. Its processes are pinned where they start (on this node, unless --node or --policy say otherwise), so every cut finds them."
         )
         var checkpointEvery: String?
 
@@ -65,13 +65,6 @@ extension Rfork {
             }
             if let every = checkpointEvery, Self.seconds(every) == nil {
                 throw ValidationError("--checkpoint-every takes a duration like 30s, 5m or 1h, not '\(every)'")
-            }
-            // A checkpoint is one cut of the processes on the job's node; a job spread over nodes would
-            // never be saved. So the job stays whole on its node.
-            if checkpointEvery != nil, node != nil || (policy.map { $0 != .local } ?? false) {
-                throw ValidationError(
-                    "--checkpoint-every keeps the job on this node (a checkpoint cannot take processes on other nodes yet): leave out --node and --policy, or give --policy local"
-                )
             }
             if command.first == "--" { return }
             if command.isEmpty { throw ValidationError("give the command to run after --") }

@@ -714,9 +714,42 @@ left=$(leftovers)
 result "checkpoint/a job spread over two nodes, left running: it goes on to its end, and restarts to the same end" \
     "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
 
+# Four workers on node2 and node3, each fed numbers through its own pipe a few ahead of its answers, all
+# answering through one shared pipe: bytes are always on their way both ways. Cut at four moments, ended
+# or left running; each checkpoint restarts (on node3, and its workers where they ran) to the plain sum.
+cc -o "$WORK/spreadjob" "$P/spreadjob.c"
+spread_expected=$(on node1 "$WORK/spreadjob" 3000 2>/dev/null | tail -n 1)
+why=""
+for cut in 0.4:end 0.9:run 1.4:end 1.9:run; do
+    delay=${cut%:*}; mode=${cut#*:}
+    ( on node1 "$RFORK" run -- "$WORK/spreadjob" 3000 2>"$WORK/sj.err" | cat >"$WORK/sj.out"; echo "${PIPESTATUS[0]}" >"$WORK/sj.rc" ) &
+    jobbg=$!
+    wait_pid "$WORK/sj.out"
+    sleep "$delay"
+    rm -rf "$WORK/ck6"
+    out=$(on node1 "$RFORK" checkpoint $([ "$mode" = run ] && echo --leave-running) "${jpid:-0}" "$WORK/ck6" 2>&1); crc=$?
+    wait "$jobbg"
+    [ "$crc" = 0 ] || { why+="cut at $delay s ($mode): checkpoint said (exit $crc): $out; "; settle; continue; }
+    nodes=$(python3 -c "import json,sys; print(' '.join(sorted({p['node'] for p in json.load(open(sys.argv[1]))['parts']})))" "$WORK/ck6/manifest.json" 2>/dev/null)
+    [ "$nodes" = "node2 node3" ] || why+="cut at $delay s: the parts were on '$nodes'; "
+    if [ "$mode" = run ]; then
+        [ "$(cat "$WORK/sj.rc")" = 0 ] && [ "$(tail -n 1 "$WORK/sj.out")" = "$spread_expected" ] \
+            || why+="cut at $delay s, left running: exit $(cat "$WORK/sj.rc"), '$(tail -n 1 "$WORK/sj.out")'; "
+    else
+        [ "$(cat "$WORK/sj.rc")" = 137 ] || why+="cut at $delay s: the job was not ended (exit $(cat "$WORK/sj.rc")); "
+    fi
+    got=$(on node1 "$RFORK" restart "$WORK/ck6" --node node3 2>"$WORK/rs6.err" | tail -n 1)
+    [ "$got" = "$spread_expected" ] || why+="cut at $delay s ($mode), restarted: '$got' $(tr '\n' ' ' <"$WORK/rs6.err"); "
+    settle
+done
+left=$(leftovers)
+[ -z "$left" ] || why+="left behind:$left; "
+result "checkpoint/four workers on node2 and node3, bytes on their way both ways: cut at four moments, ended or left running, each restarts to the plain sum" \
+    "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
+
 # --checkpoint-every: the job is saved every second, left running; lost with its node (killed here), it
 # restarts from the last good checkpoint to the same result. With no --policy, the job stays on its node
-# (local placement, pinned), so its child is in every cut; --node elsewhere is refused.
+# (local placement, pinned).
 ( on node1 "$RFORK" run --checkpoint-every 1s --checkpoint-dir "$WORK/ckp" -- "$WORK/pipejob" \
     2>"$WORK/job3.err" | cat >"$WORK/job3.out" ) &
 jobbg=$!
@@ -734,9 +767,20 @@ why=""
 grep -q '^sum' "$WORK/job3.out" && why+="the job had finished before it was lost; "
 grep -q 'rfork:' "$WORK/job3.err" && why+="the job said: $(grep -m1 rfork: "$WORK/job3.err"); "
 restarts "$WORK/ckp" node3
-out=$(on node1 "$RFORK" run --node node2 --checkpoint-every 1s --checkpoint-dir "$WORK/ckx" -- true 2>&1); rc=$?
-[ "$rc" != 0 ] && echo "$out" | grep -q 'checkpoint-every keeps the job on this node' || why+="--node node2 with --checkpoint-every: exit $rc, $out; "
-result "checkpoint/--checkpoint-every keeps the job on its node and the last good checkpoint; the lost job restarts from it" \
+# With --node node2 its child runs there (pinned), and every checkpoint takes both parts.
+( on node1 "$RFORK" run --node node2 --checkpoint-every 1s --checkpoint-dir "$WORK/ckx" -- "$WORK/pipejob" \
+    2>"$WORK/job3x.err" | cat >"$WORK/job3x.out" ) &
+jobbg=$!
+wait_pid "$WORK/job3x.out"
+for _ in $(seq 50); do [ -e "$WORK/ckx/manifest.json" ] && break; sleep 0.1; done
+sleep 0.3
+[ -n "$jpid" ] && [ "$jpid" -gt 1 ] && kill -KILL "$jpid"
+wait "$jobbg"
+settle
+python3 -c "import json,sys; p=json.load(open(sys.argv[1]))['parts']; assert [x['node'] for x in p]==['node2'], p" \
+    "$WORK/ckx/manifest.json" 2>/dev/null || why+="--node node2: no checkpoint with its part on node2; "
+restarts "$WORK/ckx" node3
+result "checkpoint/--checkpoint-every keeps the job where it starts and the last good checkpoint (with its part on node2 too); the lost job restarts from it" \
     "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
 
 # A job whose processes share memory (shared anonymous memory with a process-shared mutex, a named
