@@ -12,7 +12,8 @@
  * sock:FD:INODE: a socket the daemon passed as descriptor FD, given to the restored tree in place of the
  * socket INODE in its images (a stand-in of the job saved with it, reconnected to this node's daemon).
  * IMAGE_DIR/rfork-input-N.img, when there: bytes that were in input channel N's pipe at a checkpoint's cut
- * (CRIU does not refill a pipe it is given), written to the child's new pipe first.
+ * (CRIU does not refill a pipe it is given), written to the child's new pipe first. IMAGE_DIR/rfork-closed-
+ * N.img: channel N had been closed on this side at the cut; closed again (after those bytes).
  */
 #define _GNU_SOURCE
 #include "wire.h"
@@ -331,6 +332,16 @@ static int fail(const char *dir, const char *what)
     return 1;
 }
 
+/* A checkpoint's restart: channel i had been closed on this side at the cut (its input had ended, or
+ * its output's reader was gone): closed again once the child is restored (see usage). */
+static void closed_at_cut(const char *dir, int i)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/rfork-closed-%d.img", dir, i);
+    if (access(path, F_OK) == 0)
+        ch[i].eof_after = 1;
+}
+
 /* A checkpoint's restart: what was in input channel i's pipe at the cut goes first (see usage). */
 static int preload(const char *dir, int i)
 {
@@ -363,7 +374,7 @@ static void answer_mark(void)
     memcpy(p, &phase, 4);
     size_t len = 4;
     for (int i = 0; i < n; i++) {
-        uint32_t id = (uint32_t)i;
+        uint32_t id = (uint32_t)i | (ch[i].ours < 0 ? RFORK_MARK_CLOSED : 0);
         memcpy(p + len, &id, 4);
         memcpy(p + len + 4, &ch[i].key, 8);
         len += 12;
@@ -485,6 +496,7 @@ static int init_main(int argc, char **argv)
                 ch[n].key = (uint64_t)pst.st_ino;
             if (is_input(kind) && preload(dir, n) < 0)
                 return fail(dir, "cannot read a checkpoint's pipe contents");
+            closed_at_cut(dir, n);
         }
         ch[n].fd = fd;
         fcntl(ch[n].ours, F_SETFD, FD_CLOEXEC);
@@ -595,6 +607,11 @@ static int init_main(int argc, char **argv)
                             uint64_t took = now_ns() - t0;
                             restored = 1;
                             close(sp[1]);
+                            for (int i = 0; i < n; i++) /* closed at a checkpoint's cut: closed again */
+                                if (ch[i].eof_after && ch[i].ours >= 0 && !(is_input(ch[i].kind) && ch[i].plen)) {
+                                    close(ch[i].ours);
+                                    ch[i].ours = -1;
+                                }
                             for (int i = 0; i < n; i++)
                                 if (ch[i].kind == RFORK_CHANNEL_TERMINAL)
                                     settle_terminal(i);

@@ -61,6 +61,9 @@ enum rfork_msg {
 #define RFORK_MARK_INPUT 1
 #define RFORK_MARK_OUTPUT 2
 #define RFORK_MARK_RESUME 3
+/* In the INPUT echo's channel numbers: the namespace init had closed its end (the input had ended, or the
+ * output's reader was gone), so a restart closes it again. */
+#define RFORK_MARK_CLOSED 2147483648
 
 /* Verdicts in a FORK_REPLY. */
 #define RFORK_VERDICT_LOCAL 'L'   /* run here as a plain child; text = reason when placement failed */

@@ -27,12 +27,16 @@ public struct CheckpointManifest: Codable, Sendable, Equatable {
         public var criuID: String
         /// The descriptor in the job's top process.
         public var fd: Int32
+        /// A part's channel only: rfork's own end had been closed at the cut (its input had ended, or its
+        /// output's reader was gone); a restart closes it again.
+        public var ended: Bool?
 
-        public init(id: UInt32, kind: UInt32, criuID: String, fd: Int32) {
+        public init(id: UInt32, kind: UInt32, criuID: String, fd: Int32, ended: Bool? = nil) {
             self.id = id
             self.kind = kind
             self.criuID = criuID
             self.fd = fd
+            self.ended = ended
         }
     }
 

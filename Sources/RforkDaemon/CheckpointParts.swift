@@ -39,9 +39,6 @@ final class PartCut: @unchecked Sendable {  // confined to Node.loop
     let request: UInt64
     let staging: String
     var standInSocket: UInt64 = 0
-    var inputMarked = false
-    var outputMarked = false
-    var saved = false
     var manifest: CheckpointManifest.Part
 
     init(session: HomeSession, request: UInt64, staging: String) {
@@ -80,17 +77,18 @@ extension Node {
     /// How long the parts of a job have to be cut before the checkpoint is given up.
     static let partCutSeconds: Int64 = 120
     /// How long a part's namespace init has to put every input in its pipes (a full pipe never takes it).
-    static let inputMarkSeconds: Int64 = 10
+    static let inputMarkSeconds: Int64 = 5
 
     // MARK: home
 
     /// Why a process of the job running on another node (`session`, its stand-in here) cannot be saved
-    /// with it, or nil.
-    func partRefusal(_ session: HomeSession, hosted: Bool) -> String? {
+    /// with it, or nil. `within`: the job is itself a part of a job saved across nodes (parts of parts
+    /// are not cut).
+    func partRefusal(_ session: HomeSession, within part: Bool) -> String? {
         let p = session.pid
-        if hosted {
+        if part {
             return
-                "process \(p) of the job runs on another node, and a job that itself runs away from its home is saved only whole on one node"
+                "process \(p) of the job runs on yet another node, and a part of a job saved across nodes is saved only whole on its node"
         }
         guard session.state == .running else { return "process \(p) of the job is being moved" }
         guard session.runsOn == session.target else {
@@ -128,9 +126,9 @@ extension Node {
             }
             part.standInSocket = inode
             part.manifest.standInSocketInode = inode
-            part.session.child.writeAndFlush(LocalFrame.mark(LocalWire.markInput), promise: nil)
         }
         logger.info("saving the job of process \(top) with \(pending.parts.count) part(s) on other nodes")
+        partsEvent(top, pending, .topCalledIn)
         loop.scheduleTask(in: .seconds(Self.partCutSeconds)) {
             guard self.checkpoints[top] === pending, pending.topCall != nil else { return }
             self.checkpointEvent(
@@ -160,28 +158,56 @@ extension Node {
         return nil
     }
 
-    /// A stand-in echoed a marker: INPUT, it reads no more, and its part's node is asked for the cut (the
-    /// marker first, on the same link); OUTPUT, every byte its part wrote is on this side.
+    /// A stand-in echoed a marker: INPUT, it reads no more; OUTPUT, every byte its part wrote is here.
     func standInMarked(_ session: HomeSession, phase: UInt32) {
-        guard let (pid, pending, part) = partCut(session: session.id) else { return }
-        guard let link = usableLink(session.target) else {
-            return checkpointEvent(
-                pid: pid, .failed(reason: "lost the link to \(session.target) during the checkpoint"))
+        guard let (pid, pending, _) = partCut(session: session.id) else { return }
+        if phase == LocalWire.markInput {
+            partsEvent(pid, pending, .paused(session.id))
+        } else if phase == LocalWire.markOutput {
+            partsEvent(pid, pending, .flushed(session.id))
         }
-        if phase == LocalWire.markInput && !part.inputMarked {
-            part.inputMarked = true
-            link.wire.writeAndFlush(Envelope.mark(session: session.id, phase: phase), promise: nil)
-            var ask = Rfork_Wire_V1_CheckpointRequest()
-            ask.session = session.id
-            ask.request = part.request
-            ask.leaveRunning = pending.machine.leaveRunning
-            ask.part = true
-            var envelope = Envelope()
-            envelope.checkpointRequest = ask
-            link.wire.writeAndFlush(envelope, promise: nil)
-        } else if phase == LocalWire.markOutput && part.saved {
-            part.outputMarked = true
-            cutTopWhenPartsAreIn(pid, pending)
+    }
+
+    /// Feeds one event to the cut of a job's parts (`PartsCut`) and carries its actions out.
+    func partsEvent(_ top: Int32, _ pending: PendingCheckpoint, _ event: PartsCut.Event) {
+        guard var machine = pending.partsCut else { return }
+        let actions = machine.handle(event)
+        pending.partsCut = machine
+        for action in actions {
+            switch action {
+            case .pause(let id):
+                pending.parts.first { $0.session.id == id }?.session.child.writeAndFlush(
+                    LocalFrame.mark(LocalWire.markInput), promise: nil)
+            case .ask(let id):
+                // The marker first, on the same link: the part's node cuts it once the marker is through.
+                guard let part = pending.parts.first(where: { $0.session.id == id }) else { continue }
+                guard let link = usableLink(part.session.target) else {
+                    return checkpointEvent(
+                        pid: top, .failed(reason: "lost the link to \(part.session.target) during the checkpoint"))
+                }
+                link.wire.writeAndFlush(Envelope.mark(session: id, phase: LocalWire.markInput), promise: nil)
+                link.wire.writeAndFlush(
+                    Envelope.checkpointRequest(
+                        session: id, request: part.request, leaveRunning: pending.machine.leaveRunning, part: true),
+                    promise: nil)
+            case .flush(let id):
+                // After the part's last bytes, which came before its result.
+                pending.parts.first { $0.session.id == id }?.session.child.writeAndFlush(
+                    LocalFrame.mark(LocalWire.markOutput), promise: nil)
+            case .cutTop:
+                guard let call = pending.topCall else { continue }
+                pending.topCall = nil
+                takeCut(call.request, localPID: top, helper: call.helper, pending: pending)
+            case .commit(let id, let written):
+                guard let part = pending.parts.first(where: { $0.session.id == id }),
+                    let link = usableLink(part.session.target)
+                else { continue }
+                link.wire.writeAndFlush(
+                    Envelope.checkpointCommit(session: id, request: part.request, written: written), promise: nil)
+            case .resume(let id):
+                pending.parts.first { $0.session.id == id }?.session.child.writeAndFlush(
+                    LocalFrame.mark(LocalWire.markResume), promise: nil)
+            }
         }
     }
 
@@ -206,37 +232,20 @@ extension Node {
             let reads = kind == .input || kind == .lazyInput
             return CheckpointManifest.Channel(
                 id: c.id, kind: kind.rawValue, criuID: held[c.id]?.criuID ?? (reads ? "pipe:[0]r" : "pipe:[0]w"),
-                fd: c.fd)
+                fd: c.fd, ended: held[c.id]?.ended)
         }
-        part.saved = true
-        // Its OUTPUT marker came before this result on the same link; the stand-in's echo follows.
-        part.session.child.writeAndFlush(LocalFrame.mark(LocalWire.markOutput), promise: nil)
-    }
-
-    /// Every part is saved and every byte it wrote is here: the top part is cut now.
-    func cutTopWhenPartsAreIn(_ pid: Int32, _ pending: PendingCheckpoint) {
-        guard pending.parts.allSatisfy({ $0.saved && $0.outputMarked }), let call = pending.topCall else { return }
-        pending.topCall = nil
-        takeCut(call.request, localPID: pid, helper: call.helper, pending: pending)
+        partsEvent(pid, pending, .partSaved(part.session.id))
     }
 
     /// The checkpoint of a job with parts ended: each part's node hears whether DIR holds it (its part
     /// goes on, or ends if saved without --leave-running), and stand-ins of a job that goes on read again.
     func finishParts(_ pending: PendingCheckpoint, written: Bool) {
-        let parts = pending.parts
+        guard pending.partsCut != nil else { return }
+        partsEvent(pending.machine.pid, pending, .ended(written: written))
+        for part in pending.parts { Posix.removeFlatDirectory(part.staging) }
         pending.parts = []
+        pending.partsCut = nil
         pending.topCall = nil
-        for part in parts {
-            if part.inputMarked, let link = usableLink(part.session.target) {
-                link.wire.writeAndFlush(
-                    Envelope.checkpointCommit(session: part.session.id, request: part.request, written: written),
-                    promise: nil)
-            }
-            if !written || pending.machine.leaveRunning {
-                part.session.child.writeAndFlush(LocalFrame.mark(LocalWire.markResume), promise: nil)
-            }
-            Posix.removeFlatDirectory(part.staging)
-        }
     }
 
     /// Moves a part's images into the top part's dump, each under `prefix`.
@@ -260,7 +269,7 @@ extension Node {
             self.sendCheckpointResult(
                 pending, saved: false,
                 reason:
-                    "process \(hosted.pid) does not read what was sent to it (its pipe is full), so that input cannot be saved with it"
+                    "it does not read what was sent to it (its pipe is full), so that input cannot be saved with it"
             )
         }
     }
@@ -281,14 +290,18 @@ extension Node {
         guard let phase = frame.word else { return }
         if phase == LocalWire.markInput {
             var keys: [UInt32: UInt64] = [:]
+            var closed: Set<UInt32> = []
             var payload = frame.payload
             payload.moveReaderIndex(forwardBy: 4)
-            while let id = payload.readInteger(endianness: .little, as: UInt32.self),
+            while let word = payload.readInteger(endianness: .little, as: UInt32.self),
                 let key = payload.readInteger(endianness: .little, as: UInt64.self)
             {
+                let id = word & ~LocalWire.markClosed
                 keys[id] = key
+                if word & LocalWire.markClosed != 0 { closed.insert(id) }
             }
             s.markKeys = keys
+            s.markClosed = closed
             if let waiting = s.partWaiting {
                 s.partWaiting = nil
                 signalPart(s, pid: waiting.pid, waiting.pending)
@@ -327,7 +340,8 @@ extension Node {
                     "process \(s.pid) holds \(c.criuID) (descriptor \(c.fd)), which leads outside the job on \(config.node); saving it across nodes is not done"
                 )
             }
-            mapped.channels.append(.init(id: id, kind: c.kind, criuID: c.criuID, fd: c.fd))
+            mapped.channels.append(
+                .init(id: id, kind: c.kind, criuID: c.criuID, fd: c.fd, ended: s.markClosed.contains(id) ? true : nil))
         }
         pending.partResult = (mapped, pending.bytes, frozenMs)
         s.partResultWaiting = pending
@@ -385,6 +399,9 @@ extension Node {
                 for name in Posix.listDirectory(s.imageDirectory) where name.hasPrefix(part.prefix) {
                     guard rename(s.imageDirectory + "/" + name, dir + "/" + name.dropFirst(part.prefix.count)) == 0
                     else { throw SystemError("rename \(name)", errno: errno) }
+                }
+                for c in part.channels where c.ended == true {
+                    try Posix.writeFile(dir + "/rfork-closed-\(c.id).img", [UInt8]())
                 }
                 let held = try PipeData.read(directory: dir)
                 for c in part.channels

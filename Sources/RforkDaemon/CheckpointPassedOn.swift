@@ -46,13 +46,9 @@ extension Node {
         checkpoints[pid] = pending
         checkpointEvent(pid: pid, .passedOn(node: session.target))
         logger.info("saving the job of process \(pid) to \(directory): asking \(session.target), which runs it")
-        var ask = Rfork_Wire_V1_CheckpointRequest()
-        ask.session = session.id
-        ask.request = request
-        ask.leaveRunning = leaveRunning
-        var envelope = Envelope()
-        envelope.checkpointRequest = ask
-        link.wire.writeAndFlush(envelope, promise: nil)
+        link.wire.writeAndFlush(
+            Envelope.checkpointRequest(session: session.id, request: request, leaveRunning: leaveRunning),
+            promise: nil)
         loop.scheduleTask(in: .minutes(10)) {
             guard self.checkpoints[pid] === pending else { return }
             self.checkpointEvent(
@@ -205,7 +201,7 @@ extension Node {
             return relayCheckpoint(request, shown: hosted.pid, localPID: pid, session: session, pending: pending)
         }
         guard let status = Posix.processStatus(pid) else { return refuse("the process ended") }
-        if let why = checkpointRefusal(pid: pid, status: status, hosted: true) {
+        if let why = checkpointRefusal(pid: pid, status: status, hosted: true, part: request.part) {
             return refuse(Migration.renaming(process: pid, to: hosted.pid, in: why))
         }
         let owner = hosted.uid
@@ -214,13 +210,27 @@ extension Node {
             uid: owner, gid: Self.firstNumber(status["Gid"]) ?? owner)
         saved.home = pending.home
         saved.part = request.part
+        if !request.part {
+            // Its own descendants on other nodes are cut with it, as at a home (CheckpointParts.swift).
+            do {
+                saved.parts = try makePartCuts(tree: [pid] + Self.descendants(of: pid))
+            } catch {
+                return refuse("cannot make a staging directory on \(config.node): \(error)")
+            }
+            if !saved.parts.isEmpty {
+                saved.partsCut = PartsCut(parts: saved.parts.map(\.session.id), leaveRunning: request.leaveRunning)
+            }
+        }
         if request.part {
             // Cut once the namespace init has every input the stand-in sent in the process's pipes.
             logger.info("saving process \(hosted.pid) for \(hosted.home), a part of a job saved across nodes")
             return awaitInputMark(hosted, pid: pid, saved)
         }
         logger.info("saving the job of process \(hosted.pid) for \(hosted.home)")
-        if let why = signalForCheckpoint(pid, pidfd: pidfd, saved) { refuse(why) }
+        if let why = signalForCheckpoint(pid, pidfd: pidfd, saved) {
+            finishParts(saved, written: false)
+            refuse(why)
+        }
     }
 
     /// The process moved on from here (this node keeps its stand-in): the node it went to is asked in turn,
@@ -247,13 +257,10 @@ extension Node {
         checkpoints[localPID] = pending
         checkpointEvent(pid: localPID, .passedOn(node: session.target))
         logger.info("saving the job of process \(shown) for its home: asking \(session.target), which runs it now")
-        var ask = Rfork_Wire_V1_CheckpointRequest()
-        ask.session = session.id
-        ask.request = nextMigrateRequest
-        ask.leaveRunning = request.leaveRunning
-        var envelope = Envelope()
-        envelope.checkpointRequest = ask
-        link.wire.writeAndFlush(envelope, promise: nil)
+        link.wire.writeAndFlush(
+            Envelope.checkpointRequest(
+                session: session.id, request: nextMigrateRequest, leaveRunning: request.leaveRunning),
+            promise: nil)
         loop.scheduleTask(in: .minutes(10)) {
             guard self.checkpoints[localPID] === pending else { return }
             if pending.resultSent {
@@ -354,6 +361,20 @@ extension Node {
 }
 
 extension Envelope {
+    /// Home -> the node running a job (or a part of one: `part`): save it.
+    static func checkpointRequest(session: UInt64, request: UInt64, leaveRunning: Bool, part: Bool = false)
+        -> Envelope
+    {
+        var ask = Rfork_Wire_V1_CheckpointRequest()
+        ask.session = session
+        ask.request = request
+        ask.leaveRunning = leaveRunning
+        ask.part = part
+        var envelope = Envelope()
+        envelope.checkpointRequest = ask
+        return envelope
+    }
+
     /// Home -> the node that took a cut: whether DIR now holds it.
     static func checkpointCommit(session: UInt64, request: UInt64, written: Bool) -> Envelope {
         var commit = Rfork_Wire_V1_CheckpointCommit()

@@ -30,6 +30,7 @@ final class PendingCheckpoint: @unchecked Sendable {  // confined to Node.loop
     /// Home of a job with processes on other nodes: those parts, cut before the top process's (which
     /// waits in its call meanwhile: `topCall`).
     var parts: [PartCut] = []
+    var partsCut: PartsCut?
     var topCall: (request: LocalForkRequest, helper: Int32?)?
     /// On a part's node: this cut is one part of a job saved across nodes (left stopped until the
     /// home's commit, its result sent once its outputs are flushed: `partResult`).
@@ -118,6 +119,9 @@ extension Node {
         } catch {
             return "cannot make a staging directory: \(error)"
         }
+        if !pending.parts.isEmpty {
+            pending.partsCut = PartsCut(parts: pending.parts.map(\.session.id), leaveRunning: leaveRunning)
+        }
         logger.info("saving the job of process \(pid) to \(dir)")
         let why = signalForCheckpoint(pid, pidfd: pidfd, pending)
         if why != nil { finishParts(pending, written: false) }
@@ -147,7 +151,7 @@ extension Node {
 
     /// Why the job of `pid` cannot be saved, or nil: every process of it is checked. `hosted`: `pid` runs
     /// here for its home node (in the PID namespace of its rfork-nsinit, where CRIU saves it from).
-    func checkpointRefusal(pid: Int32, status: [String: String], hosted: Bool = false) -> String? {
+    func checkpointRefusal(pid: Int32, status: [String: String], hosted: Bool = false, part: Bool = false) -> String? {
         if homeSessions.values.contains(where: { $0.localPID == pid }) {
             return
                 "process \(pid) moved on from \(config.node) to another node; saving it where it runs now is not done (move it back first)"
@@ -163,7 +167,7 @@ extension Node {
         for p in tree {
             if let session = homeSessions.values.first(where: { $0.localPID == p }) {
                 // A part on another node: saved there at the same cut (CheckpointParts.swift).
-                if let why = partRefusal(session, hosted: hosted) { return why }
+                if let why = partRefusal(session, within: part) { return why }
                 continue
             }
             if let why = Self.heldResourceRefusal(pid: p, allowCoherent: true) {
@@ -450,11 +454,13 @@ extension Node {
 
     /// Feeds one event to the checkpoint of `pid` and carries its actions out; `channel` is the job's
     /// top process, blocked in its call.
-    func checkpointEvent(pid: Int32, _ event: Checkpoint.Event, call channel: Channel? = nil) {
+    func checkpointEvent(pid: Int32, _ event: Checkpoint.Event, call: Channel? = nil) {
         guard let pending = checkpoints[pid] else {
-            if let channel { reply(channel, .local, "") }
+            if let call { reply(call, .local, "") }
             return
         }
+        // The top process waiting in its call (a failure of a part's cut, say, comes without it).
+        let channel = call ?? pending.call
         for action in pending.machine.handle(event) {
             switch action {
             case .answer(let outcome):

@@ -33,6 +33,7 @@ final class HostedSession: @unchecked Sendable {  // confined to Node.loop
     /// once it echoed the INPUT marker; the part's cut waiting for them; its result waiting for the
     /// OUTPUT echo.
     var markKeys: [UInt32: UInt64]?
+    var markClosed: Set<UInt32> = []
     var partWaiting: (pid: Int32, pending: PendingCheckpoint)?
     var partResultWaiting: PendingCheckpoint?
     /// A restart of a job saved with parts: each part and rforkd's end of the socket its stand-in gets.

@@ -29,6 +29,8 @@ public enum LocalWire {
     public static let markInput: UInt32 = 1
     public static let markOutput: UInt32 = 2
     public static let markResume: UInt32 = 3
+    /// In the INPUT echo's channel numbers: the namespace init had closed its end (RFORK_MARK_CLOSED).
+    public static let markClosed: UInt32 = 0x8000_0000
     /// On the server's node, rforkd's end of a relayed AF_UNIX connection is bound to an abstract name
     /// starting with this (RFORK_RELAY_NAME): librfork refuses to send descriptors to it.
     public static let relayName = "rfork-relay/"

@@ -48,6 +48,7 @@ import Testing
         #expect(c["RFORK_MARK_INPUT"] == Int(LocalWire.markInput))
         #expect(c["RFORK_MARK_OUTPUT"] == Int(LocalWire.markOutput))
         #expect(c["RFORK_MARK_RESUME"] == Int(LocalWire.markResume))
+        #expect(c["RFORK_MARK_CLOSED"] == Int(LocalWire.markClosed))
     }
 
     @Test func theRelayNameAgrees() throws {

@@ -747,6 +747,49 @@ left=$(leftovers)
 result "checkpoint/four workers on node2 and node3, bytes on their way both ways: cut at four moments, ended or left running, each restarts to the plain sum" \
     "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
 
+# The parent sent its child on node2 all its numbers and closed the pipe; saved while the child still
+# reads them, and restarted, the child still sees end of file after the last one and ends.
+cc -o "$WORK/eofjob" "$P/eofjob.c"
+eof_expected=$(on node1 "$WORK/eofjob" 2>/dev/null | tail -n 2 | tr '\n' '|')
+why=""
+( on node1 "$RFORK" run --node node2 -- "$WORK/eofjob" 2>"$WORK/eof.err" | cat >"$WORK/eof.out"; echo "${PIPESTATUS[0]}" >"$WORK/eof.rc" ) &
+jobbg=$!
+wait_pid "$WORK/eof.out"
+sleep 0.6
+out=$(on node1 "$RFORK" checkpoint "${jpid:-0}" "$WORK/ck8" 2>&1); crc=$?
+wait "$jobbg"
+settle
+[ "$crc" = 0 ] || why+="checkpoint said (exit $crc): $out; "
+grep -q '"ended" : true' "$WORK/ck8/manifest.json" 2>/dev/null || why+="no channel of the part is marked ended; "
+got=$(on node1 "$RFORK" restart "$WORK/ck8" --node node3 2>"$WORK/rs8.err" | tail -n 2 | tr '\n' '|')
+[ "$got" = "$eof_expected" ] || why+="restarted: '$got' (plain '$eof_expected') $(tr '\n' ' ' <"$WORK/rs8.err"); "
+settle
+left=$(leftovers)
+[ -z "$left" ] || why+="left behind:$left; "
+result "checkpoint/a part saved after its input ended still reads end of file after a restart, and ends" \
+    "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
+
+# A part that does not read what was sent to it (2 MB wait for it, its pipe is full): its input cannot
+# be put in its pipe for the cut, so the job is not saved, says why, and goes on; nothing is written.
+why=""
+( on node1 "$RFORK" run -- python3 "$P/fullpipe.py" 2>"$WORK/full.err" | cat >"$WORK/full.out"
+    echo "${PIPESTATUS[0]}" >"$WORK/full.rc" ) &
+jobbg=$!
+wait_pid "$WORK/full.out"
+sleep 1.5
+out=$(on node1 "$RFORK" checkpoint --leave-running "${jpid:-0}" "$WORK/ck7" 2>&1); crc=$?
+[ "$crc" = 1 ] && echo "$out" | grep -q "on node[23]: it does not read what was sent to it (its pipe is full), so that input cannot be saved with it; the job keeps running" \
+    || why+="checkpoint said (exit $crc): $out; "
+[ -e "$WORK/ck7" ] && why+="a directory was written; "
+wait "$jobbg"
+settle
+[ "$(cat "$WORK/full.rc")" = 0 ] && [ "$(tail -n 1 "$WORK/full.out")" = 2000000 ] \
+    || why+="the job ended with $(cat "$WORK/full.rc"): '$(tail -n 1 "$WORK/full.out")'; "
+left=$(leftovers)
+[ -z "$left" ] || why+="left behind:$left; "
+result "checkpoint/a part whose input pipe is full is not saved: one line says why, the job goes on to its end" \
+    "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
+
 # --checkpoint-every: the job is saved every second, left running; lost with its node (killed here), it
 # restarts from the last good checkpoint to the same result. With no --policy, the job stays on its node
 # (local placement, pinned).
@@ -884,6 +927,26 @@ settle
 left=$(leftovers)
 [ -z "$left" ] || why+="left behind:$left; "
 result "checkpoint/a restarted job is saved again from the node running it, left running or ended, and restarts to the same end" \
+    "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
+
+# The job spread over two nodes, restarted on node3 (its child back on node2), is saved again by node3
+# with its part on node2, ended, and restarts on node1 to the same end.
+why=""
+restarted_job "$WORK/ck4" node3 "$WORK/rj3"
+out=$(on node1 "$RFORK" checkpoint "${rs:-0}" "$WORK/ckr3" 2>&1); crc=$?
+ends_soon "$rbg"
+wait "$rbg"
+[ "$crc" = 0 ] && echo "$out" | grep -q "^saved the job of process $rs to $WORK/ckr3 (.* MiB); frozen [0-9.]* ms; it has ended$" \
+    || why+="the restarted spread job was not saved: $out; "
+[ "$(cat "$WORK/rj3.rc")" = 137 ] || why+="the saved job on node3 was not ended (exit $(cat "$WORK/rj3.rc")); "
+python3 -c "import json,sys; m=json.load(open(sys.argv[1])); assert m['node']=='node3' and [p['node'] for p in m['parts']]==['node2'], m" \
+    "$WORK/ckr3/manifest.json" 2>/dev/null || why+="the manifest does not say node3 with a part on node2; "
+settle
+restarts "$WORK/ckr3" node1
+settle
+left=$(leftovers)
+[ -z "$left" ] || why+="left behind:$left; "
+result "checkpoint/a spread job restarted on node3 is saved again there with its part on node2, and restarts to the same end" \
     "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
 
 # A process moved twice (node1 -> node2 -> node3) is saved from where it runs: node2, which keeps its
