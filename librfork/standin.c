@@ -20,7 +20,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <fcntl.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -32,6 +34,31 @@ struct chan {
     int fd;
     int kind;
 };
+
+/* What the remote child wrote to a pipe that is full here: written as the pipe takes it, never blocking, so
+ * that the stand-in keeps reading its socket. At most a flow-control window, as the sender keeps to it. A
+ * pipe is written through a descriptor of its own opened non-blocking (the inherited one shares its
+ * flags with the parent's, which must not change); anything else is written whole, blocking. */
+struct outq {
+    unsigned char *buf;
+    size_t len, cap;
+    int nb; /* the pipe opened anew with O_NONBLOCK; -1 before, -2 when not a pipe (or not possible) */
+};
+static struct outq outq[RFORK_MAX_CHANNELS];
+
+/* Channel i's non-blocking descriptor, or -1 to write it whole (not a pipe, or it cannot be reopened). */
+static int nonblocking(int i, int fd)
+{
+    if (outq[i].nb == -1) {
+        struct stat st;
+        char path[64];
+        snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+        outq[i].nb = fstat(fd, &st) == 0 && S_ISFIFO(st.st_mode) ? open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC) : -2;
+        if (outq[i].nb < 0)
+            outq[i].nb = -2;
+    }
+    return outq[i].nb >= 0 ? outq[i].nb : -1;
+}
 
 static void die_like(int kind, int code)
 {
@@ -68,15 +95,90 @@ static void stop_like(int sig)
     sigaction(sig, &old, NULL);
 }
 
+static struct chan ch[RFORK_MAX_CHANNELS];
+static int n;
+static int ctl;
+
+/* The reader of output channel i is gone: what waits for it is dropped (consumed, so the sender goes on),
+ * and the remote writer sees end of stream. */
+static int output_gone(int i)
+{
+    size_t dropped = outq[i].len;
+    outq[i].len = 0;
+    close(ch[i].fd);
+    ch[i].fd = -1;
+    if (outq[i].nb >= 0)
+        close(outq[i].nb);
+    outq[i].nb = -2;
+    uint32_t id = (uint32_t)i;
+    if (rfork_send(ctl, RFORK_MSG_EOF, &id, sizeof id, NULL, 0) < 0)
+        return -1;
+    return dropped ? rfork_flow_consumed(ctl, &flow[i], id, dropped) : 0;
+}
+
+/* Writes what channel i holds as far as its pipe takes it now (all of it with `whole`, blocking: before the
+ * channel's end or the child's, whose order the parent sees). 0, or -1 when the socket failed. */
+static int flush_output(int i, int whole)
+{
+    while (outq[i].len && ch[i].fd >= 0) {
+        int nb = whole ? -1 : nonblocking(i, ch[i].fd);
+        ssize_t w = write(nb >= 0 ? nb : ch[i].fd, outq[i].buf, outq[i].len);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0 && errno == EAGAIN)
+            return 0;
+        if (w < 0) {
+            if (errno == EBADF) { /* a read-only file: what the child writes there is lost, as it would be */
+                size_t dropped = outq[i].len;
+                outq[i].len = 0;
+                return rfork_flow_consumed(ctl, &flow[i], (uint32_t)i, dropped);
+            }
+            return output_gone(i);
+        }
+        memmove(outq[i].buf, outq[i].buf + w, outq[i].len - (size_t)w);
+        outq[i].len -= (size_t)w;
+        if (rfork_flow_consumed(ctl, &flow[i], (uint32_t)i, (size_t)w) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* A DATA frame for output channel i: queued, then written as far as the pipe takes it. */
+static int take_output(int i, const unsigned char *p, size_t len)
+{
+    if (ch[i].fd < 0) /* its reader is gone: dropped, and consumed */
+        return rfork_flow_consumed(ctl, &flow[i], (uint32_t)i, len);
+    if (outq[i].len + len > outq[i].cap) {
+        size_t cap = outq[i].cap ? outq[i].cap : 65536;
+        while (cap < outq[i].len + len)
+            cap *= 2;
+        unsigned char *b = realloc(outq[i].buf, cap);
+        if (!b) /* no memory for it: written whole, blocking, as the stand-in always could */
+            return rfork_write_all(ch[i].fd, p, len) < 0 && errno != EBADF ? output_gone(i)
+                                                                          : rfork_flow_consumed(ctl, &flow[i], (uint32_t)i, len);
+        outq[i].buf = b;
+        outq[i].cap = cap;
+    }
+    memcpy(outq[i].buf + outq[i].len, p, len);
+    outq[i].len += len;
+    return flush_output(i, 0);
+}
+
+/* Before the child's end, a stop, or a channel's end is passed on: what it wrote before, written. */
+static void flush_all(void)
+{
+    for (int i = 0; i < n; i++)
+        flush_output(i, 1);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 3) {
         fprintf(stderr, "rfork-standin: started by hand; it is run by librfork\n");
         return 2;
     }
-    int ctl = atoi(argv[1]);
-    struct chan ch[RFORK_MAX_CHANNELS];
-    int n = 0;
+    ctl = atoi(argv[1]);
+    n = 0;
     for (int i = 3; i < argc && n < RFORK_MAX_CHANNELS; i++) {
         int id, fd, kind;
         if (sscanf(argv[i], "%d:%d:%d", &id, &fd, &kind) != 3 || id != n) {
@@ -86,6 +188,7 @@ int main(int argc, char **argv)
         }
         ch[n].fd = fd;
         ch[n].kind = kind;
+        outq[n].nb = -1;
         n++;
     }
     signal(SIGPIPE, SIG_IGN); /* a closed reader shows as EPIPE on our writes */
@@ -119,8 +222,13 @@ int main(int argc, char **argv)
         p[np] = (struct pollfd){.fd = sfd, .events = POLLIN};
         map[np++] = -2;
         for (int i = 0; i < n; i++) {
-            if (ch[i].fd >= 0 && readable[i] && !paused && rfork_flow_open(&flow[i])) {
-                p[np] = (struct pollfd){.fd = ch[i].fd, .events = POLLIN};
+            short ev = 0;
+            if (ch[i].fd >= 0 && readable[i] && !paused && rfork_flow_open(&flow[i]))
+                ev |= POLLIN;
+            if (ch[i].fd >= 0 && outq[i].len)
+                ev |= POLLOUT;
+            if (ev) {
+                p[np] = (struct pollfd){.fd = ch[i].fd, .events = ev};
                 map[np++] = i;
             }
         }
@@ -146,8 +254,18 @@ int main(int argc, char **argv)
                     if (rfork_send(ctl, RFORK_MSG_SIGNAL, &sig, sizeof sig, NULL, 0) < 0)
                         goto lost;
                 }
+            } else if (map[k] >= 0 && ch[map[k]].kind != RFORK_CHANNEL_INPUT &&
+                       ch[map[k]].kind != RFORK_CHANNEL_LAZY_INPUT) {
+                /* An output channel's queue: POLLOUT, or POLLERR (the reader is gone). It may have been
+                 * emptied by a frame handled earlier in this round: then there is nothing to do. */
+                if (flush_output(map[k], 0) < 0)
+                    goto lost;
             } else if (map[k] >= 0) {
                 int i = map[k];
+                /* A frame handled earlier in this round may have closed it, paused the stand-in (a
+                 * checkpoint's marker: nothing may be read after its echo) or ended a lazy read. */
+                if (ch[i].fd < 0 || paused || !readable[i])
+                    continue;
                 size_t want = ch[i].kind == RFORK_CHANNEL_LAZY_INPUT && budget[i] < sizeof buf ? budget[i] : sizeof buf;
                 ssize_t r = read(ch[i].fd, buf, want);
                 if (r < 0 && (errno == EINTR || errno == EAGAIN))
@@ -175,17 +293,9 @@ int main(int argc, char **argv)
                     memcpy(&a, frame.data, 4);
                 switch (frame.type) {
                 case RFORK_MSG_DATA:
-                    if (frame.len < 4)
-                        break;
-                    if (a < (uint32_t)n && ch[a].fd >= 0 && rfork_write_all(ch[a].fd, frame.data + 4, frame.len - 4) < 0 &&
-                        errno != EBADF) { /* EBADF: a read-only file; what the child writes there is lost, as it would be */
-                        close(ch[a].fd); /* the reader is gone; the remote writer sees end of stream */
-                        ch[a].fd = -1;
-                        uint32_t id = a;
-                        rfork_send(ctl, RFORK_MSG_EOF, &id, sizeof id, NULL, 0);
-                    }
-                    /* Written or dropped, it is consumed: the remote side may send more. */
-                    if (a < (uint32_t)n && rfork_flow_consumed(ctl, &flow[a], a, frame.len - 4) < 0)
+                    /* Written, queued for a full pipe, or dropped (its reader is gone): consumed once written
+                     * or dropped, so the remote side may send more. */
+                    if (frame.len >= 4 && a < (uint32_t)n && take_output((int)a, frame.data + 4, frame.len - 4) < 0)
                         goto lost;
                     break;
                 case RFORK_MSG_ACK:
@@ -220,6 +330,12 @@ int main(int argc, char **argv)
                         goto lost;
                     break;
                 case RFORK_MSG_EOF:
+                    if (a < (uint32_t)n && ch[a].fd >= 0 && flush_output((int)a, 1) < 0)
+                        goto lost;
+                    if (a < (uint32_t)n && outq[a].nb >= 0) {
+                        close(outq[a].nb);
+                        outq[a].nb = -2;
+                    }
                     if (a < (uint32_t)n && ch[a].fd >= 0) {
                         close(ch[a].fd);
                         ch[a].fd = -1;
@@ -228,6 +344,7 @@ int main(int argc, char **argv)
                 case RFORK_MSG_EVENT:
                     if (frame.len >= 8)
                         memcpy(&code, frame.data + 4, 4);
+                    flush_all(); /* the parent sees what the child wrote before its end or stop */
                     if (a == RFORK_EVENT_EXITED || a == RFORK_EVENT_KILLED)
                         die_like((int)a, code);
                     else if (a == RFORK_EVENT_STOPPED)

@@ -2,6 +2,7 @@
  * Either way one line on stderr, and it ends as if killed by SIGKILL (its socket closes, so the daemon
  * ends the remote child); never a stand-in that silently drops the child's signals. standin.c is included
  * whole, its main renamed and signalfd replaced by one that can be told to fail. */
+#define _GNU_SOURCE
 #include <sys/signalfd.h>
 #include <errno.h>
 static int signalfd_fails;
@@ -99,9 +100,54 @@ static void markers(void)
     close(in[1]);
 }
 
+/* A full pipe here does not stop the stand-in from reading its socket: what the child wrote waits in its
+ * queue (its OUTPUT marker is echoed at once), then reaches the pipe whole and in order. */
+static void full_pipe(void)
+{
+    int sp[2], out[2];
+    CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sp) == 0 && pipe(out) == 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(sp[0]);
+        close(out[0]);
+        dup2(sp[1], 3);
+        dup2(out[1], 4);
+        char *argv[] = {"rfork-standin", "3", "session-1", "0:4:2", NULL};
+        _exit(standin_main(4, argv));
+    }
+    close(sp[1]);
+    close(out[1]);
+    static unsigned char chunk[10000];
+    for (int k = 0; k < 20; k++) { /* 200000 bytes, three times the pipe */
+        for (size_t j = 0; j < sizeof chunk; j++)
+            chunk[j] = (unsigned char)(k * 31 + j);
+        uint32_t id = 0;
+        CHECK(rfork_send(sp[0], RFORK_MSG_DATA, &id, 4, chunk, sizeof chunk) == 0);
+    }
+    uint32_t phase = RFORK_MARK_OUTPUT;
+    CHECK(rfork_send(sp[0], RFORK_MSG_MARK, &phase, 4, NULL, 0) == 0);
+    CHECK(next_frame(sp[0], 2000, &got) == RFORK_MSG_MARK && got.data[0] == RFORK_MARK_OUTPUT);
+    static unsigned char all[200000];
+    size_t have = 0;
+    while (have < sizeof all) {
+        ssize_t r = read(out[0], all + have, sizeof all - have);
+        CHECK(r > 0);
+        have += (size_t)r;
+    }
+    for (size_t j = 0; j < sizeof all; j++)
+        CHECK(all[j] == (unsigned char)((j / sizeof chunk) * 31 + j % sizeof chunk));
+    uint32_t end[2] = {RFORK_EVENT_EXITED, 0};
+    CHECK(rfork_send(sp[0], RFORK_MSG_EVENT, end, sizeof end, NULL, 0) == 0);
+    int st = -1;
+    CHECK(waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    close(sp[0]);
+    close(out[0]);
+}
+
 int main(void)
 {
     markers();
+    full_pipe();
 
     char err[1024];
     int closed = 0;

@@ -769,6 +769,27 @@ left=$(leftovers)
 result "checkpoint/a part saved after its input ended still reads end of file after a restart, and ends" \
     "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
 
+# A shell pipeline: seq and a slow reader, each on another node, joined by a pipe through their stand-ins
+# here, which is full; the cut still comes at once (a stand-in queues what its part wrote instead of
+# blocking on the full pipe, and echoes its marker), and the job restarts to the plain sum.
+pl_expected=$(on node1 sh "$P/pipeline.sh" 2>/dev/null | tail -n 1)
+why=""
+( on node1 "$RFORK" run -- sh "$P/pipeline.sh" 2>"$WORK/pl.err" | cat >"$WORK/pl.out"; echo "${PIPESTATUS[0]}" >"$WORK/pl.rc" ) &
+jobbg=$!
+wait_pid "$WORK/pl.out"
+sleep 1.5
+out=$(on node1 "$RFORK" checkpoint "${jpid:-0}" "$WORK/ck9" 2>&1); crc=$?
+wait "$jobbg"
+settle
+[ "$crc" = 0 ] || why+="checkpoint said (exit $crc): $out; "
+got=$(on node1 "$RFORK" restart "$WORK/ck9" --node node2 2>"$WORK/rs9.err" | tail -n 1)
+[ -n "$pl_expected" ] && [ "$got" = "$pl_expected" ] || why+="restarted: '$got' (plain '$pl_expected') $(tr '\n' ' ' <"$WORK/rs9.err"); "
+settle
+left=$(leftovers)
+[ -z "$left" ] || why+="left behind:$left; "
+result "checkpoint/a shell pipeline of two parts joined through a full pipe here is cut at once and restarts to the plain sum" \
+    "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
+
 # A part that does not read what was sent to it (2 MB wait for it, its pipe is full): its input cannot
 # be put in its pipe for the cut, so the job is not saved, says why, and goes on; nothing is written.
 why=""
