@@ -722,6 +722,7 @@ spread_expected=$(on node1 "$WORK/spreadjob" 3000 2>/dev/null | tail -n 1)
 why=""
 for cut in 0.4:end 0.9:run 1.4:end 1.9:run; do
     delay=${cut%:*}; mode=${cut#*:}
+    rm -f "$WORK/sj.out" "$WORK/sj.rc"  # else the last job's "pid" line could be read for this one's
     ( on node1 "$RFORK" run -- "$WORK/spreadjob" 3000 2>"$WORK/sj.err" | cat >"$WORK/sj.out"; echo "${PIPESTATUS[0]}" >"$WORK/sj.rc" ) &
     jobbg=$!
     wait_pid "$WORK/sj.out"
