@@ -38,7 +38,6 @@ final class PartCut: @unchecked Sendable {  // confined to Node.loop
     let session: HomeSession
     let request: UInt64
     let staging: String
-    var standInSocket: UInt64 = 0
     var manifest: CheckpointManifest.Part
 
     init(session: HomeSession, request: UInt64, staging: String) {
@@ -124,7 +123,6 @@ extension Node {
                 return checkpointEvent(
                     pid: top, .failed(reason: "the stand-in of process \(part.session.pid) has no socket to rforkd"))
             }
-            part.standInSocket = inode
             part.manifest.standInSocketInode = inode
         }
         logger.info("saving the job of process \(top) with \(pending.parts.count) part(s) on other nodes")
@@ -417,7 +415,8 @@ extension Node {
             }
             guard let helper = s.helperPID,
                 let standIn = ([helper] + Self.descendants(of: helper)).first(where: {
-                    Posix.namespacePIDs($0).last == part.pid && Posix.namespacePIDs($0).count > 1
+                    let pids = Posix.namespacePIDs($0)
+                    return pids.count > 1 && pids.last == part.pid
                 })
             else {
                 giveUp("its stand-in is not in the restored tree")

@@ -369,7 +369,7 @@ extension Node {
         let key = checkpointKey
         let machine = pending.machine
         let part = pending.part
-        let parts = pending.parts.map { ($0.manifest, $0.staging, $0.standInSocket) }
+        let parts = pending.parts.map { ($0.manifest, $0.staging) }
         let id = nextSession
         nextSession += 1
         let privateDir = imageRoot + "/c\(id)"
@@ -387,7 +387,7 @@ extension Node {
             try criu.dump(
                 pid: request.pid, imageDirectory: privateDir, externalSocketInode: request.socketInode,
                 externalFiles: outside.filter { $0.criuID.hasPrefix("file[") }.map(\.criuID)
-                    + parts.map { "unix[\($0.2)]" },
+                    + parts.map { "unix[\($0.0.standInSocketInode)]" },
                 leaveStopped: !machine.leaveRunning || part, insideNamespacesOf: helper)
             unlink(privateDir + "/dump.log")
             if machine.leaveRunning && !part {
@@ -404,7 +404,7 @@ extension Node {
                 files: [])
             if !parts.isEmpty {
                 // The parts' images join this cut's, each under its prefix.
-                manifest.parts = try parts.map { (part, staging, _) in
+                manifest.parts = try parts.map { (part, staging) in
                     try Self.adoptPartImages(from: staging, into: privateDir, prefix: part.prefix)
                     return part
                 }
