@@ -748,6 +748,41 @@ left=$(leftovers)
 result "checkpoint/four workers on node2 and node3, bytes on their way both ways: cut at four moments, ended or left running, each restarts to the plain sum" \
     "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
 
+# Children that ended and wait to be reaped (zombies; every job's session leader is outside its PID
+# namespace, which CRIU refused for a zombie): saved at home (--policy local) and spread (the zombies are
+# stand-ins, the sleeper a part on another node), ended or left running; each restart reaps the same
+# exit statuses, the signal included.
+cc -o "$WORK/zombiejob" "$P/zombiejob.c"
+zj_expected=$(on node1 "$WORK/zombiejob" 2>/dev/null | tail -n 1)
+why=""
+for run in local:end spread:end spread:run; do
+    place=${run%:*}; mode=${run#*:}
+    rm -f "$WORK/zj.out" "$WORK/zj.rc"
+    rm -rf "$WORK/ck7"
+    ( on node1 "$RFORK" run $([ "$place" = local ] && echo --policy local) -- "$WORK/zombiejob" 2>"$WORK/zj.err" | cat >"$WORK/zj.out"; echo "${PIPESTATUS[0]}" >"$WORK/zj.rc" ) &
+    jobbg=$!
+    wait_pid "$WORK/zj.out"
+    sleep 1.2
+    zombies=$(for c in $(cat /proc/"${jpid:-0}"/task/*/children 2>/dev/null); do sed -n 's/^State:\tZ.*/Z/p' /proc/"$c"/status; done | wc -l)
+    out=$(on node1 "$RFORK" checkpoint $([ "$mode" = run ] && echo --leave-running) "${jpid:-0}" "$WORK/ck7" 2>&1); crc=$?
+    wait "$jobbg"
+    [ "$zombies" = 3 ] || why+="$place: $zombies zombies at the cut, not 3; "
+    [ "$crc" = 0 ] || { why+="$place ($mode): checkpoint said (exit $crc): $out; "; settle; continue; }
+    if [ "$mode" = run ]; then
+        [ "$(cat "$WORK/zj.rc")" = 0 ] && [ "$(tail -n 1 "$WORK/zj.out")" = "$zj_expected" ] \
+            || why+="$place, left running: exit $(cat "$WORK/zj.rc"), '$(tail -n 1 "$WORK/zj.out")'; "
+    else
+        [ "$(cat "$WORK/zj.rc")" = 137 ] || why+="$place: the job was not ended (exit $(cat "$WORK/zj.rc")); "
+    fi
+    got=$(on node1 "$RFORK" restart "$WORK/ck7" --node node2 2>"$WORK/rs7.err" | tail -n 1)
+    [ -n "$zj_expected" ] && [ "$got" = "$zj_expected" ] || why+="$place ($mode), restarted: '$got' (plain '$zj_expected') $(tr '\n' ' ' <"$WORK/rs7.err"); "
+    settle
+done
+left=$(leftovers)
+[ -z "$left" ] || why+="left behind:$left; "
+result "checkpoint/a job with 3 children ended and not yet reaped (one by a signal), at home or spread, ended or left running: the restart reaps the same statuses" \
+    "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
+
 # The parent sent its child on node2 all its numbers and closed the pipe; saved while the child still
 # reads them, and restarted, the child still sees end of file after the last one and ends.
 cc -o "$WORK/eofjob" "$P/eofjob.c"
