@@ -15,8 +15,15 @@ import RforkSystem
 /// identity, never following a symbolic link at the last step.
 public struct CheckpointManifest: Codable, Sendable, Equatable {
     public static let formatName = "rfork-checkpoint"
-    /// 2 with `parts`, else 1 (what an rfork without parts writes and reads).
-    public static let currentVersion = 2
+    /// 3 with parts of parts, 2 with `parts` only, else 1 (what an rfork without parts writes and reads):
+    /// an rfork that does not know a version refuses the directory rather than restart part of the job.
+    public static let currentVersion = 3
+
+    /// The format version a manifest with these parts is written as.
+    public static func version(of parts: [Part]?) -> Int {
+        guard let parts, !parts.isEmpty else { return 1 }
+        return parts.contains { !($0.parts ?? []).isEmpty } ? 3 : 2
+    }
 
     public struct Channel: Codable, Sendable, Equatable {
         /// The channel's number, as in a placement request.
@@ -54,10 +61,14 @@ public struct CheckpointManifest: Codable, Sendable, Equatable {
         /// What its stand-in relays: every channel the stand-in numbers (`id`), with the object the part
         /// held for it (`criuID`, "pipe:[0]r" when it held none any more).
         public var channels: [Channel]
+        /// Its own descendants on yet other nodes (format version 3), saved at the same cut, as the
+        /// job's parts are: their images are among its own (named with its prefix, then theirs), and its
+        /// images hold their stand-ins.
+        public var parts: [Part]?
 
         public init(
             pid: Int32, node: String, prefix: String, standInSocketInode: UInt64, controlSocketInode: UInt64,
-            channels: [Channel]
+            channels: [Channel], parts: [Part]? = nil
         ) {
             self.pid = pid
             self.node = node
@@ -65,6 +76,7 @@ public struct CheckpointManifest: Codable, Sendable, Equatable {
             self.standInSocketInode = standInSocketInode
             self.controlSocketInode = controlSocketInode
             self.channels = channels
+            self.parts = parts
         }
     }
 
@@ -216,7 +228,7 @@ public enum CheckpointDirectory {
         do { manifest = try JSONDecoder().decode(CheckpointManifest.self, from: Data(bytes)) } catch {
             throw CheckpointError(.corrupt, "\(dir) is damaged: its \(manifestName) is incomplete")
         }
-        guard (manifest.parts ?? []).isEmpty == (version == 1) else {
+        guard CheckpointManifest.version(of: manifest.parts) == version else {
             throw CheckpointError(.corrupt, "\(dir) is damaged: its parts do not match its format version")
         }
         return manifest
@@ -344,7 +356,7 @@ public enum CheckpointDirectory {
                 throw CheckpointError(.saveFailed, "cannot create \(staging): \(Posix.errorText(errno))")
             }
             var manifest = partial
-            manifest.version = (manifest.parts ?? []).isEmpty ? 1 : CheckpointManifest.currentVersion
+            manifest.version = CheckpointManifest.version(of: manifest.parts)
             var total = 0
             do {
                 let stagingFD = try Posix.openDirectory(staging, shown: staging)

@@ -81,14 +81,10 @@ extension Node {
     // MARK: home
 
     /// Why a process of the job running on another node (`session`, its stand-in here) cannot be saved
-    /// with it, or nil. `within`: the job is itself a part of a job saved across nodes (parts of parts
-    /// are not cut).
-    func partRefusal(_ session: HomeSession, within part: Bool) -> String? {
+    /// with it, or nil. The job may itself be a part of a job saved across nodes: its own parts are cut
+    /// the same way, from here, before it is (parts of parts, to any depth).
+    func partRefusal(_ session: HomeSession) -> String? {
         let p = session.pid
-        if part {
-            return
-                "process \(p) of the job runs on yet another node, and a part of a job saved across nodes is saved only whole on its node"
-        }
         guard session.state == .running else { return "process \(p) of the job is being moved" }
         guard session.runsOn == session.target else {
             return
@@ -225,6 +221,8 @@ extension Node {
         }
         let held = Dictionary(saved.channels.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
         part.manifest.controlSocketInode = saved.controlSocketInode
+        // Its own parts, cut by its node before it: their images came with its own, under their prefixes.
+        part.manifest.parts = saved.parts
         part.manifest.channels = part.session.request.channels.map { c in
             let kind = part.session.eagerChannels.contains(c.id) ? ChannelKindCode.input : c.kind
             let reads = kind == .input || kind == .lazyInput
@@ -264,6 +262,7 @@ extension Node {
         loop.scheduleTask(in: .seconds(Self.inputMarkSeconds)) {
             guard let waiting = hosted.partWaiting, waiting.pending === pending else { return }
             hosted.partWaiting = nil
+            self.finishParts(pending, written: false)
             self.sendCheckpointResult(
                 pending, saved: false,
                 reason:
@@ -274,10 +273,12 @@ extension Node {
 
     private func signalPart(_ hosted: HostedSession, pid: Int32, _ pending: PendingCheckpoint) {
         guard let pidfd = Posix.openProcess(pid) else {
+            finishParts(pending, written: false)
             return sendCheckpointResult(pending, saved: false, reason: "the process ended")
         }
         defer { Posix.close(pidfd) }
         if let why = signalForCheckpoint(pid, pidfd: pidfd, pending) {
+            finishParts(pending, written: false)
             sendCheckpointResult(pending, saved: false, reason: why)
         }
     }
@@ -341,6 +342,25 @@ extension Node {
             mapped.channels.append(
                 .init(id: id, kind: c.kind, criuID: c.criuID, fd: c.fd, ended: s.markClosed.contains(id) ? true : nil))
         }
+        // A channel the part's top process closed may still be held below it (by a child of its own, or
+        // the stand-in of one on yet another node): it is the part's too, or a restart would give that
+        // holder a pipe no one reads or writes.
+        let tree = [localPID] + Self.descendants(of: localPID)
+        for (id, key) in keys.sorted(by: { $0.key < $1.key }) where !mapped.channels.contains(where: { $0.id == id }) {
+            let pipe = "pipe:[\(key)]"
+            for p in tree {
+                guard let held = Self.held(by: p).first(where: { $0.target == pipe }), let fd = Int32(held.fd) else {
+                    continue
+                }
+                let reads = held.mode == O_RDONLY
+                mapped.channels.append(
+                    .init(
+                        id: id, kind: (reads ? ChannelKindCode.input : .output).rawValue,
+                        criuID: pipe + (reads ? "r" : "w"),
+                        fd: fd, ended: s.markClosed.contains(id) ? true : nil))
+                break
+            }
+        }
         pending.partResult = (mapped, pending.bytes, frozenMs)
         s.partResultWaiting = pending
         helper.writeAndFlush(LocalFrame.mark(LocalWire.markOutput), promise: nil)
@@ -400,6 +420,10 @@ extension Node {
                 }
                 for c in part.channels where c.ended == true {
                     try Posix.writeFile(dir + "/rfork-closed-\(c.id).img", [UInt8]())
+                }
+                if let nested = part.parts, !nested.isEmpty {
+                    // Its own parts: the node that restores it restores them in turn, as this one does.
+                    try Posix.writeFile(dir + "/" + Self.partsFileName, try JSONEncoder().encode(nested))
                 }
                 let held = try PipeData.read(directory: dir)
                 for c in part.channels

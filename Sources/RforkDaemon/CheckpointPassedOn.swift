@@ -201,7 +201,7 @@ extension Node {
             return relayCheckpoint(request, shown: hosted.pid, localPID: pid, session: session, pending: pending)
         }
         guard let status = Posix.processStatus(pid) else { return refuse("the process ended") }
-        if let why = checkpointRefusal(pid: pid, status: status, hosted: true, part: request.part) {
+        if let why = checkpointRefusal(pid: pid, status: status, hosted: true) {
             return refuse(Migration.renaming(process: pid, to: hosted.pid, in: why))
         }
         let owner = hosted.uid
@@ -210,16 +210,15 @@ extension Node {
             uid: owner, gid: Self.firstNumber(status["Gid"]) ?? owner)
         saved.home = pending.home
         saved.part = request.part
-        if !request.part {
-            // Its own descendants on other nodes are cut with it, as at a home (CheckpointParts.swift).
-            do {
-                saved.parts = try makePartCuts(tree: [pid] + Self.descendants(of: pid))
-            } catch {
-                return refuse("cannot make a staging directory on \(config.node): \(error)")
-            }
-            if !saved.parts.isEmpty {
-                saved.partsCut = PartsCut(parts: saved.parts.map(\.session.id), leaveRunning: request.leaveRunning)
-            }
+        // Its own descendants on other nodes are cut with it, as at a home (CheckpointParts.swift), also
+        // when it is itself a part of a job saved across nodes: once it calls in, before its own cut.
+        do {
+            saved.parts = try makePartCuts(tree: [pid] + Self.descendants(of: pid))
+        } catch {
+            return refuse("cannot make a staging directory on \(config.node): \(error)")
+        }
+        if !saved.parts.isEmpty {
+            saved.partsCut = PartsCut(parts: saved.parts.map(\.session.id), leaveRunning: request.leaveRunning)
         }
         if request.part {
             // Cut once the namespace init has every input the stand-in sent in the process's pipes.

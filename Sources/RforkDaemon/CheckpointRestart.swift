@@ -151,7 +151,7 @@ extension Node {
 
     /// Why the job of `pid` cannot be saved, or nil: every process of it is checked. `hosted`: `pid` runs
     /// here for its home node (in the PID namespace of its rfork-nsinit, where CRIU saves it from).
-    func checkpointRefusal(pid: Int32, status: [String: String], hosted: Bool = false, part: Bool = false) -> String? {
+    func checkpointRefusal(pid: Int32, status: [String: String], hosted: Bool = false) -> String? {
         if homeSessions.values.contains(where: { $0.localPID == pid }) {
             return
                 "process \(pid) moved on from \(config.node) to another node; saving it where it runs now is not done (move it back first)"
@@ -167,7 +167,7 @@ extension Node {
         for p in tree {
             if let session = homeSessions.values.first(where: { $0.localPID == p }) {
                 // A part on another node: saved there at the same cut (CheckpointParts.swift).
-                if let why = partRefusal(session, within: part) { return why }
+                if let why = partRefusal(session) { return why }
                 continue
             }
             if let why = Self.heldResourceRefusal(pid: p, allowCoherent: true) {

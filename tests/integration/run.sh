@@ -758,13 +758,13 @@ why=""
 for run in local:end spread:end spread:run; do
     place=${run%:*}; mode=${run#*:}
     rm -f "$WORK/zj.out" "$WORK/zj.rc"
-    rm -rf "$WORK/ck7"
+    rm -rf "$WORK/ck11"
     ( on node1 "$RFORK" run $([ "$place" = local ] && echo --policy local) -- "$WORK/zombiejob" 2>"$WORK/zj.err" | cat >"$WORK/zj.out"; echo "${PIPESTATUS[0]}" >"$WORK/zj.rc" ) &
     jobbg=$!
     wait_pid "$WORK/zj.out"
     sleep 1.2
     zombies=$(for c in $(cat /proc/"${jpid:-0}"/task/*/children 2>/dev/null); do sed -n 's/^State:\tZ.*/Z/p' /proc/"$c"/status; done | wc -l)
-    out=$(on node1 "$RFORK" checkpoint $([ "$mode" = run ] && echo --leave-running) "${jpid:-0}" "$WORK/ck7" 2>&1); crc=$?
+    out=$(on node1 "$RFORK" checkpoint $([ "$mode" = run ] && echo --leave-running) "${jpid:-0}" "$WORK/ck11" 2>&1); crc=$?
     wait "$jobbg"
     [ "$zombies" = 3 ] || why+="$place: $zombies zombies at the cut, not 3; "
     [ "$crc" = 0 ] || { why+="$place ($mode): checkpoint said (exit $crc): $out; "; settle; continue; }
@@ -774,13 +774,46 @@ for run in local:end spread:end spread:run; do
     else
         [ "$(cat "$WORK/zj.rc")" = 137 ] || why+="$place: the job was not ended (exit $(cat "$WORK/zj.rc")); "
     fi
-    got=$(on node1 "$RFORK" restart "$WORK/ck7" --node node2 2>"$WORK/rs7.err" | tail -n 1)
-    [ -n "$zj_expected" ] && [ "$got" = "$zj_expected" ] || why+="$place ($mode), restarted: '$got' (plain '$zj_expected') $(tr '\n' ' ' <"$WORK/rs7.err"); "
+    got=$(on node1 "$RFORK" restart "$WORK/ck11" --node node2 2>"$WORK/rs11.err" | tail -n 1)
+    [ -n "$zj_expected" ] && [ "$got" = "$zj_expected" ] || why+="$place ($mode), restarted: '$got' (plain '$zj_expected') $(tr '\n' ' ' <"$WORK/rs11.err"); "
     settle
 done
 left=$(leftovers)
 [ -z "$left" ] || why+="left behind:$left; "
 result "checkpoint/a job with 3 children ended and not yet reaped (one by a signal), at home or spread, ended or left running: the restart reaps the same statuses" \
+    "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
+
+# A job three processes deep, each on another node (its child's own fork is placed from the child's
+# node: a part of a part), bytes on their way at every level: one cut of all three, ended or left
+# running; the restart brings each level back where it ran and ends with the plain sum.
+cc -o "$WORK/nestjob" "$P/nestjob.c"
+nj_expected=$(on node1 "$WORK/nestjob" 2>/dev/null | tail -n 1)
+why=""
+for mode in end run; do
+    rm -f "$WORK/nj.out" "$WORK/nj.rc"
+    rm -rf "$WORK/ck10"
+    ( on node1 "$RFORK" run -- "$WORK/nestjob" 2>"$WORK/nj.err" | cat >"$WORK/nj.out"; echo "${PIPESTATUS[0]}" >"$WORK/nj.rc" ) &
+    jobbg=$!
+    wait_pid "$WORK/nj.out"
+    sleep 1.2
+    out=$(on node1 "$RFORK" checkpoint $([ "$mode" = run ] && echo --leave-running) "${jpid:-0}" "$WORK/ck10" 2>&1); crc=$?
+    wait "$jobbg"
+    [ "$crc" = 0 ] || { why+="$mode: checkpoint said (exit $crc): $out; "; settle; continue; }
+    nested=$(python3 -c "import json,sys; m=json.load(open(sys.argv[1])); print(m['version'], ' '.join(p['node'] + '>' + ','.join(q['node'] for q in p.get('parts') or []) for p in m['parts']))" "$WORK/ck10/manifest.json" 2>&1)
+    echo "$nested" | grep -Eq '^3 node[0-9]>node[0-9]$' || why+="$mode: the manifest does not hold a part of a part: $nested; "
+    if [ "$mode" = run ]; then
+        [ "$(cat "$WORK/nj.rc")" = 0 ] && [ "$(tail -n 1 "$WORK/nj.out")" = "$nj_expected" ] \
+            || why+="left running: exit $(cat "$WORK/nj.rc"), '$(tail -n 1 "$WORK/nj.out")'; "
+    else
+        [ "$(cat "$WORK/nj.rc")" = 137 ] || why+="the job was not ended (exit $(cat "$WORK/nj.rc")); "
+    fi
+    got=$(on node1 "$RFORK" restart "$WORK/ck10" --node node3 2>"$WORK/rs10.err" | tail -n 1)
+    [ -n "$nj_expected" ] && [ "$got" = "$nj_expected" ] || why+="$mode, restarted: '$got' (plain '$nj_expected') $(tr '\n' ' ' <"$WORK/rs10.err"); "
+    settle
+done
+left=$(leftovers)
+[ -z "$left" ] || why+="left behind:$left; "
+result "checkpoint/a job three deep, each level on another node: one cut of the part of a part too, ended or left running, restarts to the plain sum" \
     "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
 
 # The parent sent its child on node2 all its numbers and closed the pipe; saved while the child still
