@@ -85,7 +85,9 @@ extension Node {
     /// the same way, from here, before it is (parts of parts, to any depth).
     func partRefusal(_ session: HomeSession) -> String? {
         let p = session.pid
-        guard session.state == .running else { return "process \(p) of the job is being moved" }
+        guard session.state == .running else {
+            return "process \(p) of the job is being placed on or moved to another node"
+        }
         guard session.runsOn == session.target else {
             return
                 "process \(p) of the job moved on from \(session.target) to \(session.runsOn); saving it there with the job is not done (move it back first)"
@@ -113,7 +115,28 @@ extension Node {
     }
 
     /// The top process called in: every part's stand-in stops reading its inputs and echoes the marker.
-    func startPartCuts(_ top: Int32, _ pending: PendingCheckpoint) {
+    func startPartCuts(_ top: Int32, _ pending: PendingCheckpoint, attempt: Int = 0) {
+        guard checkpoints[top] === pending, pending.topCall != nil else { return }
+        // A part whose process ended since the job was looked at is no part any more: its stand-in ends
+        // too, and is saved as any process of the job that is ending (or as a zombie) once it has let go
+        // of its socket to rforkd, which the cut waits for (up to a second).
+        let ended = pending.parts.filter { $0.session.ended }
+        if !ended.isEmpty {
+            if attempt < 100, ended.contains(where: { Self.socketInode(of: $0.session.localPID) != nil }) {
+                loop.scheduleTask(in: .milliseconds(10)) { self.startPartCuts(top, pending, attempt: attempt + 1) }
+                return
+            }
+            for part in ended { Posix.removeFlatDirectory(part.staging) }
+            pending.parts.removeAll { $0.session.ended }
+            guard !pending.parts.isEmpty else {
+                pending.partsCut = nil
+                guard let call = pending.topCall else { return }
+                pending.topCall = nil
+                return takeCut(call.request, localPID: top, helper: call.helper, pending: pending)
+            }
+            pending.partsCut = PartsCut(
+                parts: pending.parts.map(\.session.id), leaveRunning: pending.machine.leaveRunning)
+        }
         for part in pending.parts {
             guard let inode = Self.socketInode(of: part.session.localPID) else {
                 return checkpointEvent(
@@ -262,6 +285,7 @@ extension Node {
         loop.scheduleTask(in: .seconds(Self.inputMarkSeconds)) {
             guard let waiting = hosted.partWaiting, waiting.pending === pending else { return }
             hosted.partWaiting = nil
+            self.checkpointWaits[pid] = nil
             self.finishParts(pending, written: false)
             self.sendCheckpointResult(
                 pending, saved: false,
@@ -333,6 +357,11 @@ extension Node {
         var mapped = manifest
         mapped.channels = []
         for c in manifest.channels {
+            if c.criuID.hasPrefix("pipe:["), let inode = Self.pipeInode(c.criuID), byKey[inode] == nil {
+                // A pipe no namespace init relays: its other end was never outside the part (its writer, a
+                // child that ended, say, is gone). CRIU saves it with its bytes, and restores it so.
+                continue
+            }
             guard let key = Self.channelKey(c.criuID), let id = byKey[key] else {
                 return abandonPart(
                     localPID, pending,

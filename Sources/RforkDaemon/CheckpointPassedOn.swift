@@ -181,12 +181,18 @@ extension Node {
     // MARK: the node running the job
 
     /// The home of a process this node runs asks for a checkpoint of its job.
-    func handleCheckpointRequest(_ request: Rfork_Wire_V1_CheckpointRequest, link: InboundLink) {
+    func handleCheckpointRequest(
+        _ request: Rfork_Wire_V1_CheckpointRequest, link: InboundLink, settleBy: UInt64? = nil
+    ) {
         let pending = PendingCheckpoint(
             machine: Checkpoint(pid: 0, directory: "", leaveRunning: request.leaveRunning), command: nil, uid: 0, gid: 0
         )
         pending.home = (link, request.session, request.request)
-        func refuse(_ why: String) { sendCheckpointResult(pending, saved: false, reason: why) }
+        var settling: Int32?
+        func refuse(_ why: String) {
+            if let settling { checkpointWaits[settling] = nil }
+            sendCheckpointResult(pending, saved: false, reason: why)
+        }
         guard let hosted = hosted[hostedKey(link, request.session)], hosted.restored, !hosted.ended else {
             return refuse("the process no longer runs on \(config.node)")
         }
@@ -201,6 +207,18 @@ extension Node {
             return relayCheckpoint(request, shown: hosted.pid, localPID: pid, session: session, pending: pending)
         }
         guard let status = Posix.processStatus(pid) else { return refuse("the process ended") }
+        let deadline = settleBy ?? Posix.monotonicNanoseconds() + Self.forkSettleNanoseconds
+        if jobUnsettled(pid), Posix.monotonicNanoseconds() < deadline, checkpoints[pid] == nil {
+            // A fork of the job is being placed: its cut waits for it (and new forks stay here).
+            checkpointWaits[pid] = deadline
+            loop.scheduleTask(in: .milliseconds(20)) {
+                self.handleCheckpointRequest(request, link: link, settleBy: deadline)
+            }
+            return
+        }
+        // Until it is signalled, its forks stay here too (a part waits for its inputs first).
+        checkpointWaits[pid] = Posix.monotonicNanoseconds() + UInt64(Self.inputMarkSeconds + 1) * 1_000_000_000
+        settling = pid
         if let why = checkpointRefusal(pid: pid, status: status, hosted: true) {
             return refuse(Migration.renaming(process: pid, to: hosted.pid, in: why))
         }

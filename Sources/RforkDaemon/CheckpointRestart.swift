@@ -82,13 +82,74 @@ extension Node {
             return refuse(0, "malformed checkpoint request (DIR must be a path without '.' or '..')")
         }
         guard let pidfd = Posix.openProcess(pid) else { return refuse(pid, "no process \(pid)") }
-        defer { Posix.close(pidfd) }
-        guard let uid = peerUID else { return refuse(pid, "the caller cannot be identified") }
-        if let why = startCheckpoint(
-            pid: pid, pidfd: pidfd, directory: dir, uid: uid, leaveRunning: fields["leave"] == "1", command: channel)
-        {
-            refuse(pid, why)
+        guard let uid = peerUID else {
+            Posix.close(pidfd)
+            return refuse(pid, "the caller cannot be identified")
         }
+        // Another user's job is refused at once (by startCheckpoint), not waited for.
+        let owner = Posix.processStatus(pid).flatMap { Self.firstNumber($0["Uid"]) }
+        settleThenCheckpoint(
+            pid: pid, pidfd: pidfd, directory: dir, uid: uid, leaveRunning: fields["leave"] == "1", command: channel,
+            deadline: uid == 0 || owner == uid ? Posix.monotonicNanoseconds() + Self.forkSettleNanoseconds : 0)
+    }
+
+    /// Starts the checkpoint of `pid` once no fork of its job is being placed on another node (until
+    /// `deadline`; meanwhile the job's new forks stay here), and answers the command if it cannot start.
+    func settleThenCheckpoint(
+        pid: Int32, pidfd: Int32, directory dir: String, uid: UInt32, leaveRunning: Bool, command channel: Channel,
+        deadline: UInt64
+    ) {
+        if jobUnsettled(pid), Posix.monotonicNanoseconds() < deadline, checkpoints[pid] == nil {
+            checkpointWaits[pid] = deadline
+            loop.scheduleTask(in: .milliseconds(20)) {
+                self.settleThenCheckpoint(
+                    pid: pid, pidfd: pidfd, directory: dir, uid: uid, leaveRunning: leaveRunning, command: channel,
+                    deadline: deadline)
+            }
+            return
+        }
+        checkpointWaits[pid] = nil
+        defer { Posix.close(pidfd) }
+        if let why = startCheckpoint(
+            pid: pid, pidfd: pidfd, directory: dir, uid: uid, leaveRunning: leaveRunning, command: channel)
+        {
+            answerJSON(channel, Checkpoint.Outcome(pid: pid, directory: dir, saved: false, reason: why))
+        }
+    }
+
+    /// How long a checkpoint waits for the forks of its job in flight (being placed on another node) to
+    /// land; meanwhile the job's new forks stay on their node.
+    static let forkSettleNanoseconds: UInt64 = 3_000_000_000
+
+    /// Whether a fork in the job of `top` (on this node) is under way: a child being placed on or moved to
+    /// another node, or a process inside librfork's placement (it blocks every signal there, and holds a
+    /// socket to rforkd). A cut waits for those to land rather than refuse the job.
+    func jobUnsettled(_ top: Int32) -> Bool {
+        let tree = [top] + Self.descendants(of: top)
+        let members = Set(tree)
+        if homeSessions.values.contains(where: { members.contains($0.localPID) && $0.state != .running }) {
+            return true
+        }
+        let standIns = Set(homeSessions.values.map(\.localPID))
+        return tree.contains { p in
+            guard !standIns.contains(p), let mask = Posix.processStatus(p)?["SigBlk"].flatMap({ UInt64($0, radix: 16) })
+            else { return false }
+            return mask & (UInt64(1) << UInt64(LocalWire.migrateSignal - 1)) != 0
+        }
+    }
+
+    /// Whether `pid` belongs to a job being saved here, or about to be: its top process or one below it.
+    func inJobBeingSaved(_ pid: Int32) -> Bool {
+        let now = Posix.monotonicNanoseconds()
+        let tops = Set(checkpoints.keys).union(checkpointWaits.filter { $0.value > now }.keys)
+        guard !tops.isEmpty else { return false }
+        var p: Int32? = pid
+        for _ in 0..<64 {
+            guard let q = p else { return false }
+            if tops.contains(q) { return true }
+            p = parentPID(of: q)
+        }
+        return false
     }
 
     /// Checks the job and signals its top process; the reason when it cannot start.
@@ -132,6 +193,7 @@ extension Node {
     /// the reason when it cannot be signalled.
     func signalForCheckpoint(_ pid: Int32, pidfd: Int32, _ pending: PendingCheckpoint) -> String? {
         checkpoints[pid] = pending
+        checkpointWaits[pid] = nil
         guard Posix.signal(process: pidfd, LocalWire.migrateSignal) else {
             checkpoints[pid] = nil
             return "process \(pid) ended"

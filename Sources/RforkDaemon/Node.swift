@@ -50,6 +50,7 @@ final class Node: @unchecked Sendable {
     var recent: [PlacementRecord] = []  // the last remote forks from this node, newest last
     var migrations: [Int32: PendingMigration] = [:]  // `rfork migrate` requests under way, by PID
     var checkpoints: [Int32: PendingCheckpoint] = [:]  // `rfork checkpoint` requests under way, by PID
+    var checkpointWaits: [Int32: UInt64] = [:]  // jobs to save once no fork of theirs is in flight: deadline
     var periodic: [Int32: Schedule] = [:]  // `rfork run --checkpoint-every`, by PID
     var drains: [UInt64: PendingDrain] = [:]  // `rfork migrate --all` requests under way
     var nextDrain: UInt64 = 1
@@ -178,6 +179,11 @@ final class Node: @unchecked Sendable {
         if !request.migrate { takeParentUserfault(request.parentUserfault, childPID: localPID, uid: uid) }
         if request.migrate, checkpoints[localPID] != nil {
             return checkpointCall(request, localPID: localPID, helper: inside, from: channel)
+        }
+        if !request.migrate, inJobBeingSaved(localPID) {
+            // A cut waits for forks in flight to land; new ones stay here until it is taken.
+            logger.info("process \(localPID) forked while its job is being saved: the child stays on \(config.node)")
+            return reply(channel, .local, "")
         }
         var migrationTarget: String?
         if request.migrate {

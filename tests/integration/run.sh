@@ -816,6 +816,37 @@ left=$(leftovers)
 result "checkpoint/a job three deep, each level on another node: one cut of the part of a part too, ended or left running, restarts to the plain sum" \
     "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
 
+# A shell job that forks all the time (workers on other nodes whose own forks are placed from there):
+# a cut waits for the forks in flight to land and keeps new ones where they start until it is taken, so
+# it is saved whenever it is asked, ended or left running, and each checkpoint restarts to the plain output.
+fj_expected=$(on node1 sh "$P/forkingjob.sh" 2>/dev/null | grep -v '^pid ' | sort | tr '\n' '|')
+why=""
+for cut in 1.1:end 1.4:run 1.7:end 2.0:run; do
+    delay=${cut%:*}; mode=${cut#*:}
+    rm -f "$WORK/fj.out" "$WORK/fj.rc"
+    rm -rf "$WORK/ck12"
+    ( on node1 "$RFORK" run -- sh "$P/forkingjob.sh" 2>"$WORK/fj.err" | cat >"$WORK/fj.out"; echo "${PIPESTATUS[0]}" >"$WORK/fj.rc" ) &
+    jobbg=$!
+    wait_pid "$WORK/fj.out"
+    sleep "$delay"
+    out=$(on node1 "$RFORK" checkpoint $([ "$mode" = run ] && echo --leave-running) "${jpid:-0}" "$WORK/ck12" 2>&1); crc=$?
+    wait "$jobbg"
+    [ "$crc" = 0 ] || { why+="cut at $delay s ($mode): checkpoint said (exit $crc): $out; "; settle; continue; }
+    if [ "$mode" = run ]; then
+        [ "$(cat "$WORK/fj.rc")" = 0 ] && [ "$(grep -v '^pid ' "$WORK/fj.out" | sort | tr '\n' '|')" = "$fj_expected" ] \
+            || why+="cut at $delay s, left running: exit $(cat "$WORK/fj.rc"), '$(tr '\n' '|' <"$WORK/fj.out")'; "
+    else
+        [ "$(cat "$WORK/fj.rc")" = 137 ] || why+="cut at $delay s: the job was not ended (exit $(cat "$WORK/fj.rc")); "
+    fi
+    got=$(on node1 "$RFORK" restart "$WORK/ck12" --node node2 2>"$WORK/rs12.err" | sort | tr '\n' '|')
+    [ -n "$fj_expected" ] && [ "$got" = "$fj_expected" ] || why+="cut at $delay s ($mode), restarted: '$got' (plain '$fj_expected') $(tr '\n' ' ' <"$WORK/rs12.err"); "
+    settle
+done
+left=$(leftovers)
+[ -z "$left" ] || why+="left behind:$left; "
+result "checkpoint/a shell job forking all the time on three nodes is saved whenever asked (4 moments, ended or left running) and restarts to the plain output" \
+    "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
+
 # The parent sent its child on node2 all its numbers and closed the pipe; saved while the child still
 # reads them, and restarted, the child still sees end of file after the last one and ends.
 cc -o "$WORK/eofjob" "$P/eofjob.c"
