@@ -73,10 +73,11 @@ extension Envelope {
 }
 
 extension Node {
-    /// How long the parts of a job have to be cut before the checkpoint is given up.
-    static let partCutSeconds: Int64 = 120
+    /// How long the parts of a job have to be cut before the checkpoint is given up (`checkpoint` in the
+    /// daemon's configuration).
+    var partCutSeconds: Int64 { config.resolvedCheckpoint.resolvedPartCutSeconds }
     /// How long a part's namespace init has to put every input in its pipes (a full pipe never takes it).
-    static let inputMarkSeconds: Int64 = 5
+    var inputMarkSeconds: Int64 { config.resolvedCheckpoint.resolvedInputMarkSeconds }
 
     // MARK: home
 
@@ -88,10 +89,7 @@ extension Node {
         guard session.state == .running else {
             return "process \(p) of the job is being placed on or moved to another node"
         }
-        guard session.runsOn == session.target else {
-            return
-                "process \(p) of the job moved on from \(session.target) to \(session.runsOn); saving it there with the job is not done (move it back first)"
-        }
+        // One that moved on from `target` is cut there with the stand-in it left (`standInCall`).
         guard usableLink(session.target) != nil else {
             return "node '\(session.target)', which runs process \(p) of the job, is not reachable"
         }
@@ -146,11 +144,11 @@ extension Node {
         }
         logger.info("saving the job of process \(top) with \(pending.parts.count) part(s) on other nodes")
         partsEvent(top, pending, .topCalledIn)
-        loop.scheduleTask(in: .seconds(Self.partCutSeconds)) {
+        loop.scheduleTask(in: .seconds(self.partCutSeconds)) {
             guard self.checkpoints[top] === pending, pending.topCall != nil else { return }
             self.checkpointEvent(
                 pid: top,
-                .failed(reason: "the parts of the job on other nodes were not saved within \(Self.partCutSeconds) s"))
+                .failed(reason: "the parts of the job on other nodes were not saved within \(self.partCutSeconds) s"))
         }
     }
 
@@ -282,7 +280,7 @@ extension Node {
     func awaitInputMark(_ hosted: HostedSession, pid: Int32, _ pending: PendingCheckpoint) {
         if hosted.markKeys != nil { return signalPart(hosted, pid: pid, pending) }
         hosted.partWaiting = (pid, pending)
-        loop.scheduleTask(in: .seconds(Self.inputMarkSeconds)) {
+        loop.scheduleTask(in: .seconds(self.inputMarkSeconds)) {
             guard let waiting = hosted.partWaiting, waiting.pending === pending else { return }
             hosted.partWaiting = nil
             self.checkpointWaits[pid] = nil
@@ -296,6 +294,16 @@ extension Node {
     }
 
     private func signalPart(_ hosted: HostedSession, pid: Int32, _ pending: PendingCheckpoint) {
+        if pending.standInTop != nil {
+            // A stand-in does not call in (it relays): its call is made up here, from what it holds.
+            checkpoints[pid] = pending
+            checkpointWaits[pid] = nil
+            switch standInCall(hosted, pid: pid) {
+            case .success(let request):
+                return checkpointCall(request, localPID: pid, helper: hosted.helperPID, from: nil)
+            case .failure(let why): return checkpointEvent(pid: pid, .failed(reason: why.description))
+            }
+        }
         guard let pidfd = Posix.openProcess(pid) else {
             finishParts(pending, written: false)
             return sendCheckpointResult(pending, saved: false, reason: "the process ended")
@@ -305,6 +313,35 @@ extension Node {
             finishParts(pending, written: false)
             sendCheckpointResult(pending, saved: false, reason: why)
         }
+    }
+
+    /// The call a part's stand-in here (the part moved on) would make if it could: its PID in its
+    /// namespace, and as channels the pipes it holds to its namespace init (by the INPUT echo's keys). Its
+    /// socket to this daemon is its part's stand-in socket, not a control socket (a restart reconnects it
+    /// as a part's). A terminal is not done.
+    func standInCall(_ hosted: HostedSession, pid: Int32) -> Result<LocalForkRequest, DaemonError> {
+        guard let keys = hosted.markKeys else { return .failure(DaemonError("its namespace init did not answer")) }
+        let byInode = Dictionary(keys.map { ($0.value, $0.key) }, uniquingKeysWith: { a, _ in a })
+        var channels: [LocalForkRequest.Channel] = []
+        for held in Self.held(by: pid) {
+            if held.target.hasPrefix("/dev/pts/") || held.target.hasPrefix("/dev/tty") {
+                return .failure(
+                    DaemonError(
+                        "process \(hosted.pid) moved on from \(config.node) and its stand-in here holds a terminal; saving it with its job is not done (move it back first)"
+                    ))
+            }
+            guard let inode = Self.pipeInode(held.target), let id = byInode[inode], let fd = Int32(held.fd),
+                !channels.contains(where: { $0.id == id })
+            else { continue }
+            let reads = held.mode == O_RDONLY
+            channels.append(
+                .init(id: id, kind: reads ? .input : .output, criuID: held.target + (reads ? "r" : "w"), fd: fd))
+        }
+        return .success(
+            LocalForkRequest(
+                pid: hosted.pid, uid: hosted.uid, socketInode: 0, policy: nil, node: nil,
+                forkStartedNanoseconds: Posix.monotonicNanoseconds(), channels: channels.sorted { $0.id < $1.id },
+                postCopy: nil))
     }
 
     /// A marker from a remote child's namespace init: INPUT (with its channels' keys) lets a part's cut

@@ -203,11 +203,12 @@ extension Node {
         }
         guard let (pid, pidfd) = openHostedProcess(hosted) else { return refuse("the process ended") }
         defer { Posix.close(pidfd) }
-        if let session = homeSessions.values.first(where: { $0.localPID == pid }) {
+        let movedOn = homeSessions.values.contains { $0.localPID == pid }
+        if let session = homeSessions.values.first(where: { $0.localPID == pid }), !request.part {
             return relayCheckpoint(request, shown: hosted.pid, localPID: pid, session: session, pending: pending)
         }
         guard let status = Posix.processStatus(pid) else { return refuse("the process ended") }
-        let deadline = settleBy ?? Posix.monotonicNanoseconds() + Self.forkSettleNanoseconds
+        let deadline = settleBy ?? Posix.monotonicNanoseconds() + forkSettleNanoseconds
         if jobUnsettled(pid), Posix.monotonicNanoseconds() < deadline, checkpoints[pid] == nil {
             // A fork of the job is being placed: its cut waits for it (and new forks stay here).
             checkpointWaits[pid] = deadline
@@ -217,9 +218,9 @@ extension Node {
             return
         }
         // Until it is signalled, its forks stay here too (a part waits for its inputs first).
-        checkpointWaits[pid] = Posix.monotonicNanoseconds() + UInt64(Self.inputMarkSeconds + 1) * 1_000_000_000
+        checkpointWaits[pid] = Posix.monotonicNanoseconds() + UInt64(inputMarkSeconds + 1) * 1_000_000_000
         settling = pid
-        if let why = checkpointRefusal(pid: pid, status: status, hosted: true) {
+        if let why = checkpointRefusal(pid: pid, status: status, hosted: true, standIn: movedOn) {
             return refuse(Migration.renaming(process: pid, to: hosted.pid, in: why))
         }
         let owner = hosted.uid
@@ -228,6 +229,8 @@ extension Node {
             uid: owner, gid: Self.firstNumber(status["Gid"]) ?? owner)
         saved.home = pending.home
         saved.part = request.part
+        // A part that moved on from here: its stand-in here is cut with it, the part as its own part.
+        if movedOn { saved.standInTop = hosted }
         // Its own descendants on other nodes are cut with it, as at a home (CheckpointParts.swift), also
         // when it is itself a part of a job saved across nodes: once it calls in, before its own cut.
         do {

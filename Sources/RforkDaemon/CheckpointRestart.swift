@@ -35,6 +35,9 @@ final class PendingCheckpoint: @unchecked Sendable {  // confined to Node.loop
     /// On a part's node: this cut is one part of a job saved across nodes (left stopped until the
     /// home's commit, its result sent once its outputs are flushed: `partResult`).
     var part = false
+    /// On a part's node: the part moved on from here, and what is cut here is its stand-in (which relays
+    /// it, and cannot call in), with the part itself as a part of it (`standInCall`).
+    var standInTop: HostedSession?
     var partResult: (manifest: CheckpointManifest, bytes: Int, frozenMs: Double)?
     init(machine: Checkpoint, command: Channel?, uid: UInt32, gid: UInt32) {
         self.machine = machine
@@ -90,7 +93,7 @@ extension Node {
         let owner = Posix.processStatus(pid).flatMap { Self.firstNumber($0["Uid"]) }
         settleThenCheckpoint(
             pid: pid, pidfd: pidfd, directory: dir, uid: uid, leaveRunning: fields["leave"] == "1", command: channel,
-            deadline: uid == 0 || owner == uid ? Posix.monotonicNanoseconds() + Self.forkSettleNanoseconds : 0)
+            deadline: uid == 0 || owner == uid ? Posix.monotonicNanoseconds() + forkSettleNanoseconds : 0)
     }
 
     /// Starts the checkpoint of `pid` once no fork of its job is being placed on another node (until
@@ -119,7 +122,7 @@ extension Node {
 
     /// How long a checkpoint waits for the forks of its job in flight (being placed on another node) to
     /// land; meanwhile the job's new forks stay on their node.
-    static let forkSettleNanoseconds: UInt64 = 3_000_000_000
+    var forkSettleNanoseconds: UInt64 { config.resolvedCheckpoint.resolvedForkSettleNanoseconds }
 
     /// Whether a fork in the job of `top` (on this node) is under way: a child being placed on or moved to
     /// another node, or a process inside librfork's placement (it blocks every signal there, and holds a
@@ -213,8 +216,10 @@ extension Node {
 
     /// Why the job of `pid` cannot be saved, or nil: every process of it is checked. `hosted`: `pid` runs
     /// here for its home node (in the PID namespace of its rfork-nsinit, where CRIU saves it from).
-    func checkpointRefusal(pid: Int32, status: [String: String], hosted: Bool = false) -> String? {
-        if homeSessions.values.contains(where: { $0.localPID == pid }) {
+    func checkpointRefusal(pid: Int32, status: [String: String], hosted: Bool = false, standIn: Bool = false)
+        -> String?
+    {
+        if !standIn, homeSessions.values.contains(where: { $0.localPID == pid }) {
             return
                 "process \(pid) moved on from \(config.node) to another node; saving it where it runs now is not done (move it back first)"
         }
@@ -222,7 +227,7 @@ extension Node {
             return "process \(pid) runs in a PID namespace below rforkd's"
         }
         if migrations[pid] != nil || checkpoints[pid] != nil { return "process \(pid) is being moved or saved already" }
-        if let why = Self.signalRefusal(pid: pid, status: status) { return why }
+        if !standIn, let why = Self.signalRefusal(pid: pid, status: status) { return why }
         let owner = Self.firstNumber(status["Uid"]) ?? 0
         let relayed = Self.relayedFiles(of: pid)
         let tree = [pid] + Self.descendants(of: pid)
@@ -402,7 +407,7 @@ extension Node {
     /// the job's owner and swapped in. Saving it for its home (it runs here for another node), the images
     /// go to the home instead, and the job waits for the home's word (`checkpointCommitted`).
     /// `localPID` is the caller's PID here; `helper`, the rfork-nsinit whose namespaces it lives in.
-    func checkpointCall(_ request: LocalForkRequest, localPID: Int32, helper: Int32?, from channel: Channel) {
+    func checkpointCall(_ request: LocalForkRequest, localPID: Int32, helper: Int32?, from channel: Channel?) {
         guard let pending = checkpoints[localPID], pending.machine.state == .signalled,
             pending.home != nil || checkpointKey != nil
         else { return checkpointEvent(pid: localPID, .strayCall, call: channel) }
@@ -427,7 +432,7 @@ extension Node {
     /// written (or the images go to the home). With parts on other nodes, their images are in each
     /// part's staging directory already, and their stand-ins' sockets are left out of this cut.
     func takeCut(_ request: LocalForkRequest, localPID: Int32, helper: Int32?, pending: PendingCheckpoint) {
-        guard let channel = pending.call else { return }
+        let channel = pending.call  // none for a stand-in cut as a part (`standInCall`)
         let key = checkpointKey
         let machine = pending.machine
         let part = pending.part

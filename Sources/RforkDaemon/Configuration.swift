@@ -16,6 +16,40 @@ public struct DaemonConfiguration: Codable, Sendable, Equatable {
         }
     }
 
+    /// How long the steps of a checkpoint of a job with processes on several nodes may take.
+    public struct CheckpointTimes: Codable, Sendable, Equatable {
+        /// Every part of the job cut (from its top process calling in) before the checkpoint is given up,
+        /// and the job goes on. Default: 120; from 1 to 3600.
+        public var partCutSeconds: Int?
+        /// A part's namespace init has put every input its stand-in sent in the part's pipes (a part that
+        /// does not read its full pipe never lets it: it is not saved). Default: 5; from 1 to 600.
+        public var inputMarkSeconds: Int?
+        /// The job's forks under way to other nodes land before its parts are listed (meanwhile the job's
+        /// new forks stay on their node); past it, the job is refused with the reason. Default: 3000; from
+        /// 0 to 60000.
+        public var forkSettleMilliseconds: Int?
+
+        public init(partCutSeconds: Int? = nil, inputMarkSeconds: Int? = nil, forkSettleMilliseconds: Int? = nil) {
+            self.partCutSeconds = partCutSeconds
+            self.inputMarkSeconds = inputMarkSeconds
+            self.forkSettleMilliseconds = forkSettleMilliseconds
+        }
+
+        public var resolvedPartCutSeconds: Int64 { Int64(partCutSeconds ?? 120) }
+        public var resolvedInputMarkSeconds: Int64 { Int64(inputMarkSeconds ?? 5) }
+        public var resolvedForkSettleNanoseconds: UInt64 { UInt64(forkSettleMilliseconds ?? 3000) * 1_000_000 }
+
+        /// What is wrong with these settings, or nil.
+        public func problem() -> String? {
+            if let s = partCutSeconds, !(1...3600).contains(s) { return "partCutSeconds must be 1 to 3600, not \(s)" }
+            if let s = inputMarkSeconds, !(1...600).contains(s) { return "inputMarkSeconds must be 1 to 600, not \(s)" }
+            if let m = forkSettleMilliseconds, !(0...60000).contains(m) {
+                return "forkSettleMilliseconds must be 0 to 60000, not \(m)"
+            }
+            return nil
+        }
+    }
+
     public struct TLSFiles: Codable, Sendable, Equatable {
         /// The cluster's certificate authority (PEM). Only peers with a certificate it signed are accepted.
         public var ca: String
@@ -56,6 +90,9 @@ public struct DaemonConfiguration: Codable, Sendable, Equatable {
     /// declared dead: the parents of children it ran see them killed (SIGKILL), and the children this node
     /// runs for it are ended, so none survives a partition twice. Default: 10.
     public var peerTimeoutSeconds: Int?
+    /// Checkpoints of jobs on several nodes: how long their steps may take (see `CheckpointTimes`).
+    public var checkpoint: CheckpointTimes?
+    public var resolvedCheckpoint: CheckpointTimes { checkpoint ?? .init() }
     /// Automatic balancing: processes started under `rfork run` move by themselves from this node to
     /// less-loaded peers (see `Balancer.Configuration` for each setting and its default). Default: on.
     public var balance: Balancer.Configuration?
@@ -167,6 +204,7 @@ public struct DaemonConfiguration: Codable, Sendable, Equatable {
             }
         }
         if let problem = balance?.problem() { throw ConfigurationError("balance: \(problem)") }
+        if let problem = checkpoint?.problem() { throw ConfigurationError("checkpoint: \(problem)") }
         if let problem = links?.problem() { throw ConfigurationError("links: \(problem)") }
         var seen: Set<String> = [node]
         for peer in peers {

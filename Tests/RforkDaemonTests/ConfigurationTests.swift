@@ -16,6 +16,24 @@ struct ConfigurationTests {
         #expect(c.balance == nil)  // balancing on, with the Balancer's defaults
         #expect(c.resolvedLinks.resolvedFanout == 16 && c.resolvedLinks.resolvedIdleSeconds == 10)
         #expect(c.resolvedEventLoopNice == -20)
+        #expect(c.resolvedCheckpoint.resolvedPartCutSeconds == 120)
+        #expect(c.resolvedCheckpoint.resolvedInputMarkSeconds == 5)
+        #expect(c.resolvedCheckpoint.resolvedForkSettleNanoseconds == 3_000_000_000)
+    }
+
+    @Test func refusesCheckpointTimesOutOfRange() {
+        var c = DaemonConfiguration(node: "a", tls: tls, peers: [])
+        c.checkpoint = .init(forkSettleMilliseconds: 0)
+        #expect(throws: Never.self) { try c.validate() }
+        #expect(c.resolvedCheckpoint.resolvedForkSettleNanoseconds == 0)
+        c.checkpoint = .init(partCutSeconds: 0)
+        #expect {
+            try c.validate()
+        } throws: { error in
+            "\(error)" == "checkpoint: partCutSeconds must be 1 to 3600, not 0"
+        }
+        c.checkpoint = .init(inputMarkSeconds: 601)
+        #expect(throws: ConfigurationError.self) { try c.validate() }
     }
 
     @Test func refusesABadPeerTimeoutOrBalanceSection() {
@@ -44,6 +62,7 @@ struct ConfigurationTests {
         let c = try DaemonConfiguration.load(from: url.standardizedFileURL.path)
         #expect(c.node == "alpha" && c.peers.map(\.name) == ["beta", "gamma"])
         #expect(c.balance?.isEnabled == true && c.balance?.maxMovesPerProcess == 8 && c.peerTimeoutSeconds == 10)
+        #expect(c.checkpoint == .init(partCutSeconds: 120, inputMarkSeconds: 5, forkSettleMilliseconds: 3000))
     }
 
     @Test func refusesBadNamesAndDuplicates() {

@@ -816,6 +816,35 @@ left=$(leftovers)
 result "checkpoint/a job three deep, each level on another node: one cut of the part of a part too, ended or left running, restarts to the plain sum" \
     "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
 
+# A job whose child was placed on node2 and then moved on to node3 (rfork migrate, as the balancer
+# would): node2 cuts the stand-in it keeps for the child, with the child on node3 as its part. Ended or
+# left running, each checkpoint restarts the route as it was to the plain sum.
+why=""
+for mode in end run; do
+    rm -f "$WORK/job13.out" "$WORK/job13.rc"
+    rm -rf "$WORK/ck13"
+    start_spread "$WORK/job13"
+    cpid=$(cat /proc/"${jpid:-0}"/task/*/children 2>/dev/null | tr ' ' '\n' | grep -m1 .)
+    mout=$(on node1 "$RFORK" migrate "${cpid:-0}" node3 2>&1) || why+="$mode: the move to node3 said: $mout; "
+    out=$(on node1 "$RFORK" checkpoint $([ "$mode" = run ] && echo --leave-running) "${jpid:-0}" "$WORK/ck13" 2>&1); crc=$?
+    wait "$jobbg"
+    [ "$crc" = 0 ] || { why+="$mode: checkpoint said (exit $crc): $out; "; settle; continue; }
+    route=$(python3 -c "import json,sys; m=json.load(open(sys.argv[1])); print(' '.join(p['node'] + '>' + ','.join(q['node'] for q in p.get('parts') or []) for p in m['parts']))" "$WORK/ck13/manifest.json" 2>&1)
+    [ "$route" = "node2>node3" ] || why+="$mode: the manifest's parts: $route; "
+    if [ "$mode" = run ]; then
+        [ "$(cat "$WORK/job13.rc")" = 0 ] && [ "$(tail -n 1 "$WORK/job13.out")" = "$expected" ] \
+            || why+="left running: exit $(cat "$WORK/job13.rc"), '$(tail -n 1 "$WORK/job13.out")'; "
+    else
+        [ "$(cat "$WORK/job13.rc")" = 137 ] || why+="the job was not ended (exit $(cat "$WORK/job13.rc")); "
+    fi
+    restarts "$WORK/ck13" node1
+    settle
+done
+left=$(leftovers)
+[ -z "$left" ] || why+="left behind:$left; "
+result "checkpoint/a child moved on from node2 to node3 is cut there through the stand-in it left, ended or left running, and restarts to the plain result" \
+    "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
+
 # A shell job that forks all the time (workers on other nodes whose own forks are placed from there):
 # a cut waits for the forks in flight to land and keeps new ones where they start until it is taken, so
 # it is saved whenever it is asked, ended or left running, and each checkpoint restarts to the plain output.
@@ -966,7 +995,7 @@ why=""
 shm_job "$WORK/sj" "$WORK/shmjob"
 worker=$(sed -n 's/^worker //p' "$WORK/sj.out" | head -n 1)
 out=$(on node1 "$RFORK" checkpoint --leave-running "${worker:-0}" "$WORK/ckw" 2>&1); crc=$?
-[ "$crc" = 1 ] && echo "$out" | grep -q "^rfork: process $jpid, which is not part of the job, shares memory with its process $worker; a checkpoint would save one side of it only$" \
+[ "$crc" = 1 ] && echo "$out" | grep -Eq "^rfork: process [0-9]+, which is not part of the job, shares memory with its process $worker; a checkpoint would save one side of it only$" \
     || why+="one worker alone: exit $crc, $out; "
 [ -e "$WORK/ckw" ] && why+="a directory was written for the worker; "
 out=$(on node1 "$RFORK" checkpoint --leave-running "${jpid:-0}" "$WORK/cks" 2>&1); crc=$?
