@@ -125,8 +125,9 @@ extension Node {
     var forkSettleNanoseconds: UInt64 { config.resolvedCheckpoint.resolvedForkSettleNanoseconds }
 
     /// Whether a fork in the job of `top` (on this node) is under way: a child being placed on or moved to
-    /// another node, or a process inside librfork's placement (it blocks every signal there, and holds a
-    /// socket to rforkd). A cut waits for those to land rather than refuse the job.
+    /// another node, a process inside librfork's placement (it blocks every signal there, and holds a
+    /// socket to rforkd), or a top process in the middle of an exec (librfork not loaded yet in its new
+    /// program). A cut waits for those to land rather than refuse the job.
     func jobUnsettled(_ top: Int32) -> Bool {
         let tree = [top] + Self.descendants(of: top)
         let members = Set(tree)
@@ -134,6 +135,11 @@ extension Node {
             return true
         }
         let standIns = Set(homeSessions.values.map(\.localPID))
+        if !standIns.contains(top), let maps = try? Posix.readFile("/proc/\(top)/maps"),
+            !String(decoding: maps, as: UTF8.self).contains("/librfork.so")
+        {
+            return true
+        }
         return tree.contains { p in
             guard !standIns.contains(p), let mask = Posix.processStatus(p)?["SigBlk"].flatMap({ UInt64($0, radix: 16) })
             else { return false }
