@@ -210,9 +210,7 @@ extension Node {
                 pending.parts.first { $0.session.id == id }?.session.child.writeAndFlush(
                     LocalFrame.mark(LocalWire.markOutput), promise: nil)
             case .cutTop:
-                guard let call = pending.topCall else { continue }
-                pending.topCall = nil
-                takeCut(call.request, localPID: top, helper: call.helper, pending: pending)
+                cutTopOnceStandInsLetGo(top, pending)
             case .commit(let id, let written):
                 guard let part = pending.parts.first(where: { $0.session.id == id }),
                     let link = usableLink(part.session.target)
@@ -233,8 +231,15 @@ extension Node {
         from node: String
     ) {
         guard result.saved else {
-            return checkpointEvent(
-                pid: pid, .failed(reason: "process \(part.session.pid) on \(node): \(result.reason)"))
+            // Its process may have ended meanwhile, its end on its way here: then it is no part any more
+            // (`partEnded`); else the checkpoint fails.
+            let why = "process \(part.session.pid) on \(node): \(result.reason)"
+            if part.session.ended { return partGone(pid, pending, part) }
+            loop.scheduleTask(in: .milliseconds(300)) {
+                guard self.checkpoints[pid] === pending, pending.parts.contains(where: { $0 === part }) else { return }
+                self.checkpointEvent(pid: pid, .failed(reason: why))
+            }
+            return
         }
         guard let saved = try? JSONDecoder().decode(CheckpointManifest.self, from: Data(result.manifestJson.utf8))
         else {
@@ -252,6 +257,36 @@ extension Node {
                 fd: c.fd, ended: held[c.id]?.ended)
         }
         partsEvent(pid, pending, .partSaved(part.session.id))
+    }
+
+    /// A remote child ended: if it is a part of a cut under way, it is no part any more.
+    func partEnded(_ session: HomeSession) {
+        guard let (pid, pending, part) = partCut(session: session.id),
+            pending.partsCut?.states[session.id] != .saved
+        else { return }
+        logger.info("process \(session.pid) ended during the checkpoint of the job of \(pid): saved as it ends")
+        partGone(pid, pending, part)
+    }
+
+    private func partGone(_ pid: Int32, _ pending: PendingCheckpoint, _ part: PartCut) {
+        Posix.removeFlatDirectory(part.staging)
+        pending.parts.removeAll { $0 === part }
+        pending.goneStandIns.append(part.session.localPID)
+        partsEvent(pid, pending, .gone(part.session.id))
+    }
+
+    /// The top part is cut once the stand-ins of parts that ended during the cut have let go of their
+    /// sockets to rforkd (they end: CRIU saves them as ending processes, or zombies), up to a second.
+    func cutTopOnceStandInsLetGo(_ top: Int32, _ pending: PendingCheckpoint, attempt: Int = 0) {
+        guard checkpoints[top] === pending, let call = pending.topCall else { return }
+        if attempt < 100, pending.goneStandIns.contains(where: { Self.socketInode(of: $0) != nil }) {
+            loop.scheduleTask(in: .milliseconds(10)) {
+                self.cutTopOnceStandInsLetGo(top, pending, attempt: attempt + 1)
+            }
+            return
+        }
+        pending.topCall = nil
+        takeCut(call.request, localPID: top, helper: call.helper, pending: pending)
     }
 
     /// The checkpoint of a job with parts ended: each part's node hears whether DIR holds it (its part

@@ -38,6 +38,9 @@ final class PendingCheckpoint: @unchecked Sendable {  // confined to Node.loop
     /// On a part's node: the part moved on from here, and what is cut here is its stand-in (which relays
     /// it, and cannot call in), with the part itself as a part of it (`standInCall`).
     var standInTop: HostedSession?
+    /// Home of a job with parts: the stand-ins of parts whose process ended during the cut (no parts any
+    /// more), which the top part's cut waits to see let go of their sockets.
+    var goneStandIns: [Int32] = []
     var partResult: (manifest: CheckpointManifest, bytes: Int, frozenMs: Double)?
     init(machine: Checkpoint, command: Channel?, uid: UInt32, gid: UInt32) {
         self.machine = machine

@@ -723,6 +723,7 @@ final class Node: @unchecked Sendable {
                 session.ended = true
                 homeSessions[event.session] = nil
                 passedOnSessionEnded(session)
+                partEnded(session)
             }
             session.child.writeAndFlush(LocalFrame.event(kind: kind, code: event.code), promise: nil)
         case .abort(let abort):

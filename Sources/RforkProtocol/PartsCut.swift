@@ -8,16 +8,17 @@
 /// second marker flushes everything the part wrote to this side (`flush`). When every part is saved and
 /// flushed, the top part is cut (`cutTop`). However the checkpoint ends (`ended`), every part's node that
 /// was asked hears whether DIR holds it (`commit`), and the stand-ins of a job that goes on read again
-/// (`resume`).
+/// (`resume`). A part whose process ends during the cut (`gone`) is no part any more: its stand-in
+/// ends too and is saved with the top part as any ending process; it hears nothing more.
 ///
 /// ```
-///  part:  pausing ──paused──► asked ──saved──► flushing ──flushed──► saved
+///  part:  pausing ──paused──► asked ──saved──► flushing ──flushed──► saved     (any but saved ──gone──► gone)
 ///  cut:   waiting ──topCalledIn──► cutting ──(every part saved)──► cuttingTop ──ended──► ended
 ///                                   └────────────────────ended (failed)──────────────────┘
 /// ```
 public struct PartsCut: Sendable, Equatable {
     public enum PartState: Sendable, Equatable {
-        case pausing, asked, flushing, saved
+        case pausing, asked, flushing, saved, gone
     }
 
     public enum Phase: Sendable, Equatable {
@@ -33,6 +34,8 @@ public struct PartsCut: Sendable, Equatable {
         case partSaved(UInt64)
         /// A part's stand-in echoed the OUTPUT marker: all the part wrote is written on this side.
         case flushed(UInt64)
+        /// A part's process ended before it was saved (its node found it gone).
+        case gone(UInt64)
         /// The checkpoint ended: DIR holds it (`written`), or it failed (any reason, at any point).
         case ended(written: Bool)
     }
@@ -67,7 +70,12 @@ public struct PartsCut: Sendable, Equatable {
         switch (phase, event) {
         case (.waiting, .topCalledIn):
             phase = .cutting
-            return parts.map { .pause($0) }
+            let live = parts.filter { states[$0] != .gone }
+            guard !live.isEmpty else { return topIfWhole() }
+            return live.map { .pause($0) }
+        case (.waiting, .gone(let id)) where states[id] != nil:
+            states[id] = .gone
+            return []
         case (.cutting, .paused(let id)) where states[id] == .pausing:
             states[id] = .asked
             return [.ask(id)]
@@ -76,15 +84,16 @@ public struct PartsCut: Sendable, Equatable {
             return [.flush(id)]
         case (.cutting, .flushed(let id)) where states[id] == .flushing:
             states[id] = .saved
-            guard parts.allSatisfy({ states[$0] == .saved }) else { return [] }
-            phase = .cuttingTop
-            return [.cutTop]
+            return topIfWhole()
+        case (.cutting, .gone(let id)) where states[id] != nil && states[id] != .saved && states[id] != .gone:
+            states[id] = .gone
+            return topIfWhole()
         case (.waiting, .ended(let written)), (.cutting, .ended(let written)), (.cuttingTop, .ended(let written)):
             phase = .ended
             // Only a whole cut is written; a part asked before a failure hears that it was not.
-            let whole = written && states.values.allSatisfy { $0 == .saved }
+            let whole = written && states.values.allSatisfy { $0 == .saved || $0 == .gone }
             var actions: [Action] = []
-            for id in parts {
+            for id in parts where states[id] != .gone {
                 if states[id] != .pausing { actions.append(.commit(id, written: whole)) }
                 if !whole || leaveRunning { actions.append(.resume(id)) }
             }
@@ -92,5 +101,12 @@ public struct PartsCut: Sendable, Equatable {
         default:
             return []
         }
+    }
+
+    /// The top part is cut once every part is saved and flushed, or gone.
+    private mutating func topIfWhole() -> [Action] {
+        guard parts.allSatisfy({ states[$0] == .saved || states[$0] == .gone }) else { return [] }
+        phase = .cuttingTop
+        return [.cutTop]
     }
 }

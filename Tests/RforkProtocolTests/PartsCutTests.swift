@@ -24,6 +24,35 @@ import Testing
         #expect(cut.handle(.ended(written: true)) == [])
     }
 
+    /// A part whose process ends during the cut is dropped: the others are cut, then the top part, and
+    /// only the parts still there hear the commit.
+    @Test func aPartThatEndsDuringTheCutIsDropped() {
+        var early = PartsCut(parts: [7, 9], leaveRunning: true)
+        #expect(early.handle(.gone(7)) == [])  // before the top process called in: never paused
+        #expect(early.handle(.topCalledIn) == [.pause(9)])
+        #expect(early.handle(.ended(written: false)) == [.resume(9)])
+
+        var cut = PartsCut(parts: [7, 9], leaveRunning: true)
+        #expect(cut.handle(.topCalledIn) == [.pause(7), .pause(9)])
+        #expect(cut.handle(.paused(7)) == [.ask(7)])
+        #expect(cut.handle(.paused(9)) == [.ask(9)])
+        #expect(cut.handle(.partSaved(9)) == [.flush(9)])
+        #expect(cut.handle(.flushed(9)) == [])
+        #expect(cut.handle(.gone(7)) == [.cutTop])
+        #expect(cut.handle(.gone(7)) == [])
+        #expect(cut.handle(.gone(9)) == [])  // saved already: it stays saved
+        #expect(cut.handle(.ended(written: true)) == [.commit(9, written: true), .resume(9)])
+
+        var alone = PartsCut(parts: [7], leaveRunning: false)
+        _ = alone.handle(.topCalledIn)
+        #expect(alone.handle(.gone(7)) == [.cutTop])  // before its stand-in even echoed
+        #expect(alone.handle(.ended(written: true)) == [])
+
+        var none = PartsCut(parts: [7], leaveRunning: false)
+        _ = none.handle(.gone(7))
+        #expect(none.handle(.topCalledIn) == [.cutTop])  // every part ended before the top called in
+    }
+
     struct Failure: CustomTestStringConvertible, Sendable {
         let name: String
         let before: [PartsCut.Event]

@@ -748,6 +748,45 @@ left=$(leftovers)
 result "checkpoint/four workers on node2 and node3, bytes on their way both ways: cut at four moments, ended or left running, each restarts to the plain sum" \
     "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
 
+# Helpers for the jobs below, each cut once per mode. cut_job PREFIX DELAY MODE DIR RUN...: starts
+# "rfork run RUN..." on node1 in the background, waits for its "pid" line and DELAY s, runs $before_cut
+# if set, checkpoints the job into DIR (left running when MODE is run) and waits for it; sets jpid, out,
+# crc. cut_ended PREFIX MODE EXPECTED LABEL: the job was ended (137), or, left running, ended with 0 and
+# the last line EXPECTED; else why says so. restarted_to DIR NODE EXPECTED LABEL [sort]: its restart on
+# NODE ends with the line EXPECTED (with "sort", prints EXPECTED once sorted, lines joined with '|').
+cut_job() {
+    local prefix=$1 delay=$2 mode=$3 dir=$4 bg; shift 4
+    rm -f "$prefix.out" "$prefix.rc"
+    rm -rf "$dir"
+    ( on node1 "$RFORK" run "$@" 2>"$prefix.err" | cat >"$prefix.out"; echo "${PIPESTATUS[0]}" >"$prefix.rc" ) &
+    bg=$!
+    wait_pid "$prefix.out"
+    sleep "$delay"
+    [ -n "${before_cut:-}" ] && eval "$before_cut"
+    out=$(on node1 "$RFORK" checkpoint $([ "$mode" = run ] && echo --leave-running) "${jpid:-0}" "$dir" 2>&1); crc=$?
+    wait "$bg"
+}
+cut_ended() {
+    if [ "$2" = run ]; then
+        [ "$(cat "$1.rc")" = 0 ] && [ "$(tail -n 1 "$1.out")" = "$3" ] \
+            || why+="$4, left running: exit $(cat "$1.rc"), '$(tail -n 1 "$1.out")'; "
+    else
+        [ "$(cat "$1.rc")" = 137 ] || why+="$4: the job was not ended (exit $(cat "$1.rc")); "
+    fi
+}
+restarted_to() {
+    local got
+    if [ "${5:-}" = sort ]; then
+        got=$(on node1 "$RFORK" restart "$1" --node "$2" 2>"$1.rs.err" | sort | tr '\n' '|')
+    else
+        got=$(on node1 "$RFORK" restart "$1" --node "$2" 2>"$1.rs.err" | tail -n 1)
+    fi
+    [ -n "$3" ] && [ "$got" = "$3" ] || why+="$4, restarted: '$got' (plain '$3') $(tr '\n' ' ' <"$1.rs.err"); "
+}
+parts_of() { # DIR: the manifest's version and its parts' nodes, each with those of its own parts ("3 node2>node3")
+    python3 -c "import json,sys; m=json.load(open(sys.argv[1])); print(m['version'], ' '.join(p['node'] + '>' + ','.join(q['node'] for q in p.get('parts') or []) for p in m.get('parts') or []))" "$1/manifest.json" 2>&1
+}
+
 # Children that ended and wait to be reaped (zombies; every job's session leader is outside its PID
 # namespace, which CRIU refused for a zombie): saved at home (--policy local) and spread (the zombies are
 # stand-ins, the sleeper a part on another node), ended or left running; each restart reaps the same
@@ -755,29 +794,17 @@ result "checkpoint/four workers on node2 and node3, bytes on their way both ways
 cc -o "$WORK/zombiejob" "$P/zombiejob.c"
 zj_expected=$(on node1 "$WORK/zombiejob" 2>/dev/null | tail -n 1)
 why=""
+before_cut='zombies=$(for c in $(cat /proc/"${jpid:-0}"/task/*/children 2>/dev/null); do sed -n "s/^State:\tZ.*/Z/p" /proc/"$c"/status; done | wc -l)'
 for run in local:end spread:end spread:run; do
     place=${run%:*}; mode=${run#*:}
-    rm -f "$WORK/zj.out" "$WORK/zj.rc"
-    rm -rf "$WORK/ck11"
-    ( on node1 "$RFORK" run $([ "$place" = local ] && echo --policy local) -- "$WORK/zombiejob" 2>"$WORK/zj.err" | cat >"$WORK/zj.out"; echo "${PIPESTATUS[0]}" >"$WORK/zj.rc" ) &
-    jobbg=$!
-    wait_pid "$WORK/zj.out"
-    sleep 1.2
-    zombies=$(for c in $(cat /proc/"${jpid:-0}"/task/*/children 2>/dev/null); do sed -n 's/^State:\tZ.*/Z/p' /proc/"$c"/status; done | wc -l)
-    out=$(on node1 "$RFORK" checkpoint $([ "$mode" = run ] && echo --leave-running) "${jpid:-0}" "$WORK/ck11" 2>&1); crc=$?
-    wait "$jobbg"
+    cut_job "$WORK/zj" 1.2 "$mode" "$WORK/ck11" $([ "$place" = local ] && echo --policy local) -- "$WORK/zombiejob"
     [ "$zombies" = 3 ] || why+="$place: $zombies zombies at the cut, not 3; "
     [ "$crc" = 0 ] || { why+="$place ($mode): checkpoint said (exit $crc): $out; "; settle; continue; }
-    if [ "$mode" = run ]; then
-        [ "$(cat "$WORK/zj.rc")" = 0 ] && [ "$(tail -n 1 "$WORK/zj.out")" = "$zj_expected" ] \
-            || why+="$place, left running: exit $(cat "$WORK/zj.rc"), '$(tail -n 1 "$WORK/zj.out")'; "
-    else
-        [ "$(cat "$WORK/zj.rc")" = 137 ] || why+="$place: the job was not ended (exit $(cat "$WORK/zj.rc")); "
-    fi
-    got=$(on node1 "$RFORK" restart "$WORK/ck11" --node node2 2>"$WORK/rs11.err" | tail -n 1)
-    [ -n "$zj_expected" ] && [ "$got" = "$zj_expected" ] || why+="$place ($mode), restarted: '$got' (plain '$zj_expected') $(tr '\n' ' ' <"$WORK/rs11.err"); "
+    cut_ended "$WORK/zj" "$mode" "$zj_expected" "$place"
+    restarted_to "$WORK/ck11" node2 "$zj_expected" "$place ($mode)"
     settle
 done
+before_cut=""
 left=$(leftovers)
 [ -z "$left" ] || why+="left behind:$left; "
 result "checkpoint/a job with 3 children ended and not yet reaped (one by a signal), at home or spread, ended or left running: the restart reaps the same statuses" \
@@ -790,25 +817,12 @@ cc -o "$WORK/nestjob" "$P/nestjob.c"
 nj_expected=$(on node1 "$WORK/nestjob" 2>/dev/null | tail -n 1)
 why=""
 for mode in end run; do
-    rm -f "$WORK/nj.out" "$WORK/nj.rc"
-    rm -rf "$WORK/ck10"
-    ( on node1 "$RFORK" run -- "$WORK/nestjob" 2>"$WORK/nj.err" | cat >"$WORK/nj.out"; echo "${PIPESTATUS[0]}" >"$WORK/nj.rc" ) &
-    jobbg=$!
-    wait_pid "$WORK/nj.out"
-    sleep 1.2
-    out=$(on node1 "$RFORK" checkpoint $([ "$mode" = run ] && echo --leave-running) "${jpid:-0}" "$WORK/ck10" 2>&1); crc=$?
-    wait "$jobbg"
+    cut_job "$WORK/nj" 1.2 "$mode" "$WORK/ck10" -- "$WORK/nestjob"
     [ "$crc" = 0 ] || { why+="$mode: checkpoint said (exit $crc): $out; "; settle; continue; }
-    nested=$(python3 -c "import json,sys; m=json.load(open(sys.argv[1])); print(m['version'], ' '.join(p['node'] + '>' + ','.join(q['node'] for q in p.get('parts') or []) for p in m['parts']))" "$WORK/ck10/manifest.json" 2>&1)
+    nested=$(parts_of "$WORK/ck10")
     echo "$nested" | grep -Eq '^3 node[0-9]>node[0-9]$' || why+="$mode: the manifest does not hold a part of a part: $nested; "
-    if [ "$mode" = run ]; then
-        [ "$(cat "$WORK/nj.rc")" = 0 ] && [ "$(tail -n 1 "$WORK/nj.out")" = "$nj_expected" ] \
-            || why+="left running: exit $(cat "$WORK/nj.rc"), '$(tail -n 1 "$WORK/nj.out")'; "
-    else
-        [ "$(cat "$WORK/nj.rc")" = 137 ] || why+="the job was not ended (exit $(cat "$WORK/nj.rc")); "
-    fi
-    got=$(on node1 "$RFORK" restart "$WORK/ck10" --node node3 2>"$WORK/rs10.err" | tail -n 1)
-    [ -n "$nj_expected" ] && [ "$got" = "$nj_expected" ] || why+="$mode, restarted: '$got' (plain '$nj_expected') $(tr '\n' ' ' <"$WORK/rs10.err"); "
+    cut_ended "$WORK/nj" "$mode" "$nj_expected" "$mode"
+    restarted_to "$WORK/ck10" node3 "$nj_expected" "$mode"
     settle
 done
 left=$(leftovers)
@@ -820,29 +834,39 @@ result "checkpoint/a job three deep, each level on another node: one cut of the 
 # would): node2 cuts the stand-in it keeps for the child, with the child on node3 as its part. Ended or
 # left running, each checkpoint restarts the route as it was to the plain sum.
 why=""
+before_cut='cpid=$(cat /proc/"${jpid:-0}"/task/*/children 2>/dev/null | tr " " "\n" | grep -m1 .)
+    mout=$(on node1 "$RFORK" migrate "${cpid:-0}" node3 2>&1) || why+="$mode: the move to node3 said: $mout; "'
 for mode in end run; do
-    rm -f "$WORK/job13.out" "$WORK/job13.rc"
-    rm -rf "$WORK/ck13"
-    start_spread "$WORK/job13"
-    cpid=$(cat /proc/"${jpid:-0}"/task/*/children 2>/dev/null | tr ' ' '\n' | grep -m1 .)
-    mout=$(on node1 "$RFORK" migrate "${cpid:-0}" node3 2>&1) || why+="$mode: the move to node3 said: $mout; "
-    out=$(on node1 "$RFORK" checkpoint $([ "$mode" = run ] && echo --leave-running) "${jpid:-0}" "$WORK/ck13" 2>&1); crc=$?
-    wait "$jobbg"
+    cut_job "$WORK/job13" 0.7 "$mode" "$WORK/ck13" --node node2 -- "$WORK/pipejob"
     [ "$crc" = 0 ] || { why+="$mode: checkpoint said (exit $crc): $out; "; settle; continue; }
-    route=$(python3 -c "import json,sys; m=json.load(open(sys.argv[1])); print(' '.join(p['node'] + '>' + ','.join(q['node'] for q in p.get('parts') or []) for p in m['parts']))" "$WORK/ck13/manifest.json" 2>&1)
-    [ "$route" = "node2>node3" ] || why+="$mode: the manifest's parts: $route; "
-    if [ "$mode" = run ]; then
-        [ "$(cat "$WORK/job13.rc")" = 0 ] && [ "$(tail -n 1 "$WORK/job13.out")" = "$expected" ] \
-            || why+="left running: exit $(cat "$WORK/job13.rc"), '$(tail -n 1 "$WORK/job13.out")'; "
-    else
-        [ "$(cat "$WORK/job13.rc")" = 137 ] || why+="the job was not ended (exit $(cat "$WORK/job13.rc")); "
-    fi
+    route=$(parts_of "$WORK/ck13")
+    [ "$route" = "3 node2>node3" ] || why+="$mode: the manifest's parts: $route; "
+    cut_ended "$WORK/job13" "$mode" "$expected" "$mode"
     restarts "$WORK/ck13" node1
     settle
 done
+before_cut=""
 left=$(leftovers)
 [ -z "$left" ] || why+="left behind:$left; "
 result "checkpoint/a child moved on from node2 to node3 is cut there through the stand-in it left, ended or left running, and restarts to the plain result" \
+    "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
+
+# A part that ends while it is being cut (its pipe is full, so its node waits for it; it ends first):
+# it is no part any more, its stand-in is saved as it ends, and the restart reaps its status.
+qj_expected=$(on node1 python3 "$P/quitjob.py" 2>/dev/null | tail -n 1)
+why=""
+cut_job "$WORK/qj" 0.3 end "$WORK/ck14" --node node2 -- python3 "$P/quitjob.py"
+if [ "$crc" = 0 ]; then
+    [ "$(parts_of "$WORK/ck14")" = "1 " ] || why+="the manifest's parts: $(parts_of "$WORK/ck14"); "
+    cut_ended "$WORK/qj" end "" "the job"
+    restarted_to "$WORK/ck14" node3 "$qj_expected" "the job"
+else
+    why+="checkpoint said (exit $crc): $out; "
+fi
+settle
+left=$(leftovers)
+[ -z "$left" ] || why+="left behind:$left; "
+result "checkpoint/a part that ends while it is cut is saved as it ends, and the restart reaps its status" \
     "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
 
 # A shell job that forks all the time (workers on other nodes whose own forks are placed from there):
@@ -852,23 +876,15 @@ fj_expected=$(on node1 sh "$P/forkingjob.sh" 2>/dev/null | grep -v '^pid ' | sor
 why=""
 for cut in 1.1:end 1.4:run 1.7:end 2.0:run; do
     delay=${cut%:*}; mode=${cut#*:}
-    rm -f "$WORK/fj.out" "$WORK/fj.rc"
-    rm -rf "$WORK/ck12"
-    ( on node1 "$RFORK" run -- sh "$P/forkingjob.sh" 2>"$WORK/fj.err" | cat >"$WORK/fj.out"; echo "${PIPESTATUS[0]}" >"$WORK/fj.rc" ) &
-    jobbg=$!
-    wait_pid "$WORK/fj.out"
-    sleep "$delay"
-    out=$(on node1 "$RFORK" checkpoint $([ "$mode" = run ] && echo --leave-running) "${jpid:-0}" "$WORK/ck12" 2>&1); crc=$?
-    wait "$jobbg"
+    cut_job "$WORK/fj" "$delay" "$mode" "$WORK/ck12" -- sh "$P/forkingjob.sh"
     [ "$crc" = 0 ] || { why+="cut at $delay s ($mode): checkpoint said (exit $crc): $out; "; settle; continue; }
     if [ "$mode" = run ]; then
         [ "$(cat "$WORK/fj.rc")" = 0 ] && [ "$(grep -v '^pid ' "$WORK/fj.out" | sort | tr '\n' '|')" = "$fj_expected" ] \
             || why+="cut at $delay s, left running: exit $(cat "$WORK/fj.rc"), '$(tr '\n' '|' <"$WORK/fj.out")'; "
     else
-        [ "$(cat "$WORK/fj.rc")" = 137 ] || why+="cut at $delay s: the job was not ended (exit $(cat "$WORK/fj.rc")); "
+        cut_ended "$WORK/fj" end "" "cut at $delay s"
     fi
-    got=$(on node1 "$RFORK" restart "$WORK/ck12" --node node2 2>"$WORK/rs12.err" | sort | tr '\n' '|')
-    [ -n "$fj_expected" ] && [ "$got" = "$fj_expected" ] || why+="cut at $delay s ($mode), restarted: '$got' (plain '$fj_expected') $(tr '\n' ' ' <"$WORK/rs12.err"); "
+    restarted_to "$WORK/ck12" node2 "$fj_expected" "cut at $delay s ($mode)" sort
     settle
 done
 left=$(leftovers)
@@ -903,16 +919,10 @@ result "checkpoint/a part saved after its input ended still reads end of file af
 # blocking on the full pipe, and echoes its marker), and the job restarts to the plain sum.
 pl_expected=$(on node1 sh "$P/pipeline.sh" 2>/dev/null | tail -n 1)
 why=""
-( on node1 "$RFORK" run -- sh "$P/pipeline.sh" 2>"$WORK/pl.err" | cat >"$WORK/pl.out"; echo "${PIPESTATUS[0]}" >"$WORK/pl.rc" ) &
-jobbg=$!
-wait_pid "$WORK/pl.out"
-sleep 1.5
-out=$(on node1 "$RFORK" checkpoint "${jpid:-0}" "$WORK/ck9" 2>&1); crc=$?
-wait "$jobbg"
+cut_job "$WORK/pl" 1.5 end "$WORK/ck9" -- sh "$P/pipeline.sh"
 settle
 [ "$crc" = 0 ] || why+="checkpoint said (exit $crc): $out; "
-got=$(on node1 "$RFORK" restart "$WORK/ck9" --node node2 2>"$WORK/rs9.err" | tail -n 1)
-[ -n "$pl_expected" ] && [ "$got" = "$pl_expected" ] || why+="restarted: '$got' (plain '$pl_expected') $(tr '\n' ' ' <"$WORK/rs9.err"); "
+restarted_to "$WORK/ck9" node2 "$pl_expected" "the pipeline"
 settle
 left=$(leftovers)
 [ -z "$left" ] || why+="left behind:$left; "
