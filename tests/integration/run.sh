@@ -1594,6 +1594,14 @@ result "security/ps shows a user only their own processes" \
     "$(echo "$mine" | grep -q '"uid":0' && [ "$theirs" = "[]" ] && echo 0 || echo 1)" "root saw: $mine; nobody saw: $theirs"
 
 # --- a dead node: a fork and a migration to it are under way when it dies; both stay home ---
+# (First, for the last test of this section, a checkpoint of a job whose child runs on node3.)
+( on node1 "$RFORK" run --node node3 -- "$WORK/pipejob" 2>"$WORK/job15.err" | cat >"$WORK/job15.out"; echo "${PIPESTATUS[0]}" >"$WORK/job15.rc" ) &
+bg15=$!
+wait_pid "$WORK/job15.out"
+sleep 0.7
+ck15=$(on node1 "$RFORK" checkpoint "${jpid:-0}" "$WORK/ck15" 2>&1); ck15rc=$?
+wait "$bg15"
+settle
 start_talker "$WORK/talkd" 0
 node3pid=$(daemon_pid node3)
 kill -STOP "$node3pid"
@@ -1621,6 +1629,13 @@ cmp -s "$WORK/exit_status.plain" "$WORK/dead.out" || why+="output differs: $(cat
 grep -q 'runs on node1' "$WORK/dead.err" || why+="child did not run locally: $(cat "$WORK/dead.err" | tr '\n' ' '); "
 result "fallback/target node dies during the fork" "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
 fallback "dead node" "not reachable" --node node3
+# The job saved while its child ran on node3, restarted now that node3 is dead: the child is restored on
+# a node that is up, and the job ends with the plain sum.
+why=""
+[ "$ck15rc" = 0 ] || why+="checkpoint said (exit $ck15rc): $ck15; "
+restarts "$WORK/ck15" node1
+result "checkpoint/a job saved with its child on node3 restarts after node3 died, its child on a node that is up" \
+    "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
 
 # --- rforkd on SIGTERM: what it hosts is ended and reported; the parent sees SIGKILL ---
 cat >"$WORK/sleeper.c" <<'C'
