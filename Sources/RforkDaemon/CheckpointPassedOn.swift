@@ -217,6 +217,7 @@ extension Node {
             }
             return
         }
+        if settleBy != nil { settleExpired(pid) }
         // Until it is signalled, its forks stay here too (a part waits for its inputs first).
         checkpointWaits[pid] = Posix.monotonicNanoseconds() + UInt64(inputMarkSeconds + 1) * 1_000_000_000
         settling = pid

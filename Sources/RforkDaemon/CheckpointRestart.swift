@@ -114,6 +114,7 @@ extension Node {
             }
             return
         }
+        if checkpointWaits[pid] != nil, checkpoints[pid] == nil { settleExpired(pid) }
         checkpointWaits[pid] = nil
         defer { Posix.close(pidfd) }
         if let why = startCheckpoint(
@@ -131,22 +132,33 @@ extension Node {
     /// another node, a process inside librfork's placement (it blocks every signal there, and holds a
     /// socket to rforkd), or a top process in the middle of an exec (librfork not loaded yet in its new
     /// program). A cut waits for those to land rather than refuse the job.
-    func jobUnsettled(_ top: Int32) -> Bool {
+    func jobUnsettled(_ top: Int32) -> Bool { unsettledBy(top) != nil }
+
+    /// What keeps the job of `top` unsettled (see `jobUnsettled`), or nil.
+    func unsettledBy(_ top: Int32) -> String? {
         let tree = [top] + Self.descendants(of: top)
         let members = Set(tree)
-        if homeSessions.values.contains(where: { members.contains($0.localPID) && $0.state != .running }) {
-            return true
+        if let s = homeSessions.values.first(where: { members.contains($0.localPID) && $0.state != .running }) {
+            return "process \(s.pid) is being placed on or moved to \(s.target)"
         }
         let standIns = Set(homeSessions.values.map(\.localPID))
         if !standIns.contains(top), let maps = try? Posix.readFile("/proc/\(top)/maps"),
             !String(decoding: maps, as: UTF8.self).contains("/librfork.so")
         {
-            return true
+            return "process \(top) is in the middle of an exec"
         }
-        return tree.contains { p in
+        return tree.first { p in
             guard !standIns.contains(p), let mask = Posix.processStatus(p)?["SigBlk"].flatMap({ UInt64($0, radix: 16) })
             else { return false }
             return mask & (UInt64(1) << UInt64(LocalWire.migrateSignal - 1)) != 0
+        }.map { "process \($0) blocks signal \(LocalWire.migrateSignal) (inside librfork's placement)" }
+    }
+
+    /// Logs what still kept a job unsettled when its wait for forks in flight ran out (the cut goes on).
+    func settleExpired(_ top: Int32) {
+        if let why = unsettledBy(top) {
+            logger.warning(
+                "checkpoint of the job of \(top): still unsettled when its wait ended (\(why)); it is cut now")
         }
     }
 

@@ -25,8 +25,8 @@ public struct DaemonConfiguration: Codable, Sendable, Equatable {
         /// does not read its full pipe never lets it: it is not saved). Default: 5; from 1 to 600.
         public var inputMarkSeconds: Int?
         /// The job's forks under way to other nodes land before its parts are listed (meanwhile the job's
-        /// new forks stay on their node); past it, the job is refused with the reason. Default: 3000; from
-        /// 0 to 60000.
+        /// new forks stay on their node); past it, the cut goes on (refused with the reason if a fork is
+        /// still under way). Default: 1000; from 0 to 60000.
         public var forkSettleMilliseconds: Int?
 
         public init(partCutSeconds: Int? = nil, inputMarkSeconds: Int? = nil, forkSettleMilliseconds: Int? = nil) {
@@ -37,7 +37,7 @@ public struct DaemonConfiguration: Codable, Sendable, Equatable {
 
         public var resolvedPartCutSeconds: Int64 { Int64(partCutSeconds ?? 120) }
         public var resolvedInputMarkSeconds: Int64 { Int64(inputMarkSeconds ?? 5) }
-        public var resolvedForkSettleNanoseconds: UInt64 { UInt64(forkSettleMilliseconds ?? 3000) * 1_000_000 }
+        public var resolvedForkSettleNanoseconds: UInt64 { UInt64(forkSettleMilliseconds ?? 1000) * 1_000_000 }
 
         /// What is wrong with these settings, or nil.
         public func problem() -> String? {

@@ -18,7 +18,7 @@ struct ConfigurationTests {
         #expect(c.resolvedEventLoopNice == -20)
         #expect(c.resolvedCheckpoint.resolvedPartCutSeconds == 120)
         #expect(c.resolvedCheckpoint.resolvedInputMarkSeconds == 5)
-        #expect(c.resolvedCheckpoint.resolvedForkSettleNanoseconds == 3_000_000_000)
+        #expect(c.resolvedCheckpoint.resolvedForkSettleNanoseconds == 1_000_000_000)
     }
 
     @Test func refusesCheckpointTimesOutOfRange() {
@@ -62,7 +62,7 @@ struct ConfigurationTests {
         let c = try DaemonConfiguration.load(from: url.standardizedFileURL.path)
         #expect(c.node == "alpha" && c.peers.map(\.name) == ["beta", "gamma"])
         #expect(c.balance?.isEnabled == true && c.balance?.maxMovesPerProcess == 8 && c.peerTimeoutSeconds == 10)
-        #expect(c.checkpoint == .init(partCutSeconds: 120, inputMarkSeconds: 5, forkSettleMilliseconds: 3000))
+        #expect(c.checkpoint == .init(partCutSeconds: 120, inputMarkSeconds: 5, forkSettleMilliseconds: 1000))
     }
 
     @Test func refusesBadNamesAndDuplicates() {

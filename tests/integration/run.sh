@@ -1633,7 +1633,7 @@ fallback "dead node" "not reachable" --node node3
 # a node that is up, and the job ends with the plain sum.
 why=""
 [ "$ck15rc" = 0 ] || why+="checkpoint said (exit $ck15rc): $ck15; "
-restarts "$WORK/ck15" node1
+restarted_to "$WORK/ck15" node1 "$(tail -n 1 "$WORK/job.plain")" "restart on node1"
 result "checkpoint/a job saved with its child on node3 restarts after node3 died, its child on a node that is up" \
     "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
 
