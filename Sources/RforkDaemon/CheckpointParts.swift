@@ -113,28 +113,11 @@ extension Node {
     }
 
     /// The top process called in: every part's stand-in stops reading its inputs and echoes the marker.
-    func startPartCuts(_ top: Int32, _ pending: PendingCheckpoint, attempt: Int = 0) {
+    func startPartCuts(_ top: Int32, _ pending: PendingCheckpoint) {
         guard checkpoints[top] === pending, pending.topCall != nil else { return }
-        // A part whose process ended since the job was looked at is no part any more: its stand-in ends
-        // too, and is saved as any process of the job that is ending (or as a zombie) once it has let go
-        // of its socket to rforkd, which the cut waits for (up to a second).
-        let ended = pending.parts.filter { $0.session.ended }
-        if !ended.isEmpty {
-            if attempt < 100, ended.contains(where: { Self.socketInode(of: $0.session.localPID) != nil }) {
-                loop.scheduleTask(in: .milliseconds(10)) { self.startPartCuts(top, pending, attempt: attempt + 1) }
-                return
-            }
-            for part in ended { Posix.removeFlatDirectory(part.staging) }
-            pending.parts.removeAll { $0.session.ended }
-            guard !pending.parts.isEmpty else {
-                pending.partsCut = nil
-                guard let call = pending.topCall else { return }
-                pending.topCall = nil
-                return takeCut(call.request, localPID: top, helper: call.helper, pending: pending)
-            }
-            pending.partsCut = PartsCut(
-                parts: pending.parts.map(\.session.id), leaveRunning: pending.machine.leaveRunning)
-        }
+        // A part whose process ended since the job was looked at is no part any more (`partGone`: the top
+        // part's cut waits for its stand-in to let go of its socket).
+        for part in pending.parts where part.session.ended { partGone(top, pending, part) }
         for part in pending.parts {
             guard let inode = Self.socketInode(of: part.session.localPID) else {
                 return checkpointEvent(
