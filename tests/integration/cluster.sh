@@ -354,10 +354,16 @@ done
 forks=""
 for n in node2 node3 node2 node3; do forks+="$(on node1 "$RFORK" run --node "$n" -- bash -c '(exec hostname)' 2>&1) "; sleep 0.7; done
 [ "$forks" = "node2 node3 node2 node3 " ] || why+="forks over links opened on demand ran on: $forks; "
+# The closes are counted from the moment the child has said it runs (the link may close for want of
+# use before the fork reaches node3, if starting 'rfork run' takes long), to its end.
+on node1 "$RFORK" run --node node3 -- bash -c '(echo started; sleep 4; hostname; exit 3)' >"$WORK/session.out" 2>&1 &
+session=$!
+for _ in $(seq 100); do grep -q started "$WORK/session.out" && break; sleep 0.1; done
 before=$(grep -c 'link to node3 closed' /run/rfork-cluster/node1.log)
-out=$(on node1 "$RFORK" run --node node3 -- bash -c '(sleep 4; hostname; exit 3)' 2>&1); rc=$?
+wait "$session"; rc=$?
 after=$(grep -c 'link to node3 closed' /run/rfork-cluster/node1.log)
-[ "$rc" = 3 ] && [ "$out" = node3 ] || why+="a 4 s child on node3 said '$out', exit $rc; "
+out=$(tr '\n' ' ' <"$WORK/session.out")
+[ "$rc" = 3 ] && [ "$out" = "started node3 " ] || why+="a 4 s child on node3 said '$out', exit $rc; "
 [ "$before" = "$after" ] || why+="the link to node3 closed while a child ran there; "
 closed=$(metric node1 rfork_links_closed_idle_total)
 [ "${closed:-0}" -ge 1 ] || why+="node1 closed no idle link; "
