@@ -24,7 +24,7 @@ fi
 DEPS=(build-essential pkg-config git iproute2 util-linux openssl procps psmisc
       libprotobuf-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler python3-protobuf
       libnl-3-dev libcap-dev libnet1-dev libbsd-dev uuid-dev libaio-dev
-      patch strace bsdutils python3 etcd-server spin)
+      patch strace bsdutils python3 etcd-server spin nftables)
 missing=()
 for p in "${DEPS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

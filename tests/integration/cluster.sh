@@ -200,6 +200,73 @@ settle
 [ "$(metric node1 rfork_links_given_up_total)" -ge 1 ] || why+="node1's metrics count no link given up; "
 result "failure/node2 cut off for longer than peerTimeout: parent sees SIGKILL within 12 s, node2 ends the child, no orphan" \
     "$(verdict)" "$why"
+
+# --- links that carry only one way (a filter drops what one node sends to the other): a link's liveness
+# is a round trip, so both ends see it silent from the same moment. A 5 s cut of the way a 48 MiB stream
+# takes only delays it; a longer one, either way, ends the child on node2 before its parent on node1
+# hears SIGKILL, within peerTimeout + 2 s, as a cut of both ways does ---
+one_way() { # on|off NODE FROM: drops (or lets through again) what NODE receives from node FROM
+    if [ "$1" = on ]; then
+        ip netns exec "rfork-$2" nft add table inet rforkcut &&
+            ip netns exec "rfork-$2" nft "add chain inet rforkcut in { type filter hook input priority 0; }" &&
+            ip netns exec "rfork-$2" nft add rule inet rforkcut in ip saddr "10.250.0.${3#node}" drop
+    else
+        ip netns exec "rfork-$2" nft delete table inet rforkcut
+    fi
+}
+command -v nft >/dev/null || { echo "missing 'nft' (the one-way cuts need it): run 'make setup'" >&2; exit 2; }
+why=""
+settle
+resumed_before=$(resumed)
+dead() { cat /run/rfork-cluster/node*.log | grep 'declared dead\|given up'; }
+dead_before=$(dead | wc -l)
+on node1 bash -c '"$0" run --node node2 -- bash -c "(exec python3 $1 $2); echo status \$? >&2" | sha256sum >"$3"' \
+    "$RFORK" "$WORK/writer.py" "$WORK/blob" "$WORK/oneway.sum" 2>"$WORK/oneway.err" &
+run=$!
+sleep 1.2
+one_way on node1 node2 || why+="could not drop node2's packets at node1; "
+sleep 5
+one_way off node1
+wait "$run"
+got=$(cut -d' ' -f1 <"$WORK/oneway.sum")
+[ "$got" = "$want" ] || why+="the stream arrived changed (sum $got); "
+grep -q '^status 0$' "$WORK/oneway.err" || why+="the writer ended: $(tr '\n' ' ' <"$WORK/oneway.err"); "
+[ "$(dead | wc -l)" = "$dead_before" ] || why+="a node was declared dead: $(dead | tail -n +$((dead_before + 1)) | head -2 | tr '\n' ' '); "
+echo "      (the links resumed $(($(resumed) - resumed_before)) times)"
+result "links/a 5 s one-way cut (node2's packets to node1 dropped) during a 48 MiB stream from node2 only delays it" \
+    "$(verdict)" "$why"
+
+for way in "node1 node2" "node2 node1"; do
+    set -- $way # drop at $1 what $2 sends
+    why=""
+    settle
+    mark="1000.$((RANDOM + 1000))"
+    rm -f "$WORK/oneway.out"
+    on node1 "$RFORK" run --node node2 -- bash -c \
+        '(exec sleep "$1") & c=$!; echo started >"$0"; wait $c; echo "status $? $(date +%s.%N)" >>"$0"' \
+        "$WORK/oneway.out" "$mark" 2>"$WORK/oneway.err" &
+    run=$!
+    for _ in $(seq 50); do grep -q started "$WORK/oneway.out" 2>/dev/null && break; sleep 0.1; done
+    sleep 1
+    cut=$(date +%s.%N)
+    one_way on "$1" "$2" || why+="could not drop $2's packets at $1; "
+    for _ in $(seq 180); do grep -q '^status' "$WORK/oneway.out" 2>/dev/null && break; sleep 0.1; done
+    [ -z "$(pgrep -f "^sleep $mark$")" ] || why+="node2 still ran the child when its parent was told it was killed; "
+    one_way off "$1"
+    wait "$run"
+    told=$(awk '/^status/{print $3}' "$WORK/oneway.out")
+    grep -q '^status 137 ' "$WORK/oneway.out" || why+="the parent saw: $(cat "$WORK/oneway.out"); "
+    [ -n "$told" ] && python3 -c "import sys; sys.exit(0 if $told - $cut <= 12 else 1)" \
+        || why+="the parent was told $(python3 -c "print(round(${told:-0} - $cut, 1))") s after the cut (peerTimeout 10 s + 2); "
+    sleep 3
+    [ -z "$(pgrep -f "^sleep $mark$")" ] || why+="an orphan runs after the link returned; "
+    settle
+    [ -z "$(pgrep -f 'rfork-(standin|nsinit)')" ] || why+="left: $(pgrep -fa 'rfork-(standin|nsinit)' | tr '\n' ' '); "
+    [ -n "$told" ] && echo "      (parent told $(python3 -c "print(round($told - $cut, 2))") s after the cut)"
+    [ "$(on node1 "$RFORK" run --node node2 -- bash -c '(exec hostname)' 2>&1)" = node2 ] || why+="no fork to node2 after the cut; "
+    result "failure/a one-way cut ($1 drops what $2 sends) longer than peerTimeout: node2 ends the child before its parent sees SIGKILL, within 12 s" \
+        "$(verdict)" "$why"
+done
 # --- automatic balancing: two nodes of one CPU each; four CPU-bound workers started on node1 ---
 "$RFORK" cluster down >/dev/null 2>&1
 if ! "$RFORK" cluster up --nodes 2 --cpus-per-node 1 --share "$ROOT" >"$WORK/up2.log" 2>&1; then
