@@ -135,7 +135,14 @@ extension LocalCluster {
                     } ?? []
                 for controller in ["cpuset", "memory"] where available.contains(controller) && !v1.contains(controller)
                 {
-                    try write(h.directory + "/cgroup.subtree_control", "+\(controller)")
+                    let control = h.directory + "/cgroup.subtree_control"
+                    do { try Posix.overwrite(control, Array("+\(controller)".utf8)) } catch {
+                        // v2 lets a cgroup hand controllers to its children only if it holds no process
+                        // itself (the root aside).
+                        throw Error(
+                            "cannot give the \(controller) controller to node cgroups under \(h.directory) (\(error)): with cgroup v2 a cgroup that holds processes cannot; start 'rfork cluster up' from the root cgroup (as root: echo $$ > \(h.mountPoint)/cgroup.procs)"
+                        )
+                    }
                 }
                 if available.contains("cpuset") && !v1.contains("cpuset") {
                     try write(dir + "/cpuset.cpus", resources.cpuList)

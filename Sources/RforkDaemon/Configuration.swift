@@ -86,11 +86,9 @@ public struct DaemonConfiguration: Codable, Sendable, Equatable {
     /// (`rfork keys` writes one): it signs checkpoints, so a changed one is refused at restart. Without
     /// it, this node neither saves nor restarts checkpoints. Default: none.
     public var checkpointKey: String?
-    /// How long a link may go without a round trip (every link carries each side's load each second, which
-    /// echoes the other's) before its peer is declared dead: the parents of children it ran see them
-    /// killed (SIGKILL), and the children this node runs for it are ended, so none survives a partition
-    /// twice. A link that carries only one way counts as silent from both ends. Between 6 and 3600 (a
-    /// round trip is confirmed about every 2 s, and a connection is replaced after half of this). Default: 10.
+    /// How long a peer may stay silent (every link carries this node's load each second) before it is
+    /// declared dead: the parents of children it ran see them killed (SIGKILL), and the children this node
+    /// runs for it are ended, so none survives a partition twice. Default: 10.
     public var peerTimeoutSeconds: Int?
     /// Checkpoints of jobs on several nodes: how long their steps may take (see `CheckpointTimes`).
     public var checkpoint: CheckpointTimes?
@@ -191,8 +189,8 @@ public struct DaemonConfiguration: Codable, Sendable, Equatable {
         if let h = sharedMemoryHoldMicroseconds, !(0...1_000_000).contains(h) {
             throw ConfigurationError("sharedMemoryHoldMicroseconds must be between 0 and 1000000, not \(h)")
         }
-        if let peerTimeoutSeconds, !(6...3600).contains(peerTimeoutSeconds) {
-            throw ConfigurationError("peerTimeoutSeconds must be between 6 and 3600, not \(peerTimeoutSeconds)")
+        if let peerTimeoutSeconds, !(2...3600).contains(peerTimeoutSeconds) {
+            throw ConfigurationError("peerTimeoutSeconds must be between 2 and 3600, not \(peerTimeoutSeconds)")
         }
         if let metricsPort, !(0...65535).contains(metricsPort) {
             throw ConfigurationError("metricsPort \(metricsPort) is out of range (0 turns metrics off)")

@@ -117,13 +117,6 @@ final class PeerHandler: ChannelInboundHandler {
         self.role = role
     }
 
-    /// A link's liveness after a load that echoes `echo`, one of this node's own stamps: both directions
-    /// worked since then (a stamp from the future, which no peer can rightly send, counts as now).
-    static func confirmed(_ lastHeard: UInt64, echo: UInt64) -> UInt64 {
-        guard echo != 0 else { return lastHeard }
-        return max(lastHeard, min(echo, Posix.monotonicNanoseconds()))
-    }
-
     func channelActive(context: ChannelHandlerContext) {
         // A connection that has not said hello (and had its TLS handshake) in 5 s is closed: the link
         // tries again rather than wait for TCP to give up.
@@ -148,17 +141,11 @@ final class PeerHandler: ChannelInboundHandler {
         let port: PeerPort
         switch role {
         case .outbound(let link):
+            link.lastHeard = Posix.monotonicNanoseconds()
             port = link.wire
-            if case .load(let load) = envelope.body, port.channel === context.channel {
-                link.peerStamp = load.stamp
-                link.lastHeard = Self.confirmed(link.lastHeard, echo: load.echo)
-            }
         case .inbound(let link):
+            link.lastHeard = Posix.monotonicNanoseconds()
             port = link.wire
-            if case .load(let load) = envelope.body, port.channel === context.channel {
-                link.peerStamp = load.stamp
-                link.lastHeard = Self.confirmed(link.lastHeard, echo: load.echo)
-            }
         }
         if !greeted {
             guard case .hello(let hello) = envelope.body else {

@@ -833,8 +833,7 @@ final class Node: @unchecked Sendable {
         placedSinceReport[peer] = nil
     }
 
-    /// This node's load, stamped now, echoing `echo` (the newest stamp the receiver sent on that link).
-    func loadEnvelope(echo: UInt64 = 0) -> Envelope {
+    func loadEnvelope() -> Envelope {
         let now = probe.load(hosted: hosted.count)
         var load = Rfork_Wire_V1_Load()
         load.runQueue = now.runQueue
@@ -843,8 +842,6 @@ final class Node: @unchecked Sendable {
         load.cpuPressure = now.cpuPressure
         load.memoryUsed = now.memoryUsed
         load.memoryLimit = now.memoryLimit
-        load.stamp = Posix.monotonicNanoseconds()
-        load.echo = echo
         var envelope = Envelope()
         envelope.load = load
         return envelope
@@ -858,15 +855,9 @@ final class Node: @unchecked Sendable {
         else { return }
         lastLoadSent = (now, runQueue)
         if force { gossipRound(now: now) }
-        var envelope = loadEnvelope()
-        for link in inbound.values where link.peerName != nil {
-            envelope.load.echo = link.peerStamp
-            link.wire.writeAndFlush(envelope, promise: nil)
-        }
-        for link in links.values where link.isUp {
-            envelope.load.echo = link.peerStamp
-            link.wire.writeAndFlush(envelope, promise: nil)
-        }
+        let envelope = loadEnvelope()
+        for link in inbound.values where link.peerName != nil { link.wire.writeAndFlush(envelope, promise: nil) }
+        for link in links.values where link.isUp { link.wire.writeAndFlush(envelope, promise: nil) }
     }
 
     /// Each second: the peers picked to hear this node's load this round (all of them, up to the fanout)
@@ -1069,12 +1060,8 @@ final class PeerLink: @unchecked Sendable {  // confined to Node.loop
     var lastError: String?
     /// No longer a peer (it left etcd): never connect again.
     var removed = false
-    /// Since when both directions of this link are known to work: the newest of this node's load stamps
-    /// the peer echoed (loads go both ways each second), or when a connection was greeted. A link that
-    /// carries only one way ages from both ends alike.
+    /// When the peer last said anything on this link (it says its load each second).
     var lastHeard = Posix.monotonicNanoseconds()
-    /// The newest load stamp the peer sent on this link, echoed in this node's next load.
-    var peerStamp: UInt64 = 0
     /// Closed for want of use (links are made on demand): no connection, none tried, nothing lost; the
     /// next thing sent on it connects it again.
     var dormant = false
@@ -1101,10 +1088,7 @@ final class InboundLink: @unchecked Sendable {  // confined to Node.loop
     let wire: PeerPort
     var peerName: String?
     var peerIncarnation: UInt64 = 0
-    /// Since when both directions are known to work (see `PeerLink.lastHeard`).
     var lastHeard = Posix.monotonicNanoseconds()
-    /// The newest load stamp the peer sent on this link, echoed in this node's next load.
-    var peerStamp: UInt64 = 0
     /// The peer closes this link for want of use, and this node agreed: its connection's end is no loss.
     var closeAgreedAt: UInt64?
     /// Agreed within the last 2 s (the peer closes at once once it hears; an older agreement was dropped).

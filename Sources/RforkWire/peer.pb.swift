@@ -712,15 +712,6 @@ public nonisolated struct Rfork_Wire_V1_Load: Sendable {
   /// and may use
   public var memoryLimit: UInt64 = 0
 
-  /// The link's liveness is judged by round trips, so that a connection that carries only one way (a
-  /// middlebox or a filter dropping one direction) looks dead from both ends at once: `stamp` is the
-  /// sender's monotonic clock (ns) when it sent this, `echo` the newest `stamp` it heard from the
-  /// receiver on this link (0: none yet). A node that gets its own stamp back knows both directions
-  /// worked since that time.
-  public var stamp: UInt64 = 0
-
-  public var echo: UInt64 = 0
-
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -2256,7 +2247,7 @@ nonisolated extension Rfork_Wire_V1_DrainResult: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Rfork_Wire_V1_Load: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Load"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}run_queue\0\u{3}hosted_children\0\u{1}cpus\0\u{3}cpu_pressure\0\u{3}memory_used\0\u{3}memory_limit\0\u{1}stamp\0\u{1}echo\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}run_queue\0\u{3}hosted_children\0\u{1}cpus\0\u{3}cpu_pressure\0\u{3}memory_used\0\u{3}memory_limit\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2270,8 +2261,6 @@ nonisolated extension Rfork_Wire_V1_Load: SwiftProtobuf.Message, SwiftProtobuf._
       case 4: try { try decoder.decodeSingularDoubleField(value: &self.cpuPressure) }()
       case 5: try { try decoder.decodeSingularUInt64Field(value: &self.memoryUsed) }()
       case 6: try { try decoder.decodeSingularUInt64Field(value: &self.memoryLimit) }()
-      case 7: try { try decoder.decodeSingularUInt64Field(value: &self.stamp) }()
-      case 8: try { try decoder.decodeSingularUInt64Field(value: &self.echo) }()
       default: break
       }
     }
@@ -2296,12 +2285,6 @@ nonisolated extension Rfork_Wire_V1_Load: SwiftProtobuf.Message, SwiftProtobuf._
     if self.memoryLimit != 0 {
       try visitor.visitSingularUInt64Field(value: self.memoryLimit, fieldNumber: 6)
     }
-    if self.stamp != 0 {
-      try visitor.visitSingularUInt64Field(value: self.stamp, fieldNumber: 7)
-    }
-    if self.echo != 0 {
-      try visitor.visitSingularUInt64Field(value: self.echo, fieldNumber: 8)
-    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2312,8 +2295,6 @@ nonisolated extension Rfork_Wire_V1_Load: SwiftProtobuf.Message, SwiftProtobuf._
     if lhs.cpuPressure != rhs.cpuPressure {return false}
     if lhs.memoryUsed != rhs.memoryUsed {return false}
     if lhs.memoryLimit != rhs.memoryLimit {return false}
-    if lhs.stamp != rhs.stamp {return false}
-    if lhs.echo != rhs.echo {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

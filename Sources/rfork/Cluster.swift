@@ -32,8 +32,7 @@ extension Rfork {
             var memoryPerNode: String?
             @Option(
                 name: .customLong("peer-timeout"),
-                help:
-                    "Seconds a link may go without a round trip before its peer is declared dead (6-3600, default 10).")
+                help: "Seconds a node waits for word from a peer before it declares it dead (default 10).")
             var peerTimeout: Int?
             @Flag(
                 name: .long,
@@ -56,8 +55,8 @@ extension Rfork {
                     throw ValidationError(
                         "--memory-per-node takes a size of at least 32M, like 512M or 2G, not '\(memoryPerNode)'")
                 }
-                if let peerTimeout, !(6...3600).contains(peerTimeout) {
-                    throw ValidationError("--peer-timeout must be between 6 and 3600 seconds")
+                if let peerTimeout, !(2...3600).contains(peerTimeout) {
+                    throw ValidationError("--peer-timeout must be between 2 and 3600 seconds")
                 }
                 if let problem = links?.problem() { throw ValidationError("--link-fanout/--link-idle: \(problem)") }
                 for path in shared {

@@ -40,11 +40,6 @@ struct ConfigurationTests {
         var c = DaemonConfiguration(node: "a", tls: tls, peers: [])
         c.peerTimeoutSeconds = 1
         #expect(throws: ConfigurationError.self) { try c.validate() }
-        // Half of it must outlast the ~2 s between two confirmed round trips of the 1 s loads.
-        c.peerTimeoutSeconds = 5
-        #expect(throws: ConfigurationError.self) { try c.validate() }
-        c.peerTimeoutSeconds = 6
-        #expect(throws: Never.self) { try c.validate() }
         c.peerTimeoutSeconds = nil
         c.balance = .init(minimumCPUShare: 2)
         #expect {

@@ -60,8 +60,11 @@ if ! "$RFORK" cluster up --nodes 2 --cpus-per-node 1 --memory-per-node 768M --sh
     cat "$WORK/up.log"; echo "0 passed, 1 failed"; exit 1
 fi
 why=""
-n1=$(on node1 cat /sys/fs/cgroup/cpuset/cpuset.cpus 2>/dev/null || on node1 cat /sys/fs/cgroup/cpuset.cpus)
-n2=$(on node2 cat /sys/fs/cgroup/cpuset/cpuset.cpus 2>/dev/null || on node2 cat /sys/fs/cgroup/cpuset.cpus)
+# A node's cpuset: v1's, or v2's where the cpuset controller is there (at /sys/fs/cgroup or, beside v1
+# hierarchies, at /sys/fs/cgroup/unified).
+node_cpus() { on "$1" sh -c 'for f in /sys/fs/cgroup/cpuset/cpuset.cpus /sys/fs/cgroup/cpuset.cpus /sys/fs/cgroup/unified/cpuset.cpus; do [ -f "$f" ] && exec cat "$f"; done'; }
+n1=$(node_cpus node1)
+n2=$(node_cpus node2)
 [ "$(nproc)" -ge 2 ] && [ "$n1" = "$n2" ] && why+="node1 and node2 share CPU $n1 on a machine with $(nproc); "
 [ "$(on node1 nproc)" = 1 ] || why+="a command on node1 may use $(on node1 nproc) CPUs; "
 mem=$(on node1 cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || on node1 cat /sys/fs/cgroup/memory.max)
@@ -75,7 +78,7 @@ for _ in $(seq 50); do child=$(pgrep -f '^sleep 3$' | head -n 1); [ -n "$child" 
 if [ -z "$child" ]; then
     why+="the child did not start ($(cat "$WORK/cg.err")); "
 else
-    grep -q 'cpuset:/rfork-node2$' "/proc/$child/cgroup" || why+="the child on node2 is in $(grep cpuset "/proc/$child/cgroup"); "
+    grep -qE '(cpuset|^0:):/rfork-node2$' "/proc/$child/cgroup" || why+="the child on node2 is in $(grep -E 'cpuset|^0:' "/proc/$child/cgroup" | tr '\n' ' '); "
     [ "$(taskset -pc "$child" | sed 's/.*: //')" = "$n2" ] || why+="the child may run on CPUs $(taskset -pc "$child"), node2 has $n2; "
 fi
 wait "$run"
@@ -201,10 +204,11 @@ settle
 result "failure/node2 cut off for longer than peerTimeout: parent sees SIGKILL within 12 s, node2 ends the child, no orphan" \
     "$(verdict)" "$why"
 
-# --- links that carry only one way (a filter drops what one node sends to the other): a link's liveness
-# is a round trip, so both ends see it silent from the same moment. A 5 s cut of the way a 48 MiB stream
-# takes only delays it; a longer one, either way, ends the child on node2 before its parent on node1
-# hears SIGKILL, within peerTimeout + 2 s, as a cut of both ways does ---
+# --- packets lost one way only (a filter drops what one node receives from the other): TCP then
+# delivers nothing new either way (its acknowledgements are lost), so both daemons stop hearing each
+# other at the cut. A 5 s cut of the way a 48 MiB stream takes only delays it; a longer one, either way,
+# ends the child on node2 before its parent on node1 hears SIGKILL, within peerTimeout + 2 s, as a cut
+# of both ways does ---
 one_way() { # on|off NODE FROM: drops (or lets through again) what NODE receives from node FROM
     if [ "$1" = on ]; then
         ip netns exec "rfork-$2" nft add table inet rforkcut &&
