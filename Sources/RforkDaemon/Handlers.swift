@@ -176,7 +176,18 @@ final class PeerHandler: ChannelInboundHandler {
         }
         // Only the connection that carries the link now: a replaced one may still deliver a little.
         guard port.channel === context.channel else { return }
-        if case .linkAck(let ack) = envelope.body { return port.acknowledge(ack.received) }
+        if case .linkAck(let ack) = envelope.body {
+            port.acknowledge(ack.received)
+            switch role {
+            case .outbound(let link):
+                if ack.stamp != 0 { link.peerStamp = ack.stamp }
+                if ack.echo != 0 { link.confirmed = max(link.confirmed, min(ack.echo, Posix.monotonicNanoseconds())) }
+            case .inbound(let link):
+                if ack.stamp != 0 { link.peerStamp = ack.stamp }
+                if ack.echo != 0 { link.confirmed = max(link.confirmed, min(ack.echo, Posix.monotonicNanoseconds())) }
+            }
+            return
+        }
         if case .linkClose(let close) = envelope.body {
             switch role {
             case .outbound(let link): if close.agreed { node.outboundCloseAgreed(link) }

@@ -299,6 +299,7 @@ extension Node {
         link.connecting = false
         link.lastError = nil
         link.lastHeard = Posix.monotonicNanoseconds()
+        link.confirmed = link.lastHeard
         logger.info(
             resumed
                 ? "link to \(link.name) resumed (\(link.wire.replayCount) envelopes sent again)"
@@ -325,6 +326,7 @@ extension Node {
                 stale?.close(promise: nil)
                 inbound[ObjectIdentifier(fresh)] = nil
                 old.lastHeard = Posix.monotonicNanoseconds()
+                old.confirmed = old.lastHeard
                 logger.info("link from \(hello.node) resumed (\(old.wire.replayCount) envelopes sent again)")
                 return old
             }
@@ -402,22 +404,39 @@ extension Node {
 
     /// How much later than the hosting node a home gives up a link (see `maintainLinks`): at most 2 s
     /// after `peerTimeoutSeconds` a parent knows.
-    static let fenceMargin: UInt64 = 1_200_000_000
+    static let fenceMargin: UInt64 = 1_500_000_000
+    /// How much longer than `peerTimeoutSeconds` the hosting node waits for a confirmed round trip: the
+    /// newest confirmation is up to two pulses (400 ms) old while the link works, so a link down for less
+    /// than `peerTimeoutSeconds` is not given up for it.
+    static let confirmSlack: UInt64 = 500_000_000
 
-    /// Every 100 ms: tells peers what arrived, closes connections silent for half of
-    /// `peerTimeoutSeconds` (a new one may resume the link) and gives up links without a connection for
-    /// all of it.
-    func maintainLinks(now: UInt64) {
-        for link in links.values {
-            if let ack = link.wire.linkAck() { link.wire.channel?.writeAndFlush(ack, promise: nil) }
+    /// Every 100 ms: tells peers what arrived (and, with `pulse`, every 200 ms, stamps the link and
+    /// echoes the peer's stamp, on every connection), closes connections silent for half of
+    /// `peerTimeoutSeconds` (a new one may resume the link) and gives up links whose peer is lost.
+    func maintainLinks(now: UInt64, pulse: Bool = false) {
+        func acknowledge(_ wire: PeerPort, echo: UInt64) {
+            if pulse, let channel = wire.channel {
+                var ack = Rfork_Wire_V1_LinkAck()
+                ack.received = wire.received
+                ack.stamp = now
+                ack.echo = echo
+                var envelope = Envelope()
+                envelope.linkAck = ack
+                channel.writeAndFlush(envelope, promise: nil)
+            } else if let ack = wire.linkAck() {
+                wire.channel?.writeAndFlush(ack, promise: nil)
+            }
         }
+        for link in links.values { acknowledge(link.wire, echo: link.peerStamp) }
         closeIdleLinks(now: now)
-        for link in inbound.values {
-            if let ack = link.wire.linkAck() { link.wire.channel?.writeAndFlush(ack, promise: nil) }
-        }
-        // Checked every 100 ms. The node hosting children ends them after `peerTimeoutSeconds` without
-        // its home; their home reports them killed `Self.fenceMargin` later, so that by the time a parent
-        // hears its child is dead (and someone may restart it elsewhere) the child has been ended.
+        for link in inbound.values where link.peerName != nil { acknowledge(link.wire, echo: link.peerStamp) }
+        // Checked every 100 ms. Both ends judge a link by its last confirmed round trip, which stops at a
+        // cut whichever way it is (a filter that drops one way lets the other end hear a little longer:
+        // TCP stalls only once its acknowledgements are missed). The node hosting children ends them
+        // after `peerTimeoutSeconds` (+ `confirmSlack`) without one; their home reports them killed
+        // after `peerTimeoutSeconds` + `fenceMargin` (the two ends' last confirmations are at most two
+        // pulses apart), so by the time a parent hears its child is dead (and someone may restart it
+        // elsewhere) the child has been ended, and the parent hears within `peerTimeoutSeconds` + 2 s.
         let timeout = UInt64(config.resolvedPeerTimeoutSeconds) * 1_000_000_000
         for link in links.values {
             if let channel = link.wire.channel, now - min(now, link.lastHeard) > timeout / 2 {
@@ -426,7 +445,10 @@ extension Node {
                 link.isUp = false
                 channel.close(promise: nil)
             }
-            if let since = link.wire.suspendedSince, now - min(now, since) > timeout + Self.fenceMargin {
+            let suspended = link.wire.suspendedSince.map { now - min(now, $0) > timeout + Self.fenceMargin } ?? false
+            let live = link.wire.channel != nil || link.wire.suspendedSince != nil  // not given up, not dormant
+            let unconfirmed = live && now - min(now, link.confirmed) > timeout + Self.fenceMargin
+            if suspended || unconfirmed {
                 giveUpOutbound(
                     link,
                     why: "no word from \(link.name) for \(config.resolvedPeerTimeoutSeconds) s: it is declared dead")
@@ -437,11 +459,12 @@ extension Node {
                 link.wire.detach(channel, at: link.lastHeard)
                 channel.close(promise: nil)
             }
-            if let since = link.wire.suspendedSince, now - min(now, since) > timeout {
+            let live = link.wire.channel != nil || link.wire.suspendedSince != nil  // not given up
+            if live && now - min(now, link.confirmed) > timeout + Self.confirmSlack {
                 giveUpInbound(
                     link,
                     why:
-                        "no word from \(link.peerName ?? "it") for \(config.resolvedPeerTimeoutSeconds) s: it is declared dead"
+                        "no round trip with \(link.peerName ?? "it") for \(config.resolvedPeerTimeoutSeconds) s: it is declared dead"
                 )
             }
         }
@@ -483,6 +506,7 @@ extension Node {
         if link.dormant {
             link.dormant = false
             link.waking = true
+            link.confirmed = now
             if let tls = clientTLS { connect(link, tls: tls) }
         }
         if needed && link.waking && link.wire.suspendedSince == nil { link.wire.suspendedSince = now }

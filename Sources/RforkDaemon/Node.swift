@@ -903,7 +903,7 @@ final class Node: @unchecked Sendable {
             let second = count % 50 == 0
             probe.sample(now: now, slow: second)
             sendLoad(now: now, force: second)
-            maintainLinks(now: now)
+            maintainLinks(now: now, pulse: count % 10 == 0)
             if second {
                 followMembership(now: now)
                 RforkMetrics.homeSessions.record(homeSessions.count)
@@ -1062,6 +1062,12 @@ final class PeerLink: @unchecked Sendable {  // confined to Node.loop
     var removed = false
     /// When the peer last said anything on this link (it says its load each second).
     var lastHeard = Posix.monotonicNanoseconds()
+    /// Since when both ways of this link are known to work: the newest of this node's pulse stamps the
+    /// peer echoed, or when a connection was greeted or the link woken. The link is given up by this
+    /// (see `maintainLinks`).
+    var confirmed = Posix.monotonicNanoseconds()
+    /// The newest pulse stamp the peer sent on this link, echoed in this node's next pulse.
+    var peerStamp: UInt64 = 0
     /// Closed for want of use (links are made on demand): no connection, none tried, nothing lost; the
     /// next thing sent on it connects it again.
     var dormant = false
@@ -1089,6 +1095,11 @@ final class InboundLink: @unchecked Sendable {  // confined to Node.loop
     var peerName: String?
     var peerIncarnation: UInt64 = 0
     var lastHeard = Posix.monotonicNanoseconds()
+    /// Since when both ways of this link are known to work: the newest of this node's pulse stamps the
+    /// peer echoed, or when a connection was greeted. The link is given up by this (see `maintainLinks`).
+    var confirmed = Posix.monotonicNanoseconds()
+    /// The newest pulse stamp the peer sent on this link, echoed in this node's next pulse.
+    var peerStamp: UInt64 = 0
     /// The peer closes this link for want of use, and this node agreed: its connection's end is no loss.
     var closeAgreedAt: UInt64?
     /// Agreed within the last 2 s (the peer closes at once once it hears; an older agreement was dropped).

@@ -3,7 +3,7 @@ import SwiftProtobuf
 
 /// The peer protocol's version. A peer that says another major version is refused.
 public enum PeerProtocol {
-    public static let version: UInt32 = 10
+    public static let version: UInt32 = 11
     /// The largest envelope accepted: 16 MiB. What the envelopes carry is far smaller: an `ImageChunk` holds
     /// at most 1 MiB of an image, a `PageStream` at most one 1 MiB read, `Data` one local frame (1 MiB), and a
     /// `ForkRequest` the small image files inline (each at most 256 KiB; the memory pages follow as chunks).

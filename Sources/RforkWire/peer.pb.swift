@@ -128,13 +128,22 @@ public nonisolated struct Rfork_Wire_V1_Hello: Sendable {
 }
 
 /// How many counted envelopes the sender has received on this link (the other side drops them from
-/// what it would send again).
+/// what it would send again). Also sent every 200 ms on every link as its pulse: `stamp` is the sender's
+/// monotonic clock (ns) then, `echo` the newest stamp it has had from the receiver on this link (0: none).
+/// A node that gets its own stamp back knows both ways of the link worked since it sent it: the node
+/// hosting a peer's children gives that link up by this measure (a link that carries only one way stops
+/// confirming at once), while the peer, their home, gives it up by what it last heard, which is later,
+/// so the children are ended before their parents are told.
 public nonisolated struct Rfork_Wire_V1_LinkAck: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   public var received: UInt64 = 0
+
+  public var stamp: UInt64 = 0
+
+  public var echo: UInt64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1244,7 +1253,7 @@ nonisolated extension Rfork_Wire_V1_Hello: SwiftProtobuf.Message, SwiftProtobuf.
 
 nonisolated extension Rfork_Wire_V1_LinkAck: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".LinkAck"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}received\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}received\0\u{1}stamp\0\u{1}echo\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1253,6 +1262,8 @@ nonisolated extension Rfork_Wire_V1_LinkAck: SwiftProtobuf.Message, SwiftProtobu
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularUInt64Field(value: &self.received) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.stamp) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.echo) }()
       default: break
       }
     }
@@ -1262,11 +1273,19 @@ nonisolated extension Rfork_Wire_V1_LinkAck: SwiftProtobuf.Message, SwiftProtobu
     if self.received != 0 {
       try visitor.visitSingularUInt64Field(value: self.received, fieldNumber: 1)
     }
+    if self.stamp != 0 {
+      try visitor.visitSingularUInt64Field(value: self.stamp, fieldNumber: 2)
+    }
+    if self.echo != 0 {
+      try visitor.visitSingularUInt64Field(value: self.echo, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Rfork_Wire_V1_LinkAck, rhs: Rfork_Wire_V1_LinkAck) -> Bool {
     if lhs.received != rhs.received {return false}
+    if lhs.stamp != rhs.stamp {return false}
+    if lhs.echo != rhs.echo {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -13,14 +13,17 @@ extension Rfork {
     struct CheckpointCommand: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "checkpoint",
-            abstract: "Save a running job started under 'rfork run' (a process and its descendants here) to DIR.",
+            abstract:
+                "Save a running job started under 'rfork run' (a process and its descendants, on any node) to DIR.",
             discussion: """
                 All of the job's processes are frozen at the same moment and saved with CRIU: their memory, \
                 the pipes between them with the bytes in them, and which of their descriptors lead outside the \
                 job (its stdio), so that 'rfork restart DIR' can bring it back. DIR is written beside its final \
                 name and swapped in whole: a previous checkpoint at DIR stays usable until the new one is \
                 complete. Without --leave-running the job ends once it is saved (its parent sees SIGKILL). \
-                A job with processes on other nodes, sockets or shared memory cannot be saved yet.
+                Its processes on other nodes are saved at the same cut. A job holding sockets, System V \
+                memory, or memory kept coherent with processes on other nodes cannot be saved yet (one line \
+                says why, and the job runs on).
                 """)
 
         @OptionGroup var daemon: DaemonOptions
