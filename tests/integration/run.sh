@@ -892,6 +892,51 @@ left=$(leftovers)
 result "checkpoint/a shell job forking all the time on three nodes is saved whenever asked (4 moments, ended or left running) and restarts to the plain output" \
     "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
 
+# A recursive make of a small C project (a library of 24 files in three directories, each built by its
+# own make, -j3, compilers placed on every node; each object takes a quarter of a second more, so that
+# the build lasts about 3 s) is saved mid-build and ended; restarted on node1, the
+# build goes on where it stopped and its program prints what the plain build's prints.
+make_project() { # DIR: writes the project
+    local d f
+    for d in a b c; do
+        mkdir -p "$1/$d"
+        for f in 1 2 3 4 5 6 7 8; do
+            printf 'long %s%s(long x) { long s = x; for (int i = 0; i < %s; i++) s = s * 31 + i; return s %% 1000003; }\n' \
+                "$d" "$f" "$f$f" >"$1/$d/$d$f.c"
+        done
+        printf 'OBJS := $(patsubst %%.c,%%.o,$(wildcard *.c))\nall: $(OBJS)\n%%.o: %%.c\n\tcc -O2 -c -o $@ $< && sleep 0.25\n' >"$1/$d/Makefile"
+    done
+    {
+        printf '#include <stdio.h>\n'
+        for d in a b c; do for f in 1 2 3 4 5 6 7 8; do printf 'long %s%s(long);\n' "$d" "$f"; done; done
+        printf 'int main(void) { long t = 0;\n'
+        for d in a b c; do for f in 1 2 3 4 5 6 7 8; do printf ' t = t * 7 + %s%s(%s);\n' "$d" "$f" "$f"; done; done
+        printf ' printf("checksum %%ld\\n", t); return 0; }\n'
+    } >"$1/main.c"
+    printf 'all: prog\n\t./prog\nsub-a sub-b sub-c:\n\t$(MAKE) -C $(@:sub-%%=%%)\nprog: main.c sub-a sub-b sub-c\n\tcc -O2 -o prog main.c */*.o\n.PHONY: all sub-a sub-b sub-c\n' >"$1/Makefile"
+}
+why=""
+make_project "$WORK/proj-plain"
+mk_expected=$(on node1 make -s --no-print-directory -j3 -C "$WORK/proj-plain" 2>&1 | tail -n 1)
+make_project "$WORK/proj"
+cut_job "$WORK/mk" 1.2 end "$WORK/ck16" -- sh -c 'echo "pid $$"; exec make -s --no-print-directory -j3 -C "$0"' "$WORK/proj"
+if [ "$crc" = 0 ]; then
+    built=$(ls "$WORK"/proj/*/*.o 2>/dev/null | wc -l)
+    [ "$built" -lt 24 ] || why+="the build had ended before it was cut ($built of 24 objects); "
+    cut_ended "$WORK/mk" end "" "the build"
+    restarted_to "$WORK/ck16" node1 "$mk_expected" "the build"
+    [ "$(ls "$WORK"/proj/*/*.o 2>/dev/null | wc -l)" = 24 ] || why+="after the restart, $(ls "$WORK"/proj/*/*.o | wc -l) of 24 objects; "
+    echo "      (cut with $built of 24 objects built; parts: $(parts_of "$WORK/ck16"))"
+else
+    why+="checkpoint said (exit $crc): $out; "
+fi
+case "$mk_expected" in "checksum "*) ;; *) why+="the plain build printed '$mk_expected'; " ;; esac
+settle
+left=$(leftovers)
+[ -z "$left" ] || why+="left behind:$left; "
+result "checkpoint/a recursive make of a C project on three nodes, saved mid-build and restarted, finishes to the plain build's program output" \
+    "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
+
 # The parent sent its child on node2 all its numbers and closed the pipe; saved while the child still
 # reads them, and restarted, the child still sees end of file after the last one and ends.
 cc -o "$WORK/eofjob" "$P/eofjob.c"
