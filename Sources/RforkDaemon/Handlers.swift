@@ -4,6 +4,7 @@ import Glibc
 import NIOCore
 import NIOPosix
 import NIOSSL
+import RforkProtocol
 import RforkSystem
 import RforkWire
 
@@ -141,10 +142,10 @@ final class PeerHandler: ChannelInboundHandler {
         let port: PeerPort
         switch role {
         case .outbound(let link):
-            link.lastHeard = Posix.monotonicNanoseconds()
+            link.liveness.heard(now: Posix.monotonicNanoseconds())
             port = link.wire
         case .inbound(let link):
-            link.lastHeard = Posix.monotonicNanoseconds()
+            link.liveness.heard(now: Posix.monotonicNanoseconds())
             port = link.wire
         }
         if !greeted {
@@ -180,11 +181,9 @@ final class PeerHandler: ChannelInboundHandler {
             port.acknowledge(ack.received)
             switch role {
             case .outbound(let link):
-                if ack.stamp != 0 { link.peerStamp = ack.stamp }
-                if ack.echo != 0 { link.confirmed = max(link.confirmed, min(ack.echo, Posix.monotonicNanoseconds())) }
+                link.liveness.pulse(stamp: ack.stamp, echo: ack.echo, now: Posix.monotonicNanoseconds())
             case .inbound(let link):
-                if ack.stamp != 0 { link.peerStamp = ack.stamp }
-                if ack.echo != 0 { link.confirmed = max(link.confirmed, min(ack.echo, Posix.monotonicNanoseconds())) }
+                link.liveness.pulse(stamp: ack.stamp, echo: ack.echo, now: Posix.monotonicNanoseconds())
             }
             return
         }

@@ -298,8 +298,7 @@ extension Node {
         link.waking = false
         link.connecting = false
         link.lastError = nil
-        link.lastHeard = Posix.monotonicNanoseconds()
-        link.confirmed = link.lastHeard
+        link.liveness.started(now: Posix.monotonicNanoseconds())
         logger.info(
             resumed
                 ? "link to \(link.name) resumed (\(link.wire.replayCount) envelopes sent again)"
@@ -325,8 +324,7 @@ extension Node {
                 _ = old.wire.attach(channel, peerReceived: hello.received, resumed: true)
                 stale?.close(promise: nil)
                 inbound[ObjectIdentifier(fresh)] = nil
-                old.lastHeard = Posix.monotonicNanoseconds()
-                old.confirmed = old.lastHeard
+                old.liveness.started(now: Posix.monotonicNanoseconds())
                 logger.info("link from \(hello.node) resumed (\(old.wire.replayCount) envelopes sent again)")
                 return old
             }
@@ -361,7 +359,7 @@ extension Node {
             return
         }
         guard link.wire.channel === channel else { return }
-        link.wire.detach(channel, at: min(Posix.monotonicNanoseconds(), link.lastHeard))
+        link.wire.detach(channel, at: min(Posix.monotonicNanoseconds(), link.liveness.lastHeard))
     }
 
     /// The link this node opened to a peer is given up: its sessions are lost (children there are
@@ -402,14 +400,6 @@ extension Node {
         if let link = inboundByPeer[name], link.wire.suspendedSince != nil { giveUpInbound(link, why: why) }
     }
 
-    /// How much later than the hosting node a home gives up a link (see `maintainLinks`): at most 2 s
-    /// after `peerTimeoutSeconds` a parent knows.
-    static let fenceMargin: UInt64 = 1_500_000_000
-    /// How much longer than `peerTimeoutSeconds` the hosting node waits for a confirmed round trip: the
-    /// newest confirmation is up to two pulses (400 ms) old while the link works, so a link down for less
-    /// than `peerTimeoutSeconds` is not given up for it.
-    static let confirmSlack: UInt64 = 500_000_000
-
     /// Every 100 ms: tells peers what arrived (and, with `pulse`, every 200 ms, stamps the link and
     /// echoes the peer's stamp, on every connection), closes connections silent for half of
     /// `peerTimeoutSeconds` (a new one may resume the link) and gives up links whose peer is lost.
@@ -427,40 +417,35 @@ extension Node {
                 wire.channel?.writeAndFlush(ack, promise: nil)
             }
         }
-        for link in links.values { acknowledge(link.wire, echo: link.peerStamp) }
+        for link in links.values { acknowledge(link.wire, echo: link.liveness.peerStamp) }
         closeIdleLinks(now: now)
-        for link in inbound.values where link.peerName != nil { acknowledge(link.wire, echo: link.peerStamp) }
-        // Checked every 100 ms. Both ends judge a link by its last confirmed round trip, which stops at a
-        // cut whichever way it is (a filter that drops one way lets the other end hear a little longer:
-        // TCP stalls only once its acknowledgements are missed). The node hosting children ends them
-        // after `peerTimeoutSeconds` (+ `confirmSlack`) without one; their home reports them killed
-        // after `peerTimeoutSeconds` + `fenceMargin` (the two ends' last confirmations are at most two
-        // pulses apart), so by the time a parent hears its child is dead (and someone may restart it
-        // elsewhere) the child has been ended, and the parent hears within `peerTimeoutSeconds` + 2 s.
-        let timeout = UInt64(config.resolvedPeerTimeoutSeconds) * 1_000_000_000
+        for link in inbound.values where link.peerName != nil { acknowledge(link.wire, echo: link.liveness.peerStamp) }
+        // Checked every 100 ms, by the rule `LinkLiveness` states: the host of a peer's children ends them
+        // before their home reports them, whichever way a link is cut.
+        let rule = LinkLiveness.Configuration(peerTimeout: UInt64(config.resolvedPeerTimeoutSeconds) * 1_000_000_000)
         for link in links.values {
-            if let channel = link.wire.channel, now - min(now, link.lastHeard) > timeout / 2 {
+            let verdict = link.liveness.check(
+                now: now, connected: link.wire.channel != nil, suspendedSince: link.wire.suspendedSince, rule)
+            if let from = verdict.reconnectFrom, let channel = link.wire.channel {
                 logger.warning("no word from \(link.name) for \(config.resolvedPeerTimeoutSeconds / 2) s: reconnecting")
-                link.wire.detach(channel, at: link.lastHeard)
+                link.wire.detach(channel, at: from)
                 link.isUp = false
                 channel.close(promise: nil)
             }
-            let suspended = link.wire.suspendedSince.map { now - min(now, $0) > timeout + Self.fenceMargin } ?? false
-            let live = link.wire.channel != nil || link.wire.suspendedSince != nil  // not given up, not dormant
-            let unconfirmed = live && now - min(now, link.confirmed) > timeout + Self.fenceMargin
-            if suspended || unconfirmed {
+            if verdict.giveUp {
                 giveUpOutbound(
                     link,
                     why: "no word from \(link.name) for \(config.resolvedPeerTimeoutSeconds) s: it is declared dead")
             }
         }
         for link in Array(inbound.values) where link.peerName != nil {
-            if let channel = link.wire.channel, now - min(now, link.lastHeard) > timeout / 2 {
-                link.wire.detach(channel, at: link.lastHeard)
+            let verdict = link.liveness.check(
+                now: now, connected: link.wire.channel != nil, suspendedSince: link.wire.suspendedSince, rule)
+            if let from = verdict.reconnectFrom, let channel = link.wire.channel {
+                link.wire.detach(channel, at: from)
                 channel.close(promise: nil)
             }
-            let live = link.wire.channel != nil || link.wire.suspendedSince != nil  // not given up
-            if live && now - min(now, link.confirmed) > timeout + Self.confirmSlack {
+            if verdict.giveUp {
                 giveUpInbound(
                     link,
                     why:
@@ -506,7 +491,7 @@ extension Node {
         if link.dormant {
             link.dormant = false
             link.waking = true
-            link.confirmed = now
+            link.liveness.started(now: now)
             if let tls = clientTLS { connect(link, tls: tls) }
         }
         if needed && link.waking && link.wire.suspendedSince == nil { link.wire.suspendedSince = now }

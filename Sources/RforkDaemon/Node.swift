@@ -6,6 +6,7 @@ import NIOPosix
 import NIOSSL
 import RforkCheckpoint
 import RforkPlacement
+import RforkProtocol
 import RforkSystem
 import RforkWire
 
@@ -1060,14 +1061,8 @@ final class PeerLink: @unchecked Sendable {  // confined to Node.loop
     var lastError: String?
     /// No longer a peer (it left etcd): never connect again.
     var removed = false
-    /// When the peer last said anything on this link (it says its load each second).
-    var lastHeard = Posix.monotonicNanoseconds()
-    /// Since when both ways of this link are known to work: the newest of this node's pulse stamps the
-    /// peer echoed, or when a connection was greeted or the link woken. The link is given up by this
-    /// (see `maintainLinks`).
-    var confirmed = Posix.monotonicNanoseconds()
-    /// The newest pulse stamp the peer sent on this link, echoed in this node's next pulse.
-    var peerStamp: UInt64 = 0
+    /// When the peer was last heard, and the last round trip: the link is judged by them.
+    var liveness = LinkLiveness(role: .home, now: Posix.monotonicNanoseconds())
     /// Closed for want of use (links are made on demand): no connection, none tried, nothing lost; the
     /// next thing sent on it connects it again.
     var dormant = false
@@ -1094,12 +1089,8 @@ final class InboundLink: @unchecked Sendable {  // confined to Node.loop
     let wire: PeerPort
     var peerName: String?
     var peerIncarnation: UInt64 = 0
-    var lastHeard = Posix.monotonicNanoseconds()
-    /// Since when both ways of this link are known to work: the newest of this node's pulse stamps the
-    /// peer echoed, or when a connection was greeted. The link is given up by this (see `maintainLinks`).
-    var confirmed = Posix.monotonicNanoseconds()
-    /// The newest pulse stamp the peer sent on this link, echoed in this node's next pulse.
-    var peerStamp: UInt64 = 0
+    /// When the peer was last heard, and the last round trip: the link is judged by them.
+    var liveness = LinkLiveness(role: .host, now: Posix.monotonicNanoseconds())
     /// The peer closes this link for want of use, and this node agreed: its connection's end is no loss.
     var closeAgreedAt: UInt64?
     /// Agreed within the last 2 s (the peer closes at once once it hears; an older agreement was dropped).
