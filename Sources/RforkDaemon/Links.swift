@@ -189,8 +189,21 @@ final class PeerPort: @unchecked Sendable {  // confined to loop
     /// A `LinkAck` telling the peer what arrived, or nil when it knows.
     func linkAck() -> Envelope? {
         guard channel != nil, let received = counter.due() else { return nil }
+        return Self.linkAck(received: received)
+    }
+
+    /// The link's pulse (see `LinkLiveness`): what arrived, this end's clock and the peer's newest stamp;
+    /// nil without a connection.
+    func pulse(stamp: UInt64, echo: UInt64) -> Envelope? {
+        guard channel != nil else { return nil }
+        return Self.linkAck(received: received, stamp: stamp, echo: echo)
+    }
+
+    static func linkAck(received: UInt64, stamp: UInt64 = 0, echo: UInt64 = 0) -> Envelope {
         var ack = Rfork_Wire_V1_LinkAck()
         ack.received = received
+        ack.stamp = stamp
+        ack.echo = echo
         var envelope = Envelope()
         envelope.linkAck = ack
         return envelope
@@ -405,15 +418,7 @@ extension Node {
     /// `peerTimeoutSeconds` (a new one may resume the link) and gives up links whose peer is lost.
     func maintainLinks(now: UInt64, pulse: Bool = false) {
         func acknowledge(_ wire: PeerPort, echo: UInt64) {
-            if pulse, let channel = wire.channel {
-                var ack = Rfork_Wire_V1_LinkAck()
-                ack.received = wire.received
-                ack.stamp = now
-                ack.echo = echo
-                var envelope = Envelope()
-                envelope.linkAck = ack
-                channel.writeAndFlush(envelope, promise: nil)
-            } else if let ack = wire.linkAck() {
+            if let ack = pulse ? wire.pulse(stamp: now, echo: echo) : wire.linkAck() {
                 wire.channel?.writeAndFlush(ack, promise: nil)
             }
         }

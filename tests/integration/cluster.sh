@@ -175,32 +175,40 @@ result "links/two connection resets during a 48 MiB round trip through node2: th
 
 # --- a node cut off for longer than peerTimeout (10 s): the parent hears SIGKILL in time, node2 ends the
 # child by itself (no copy left when the link returns), and nothing hangs ---
+# long_cut NAME CUT UNCUT: a child on node2 sleeps; CUT cuts node2 off (in some way), for longer than
+# peerTimeout, then UNCUT heals it. Appends to why.
+long_cut() {
+    local mark run cut told
+    settle
+    mark="1000.$((RANDOM + 1000))"
+    rm -f "$WORK/longcut.out"
+    on node1 "$RFORK" run --node node2 -- bash -c \
+        '(exec sleep "$1") & c=$!; echo started >"$0"; wait $c; echo "status $? $(date +%s.%N)" >>"$0"' \
+        "$WORK/longcut.out" "$mark" 2>"$WORK/longcut.err" &
+    run=$!
+    for _ in $(seq 50); do grep -q started "$WORK/longcut.out" 2>/dev/null && break; sleep 0.1; done
+    sleep 1
+    cut=$(date +%s.%N)
+    eval "$1" || why+="could not cut: $1; "
+    for _ in $(seq 180); do grep -q '^status' "$WORK/longcut.out" 2>/dev/null && break; sleep 0.1; done
+    # By the time the parent hears, node2 has ended the child itself (fencing; the link is still down).
+    [ -z "$(pgrep -f "^sleep $mark$")" ] || why+="node2 still ran the child when its parent was told it was killed; "
+    eval "$2"
+    wait "$run"
+    told=$(awk '/^status/{print $3}' "$WORK/longcut.out")
+    grep -q '^status 137 ' "$WORK/longcut.out" || why+="the parent saw: $(cat "$WORK/longcut.out"); "
+    [ -n "$told" ] && python3 -c "import sys; sys.exit(0 if $told - $cut <= 12 else 1)" \
+        || why+="the parent was told $(python3 -c "print(round(${told:-0} - $cut, 1))") s after the cut (peerTimeout 10 s + 2); "
+    sleep 3
+    [ -z "$(pgrep -f "^sleep $mark$")" ] || why+="an orphan runs after the link returned; "
+    settle
+    [ -z "$(pgrep -f 'rfork-(standin|nsinit)')" ] || why+="left: $(pgrep -fa 'rfork-(standin|nsinit)' | tr '\n' ' '); "
+    [ -n "$told" ] && echo "      (parent told $(python3 -c "print(round($told - $cut, 2))") s after the cut)"
+    [ "$(metric node1 rfork_links_given_up_total)" -ge 1 ] || why+="node1's metrics count no link given up; "
+    [ "$(on node1 "$RFORK" run --node node2 -- bash -c '(exec hostname)' 2>&1)" = node2 ] || why+="no fork to node2 after the cut; "
+}
 why=""
-settle
-rm -f "$WORK/cut.out"
-on node1 "$RFORK" run --node node2 -- bash -c \
-    '(exec sleep 1000.123) & c=$!; echo started >"$0"; wait $c; echo "status $? $(date +%s.%N)" >>"$0"' \
-    "$WORK/cut.out" 2>"$WORK/cut.err" &
-run=$!
-for _ in $(seq 50); do grep -q started "$WORK/cut.out" 2>/dev/null && break; sleep 0.1; done
-sleep 1
-cut=$(date +%s.%N)
-ip -n rfork-hub link set rfk2 down
-for _ in $(seq 140); do grep -q '^status' "$WORK/cut.out" 2>/dev/null && break; sleep 0.1; done
-# By the time the parent hears, node2 has ended the child itself (fencing; the link is still down).
-[ -z "$(pgrep -f "^sleep 1000.123$")" ] || why+="node2 still ran the child when its parent was told it was killed; "
-ip -n rfork-hub link set rfk2 up
-wait "$run"
-told=$(awk '/^status/{print $3}' "$WORK/cut.out")
-grep -q '^status 137 ' "$WORK/cut.out" || why+="the parent saw: $(cat "$WORK/cut.out"); "
-[ -n "$told" ] && python3 -c "import sys; sys.exit(0 if $told - $cut <= 12 else 1)" \
-    || why+="the parent was told $(python3 -c "print(round(${told:-0} - $cut, 1))") s after the cut (peerTimeout 10 s + 2); "
-sleep 3
-[ -z "$(pgrep -f "^sleep 1000.123$")" ] || why+="an orphan runs after the link returned; "
-settle
-[ -z "$(pgrep -f 'rfork-(standin|nsinit)')" ] || why+="left: $(pgrep -fa 'rfork-(standin|nsinit)' | tr '\n' ' '); "
-[ -n "$told" ] && echo "      (parent told $(python3 -c "print(round($told - $cut, 2))") s after the cut)"
-[ "$(metric node1 rfork_links_given_up_total)" -ge 1 ] || why+="node1's metrics count no link given up; "
+long_cut "ip -n rfork-hub link set rfk2 down" "ip -n rfork-hub link set rfk2 up"
 result "failure/node2 cut off for longer than peerTimeout: parent sees SIGKILL within 12 s, node2 ends the child, no orphan" \
     "$(verdict)" "$why"
 
@@ -243,31 +251,7 @@ result "links/a 5 s one-way cut (node2's packets to node1 dropped) during a 48 M
 for way in "node1 node2" "node2 node1"; do
     set -- $way # drop at $1 what $2 sends
     why=""
-    settle
-    mark="1000.$((RANDOM + 1000))"
-    rm -f "$WORK/oneway.out"
-    on node1 "$RFORK" run --node node2 -- bash -c \
-        '(exec sleep "$1") & c=$!; echo started >"$0"; wait $c; echo "status $? $(date +%s.%N)" >>"$0"' \
-        "$WORK/oneway.out" "$mark" 2>"$WORK/oneway.err" &
-    run=$!
-    for _ in $(seq 50); do grep -q started "$WORK/oneway.out" 2>/dev/null && break; sleep 0.1; done
-    sleep 1
-    cut=$(date +%s.%N)
-    one_way on "$1" "$2" || why+="could not drop $2's packets at $1; "
-    for _ in $(seq 180); do grep -q '^status' "$WORK/oneway.out" 2>/dev/null && break; sleep 0.1; done
-    [ -z "$(pgrep -f "^sleep $mark$")" ] || why+="node2 still ran the child when its parent was told it was killed; "
-    one_way off "$1"
-    wait "$run"
-    told=$(awk '/^status/{print $3}' "$WORK/oneway.out")
-    grep -q '^status 137 ' "$WORK/oneway.out" || why+="the parent saw: $(cat "$WORK/oneway.out"); "
-    [ -n "$told" ] && python3 -c "import sys; sys.exit(0 if $told - $cut <= 12 else 1)" \
-        || why+="the parent was told $(python3 -c "print(round(${told:-0} - $cut, 1))") s after the cut (peerTimeout 10 s + 2); "
-    sleep 3
-    [ -z "$(pgrep -f "^sleep $mark$")" ] || why+="an orphan runs after the link returned; "
-    settle
-    [ -z "$(pgrep -f 'rfork-(standin|nsinit)')" ] || why+="left: $(pgrep -fa 'rfork-(standin|nsinit)' | tr '\n' ' '); "
-    [ -n "$told" ] && echo "      (parent told $(python3 -c "print(round($told - $cut, 2))") s after the cut)"
-    [ "$(on node1 "$RFORK" run --node node2 -- bash -c '(exec hostname)' 2>&1)" = node2 ] || why+="no fork to node2 after the cut; "
+    long_cut "one_way on $1 $2" "one_way off $1"
     result "failure/a one-way cut ($1 drops what $2 sends) longer than peerTimeout: node2 ends the child before its parent sees SIGKILL, within 12 s" \
         "$(verdict)" "$why"
 done

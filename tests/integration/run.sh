@@ -942,12 +942,7 @@ result "checkpoint/a recursive make of a C project on three nodes, saved mid-bui
 cc -o "$WORK/eofjob" "$P/eofjob.c"
 eof_expected=$(on node1 "$WORK/eofjob" 2>/dev/null | tail -n 2 | tr '\n' '|')
 why=""
-( on node1 "$RFORK" run --node node2 -- "$WORK/eofjob" 2>"$WORK/eof.err" | cat >"$WORK/eof.out"; echo "${PIPESTATUS[0]}" >"$WORK/eof.rc" ) &
-jobbg=$!
-wait_pid "$WORK/eof.out"
-sleep 0.6
-out=$(on node1 "$RFORK" checkpoint "${jpid:-0}" "$WORK/ck8" 2>&1); crc=$?
-wait "$jobbg"
+cut_job "$WORK/eof" 0.6 end "$WORK/ck8" --node node2 -- "$WORK/eofjob"
 settle
 [ "$crc" = 0 ] || why+="checkpoint said (exit $crc): $out; "
 grep -q '"ended" : true' "$WORK/ck8/manifest.json" 2>/dev/null || why+="no channel of the part is marked ended; "
@@ -1640,12 +1635,8 @@ result "security/ps shows a user only their own processes" \
 
 # --- a dead node: a fork and a migration to it are under way when it dies; both stay home ---
 # (First, for the last test of this section, a checkpoint of a job whose child runs on node3.)
-( on node1 "$RFORK" run --node node3 -- "$WORK/pipejob" 2>"$WORK/job15.err" | cat >"$WORK/job15.out"; echo "${PIPESTATUS[0]}" >"$WORK/job15.rc" ) &
-bg15=$!
-wait_pid "$WORK/job15.out"
-sleep 0.7
-ck15=$(on node1 "$RFORK" checkpoint "${jpid:-0}" "$WORK/ck15" 2>&1); ck15rc=$?
-wait "$bg15"
+cut_job "$WORK/job15" 0.7 end "$WORK/ck15" --node node3 -- "$WORK/pipejob"
+ck15=$out ck15rc=$crc
 settle
 start_talker "$WORK/talkd" 0
 node3pid=$(daemon_pid node3)
