@@ -258,7 +258,7 @@ extension Node {
                 if let why = partRefusal(session) { return why }
                 continue
             }
-            if let why = Self.heldResourceRefusal(pid: p, allowCoherent: true) {
+            if let why = Self.jobMemberRefusal(pid: p) {
                 return why.replacingOccurrences(
                     of: "with processes that stay here", with: "in a way a checkpoint cannot save"
                 ).replacingOccurrences(of: ", which cannot follow it to another node yet", with: "")
@@ -394,6 +394,14 @@ extension Node {
         return SharedMemory.check(pid: pid, allowCoherent: allowCoherent).map {
             $0.replacingOccurrences(of: "the child", with: "process \(pid)")
         }
+    }
+
+    /// `heldResourceRefusal` for a process of a job or tree walked while it runs (before it is stopped): one
+    /// that ended since the walk holds nothing. A job that forks and reaps all the time loses processes
+    /// between the walk and the reading of their memory maps; that is no reason to refuse it.
+    static func jobMemberRefusal(pid: Int32, allowCoherent: Bool = true) -> String? {
+        guard let why = heldResourceRefusal(pid: pid, allowCoherent: allowCoherent) else { return nil }
+        return Posix.processState(pid) == nil ? nil : why
     }
 
     /// Every descendant of a process (not the process itself), from /proc's children lists.

@@ -49,8 +49,8 @@ extension Node {
                 return "\(child) runs on another node; moving a process with remote children comes later"
             }
             if Posix.namespacePIDs(d).count != depth { return "\(child) runs in a PID namespace of its own" }
-            if let why = heldResourceRefusal(pid: d) { return why }
-            if let why = identityRefusal(pid: d, uid: owner) { return why }
+            if let why = jobMemberRefusal(pid: d, allowCoherent: false) { return why }
+            if let why = identityRefusal(pid: d, uid: owner), Posix.processState(d) != nil { return why }
             for h in held(by: d) {
                 if h.target.hasPrefix("pipe:") {
                     // The other end of one of the top process's pipes: its channel would take it out of the tree.
