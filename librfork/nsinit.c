@@ -33,6 +33,8 @@
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <termios.h>
@@ -135,7 +137,68 @@ static int lazy_waiting(void)
     return 0;
 }
 
-/* Is the child blocked reading one of the lazy read ends? (/proc/PID/syscall: "NR ARG1 ...") */
+/* Reads `len` bytes at `addr` of the child's memory; 0 when done. */
+static int peek(unsigned long addr, void *out, size_t len)
+{
+    struct iovec local = {.iov_base = out, .iov_len = len};
+    struct iovec remote = {.iov_base = (void *)addr, .iov_len = len};
+    return process_vm_readv(child, &local, 1, &remote, 1, 0) == (ssize_t)len ? 0 : -1;
+}
+
+/* Whether the child, waiting in poll/ppoll on `nfds` pollfds at `addr`, waits for input on `fd`. */
+static int polls_for(unsigned long addr, unsigned long nfds, int fd)
+{
+    struct pollfd p[64];
+    for (unsigned long done = 0; done < nfds && done < 4096;) {
+        size_t k = nfds - done < 64 ? (size_t)(nfds - done) : 64;
+        if (peek(addr + done * sizeof p[0], p, k * sizeof p[0]) != 0)
+            return 0;
+        for (size_t j = 0; j < k; j++)
+            if (p[j].fd == fd && (p[j].events & POLLIN))
+                return 1;
+        done += k;
+    }
+    return 0;
+}
+
+/* Whether the child, waiting in select/pselect6 on `nfds` descriptors with its read set at `readfds`,
+ * waits for input on `fd`. */
+static int selects_for(unsigned long readfds, unsigned long nfds, int fd)
+{
+    if (readfds == 0 || fd < 0 || (unsigned long)fd >= nfds)
+        return 0;
+    unsigned long word = 0, bits = 8 * sizeof word;
+    if (peek(readfds + ((unsigned long)fd / bits) * sizeof word, &word, sizeof word) != 0)
+        return 0;
+    return (word >> ((unsigned long)fd % bits)) & 1;
+}
+
+/* Whether the child, waiting in epoll_wait on `epfd`, waits for input on `fd` (its epoll's fdinfo lists
+ * each watched descriptor: "tfd:        5 events:       19 data: ..."). */
+static int epolls_for(int epfd, int fd)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/fdinfo/%d", (int)child, epfd);
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return 0;
+    char line[256];
+    int found = 0;
+    while (!found && fgets(line, sizeof line, f)) {
+        int tfd = -1;
+        unsigned events = 0;
+        if (sscanf(line, "tfd: %d events: %x", &tfd, &events) == 2 && tfd == fd && (events & POLLIN))
+            found = 1;
+    }
+    fclose(f);
+    return found;
+}
+
+/* Is the child blocked on one of the lazy read ends? (/proc/PID/syscall: "NR ARG1 ARG2 ARG3 ...") Blocked
+ * in read(2), the demand is the size it reads. Blocked waiting for input in poll, select or epoll, which
+ * says no size, it is what a pipe holds (64 KiB): the read that follows takes what it wants and the rest
+ * waits in the child's pipe for its next read (with other readers of the same pipe waiting too, the child
+ * may take bytes one of them would have read; it still reads them, unless it ends first). */
 static void check_demand(void)
 {
     char path[64], line[256];
@@ -149,16 +212,44 @@ static void check_demand(void)
         return;
     line[r] = 0;
     long nr = -1;
-    unsigned long arg = 0, buf_arg = 0, count = 0;
-    if (sscanf(line, "%ld %lx %lx %lx", &nr, &arg, &buf_arg, &count) != 4)
+    unsigned long arg = 0, arg2 = 0, arg3 = 0;
+    if (sscanf(line, "%ld %lx %lx %lx", &nr, &arg, &arg2, &arg3) != 4)
         return;
-    if (nr != 0 && nr != 17 && nr != 19 && nr != 295) /* read, pread64, readv, preadv */
-        return;
-    if (nr == 19 || nr == 295) /* the third argument counts iovecs, not bytes */
-        count = RFORK_FRAME_MAX / 2;
-    for (int i = 0; i < n; i++)
-        if (ch[i].kind == RFORK_CHANNEL_LAZY_INPUT && (unsigned long)ch[i].fd == arg)
-            demand(i, count);
+    for (int i = 0; i < n; i++) {
+        if (ch[i].kind != RFORK_CHANNEL_LAZY_INPUT)
+            continue;
+        int fd = ch[i].fd;
+        int waits = 0;
+        if (nr == SYS_read || nr == SYS_pread64) {
+            if ((unsigned long)fd == arg)
+                demand(i, arg3);
+            continue;
+        } else if (nr == SYS_readv || nr == SYS_preadv) { /* the third argument counts iovecs, not bytes */
+            if ((unsigned long)fd == arg)
+                demand(i, RFORK_FRAME_MAX / 2);
+            continue;
+        }
+#ifdef SYS_poll
+        else if (nr == SYS_poll)
+            waits = polls_for(arg, arg2, fd);
+#endif
+        else if (nr == SYS_ppoll)
+            waits = polls_for(arg, arg2, fd);
+#ifdef SYS_select
+        else if (nr == SYS_select)
+            waits = selects_for(arg2, arg, fd);
+#endif
+        else if (nr == SYS_pselect6)
+            waits = selects_for(arg2, arg, fd);
+#ifdef SYS_epoll_wait
+        else if (nr == SYS_epoll_wait)
+            waits = epolls_for((int)arg, fd);
+#endif
+        else if (nr == SYS_epoll_pwait || nr == SYS_epoll_pwait2)
+            waits = epolls_for((int)arg, fd);
+        if (waits)
+            demand(i, 65536);
+    }
 }
 
 /* Sends output of channel i. The pty turned "\n" into "\r\n"; the home terminal will do that itself. */

@@ -464,16 +464,14 @@ static int collect_channels(int ctl, struct channel *ch, int max)
     if (r < 0)
         return -1;
     int n = c.n;
-    /* A read end whose write end the child holds too: many children never close the end they do not
-     * use, so such a read end is relayed only once the remote child reads it. */
-    for (int i = 0; i < n; i++) {
-        size_t l = strlen(ch[i].id);
-        if (ch[i].kind != RFORK_CHANNEL_INPUT || l < 2)
-            continue;
-        for (int j = 0; j < n; j++)
-            if (ch[j].kind == RFORK_CHANNEL_OUTPUT && strncmp(ch[j].id, ch[i].id, l - 1) == 0 && ch[j].id[l - 1] == 'w')
-                ch[i].kind = RFORK_CHANNEL_LAZY_INPUT;
-    }
+    /* Every pipe's read end is relayed only as the remote child reads it: at the fork its parent holds it
+     * too (and may read it, as a shell reads its script or a program its input after starting workers),
+     * and many children never close the end they do not use. Reading ahead for a child that never reads
+     * would take bytes the parent reads. The home rforkd makes it read ahead once its stand-in holds the
+     * only read end on the home node. */
+    for (int i = 0; i < n; i++)
+        if (ch[i].kind == RFORK_CHANNEL_INPUT)
+            ch[i].kind = RFORK_CHANNEL_LAZY_INPUT;
     return n;
 }
 

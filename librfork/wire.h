@@ -78,7 +78,7 @@ enum rfork_channel_kind {
     RFORK_CHANNEL_OUTPUT = 2,   /* the child writes it */
     RFORK_CHANNEL_TERMINAL = 3, /* a terminal: output relayed, input reads end of file */
     RFORK_CHANNEL_FILE = 4,     /* a regular file the child writes: a memfd on the target, growth relayed */
-    RFORK_CHANNEL_LAZY_INPUT = 5, /* a read end whose write end the child holds too: relayed once it reads */
+    RFORK_CHANNEL_LAZY_INPUT = 5, /* a pipe's read end: relayed as the child reads it */
 };
 
 /* Event kinds, also in proto/peer.proto (ChildEvent.Kind). */

@@ -2,9 +2,10 @@ import NIOCore
 import RforkSystem
 import RforkWire
 
-/// Lazy input channels: a read end the child held at its fork together with other readers (its parent,
-/// siblings), so the stand-in reads it only when the remote child reads, one read(2) of the child's size
-/// per demand, and takes no byte another reader should get. Once the stand-in holds the only read end
+/// Lazy input channels: every pipe read end a child moves with (at its fork its parent holds the same
+/// read end, and may read it), so the stand-in reads it only when the remote child reads, one read(2) of
+/// the child's size per demand (64 KiB when the child waits for it in poll, select or epoll, which says
+/// no size), and takes no byte another reader should get. Once the stand-in holds the only read end
 /// left on this node (the parent closed its own, as most parents do), nobody can lose bytes to it: the
 /// home daemon, which as root sees every process's descriptors, tells the stand-in and the namespace init
 /// to treat it as an ordinary input channel, read ahead within the flow-control window.

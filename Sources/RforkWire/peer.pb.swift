@@ -51,7 +51,7 @@ public nonisolated enum Rfork_Wire_V1_ChannelKind: SwiftProtobuf.Enum, Swift.Cas
   /// a regular file the child writes: a memfd on the target, growth relayed
   case file // = 4
 
-  /// a read end whose write end the child holds too: relayed once it reads
+  /// a pipe's read end: relayed as the child reads it
   case lazyInput // = 5
   case UNRECOGNIZED(Int)
 

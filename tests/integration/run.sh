@@ -1339,6 +1339,23 @@ grep -q 'runs on node2' "$WORK/unclosed.err" || why+="unclosed_ends ran no child
 [ "$(ahead)" = "$before" ] || why+="a channel whose pipe the parent still reads was read ahead; "
 result "pipes/read ahead once the stand-in holds the only read end, not while the parent holds one" "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
 
+# --- a read end the parent keeps while its remote child holds it too: the stand-in reads only as the
+# child reads, or waits to read in poll, select or epoll (blocking or not), so the parent's own reads get
+# every byte of its input (a child that never reads took it all before: a Pool's workers close stdin) ---
+why=""
+for mode in stdin-fork stdin-pool poll select epoll nonblock-select nonblock-epoll; do
+    input=(); case $mode in stdin-*) input=(seq 1 200000) ;; *) input=(true) ;; esac
+    plain=$(on node1 sh -c '"$@" | python3 '"$P"'/shared_input.py '"$mode" _ "${input[@]}" 2>/dev/null)
+    out=$(on node1 sh -c '"$@" | timeout 60 '"$RFORK"' run --node node2 -- python3 '"$P"'/shared_input.py '"$mode"         _ "${input[@]}" 2>"$WORK/shin.err"); rc=$?
+    [ "$rc" = 0 ] && [ "$out" = "$plain" ] || why+="$mode: exit $rc, '$(echo "$out" | tr '\n' '|')' where plain gave '$(echo "$plain" | tr '\n' '|')' $(tail -2 "$WORK/shin.err" | tr '\n' ' '); "
+    grep -q 'runs on node2' "$WORK/shin.err" || why+="$mode: no child ran on node2; "
+done
+settle
+left=$(leftovers)
+[ -z "$left" ] || why+="left behind:$left; "
+result "pipes/a parent and its remote child holding one read end: the parent reads all its input, the child all it waits for (poll, select, epoll)" \
+    "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
+
 # --- what a remote child costs its home node: its stand-in's own memory (PSS), for 4 sleeping children.
 # librfork is preloaded into the stand-in as into every process under rfork run: 1 MiB of zeroed
 # thread-local storage in it once made every process and thread 1 MiB larger, and every fork slower ---
