@@ -13,5 +13,10 @@ unsigned long long rfork_now_ns(void);
 char **rfork_remote_env(char *const envp[]);
 /* Whether forks from this process are placed at all (a daemon is configured and this is not remote). */
 int rfork_placement_wanted(void);
+/* Calls fn(line, arg) for each line of /proc/self/maps until fn returns nonzero; returns that, or 0. */
+int rfork_maps_each(int (*fn)(const char *line, void *arg), void *arg);
+/* Before a fork that may be placed elsewhere: moves the System V segments only this process attaches,
+ * and no other can find by a key, into memfds at the same addresses (sysv.c). */
+void rfork_sysv_move(void);
 
 #endif

@@ -145,53 +145,77 @@ static int peek(unsigned long addr, void *out, size_t len)
     return process_vm_readv(child, &local, 1, &remote, 1, 0) == (ssize_t)len ? 0 : -1;
 }
 
-/* Whether the child, waiting in poll/ppoll on `nfds` pollfds at `addr`, waits for input on `fd`. */
-static int polls_for(unsigned long addr, unsigned long nfds, int fd)
+/* The descriptors a blocked child waits to read, found in its system call's arguments. */
+#define WAITED_MAX 64
+struct waited {
+    int fd[WAITED_MAX];
+    int n;
+};
+
+static void add_waited(struct waited *w, int fd)
 {
-    struct pollfd p[64];
-    for (unsigned long done = 0; done < nfds && done < 4096;) {
-        size_t k = nfds - done < 64 ? (size_t)(nfds - done) : 64;
-        if (peek(addr + done * sizeof p[0], p, k * sizeof p[0]) != 0)
-            return 0;
-        for (size_t j = 0; j < k; j++)
-            if (p[j].fd == fd && (p[j].events & POLLIN))
-                return 1;
-        done += k;
-    }
-    return 0;
+    if (w->n < WAITED_MAX && fd >= 0)
+        w->fd[w->n++] = fd;
 }
 
-/* Whether the child, waiting in select/pselect6 on `nfds` descriptors with its read set at `readfds`,
- * waits for input on `fd`. */
-static int selects_for(unsigned long readfds, unsigned long nfds, int fd)
+/* poll/ppoll on `nfds` pollfds at `addr`: those asking for input. */
+static void polled(struct waited *w, unsigned long addr, unsigned long nfds)
 {
-    if (readfds == 0 || fd < 0 || (unsigned long)fd >= nfds)
-        return 0;
-    unsigned long word = 0, bits = 8 * sizeof word;
-    if (peek(readfds + ((unsigned long)fd / bits) * sizeof word, &word, sizeof word) != 0)
-        return 0;
-    return (word >> ((unsigned long)fd % bits)) & 1;
+    struct pollfd p[WAITED_MAX];
+    if (nfds > WAITED_MAX)
+        nfds = WAITED_MAX;
+    if (peek(addr, p, nfds * sizeof p[0]) != 0)
+        return;
+    for (unsigned long j = 0; j < nfds; j++)
+        if (p[j].events & POLLIN)
+            add_waited(w, p[j].fd);
 }
 
-/* Whether the child, waiting in epoll_wait on `epfd`, waits for input on `fd` (its epoll's fdinfo lists
- * each watched descriptor: "tfd:        5 events:       19 data: ..."). */
-static int epolls_for(int epfd, int fd)
+/* select/pselect6 on `nfds` descriptors with its read set at `readfds`. */
+static void selected(struct waited *w, unsigned long readfds, unsigned long nfds)
+{
+    unsigned long set[1024 / (8 * sizeof(unsigned long))];
+    unsigned long bits = 8 * sizeof set[0];
+    if (readfds == 0)
+        return;
+    if (nfds > 1024)
+        nfds = 1024;
+    size_t words = (nfds + bits - 1) / bits;
+    if (words == 0 || peek(readfds, set, words * sizeof set[0]) != 0)
+        return;
+    for (unsigned long fd = 0; fd < nfds; fd++)
+        if ((set[fd / bits] >> (fd % bits)) & 1)
+            add_waited(w, (int)fd);
+}
+
+/* epoll_wait on `epfd`: the descriptors its epoll watches for input (its fdinfo lists each one:
+ * "tfd:        5 events:       19 data: ..."). */
+static void epolled(struct waited *w, int epfd)
 {
     char path[64];
     snprintf(path, sizeof path, "/proc/%d/fdinfo/%d", (int)child, epfd);
     FILE *f = fopen(path, "re");
     if (!f)
-        return 0;
+        return;
     char line[256];
-    int found = 0;
-    while (!found && fgets(line, sizeof line, f)) {
+    while (fgets(line, sizeof line, f)) {
         int tfd = -1;
         unsigned events = 0;
-        if (sscanf(line, "tfd: %d events: %x", &tfd, &events) == 2 && tfd == fd && (events & POLLIN))
-            found = 1;
+        if (sscanf(line, "tfd: %d events: %x", &tfd, &events) == 2 && (events & POLLIN))
+            add_waited(w, tfd);
     }
     fclose(f);
-    return found;
+}
+
+/* Whether the child's descriptor `fd` is the read end of lazy channel i's pipe (the child may have
+ * moved it since the fork: a shell's pipeline command reads it as its stdin). */
+static int is_channel(int fd, int i)
+{
+    struct stat ours, theirs;
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/fd/%d", (int)child, fd);
+    return fstat(ch[i].ours, &ours) == 0 && stat(path, &theirs) == 0 && S_ISFIFO(theirs.st_mode) &&
+           theirs.st_ino == ours.st_ino && theirs.st_dev == ours.st_dev;
 }
 
 /* Is the child blocked on one of the lazy read ends? (/proc/PID/syscall: "NR ARG1 ARG2 ARG3 ...") Blocked
@@ -212,43 +236,47 @@ static void check_demand(void)
         return;
     line[r] = 0;
     long nr = -1;
-    unsigned long arg = 0, arg2 = 0, arg3 = 0;
-    if (sscanf(line, "%ld %lx %lx %lx", &nr, &arg, &arg2, &arg3) != 4)
+    unsigned long arg = 0, arg2 = 0, arg3 = 0, arg4 = 0, arg5 = 0;
+    if (sscanf(line, "%ld %lx %lx %lx %lx %lx", &nr, &arg, &arg2, &arg3, &arg4, &arg5) < 4)
         return;
-    for (int i = 0; i < n; i++) {
-        if (ch[i].kind != RFORK_CHANNEL_LAZY_INPUT)
-            continue;
-        int fd = ch[i].fd;
-        int waits = 0;
-        if (nr == SYS_read || nr == SYS_pread64) {
-            if ((unsigned long)fd == arg)
-                demand(i, arg3);
-            continue;
-        } else if (nr == SYS_readv || nr == SYS_preadv) { /* the third argument counts iovecs, not bytes */
-            if ((unsigned long)fd == arg)
-                demand(i, RFORK_FRAME_MAX / 2);
-            continue;
-        }
+    struct waited w = {.n = 0};
+    unsigned long want = 65536;
+    if (nr == SYS_read || nr == SYS_pread64) {
+        add_waited(&w, (int)arg);
+        want = arg3;
+    } else if (nr == SYS_readv || nr == SYS_preadv) { /* the third argument counts iovecs, not bytes */
+        add_waited(&w, (int)arg);
+        want = RFORK_FRAME_MAX / 2;
+    } else if (nr == SYS_splice) { /* splice(fd_in, off_in, fd_out, off_out, len, flags) */
+        add_waited(&w, (int)arg);
+        want = arg5;
+    }
 #ifdef SYS_poll
-        else if (nr == SYS_poll)
-            waits = polls_for(arg, arg2, fd);
+    else if (nr == SYS_poll)
+        polled(&w, arg, arg2);
 #endif
-        else if (nr == SYS_ppoll)
-            waits = polls_for(arg, arg2, fd);
+    else if (nr == SYS_ppoll)
+        polled(&w, arg, arg2);
 #ifdef SYS_select
-        else if (nr == SYS_select)
-            waits = selects_for(arg2, arg, fd);
+    else if (nr == SYS_select)
+        selected(&w, arg2, arg);
 #endif
-        else if (nr == SYS_pselect6)
-            waits = selects_for(arg2, arg, fd);
+    else if (nr == SYS_pselect6)
+        selected(&w, arg2, arg);
 #ifdef SYS_epoll_wait
-        else if (nr == SYS_epoll_wait)
-            waits = epolls_for((int)arg, fd);
+    else if (nr == SYS_epoll_wait)
+        epolled(&w, (int)arg);
 #endif
-        else if (nr == SYS_epoll_pwait || nr == SYS_epoll_pwait2)
-            waits = epolls_for((int)arg, fd);
-        if (waits)
-            demand(i, 65536);
+    else if (nr == SYS_epoll_pwait || nr == SYS_epoll_pwait2)
+        epolled(&w, (int)arg);
+    for (int i = 0; i < n; i++) {
+        if (ch[i].kind != RFORK_CHANNEL_LAZY_INPUT || ch[i].ours < 0)
+            continue;
+        for (int k = 0; k < w.n; k++)
+            if (is_channel(w.fd[k], i)) {
+                demand(i, want);
+                break;
+            }
     }
 }
 

@@ -93,6 +93,8 @@ static int maps_each(int (*fn)(const char *line, void *arg), void *arg)
     return r;
 }
 
+int rfork_maps_each(int (*fn)(const char *line, void *arg), void *arg) { return maps_each(fn, arg); }
+
 static int ends_with(const char *s, const char *suffix)
 {
     size_t a = strlen(s), b = strlen(suffix);
@@ -879,6 +881,9 @@ pid_t rfork_do_fork(const char *node, int allow_remote)
     /* A parent that maps shared anonymous memory makes its userfaultfd now, while it is itself: its child
      * names it to rforkd, which takes it from here should the child share that memory from elsewhere. */
     const char *sock = getenv("RFORK_SOCKET");
+    /* System V segments only this process can reach become memfds, which can follow the child. */
+    if (allow_remote && rfork_placement_wanted())
+        rfork_sysv_move();
     int uffd_err = 0;
     if (__atomic_load_n(&shm_uffd, __ATOMIC_ACQUIRE) < 0 && sock && *sock && maps_coherent()) {
         /* Two threads forking at once make one userfaultfd between them. */

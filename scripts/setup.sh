@@ -3,7 +3,7 @@
 #  - Debian build dependencies (for CRIU and rfork itself),
 #  - CRIU >= 4.1 built from Debian trixie's source tarball (bookworm's 3.17 fails on new kernels),
 #    with its kernel-feature cache (RUNDIR) on a tmpfs and scripts/criu-rfork.patch applied
-#    (directional pipe ends for --inherit-fd; external files keep no size, mode or position; inherited terminals need no session; rlimits from /proc without CAP_SYS_RESOURCE; a session leader in an ancestor PID namespace is outside the shell job, for a zombie too; with CRIU_RFORK_CLOCK_SYNC, clocks follow the realtime a move took; a memfd marked external is supplied at restore like an external file; marked "GitID: rfork-17"),
+#    (directional pipe ends for --inherit-fd; external files keep no size, mode or position; inherited terminals need no session; rlimits from /proc without CAP_SYS_RESOURCE; a session leader in an ancestor PID namespace is outside the shell job, for a zombie too; with CRIU_RFORK_CLOCK_SYNC, clocks follow the realtime a move took; a memfd marked external is supplied at restore like an external file; an O_PATH memfd descriptor is restored without a file position; marked "GitID: rfork-18"),
 #  - kernel settings (pipe-max-size for post-copy).
 # Re-running it does nothing when everything is already in place.
 set -euo pipefail
@@ -11,7 +11,7 @@ set -euo pipefail
 CRIU_PREFIX=${CRIU_PREFIX:-/usr/local}
 CRIU_RUNDIR=${CRIU_RUNDIR:-/dev/shm/criu}       # must be on tmpfs: CRIU caches kernel features there
 WORK=${RFORK_SETUP_WORK:-/var/cache/rfork-setup}
-CRIU_MARK=rfork-17
+CRIU_MARK=rfork-18
 CRIU_VERSION=4.1.1-1
 HERE=$(cd "$(dirname "$0")" && pwd)
 log() { printf 'setup: %s\n' "$*" >&2; }

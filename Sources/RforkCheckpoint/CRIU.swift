@@ -30,7 +30,7 @@ public struct CRIU: Sendable {
     }
 
     /// The mark `make setup` gives the CRIU it builds with scripts/criu-rfork.patch.
-    public static let requiredMark = "rfork-17"
+    public static let requiredMark = "rfork-18"
 
     /// Checks that the configured CRIU runs and carries rfork's patch.
     public func check() throws(CheckpointError) {

@@ -76,9 +76,10 @@ result "cluster/each node has its own /tmp, /dev/shm and /run" "$([ -z "$why" ] 
 # --- shared memory never diverges: shared anonymous memory follows a child coherently; what cannot be
 # kept coherent yet keeps the child home, with its line ---
 cc -O2 -o "$WORK/pingpong" "$P/shared_pingpong.c"
-# Shared anonymous memory, memfds and unlinked /dev/shm files (what shm_open + shm_unlink, sem_open and
-# multiprocessing make) follow the child.
-for kind in anon memfd posix; do
+# Shared anonymous memory, memfds, unlinked /dev/shm files (what shm_open + shm_unlink, sem_open and
+# multiprocessing make) and System V segments only the parent attaches and no key finds (librfork moves
+# them into a memfd before the fork) follow the child.
+for kind in anon memfd posix sysv; do
     on node1 "$WORK/pingpong" "$kind" >"$WORK/pp.plain" 2>/dev/null
     on node1 "$RFORK" run --node node2 -- "$WORK/pingpong" "$kind" >"$WORK/pp.out" 2>"$WORK/pp.err"
     rc=$?
@@ -92,6 +93,39 @@ for kind in anon memfd posix; do
         "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
 done
 
+# A System V segment holding a process-shared mutex and counters, used by 3 children on other nodes:
+# made with IPC_PRIVATE (removed at the end, or before the forks), it follows them, coherent; made with
+# a key another process could shmget, it keeps them home, each with its line. No segment is left.
+cc -O2 -o "$WORK/sysv_shm" "$P/sysv_shm.c" -lpthread
+segments() { on node1 ipcs -m | grep -c '^0x'; }
+segments_before=$(segments)
+for mode in private removed key; do
+    why=""
+    plain=$(on node1 "$WORK/sysv_shm" "$mode" 2>/dev/null)
+    out=$(on node1 "$RFORK" run --policy spread -- "$WORK/sysv_shm" "$mode" 2>"$WORK/sysv.err"); rc=$?
+    settle
+    [ "$rc" = 0 ] || why+="exit $rc; "
+    [ "$out" = "$plain" ] || why+="output '$(echo "$out" | tr '\n' '|')' where plain gave '$(echo "$plain" | tr '\n' '|')'; "
+    [[ "$plain" == *"counter 60000 atomic 60000"* ]] || why+="plain run: '$(echo "$plain" | tr '\n' '|')'; "
+    away=$(grep -c -e 'child runs on node2' -e 'child runs on node3' "$WORK/sysv.err")
+    lines=$(grep -c '^rfork: ' "$WORK/sysv.err")
+    if [ "$mode" = key ]; then
+        [ "$away" = 0 ] || why+="$away children left node1; "
+        [ "$(grep -c '^rfork: the child shares memory with processes that stay here (System V shared memory segment (key 0x' "$WORK/sysv.err")" = 3 ] \
+            || why+="expected 3 lines naming the segment: $(tr '\n' ' ' <"$WORK/sysv.err"); "
+    else
+        [ "$away" -ge 2 ] || why+="only $away children ran on node2 or node3; "
+        [ "$lines" = 0 ] || why+="unexpected: $(tr '\n' ' ' <"$WORK/sysv.err"); "
+    fi
+    [ "$(segments)" = "$segments_before" ] || why+="$(( $(segments) - segments_before )) segments left on node1; "
+    case $mode in
+        private) what="made with IPC_PRIVATE: 3 children on other nodes share its mutex and counters" ;;
+        removed) what="removed before the forks: 3 children on other nodes share its mutex and counters" ;;
+        key) what="with a key another process could use: the children stay home, each with its line" ;;
+    esac
+    result "shared memory/System V segment $what" "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
+done
+
 # A descriptor of memory shared across nodes would read one node's copy: once the memory is shared, the
 # parent's and the remote child's descriptors of it are O_PATH (read fails with EBADF, fstat works), and
 # the mapping carries what the child wrote.
@@ -101,10 +135,10 @@ rc=$?
 settle
 why=""
 [ "$rc" = 0 ] || why+="exit $rc; "
-grep -q 'child runs on node2' "$WORK/desc.err" || why+="the child did not run on node2: $(tr '\n' ' ' <"$WORK/desc.err"); "
-printf 'child: read Bad file descriptor, fstat ok size 8192, mapped 1\nparent: read Bad file descriptor, mapped 42\n' |
+[ "$(grep -c 'child runs on node2' "$WORK/desc.err")" = 2 ] || why+="the children did not both run on node2: $(tr '\n' ' ' <"$WORK/desc.err"); "
+printf 'child: read Bad file descriptor, fstat ok size 8192, mapped 1\nsecond child: fstat ok, mapped 42\nparent: read Bad file descriptor, mapped 43\n' |
     cmp -s - "$WORK/desc.out" || why+="got: $(tr '\n' ' ' <"$WORK/desc.out"); "
-result "shared memory/descriptors of memory shared across nodes fail read(2) on both nodes instead of reading a stale copy" \
+result "shared memory/descriptors of memory shared across nodes fail read(2) on both nodes instead of reading a stale copy; a child forked holding one moves too" \
     "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
 
 # Processes on three nodes read, write and add atomically in random order; the invariants of sequential
@@ -167,7 +201,7 @@ done
 result "shared memory/nothing left behind: no userfaultfd or shared memory object held once the processes ended" \
     "$([ -z "$left" ] && echo 0 || echo 1)" "$left"
 
-for kind in sysv named file; do
+for kind in sysvkey named file; do
     on node1 "$WORK/pingpong" "$kind" "$WORK/pingpong.$kind.plain.map" >"$WORK/pp.plain" 2>/dev/null
     on node1 "$RFORK" run --node node2 -- "$WORK/pingpong" "$kind" "$WORK/pingpong.$kind.map" >"$WORK/pp.out" 2>"$WORK/pp.err"
     rc=$?

@@ -1,5 +1,6 @@
 /* A parent and its child hand a counter back and forth through shared memory of one kind (argv[1]):
- * anon (MAP_SHARED|MAP_ANONYMOUS), sysv (shmget/shmat), posix (shm_open, unlinked at once), named
+ * anon (MAP_SHARED|MAP_ANONYMOUS), sysv (shmget(IPC_PRIVATE)/shmat, removed at once), sysvkey (shmget with
+ * a key, removed at the end), posix (shm_open, unlinked at once), named
  * (shm_open, unlinked at the end), memfd, file (a writable shared mapping of argv[2]). With a private copy on another node the two would never meet again: the
  * child gives up after 10 s and the program fails. Prints the final counter and the child's status. */
 #define _GNU_SOURCE
@@ -44,13 +45,16 @@ int main(int argc, char **argv)
     const char *kind = argv[1];
     size_t size = 4096;
     void *p = MAP_FAILED;
+    int shm_id = -1;
     if (strcmp(kind, "anon") == 0) {
         p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    } else if (strcmp(kind, "sysv") == 0) {
-        int id = shmget(IPC_PRIVATE, size, IPC_CREAT | 0600);
-        if (id >= 0) {
-            p = shmat(id, NULL, 0);
-            shmctl(id, IPC_RMID, NULL);
+    } else if (strcmp(kind, "sysv") == 0 || strcmp(kind, "sysvkey") == 0) {
+        key_t key = strcmp(kind, "sysv") == 0 ? IPC_PRIVATE : (key_t)(0x52500000 | (getpid() & 0xffff));
+        shm_id = shmget(key, size, IPC_CREAT | 0600);
+        if (shm_id >= 0) {
+            p = shmat(shm_id, NULL, 0);
+            if (key == IPC_PRIVATE)
+                shmctl(shm_id, IPC_RMID, NULL);
             if (p == (void *)-1)
                 p = MAP_FAILED;
         }
@@ -97,6 +101,8 @@ int main(int argc, char **argv)
         snprintf(name, sizeof name, "/rfork-pingpong-%d", (int)getpid());
         shm_unlink(name);
     }
+    if (strcmp(kind, "sysvkey") == 0)
+        shmctl(shm_id, IPC_RMID, NULL);
     printf("%s: counter %d, child exit %d\n", kind, *counter, WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
     return ok && *counter == 2 * ROUNDS ? 0 : 1;
 }
