@@ -18,5 +18,8 @@ int rfork_maps_each(int (*fn)(const char *line, void *arg), void *arg);
 /* Before a fork that may be placed elsewhere: moves the System V segments only this process attaches,
  * and no other can find by a key, into memfds at the same addresses (sysv.c). */
 void rfork_sysv_move(void);
+/* After this process mapped memory that is shared across nodes again (a new attach of a moved System V
+ * segment): asks rforkd to watch every mapping of it; 1 when it does. */
+int rfork_shm_rewatch(void);
 
 #endif

@@ -18,6 +18,7 @@
 #define _GNU_SOURCE
 #include "wire.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -68,6 +69,11 @@ struct chan {
 };
 
 static int mark_wanted; /* a checkpoint's INPUT marker came: echo it once every input is in the pipes */
+
+/* Until when the child counts as streaming a lazy channel (a demand was answered lately): its reads are
+ * then looked for every millisecond instead of every 5, since its next read follows at once. */
+static uint64_t streaming_until;
+#define STREAMING_NS 50000000u
 
 static int inotify_fd = -1;
 
@@ -137,12 +143,12 @@ static int lazy_waiting(void)
     return 0;
 }
 
-/* Reads `len` bytes at `addr` of the child's memory; 0 when done. */
-static int peek(unsigned long addr, void *out, size_t len)
+/* Reads `len` bytes at `addr` of process pid's memory; 0 when done. */
+static int peek(pid_t pid, unsigned long addr, void *out, size_t len)
 {
     struct iovec local = {.iov_base = out, .iov_len = len};
     struct iovec remote = {.iov_base = (void *)addr, .iov_len = len};
-    return process_vm_readv(child, &local, 1, &remote, 1, 0) == (ssize_t)len ? 0 : -1;
+    return process_vm_readv(pid, &local, 1, &remote, 1, 0) == (ssize_t)len ? 0 : -1;
 }
 
 /* The descriptors a blocked child waits to read, found in its system call's arguments. */
@@ -159,12 +165,12 @@ static void add_waited(struct waited *w, int fd)
 }
 
 /* poll/ppoll on `nfds` pollfds at `addr`: those asking for input. */
-static void polled(struct waited *w, unsigned long addr, unsigned long nfds)
+static void polled(struct waited *w, pid_t pid, unsigned long addr, unsigned long nfds)
 {
     struct pollfd p[WAITED_MAX];
     if (nfds > WAITED_MAX)
         nfds = WAITED_MAX;
-    if (peek(addr, p, nfds * sizeof p[0]) != 0)
+    if (peek(pid, addr, p, nfds * sizeof p[0]) != 0)
         return;
     for (unsigned long j = 0; j < nfds; j++)
         if (p[j].events & POLLIN)
@@ -172,7 +178,7 @@ static void polled(struct waited *w, unsigned long addr, unsigned long nfds)
 }
 
 /* select/pselect6 on `nfds` descriptors with its read set at `readfds`. */
-static void selected(struct waited *w, unsigned long readfds, unsigned long nfds)
+static void selected(struct waited *w, pid_t pid, unsigned long readfds, unsigned long nfds)
 {
     unsigned long set[1024 / (8 * sizeof(unsigned long))];
     unsigned long bits = 8 * sizeof set[0];
@@ -181,7 +187,7 @@ static void selected(struct waited *w, unsigned long readfds, unsigned long nfds
     if (nfds > 1024)
         nfds = 1024;
     size_t words = (nfds + bits - 1) / bits;
-    if (words == 0 || peek(readfds, set, words * sizeof set[0]) != 0)
+    if (words == 0 || peek(pid, readfds, set, words * sizeof set[0]) != 0)
         return;
     for (unsigned long fd = 0; fd < nfds; fd++)
         if ((set[fd / bits] >> (fd % bits)) & 1)
@@ -190,10 +196,10 @@ static void selected(struct waited *w, unsigned long readfds, unsigned long nfds
 
 /* epoll_wait on `epfd`: the descriptors its epoll watches for input (its fdinfo lists each one:
  * "tfd:        5 events:       19 data: ..."). */
-static void epolled(struct waited *w, int epfd)
+static void epolled(struct waited *w, pid_t pid, int epfd)
 {
     char path[64];
-    snprintf(path, sizeof path, "/proc/%d/fdinfo/%d", (int)child, epfd);
+    snprintf(path, sizeof path, "/proc/%d/fdinfo/%d", (int)pid, epfd);
     FILE *f = fopen(path, "re");
     if (!f)
         return;
@@ -207,26 +213,27 @@ static void epolled(struct waited *w, int epfd)
     fclose(f);
 }
 
-/* Whether the child's descriptor `fd` is the read end of lazy channel i's pipe (the child may have
+/* Whether descriptor `fd` of process pid is the read end of lazy channel i's pipe (the child may have
  * moved it since the fork: a shell's pipeline command reads it as its stdin). */
-static int is_channel(int fd, int i)
+static int is_channel(pid_t pid, int fd, int i)
 {
     struct stat ours, theirs;
     char path[64];
-    snprintf(path, sizeof path, "/proc/%d/fd/%d", (int)child, fd);
+    snprintf(path, sizeof path, "/proc/%d/fd/%d", (int)pid, fd);
     return fstat(ch[i].ours, &ours) == 0 && stat(path, &theirs) == 0 && S_ISFIFO(theirs.st_mode) &&
            theirs.st_ino == ours.st_ino && theirs.st_dev == ours.st_dev;
 }
 
-/* Is the child blocked on one of the lazy read ends? (/proc/PID/syscall: "NR ARG1 ARG2 ARG3 ...") Blocked
- * in read(2), the demand is the size it reads. Blocked waiting for input in poll, select or epoll, which
- * says no size, it is what a pipe holds (64 KiB): the read that follows takes what it wants and the rest
- * waits in the child's pipe for its next read (with other readers of the same pipe waiting too, the child
- * may take bytes one of them would have read; it still reads them, unless it ends first). */
-static void check_demand(void)
+/* Is thread tid of process pid blocked on one of the lazy read ends? (/proc/PID/task/TID/syscall:
+ * "NR ARG1 ARG2 ARG3 ...") Blocked in read(2), the demand is the size it reads. Blocked waiting for input
+ * in poll, select or epoll, which says no size, it is what a pipe holds (64 KiB): the read that follows
+ * takes what it wants and the rest waits in the child's pipe for its next read (with other readers of
+ * the same pipe waiting too, the child may take bytes one of them would have read; it still reads them,
+ * unless it ends first). */
+static void check_task(pid_t pid, pid_t tid)
 {
     char path[64], line[256];
-    snprintf(path, sizeof path, "/proc/%d/syscall", (int)child);
+    snprintf(path, sizeof path, "/proc/%d/task/%d/syscall", (int)pid, (int)tid);
     int f = open(path, O_RDONLY | O_CLOEXEC);
     if (f < 0)
         return;
@@ -253,31 +260,58 @@ static void check_demand(void)
     }
 #ifdef SYS_poll
     else if (nr == SYS_poll)
-        polled(&w, arg, arg2);
+        polled(&w, tid, arg, arg2);
 #endif
     else if (nr == SYS_ppoll)
-        polled(&w, arg, arg2);
+        polled(&w, tid, arg, arg2);
 #ifdef SYS_select
     else if (nr == SYS_select)
-        selected(&w, arg2, arg);
+        selected(&w, tid, arg2, arg);
 #endif
     else if (nr == SYS_pselect6)
-        selected(&w, arg2, arg);
+        selected(&w, tid, arg2, arg);
 #ifdef SYS_epoll_wait
     else if (nr == SYS_epoll_wait)
-        epolled(&w, (int)arg);
+        epolled(&w, pid, (int)arg);
 #endif
     else if (nr == SYS_epoll_pwait || nr == SYS_epoll_pwait2)
-        epolled(&w, (int)arg);
+        epolled(&w, pid, (int)arg);
     for (int i = 0; i < n; i++) {
         if (ch[i].kind != RFORK_CHANNEL_LAZY_INPUT || ch[i].ours < 0)
             continue;
         for (int k = 0; k < w.n; k++)
-            if (is_channel(w.fd[k], i)) {
+            if (is_channel(pid, w.fd[k], i)) {
                 demand(i, want);
                 break;
             }
     }
+}
+
+/* Every process of this namespace but nsinit (the child, its descendants, and the stand-ins of those
+ * placed further on, which read the child's pipes for them): is any of their threads blocked on a lazy
+ * read end? */
+static void check_demand(void)
+{
+    DIR *procs = opendir("/proc");
+    if (!procs)
+        return;
+    for (struct dirent *e; (e = readdir(procs));) {
+        pid_t pid = (pid_t)atoi(e->d_name);
+        if (pid <= 1 || pid == getpid())
+            continue;
+        char path[64];
+        snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
+        DIR *tasks = opendir(path);
+        if (!tasks)
+            continue;
+        for (struct dirent *t; (t = readdir(tasks));) {
+            pid_t tid = (pid_t)atoi(t->d_name);
+            if (tid > 0)
+                check_task(pid, tid);
+        }
+        closedir(tasks);
+    }
+    closedir(procs);
 }
 
 /* Sends output of channel i. The pty turned "\n" into "\r\n"; the home terminal will do that itself. */
@@ -682,7 +716,7 @@ static int init_main(int argc, char **argv)
         }
         answer_mark(); /* an input channel may have closed meanwhile */
         int lazy = restored && lazy_waiting();
-        if (poll(p, (nfds_t)np, lazy ? 5 : -1) < 0) {
+        if (poll(p, (nfds_t)np, !lazy ? -1 : now_ns() < streaming_until ? 1 : 5) < 0) {
             if (errno == EINTR)
                 continue;
             break;
@@ -782,6 +816,8 @@ static int init_main(int argc, char **argv)
                     return 1;
                 } else if (frame.type == RFORK_MSG_DATA && frame.len >= 4 && a < (uint32_t)n && ch[a].ours >= 0 &&
                            is_input(ch[a].kind)) {
+                    if (ch[a].kind == RFORK_CHANNEL_LAZY_INPUT && ch[a].demanded)
+                        streaming_until = now_ns() + STREAMING_NS;
                     ch[a].demanded = 0; /* the demanded read's bytes */
                     if (take_input((int)a, frame.data + 4, frame.len - 4, restored) < 0) {
                         if (!restored)

@@ -255,9 +255,10 @@ static void seal_listed(const char *text)
     }
 }
 
-/* Gives this process's userfaultfd to rforkd at sock. A restored child that cannot be covered must not
- * run on with the copy of the memory it was restored with: it ends with one line. */
-static void attach_shared(const char *sock, int remote)
+/* Gives this process's userfaultfd to rforkd at sock; 1 when rforkd covers its shared memory. A restored
+ * child that cannot be covered must not run on with the copy of the memory it was restored with: it ends
+ * with one line. */
+static int attach_shared(const char *sock, int remote)
 {
     int uffd = shm_uffd >= 0 ? shm_uffd : (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
     int err = uffd < 0 ? errno : 0;
@@ -295,7 +296,7 @@ static void attach_shared(const char *sock, int remote)
     if (ok) {
         shm_uffd = uffd;
         seal_listed(why);
-        return;
+        return 1;
     }
     if (uffd >= 0 && uffd != shm_uffd)
         close(uffd);
@@ -304,6 +305,15 @@ static void attach_shared(const char *sock, int remote)
         raise(SIGKILL);
         _exit(137);
     }
+    return 0;
+}
+
+int rfork_shm_rewatch(void)
+{
+    const char *sock = getenv("RFORK_SOCKET");
+    if (!sock || !*sock || shm_uffd < 0)
+        return 0;
+    return attach_shared(sock, 0);
 }
 
 static __thread int use_underscore_fork; /* this fork came in through _Fork() */

@@ -11,9 +11,12 @@
  *
  * Left alone (a child holding it stays home, with the line naming it): a segment with a key another
  * process could shmget, one another process attaches, one attached in parts (mprotect split it), and
- * every segment of a process with several threads (one could write during the copy). A shmat of a moved
- * segment after its memory was shared with another node fails with EINVAL and a line: a new mapping
- * there would not be kept coherent.
+ * every segment of a process with several threads (one could write during the copy).
+ *
+ * Once the memory is shared with another node, librfork has reduced the memfd descriptor to O_PATH (it
+ * cannot be mapped again): a new shmat then maps the pages of an attach this process still has
+ * (mremap with old size 0 makes a second mapping of a shared mapping's pages) and asks rforkd to watch
+ * every mapping of it before it returns. With no attach left it fails with EINVAL and a line.
  */
 #define _GNU_SOURCE
 #include "internal.h"
@@ -206,6 +209,53 @@ static void release_if_done(struct segment *s)
     memset(s, 0, sizeof *s);
 }
 
+/* A new attach of segment s, whose memfd is O_PATH: the pages of an attach it has, mapped again (at
+ * addr, which must be free), then watched by rforkd. (void *)-1 with *err set when it cannot be. */
+static void *attach_again(struct segment *s, const void *addr, int flags, int *err)
+{
+    void *from = NULL;
+    for (int k = 0; k < SYSV_ATTACH_MAX && !from; k++)
+        from = s->attach[k];
+    const char *why = NULL;
+    void *p = MAP_FAILED;
+    uintptr_t at = (uintptr_t)addr;
+    if (at && (flags & SHM_RND))
+        at &= ~(uintptr_t)(SHMLBA - 1);
+    if (!from) {
+        why = "this process has no attach of it left to map again";
+    } else if (at) {
+        /* mremap cannot refuse a used address itself: a placeholder claims it first. */
+        void *hold = mmap((void *)at, s->mapped, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+        if (hold == MAP_FAILED) {
+            *err = errno == EEXIST ? EINVAL : errno;
+            return (void *)-1;
+        }
+        p = mremap(from, 0, s->mapped, MREMAP_MAYMOVE | MREMAP_FIXED, (void *)at);
+        if (p == MAP_FAILED)
+            munmap(hold, s->mapped);
+    } else {
+        p = mremap(from, 0, s->mapped, MREMAP_MAYMOVE);
+    }
+    if (!why && p == MAP_FAILED)
+        why = "cannot map its pages again";
+    if (!why && mprotect(p, s->mapped, (flags & SHM_RDONLY) ? PROT_READ : PROT_READ | PROT_WRITE) != 0)
+        why = "cannot protect the new attach";
+    if (!why && !rfork_shm_rewatch())
+        why = "rforkd does not watch the new attach";
+    if (!why)
+        return p;
+    if (p != MAP_FAILED)
+        munmap(p, s->mapped);
+    char num[24];
+    struct sbuf b;
+    sb_init(&b, num, sizeof num);
+    sb_dec(&b, s->id);
+    safe_say("rfork: shmat of System V segment ", num, " (its memory is shared with another node) fails: ", why,
+             "\n", (char *)NULL);
+    *err = EINVAL;
+    return (void *)-1;
+}
+
 EXPORT void *shmat(int id, const void *addr, int flags)
 {
     pthread_mutex_lock(&lock);
@@ -221,18 +271,13 @@ EXPORT void *shmat(int id, const void *addr, int flags)
         if (!s->attach[i])
             slot = i;
     int status = s->fd >= 0 ? fcntl(s->fd, F_GETFL) : -1;
-    if (status < 0 || (status & O_PATH)) {
-        /* librfork reduced the memfd to O_PATH: its memory is shared with another node, where a new
-         * mapping would not be kept coherent. */
-        char num[24];
-        struct sbuf b;
-        sb_init(&b, num, sizeof num);
-        sb_dec(&b, id);
-        safe_say("rfork: shmat of System V segment ", num,
-                 " fails: its memory is shared with another node, and attaching it again is not done\n",
-                 (char *)NULL);
-    } else if (slot < 0) {
+    if (slot < 0) {
         err = EMFILE;
+    } else if (status < 0 || (status & O_PATH)) {
+        /* The memory is shared with another node: a second mapping of an attach's pages, watched. */
+        result = attach_again(s, addr, flags, &err);
+        if (result != (void *)-1)
+            s->attach[slot] = result;
     } else {
         uintptr_t at = (uintptr_t)addr;
         if (at && (flags & SHM_RND))

@@ -33,7 +33,7 @@ final class ShmMapper: @unchecked Sendable {  // confined to Node.loop
     }
 
     /// Which page of which participant's object is at `address` in this process (the inverse of
-    /// `address(of:in:)`), for each object it maps there.
+    /// `addresses(of:in:)`), for each object it maps there.
     func pages(at address: UInt64) -> [(participant: String, page: UInt64)] {
         ranges.compactMap { participant, ranges in
             guard let r = ranges.first(where: { $0.start <= address && address < $0.end }) else { return nil }
@@ -41,13 +41,14 @@ final class ShmMapper: @unchecked Sendable {  // confined to Node.loop
         }
     }
 
-    /// Where `page` of the participant's object is in this process, if it maps it.
-    func address(of page: UInt64, in participant: String) -> UInt64? {
-        for r in ranges[participant] ?? [] {
-            let a = r.start + (page &- r.firstPage) &* Userfault.pageSize
-            if page >= r.firstPage && a < r.end { return a }
+    /// Where `page` of the participant's object is in this process: every address, since a process may
+    /// map one object more than once (a System V segment attached twice), and each mapping must be
+    /// protected and woken.
+    func addresses(of page: UInt64, in participant: String) -> [UInt64] {
+        (ranges[participant] ?? []).compactMap { r in
+            let a = r.start &+ (page &- r.firstPage) &* Userfault.pageSize
+            return page >= r.firstPage && a < r.end ? a : nil
         }
-        return nil
     }
 }
 
@@ -357,7 +358,7 @@ extension Node {
         // Pages local processes may only read: those held for reading, and those held for writing that no
         // local process has written yet (their first write must fault).
         for (page, access) in region.node.access where access == .read || region.node.clean.contains(page) {
-            if let a = mapper.address(of: UInt64(page), in: region.participant) {
+            for a in mapper.addresses(of: UInt64(page), in: region.participant) {
                 _ = Userfault.writeProtect(
                     mapper.uffd, start: a, length: Userfault.pageSize, protect: true, wake: false)
             }
@@ -604,7 +605,7 @@ extension Node {
                 sendCoherence(m, region: region, data: bytes)
             case .protect(let page):
                 for mapper in region.mappers {
-                    if let a = mapper.address(of: UInt64(page), in: region.participant) {
+                    for a in mapper.addresses(of: UInt64(page), in: region.participant) {
                         _ = Userfault.writeProtect(mapper.uffd, start: a, length: size, protect: true, wake: false)
                     }
                 }
@@ -621,7 +622,7 @@ extension Node {
                 let p = UInt64(page)
                 // Protection first (markers on pages not yet mapped), then the bytes, then the waiters.
                 for mapper in region.mappers {
-                    if let a = mapper.address(of: p, in: region.participant) {
+                    for a in mapper.addresses(of: p, in: region.participant) {
                         _ = Userfault.writeProtect(
                             mapper.uffd, start: a, length: size, protect: access == .read, wake: false)
                     }
@@ -641,7 +642,7 @@ extension Node {
                 _ = Userfault.allocate(region.objectFD, offset: p * size, length: size)
                 if region.node.access(page) == .write && !region.node.clean.contains(page) {
                     for mapper in region.mappers {
-                        if let a = mapper.address(of: p, in: region.participant) {
+                        for a in mapper.addresses(of: p, in: region.participant) {
                             _ = Userfault.writeProtect(mapper.uffd, start: a, length: size, protect: false, wake: false)
                         }
                     }
@@ -665,7 +666,7 @@ extension Node {
 
     private func wakeAll(_ region: SharedRegion, page: UInt64) {
         for mapper in region.mappers {
-            if let a = mapper.address(of: page, in: region.participant) {
+            for a in mapper.addresses(of: page, in: region.participant) {
                 _ = Userfault.wake(mapper.uffd, start: a, length: Userfault.pageSize)
             }
         }

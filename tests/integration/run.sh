@@ -79,7 +79,7 @@ cc -O2 -o "$WORK/pingpong" "$P/shared_pingpong.c"
 # Shared anonymous memory, memfds, unlinked /dev/shm files (what shm_open + shm_unlink, sem_open and
 # multiprocessing make) and System V segments only the parent attaches and no key finds (librfork moves
 # them into a memfd before the fork) follow the child.
-for kind in anon memfd posix sysv; do
+for kind in anon memfd memfd2 posix sysv; do
     on node1 "$WORK/pingpong" "$kind" >"$WORK/pp.plain" 2>/dev/null
     on node1 "$RFORK" run --node node2 -- "$WORK/pingpong" "$kind" >"$WORK/pp.out" 2>"$WORK/pp.err"
     rc=$?
@@ -93,9 +93,10 @@ for kind in anon memfd posix sysv; do
         "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
 done
 
-# A System V segment holding a process-shared mutex and counters, used by 3 children on other nodes:
-# made with IPC_PRIVATE (removed at the end, or before the forks), it follows them, coherent; made with
-# a key another process could shmget, it keeps them home, each with its line. No segment is left.
+# A System V segment holding a process-shared mutex and counters, used by 3 children on other nodes
+# (each attaches it again there, and so does the parent once they moved): made with IPC_PRIVATE (removed
+# at the end, or before the forks), it follows them, coherent; made with a key another process could
+# shmget, it keeps them home, each with its line. No segment is left.
 cc -O2 -o "$WORK/sysv_shm" "$P/sysv_shm.c" -lpthread
 segments() { on node1 ipcs -m | grep -c '^0x'; }
 segments_before=$(segments)
@@ -119,8 +120,8 @@ for mode in private removed key; do
     fi
     [ "$(segments)" = "$segments_before" ] || why+="$(( $(segments) - segments_before )) segments left on node1; "
     case $mode in
-        private) what="made with IPC_PRIVATE: 3 children on other nodes share its mutex and counters" ;;
-        removed) what="removed before the forks: 3 children on other nodes share its mutex and counters" ;;
+        private) what="made with IPC_PRIVATE: 3 children on other nodes share its mutex and counters, attached again there and at home" ;;
+        removed) what="removed before the forks: 3 children on other nodes share its mutex and counters, attached again there and at home" ;;
         key) what="with a key another process could use: the children stay home, each with its line" ;;
     esac
     result "shared memory/System V segment $what" "$([ -z "$why" ] && echo 0 || echo 1)" "$why"

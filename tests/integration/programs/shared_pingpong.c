@@ -1,7 +1,8 @@
 /* A parent and its child hand a counter back and forth through shared memory of one kind (argv[1]):
  * anon (MAP_SHARED|MAP_ANONYMOUS), sysv (shmget(IPC_PRIVATE)/shmat, removed at once), sysvkey (shmget with
  * a key, removed at the end), posix (shm_open, unlinked at once), named
- * (shm_open, unlinked at the end), memfd, file (a writable shared mapping of argv[2]). With a private copy on another node the two would never meet again: the
+ * (shm_open, unlinked at the end), memfd, memfd2 (a memfd mapped twice: the parent takes its turns through
+ * the second mapping), file (a writable shared mapping of argv[2]). With a private copy on another node the two would never meet again: the
  * child gives up after 10 s and the program fails. Prints the final counter and the child's status. */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -46,6 +47,7 @@ int main(int argc, char **argv)
     size_t size = 4096;
     void *p = MAP_FAILED;
     int shm_id = -1;
+    void *second = MAP_FAILED;
     if (strcmp(kind, "anon") == 0) {
         p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     } else if (strcmp(kind, "sysv") == 0 || strcmp(kind, "sysvkey") == 0) {
@@ -66,13 +68,15 @@ int main(int argc, char **argv)
             fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL, 0600);
             if (strcmp(kind, "posix") == 0)
                 shm_unlink(name);
-        } else if (strcmp(kind, "memfd") == 0) {
+        } else if (strcmp(kind, "memfd") == 0 || strcmp(kind, "memfd2") == 0) {
             fd = memfd_create("pingpong", 0);
         } else if (strcmp(kind, "file") == 0 && argc > 2) {
             fd = open(argv[2], O_RDWR | O_CREAT | O_TRUNC, 0600);
         }
         if (fd >= 0 && ftruncate(fd, size) == 0)
             p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        if (p != MAP_FAILED && strcmp(kind, "memfd2") == 0)
+            second = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
         if (fd >= 0)
             close(fd);
     }
@@ -81,6 +85,7 @@ int main(int argc, char **argv)
         return 2;
     }
     volatile int *counter = p;
+    volatile int *mine = second != MAP_FAILED ? second : p; /* where the parent takes its turns */
     pid_t child = fork();
     if (child == 0) {
         char h[64];
@@ -93,7 +98,7 @@ int main(int argc, char **argv)
     }
     int ok = 1;
     for (int i = 0; i < ROUNDS && ok; i++)
-        ok = turn(counter, 0) == 0;
+        ok = turn(mine, 0) == 0;
     int st;
     waitpid(child, &st, 0);
     if (strcmp(kind, "named") == 0) {

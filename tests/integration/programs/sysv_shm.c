@@ -1,9 +1,10 @@
 /*
  * A System V segment shared by a parent and its children. The parent makes it (IPC_PRIVATE, or with a
  * key from ftok), attaches it and puts a process-shared mutex, a counter, an atomic counter and one slot
- * per child in it; 3 children each add ITER times to both counters (under the mutex, and atomically) and
- * write their slot; the parent waits and prints what it reads, the segment's size by IPC_STAT, and
- * removes it. Each child says where it ran on stderr ("child runs on NODE").
+ * per child in it; 3 children each add ITER times to both counters (under the mutex, and atomically),
+ * attach the segment again and write their slot through that attach; the parent waits, attaches it
+ * again read-only and prints what it reads there, the segment's size by IPC_STAT, and removes it. Each
+ * child says where it ran on stderr ("child runs on NODE").
  *
  * usage: sysv_shm private|removed|key   (removed: IPC_RMID before the forks)
  */
@@ -70,7 +71,13 @@ int main(int argc, char **argv)
                 pthread_mutex_unlock(&s->lock);
                 __atomic_add_fetch(&s->atomic, 1, __ATOMIC_SEQ_CST);
             }
-            s->slot[c] = 1000 + c;
+            struct shared *again = shmat(id, NULL, 0);
+            if (again == (void *)-1) {
+                perror("child: shmat again");
+                _exit(1);
+            }
+            again->slot[c] = 1000 + c;
+            shmdt(again);
             shmdt(s);
             _exit(0);
         }
@@ -82,6 +89,12 @@ int main(int argc, char **argv)
             failed++;
     }
     printf("children failed %d\n", failed);
+    struct shared *mine = s;
+    s = shmat(id, NULL, SHM_RDONLY);
+    if (s == (void *)-1) {
+        perror("parent: shmat again");
+        return 1;
+    }
     printf("counter %ld atomic %ld\n", s->counter, __atomic_load_n(&s->atomic, __ATOMIC_SEQ_CST));
     printf("slots");
     for (int c = 0; c < CHILDREN; c++)
@@ -92,7 +105,7 @@ int main(int argc, char **argv)
         perror("shmctl IPC_STAT");
     else
         printf("size %zu\n", (size_t)ds.shm_segsz);
-    if (shmdt(s) != 0)
+    if (shmdt(s) != 0 || shmdt(mine) != 0)
         perror("shmdt");
     if (strcmp(mode, "removed") != 0 && shmctl(id, IPC_RMID, NULL) != 0)
         perror("shmctl IPC_RMID");
