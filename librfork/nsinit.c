@@ -71,9 +71,11 @@ struct chan {
 static int mark_wanted; /* a checkpoint's INPUT marker came: echo it once every input is in the pipes */
 
 /* Until when the child counts as streaming a lazy channel (a demand was answered lately): its reads are
- * then looked for every millisecond instead of every 5, since its next read follows at once. */
+ * then looked for every 200 µs instead of every 5 ms, since its next read follows at once, and the task
+ * that made the last demand is looked at first (one /proc read instead of a walk of the namespace). */
 static uint64_t streaming_until;
 #define STREAMING_NS 50000000u
+static pid_t last_pid, last_tid;
 
 static int inotify_fd = -1;
 
@@ -121,17 +123,18 @@ static void relay_file(int i, int final)
 /* The child is blocked reading lazy channel i for `want` bytes: the stand-in makes that read on the
  * original end (others may read it too: it must take no more than the child's read would). Only once the
  * bytes of the previous demand are in, and the child's pipe is empty (it is blocked, so it has read them). */
-static void demand(int i, unsigned long want)
+static int demand(int i, unsigned long want)
 {
     int queued = 0;
     if (ch[i].kind != RFORK_CHANNEL_LAZY_INPUT || ch[i].demanded || ch[i].ours < 0 || ch[i].plen ||
         ioctl(ch[i].ours, FIONREAD, &queued) != 0 || queued > 0)
-        return;
+        return 0;
     ch[i].demanded = 1;
     uint32_t msg[2] = {(uint32_t)i, want > RFORK_FRAME_MAX / 2 ? RFORK_FRAME_MAX / 2 : (uint32_t)want};
     if (msg[1] == 0)
         msg[1] = 1;
     rfork_send(ctl, RFORK_MSG_DEMAND, msg, sizeof msg, NULL, 0);
+    return 1;
 }
 
 /* Whether any lazy read end may be read by the child (its reads are watched). */
@@ -229,24 +232,25 @@ static int is_channel(pid_t pid, int fd, int i)
  * in poll, select or epoll, which says no size, it is what a pipe holds (64 KiB): the read that follows
  * takes what it wants and the rest waits in the child's pipe for its next read (with other readers of
  * the same pipe waiting too, the child may take bytes one of them would have read; it still reads them,
- * unless it ends first). */
-static void check_task(pid_t pid, pid_t tid)
+ * unless it ends first). Whether it waits on one. */
+static int check_task(pid_t pid, pid_t tid)
 {
     char path[64], line[256];
     snprintf(path, sizeof path, "/proc/%d/task/%d/syscall", (int)pid, (int)tid);
     int f = open(path, O_RDONLY | O_CLOEXEC);
     if (f < 0)
-        return;
+        return 0;
     ssize_t r = read(f, line, sizeof line - 1);
     close(f);
     if (r <= 0)
-        return;
+        return 0;
     line[r] = 0;
     long nr = -1;
     unsigned long arg = 0, arg2 = 0, arg3 = 0, arg4 = 0, arg5 = 0;
     if (sscanf(line, "%ld %lx %lx %lx %lx %lx", &nr, &arg, &arg2, &arg3, &arg4, &arg5) < 4)
-        return;
+        return 0;
     struct waited w = {.n = 0};
+    int waiting = 0; /* it waits on a lazy read end (asked for now, or already) */
     unsigned long want = 65536;
     if (nr == SYS_read || nr == SYS_pread64) {
         add_waited(&w, (int)arg);
@@ -281,10 +285,15 @@ static void check_task(pid_t pid, pid_t tid)
             continue;
         for (int k = 0; k < w.n; k++)
             if (is_channel(pid, w.fd[k], i)) {
-                demand(i, want);
+                if (demand(i, want)) {
+                    last_pid = pid;
+                    last_tid = tid;
+                }
+                waiting = 1;
                 break;
             }
     }
+    return waiting;
 }
 
 /* Every process of this namespace but nsinit (the child, its descendants, and the stand-ins of those
@@ -292,6 +301,8 @@ static void check_task(pid_t pid, pid_t tid)
  * read end? */
 static void check_demand(void)
 {
+    if (last_pid > 0 && check_task(last_pid, last_tid))
+        return;
     DIR *procs = opendir("/proc");
     if (!procs)
         return;
@@ -716,7 +727,8 @@ static int init_main(int argc, char **argv)
         }
         answer_mark(); /* an input channel may have closed meanwhile */
         int lazy = restored && lazy_waiting();
-        if (poll(p, (nfds_t)np, !lazy ? -1 : now_ns() < streaming_until ? 1 : 5) < 0) {
+        struct timespec wait = {.tv_sec = 0, .tv_nsec = now_ns() < streaming_until ? 200000 : 5000000};
+        if (ppoll(p, (nfds_t)np, lazy ? &wait : NULL, NULL) < 0) {
             if (errno == EINTR)
                 continue;
             break;

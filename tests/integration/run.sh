@@ -752,20 +752,26 @@ result "checkpoint/a job spread over two nodes, left running: it goes on to its 
 # Four workers on node2 and node3, each fed numbers through its own pipe a few ahead of its answers, all
 # answering through one shared pipe: bytes are always on their way both ways. Cut at four moments, ended
 # or left running; each checkpoint restarts (on node3, and its workers where they ran) to the plain sum.
+# 6000 numbers a worker (about 10 s): the suite's debug daemons relaying the job keep both CPUs busy at
+# nice -20, and the checkpoint command then takes seconds to start; with 3000 (about 5 s) the job had
+# ended before the later cuts reached it.
 cc -o "$WORK/spreadjob" "$P/spreadjob.c"
-spread_expected=$(on node1 "$WORK/spreadjob" 3000 2>/dev/null | tail -n 1)
+spread_expected=$(on node1 "$WORK/spreadjob" 6000 2>/dev/null | tail -n 1)
 why=""
 for cut in 0.4:end 0.9:run 1.4:end 1.9:run; do
     delay=${cut%:*}; mode=${cut#*:}
     rm -f "$WORK/sj.out" "$WORK/sj.rc"  # else the last job's "pid" line could be read for this one's
-    ( on node1 "$RFORK" run -- "$WORK/spreadjob" 3000 2>"$WORK/sj.err" | cat >"$WORK/sj.out"; echo "${PIPESTATUS[0]}" >"$WORK/sj.rc" ) &
+    ( on node1 "$RFORK" run -- "$WORK/spreadjob" 6000 2>"$WORK/sj.err" | cat >"$WORK/sj.out"; echo "${PIPESTATUS[0]}" >"$WORK/sj.rc" ) &
     jobbg=$!
     wait_pid "$WORK/sj.out"
     sleep "$delay"
     rm -rf "$WORK/ck6"
     out=$(on node1 "$RFORK" checkpoint $([ "$mode" = run ] && echo --leave-running) "${jpid:-0}" "$WORK/ck6" 2>&1); crc=$?
     wait "$jobbg"
-    [ "$crc" = 0 ] || { why+="cut at $delay s ($mode): checkpoint said (exit $crc): $out; "; settle; continue; }
+    [ "$crc" = 0 ] || {
+        why+="cut at $delay s ($mode): checkpoint said (exit $crc): $out (the job: exit $(cat "$WORK/sj.rc"), '$(tail -n 2 "$WORK/sj.out" | tr '\n' '|')' $(tail -n 3 "$WORK/sj.err" | tr '\n' ' ')); "
+        settle; continue
+    }
     nodes=$(python3 -c "import json,sys; print(' '.join(sorted({p['node'] for p in json.load(open(sys.argv[1]))['parts']})))" "$WORK/ck6/manifest.json" 2>/dev/null)
     [ "$nodes" = "node2 node3" ] || why+="cut at $delay s: the parts were on '$nodes'; "
     if [ "$mode" = run ]; then
