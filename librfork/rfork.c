@@ -413,12 +413,17 @@ static int collect_one(int fd, void *arg)
     struct channel ch = {.fd = fd, .kind = 0};
     sb_init(&b, ch.id, sizeof ch.id);
     if (S_ISFIFO(st.st_mode) && strncmp(link, "pipe:", 5) == 0) {
-        ch.kind = acc == O_RDONLY ? RFORK_CHANNEL_INPUT : RFORK_CHANNEL_OUTPUT;
+        /* Every pipe's read end is relayed only as the remote child reads it: at the fork its parent holds
+         * it too (and may read it, as a shell reads its script or a program its input after starting
+         * workers), and many children never close the end they do not use. Reading ahead for a child that
+         * never reads would take bytes the parent reads. The home rforkd makes it read ahead once its
+         * stand-in holds the only read end on the home node. */
+        ch.kind = acc == O_RDONLY ? RFORK_CHANNEL_LAZY_INPUT : RFORK_CHANNEL_OUTPUT;
         /* Directional names: the child often holds both ends right after pipe(); fork(). */
         sb_str(&b, "pipe:[");
         sb_udec(&b, (unsigned long)st.st_ino);
         sb_chr(&b, ']');
-        sb_chr(&b, ch.kind == RFORK_CHANNEL_INPUT ? 'r' : 'w');
+        sb_chr(&b, ch.kind == RFORK_CHANNEL_OUTPUT ? 'w' : 'r');
     } else if (S_ISCHR(st.st_mode) && tcgetattr(fd, &t) == 0) {
         ch.kind = RFORK_CHANNEL_TERMINAL;
         sb_str(&b, "tty[");
@@ -475,16 +480,7 @@ static int collect_channels(int ctl, struct channel *ch, int max)
         return -2;
     if (r < 0)
         return -1;
-    int n = c.n;
-    /* Every pipe's read end is relayed only as the remote child reads it: at the fork its parent holds it
-     * too (and may read it, as a shell reads its script or a program its input after starting workers),
-     * and many children never close the end they do not use. Reading ahead for a child that never reads
-     * would take bytes the parent reads. The home rforkd makes it read ahead once its stand-in holds the
-     * only read end on the home node. */
-    for (int i = 0; i < n; i++)
-        if (ch[i].kind == RFORK_CHANNEL_INPUT)
-            ch[i].kind = RFORK_CHANNEL_LAZY_INPUT;
-    return n;
+    return c.n;
 }
 
 unsigned long long rfork_now_ns(void);

@@ -51,6 +51,9 @@ struct segment {
 
 static struct segment seg[SYSV_MAX];
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+/* Whether this process (or the parent it was forked from) ever attached a segment through the kernel:
+ * until then a fork reads no memory map for segments (every attach comes through shmat below). */
+static int attached;
 
 /* One mapping of a System V segment in this process, from /proc/self/maps. */
 struct sysv_map {
@@ -176,6 +179,8 @@ static int move_segment(int id, const struct sysv_map *maps, int n)
 
 void rfork_sysv_move(void)
 {
+    if (!__atomic_load_n(&attached, __ATOMIC_ACQUIRE))
+        return;
     struct sysv_scan scan = {.n = 0, .overflow = 0};
     if (rfork_maps_each(scan_line, &scan) < 0 || scan.n == 0 || scan.overflow || thread_count() != 1)
         return;
@@ -262,7 +267,10 @@ EXPORT void *shmat(int id, const void *addr, int flags)
     struct segment *s = find(id);
     if (!s) {
         pthread_mutex_unlock(&lock);
-        return (void *)syscall(SYS_shmat, id, addr, flags);
+        void *p = (void *)syscall(SYS_shmat, id, addr, flags);
+        if (p != (void *)-1)
+            __atomic_store_n(&attached, 1, __ATOMIC_RELEASE);
+        return p;
     }
     void *result = (void *)-1;
     int err = EINVAL;
