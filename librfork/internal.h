@@ -15,9 +15,10 @@ char **rfork_remote_env(char *const envp[]);
 int rfork_placement_wanted(void);
 /* Calls fn(line, arg) for each line of /proc/self/maps until fn returns nonzero; returns that, or 0. */
 int rfork_maps_each(int (*fn)(const char *line, void *arg), void *arg);
-/* Before a fork that may be placed elsewhere: moves the System V segments only this process attaches,
- * and no other can find by a key, into memfds at the same addresses (sysv.c). */
-void rfork_sysv_move(void);
+/* Before a fork that may be placed elsewhere (parked 0), or a move with every other thread parked (1):
+ * moves the System V segments only this process attaches, and no other can find by a key, into memfds at
+ * the same addresses (sysv.c). Async-signal-safe with parked 1. */
+void rfork_sysv_move(int parked);
 /* After this process mapped memory that is shared across nodes again (a new attach of a moved System V
  * segment): asks rforkd to watch every mapping of it; 1 when it does. */
 int rfork_shm_rewatch(void);

@@ -599,6 +599,9 @@ static void place(const char *node, unsigned long long t0, int migrate)
     /* A process that moves while it maps shared memory holds its userfaultfd, which CRIU cannot save:
      * rforkd keeps the copy it took (given now if it never was), and the process makes a new one where it
      * goes on (below). */
+    /* Its System V segments become memfds first (every other thread is parked), so they move with it. */
+    if (migrate)
+        rfork_sysv_move(1);
     if (migrate && maps_coherent()) {
         if (shm_uffd < 0)
             attach_shared(sock, 0);
@@ -889,7 +892,7 @@ pid_t rfork_do_fork(const char *node, int allow_remote)
     const char *sock = getenv("RFORK_SOCKET");
     /* System V segments only this process can reach become memfds, which can follow the child. */
     if (allow_remote && rfork_placement_wanted())
-        rfork_sysv_move();
+        rfork_sysv_move(0);
     int uffd_err = 0;
     if (__atomic_load_n(&shm_uffd, __ATOMIC_ACQUIRE) < 0 && sock && *sock && maps_coherent()) {
         /* Two threads forking at once make one userfaultfd between them. */

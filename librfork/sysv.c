@@ -9,9 +9,13 @@
  * From then on the segment's id works through this table, in this process and in the children that
  * inherit it: shmat maps the memfd, shmdt unmaps it, shmctl answers from what the segment was.
  *
+ * The same happens when `rfork migrate` moves a running process (rfork.c's move, every other thread
+ * parked in its handler, so none can write during the copy; a thread parked inside shmat or shmdt holds
+ * the table, and the segments then stay: the move is refused by the daemon's memory check).
+ *
  * Left alone (a child holding it stays home, with the line naming it): a segment with a key another
- * process could shmget, one another process attaches, one attached in parts (mprotect split it), and
- * every segment of a process with several threads (one could write during the copy).
+ * process could shmget, one another process attaches, one attached in parts (mprotect split it), and,
+ * at a fork, every segment of a process with several threads (one could write during the copy).
  *
  * Once the memory is shared with another node, librfork has reduced the memfd descriptor to O_PATH (it
  * cannot be mapped again): a new shmat then maps the pages of an attach this process still has
@@ -177,14 +181,18 @@ static int move_segment(int id, const struct sysv_map *maps, int n)
     return 0;
 }
 
-void rfork_sysv_move(void)
+void rfork_sysv_move(int parked)
 {
-    if (!__atomic_load_n(&attached, __ATOMIC_ACQUIRE))
+    /* A move reads the map whatever the flag says: a segment attached by a raw system call moves too (and
+     * is known from then on), and a move happens once, not at every fork. */
+    if (!parked && !__atomic_load_n(&attached, __ATOMIC_ACQUIRE))
         return;
     struct sysv_scan scan = {.n = 0, .overflow = 0};
-    if (rfork_maps_each(scan_line, &scan) < 0 || scan.n == 0 || scan.overflow || thread_count() != 1)
+    if (rfork_maps_each(scan_line, &scan) < 0 || scan.n == 0 || scan.overflow || (!parked && thread_count() != 1))
         return;
-    pthread_mutex_lock(&lock);
+    /* Parked threads may have stopped inside shmat or shmdt, holding the table: the segments then stay. */
+    if (parked ? pthread_mutex_trylock(&lock) != 0 : pthread_mutex_lock(&lock) != 0)
+        return;
     for (int i = 0; i < scan.n; i++) {
         int id = scan.map[i].id, first = 1;
         for (int j = 0; j < i; j++)

@@ -177,16 +177,76 @@ public enum SharedMemory {
         }
     }
 
+    /// A System V segment as `/proc/sysvipc/shm` lists it.
+    public struct SystemVSegment: Equatable, Sendable {
+        public var id: UInt64
+        /// 0 for IPC_PRIVATE.
+        public var key: Int64
+        /// The permission bits with the kernel's own: `SHM_DEST` (0o1000) once it was removed.
+        public var mode: UInt32
+        public var size: UInt64
+        /// Attaches by every process (`shm_nattch`).
+        public var attaches: UInt64
+        public init(id: UInt64, key: Int64, mode: UInt32, size: UInt64, attaches: UInt64) {
+            self.id = id
+            self.key = key
+            self.mode = mode
+            self.size = size
+            self.attaches = attaches
+        }
+        /// Whether no other process can find it: made with IPC_PRIVATE, or already removed.
+        public var unreachable: Bool { key == 0 || mode & 0o1000 != 0 }
+    }
+
+    /// Parses `/proc/sysvipc/shm` ("key shmid perms size cpid lpid nattch ..."), by id; lines it cannot read
+    /// (the header) are skipped.
+    public static func parseSystemV(_ text: String) -> [UInt64: SystemVSegment] {
+        var out: [UInt64: SystemVSegment] = [:]
+        for line in text.split(separator: "\n") {
+            let f = line.split(separator: " ", omittingEmptySubsequences: true)
+            guard f.count >= 7, let key = Int64(f[0]), let id = UInt64(f[1]), let mode = UInt32(f[2], radix: 8),
+                let size = UInt64(f[3]), let attaches = UInt64(f[6])
+            else { continue }
+            out[id] = SystemVSegment(id: id, key: key, mode: mode, size: size, attaches: attaches)
+        }
+        return out
+    }
+
+    /// The System V segments (by id, the inode of their mappings) that librfork moves into memfds when the
+    /// process moves (`rfork migrate`, librfork/sysv.c): no other process can find one or attaches it, and
+    /// every attach of it here is whole. Such memory then moves coherent like a memfd; others keep it home.
+    public static func movableSystemV(_ mappings: [Mapping], segments: [UInt64: SystemVSegment]) -> Set<UInt64> {
+        var attaches: [UInt64: [Mapping]] = [:]
+        for m in mappings {
+            if case .systemV? = kind(ofPath: m.path) { attaches[m.inode, default: []].append(m) }
+        }
+        let page = Userfault.pageSize
+        return Set(
+            attaches.compactMap { id, maps in
+                guard let s = segments[id], s.unreachable, s.attaches == UInt64(maps.count) else { return nil }
+                let whole = (s.size + page - 1) / page * page
+                return maps.allSatisfy { $0.offset == 0 && $0.end - $0.start == whole } ? id : nil
+            })
+    }
+
     /// The first reason, over a process's mappings and then its descriptors, why it must stay; nil if none.
     /// With `allowCoherent`, memory rforkd keeps coherent across nodes does not count
     /// (`Mapping.isCoherentAcrossNodes`), nor do descriptors of the objects of such mappings: librfork
     /// reduces those to O_PATH once the memory is shared across nodes, so read(2) and write(2) through
-    /// them fail instead of seeing one node's copy.
-    public static func firstReason(maps: String, descriptors: [Descriptor], allowCoherent: Bool = false) -> String? {
+    /// them fail instead of seeing one node's copy. With `systemV` (a move), the segments
+    /// `movableSystemV` names do not count either: librfork makes them memfds as it moves.
+    public static func firstReason(
+        maps: String, descriptors: [Descriptor], allowCoherent: Bool = false,
+        systemV: [UInt64: SystemVSegment]? = nil
+    ) -> String? {
         let mappings = parseMaps(maps)
         let coherent = Set(mappings.filter(\.isCoherentAcrossNodes).map(\.object))
+        let movable = systemV.map { movableSystemV(mappings, segments: $0) } ?? []
         for mapping in mappings {
             if allowCoherent && mapping.isCoherentAcrossNodes { continue }
+            if allowCoherent && movable.contains(mapping.inode), case .systemV? = kind(ofPath: mapping.path) {
+                continue
+            }
             if let why = reason(for: mapping) { return why }
         }
         for d in descriptors {
@@ -220,7 +280,9 @@ public enum SharedMemory {
 
     /// The sentence a process that must stay is told (after "rfork: "), or nil when nothing it holds is
     /// shared. Reads /proc/PID/maps and /proc/PID/fd; a process whose maps cannot be read stays too.
-    public static func check(pid: Int32, allowCoherent: Bool = false) -> String? {
+    /// `movingSystemV` (with `allowCoherent`, for `rfork migrate`): the System V segments librfork makes
+    /// memfds as the process moves do not count (read from /proc/sysvipc/shm).
+    public static func check(pid: Int32, allowCoherent: Bool = false, movingSystemV: Bool = false) -> String? {
         guard let bytes = try? Posix.readFile("/proc/\(pid)/maps") else {
             return "cannot read the memory map of process \(pid)"
         }
@@ -228,7 +290,11 @@ public enum SharedMemory {
         // A write-only descriptor cannot be mapped (mmap needs read access): output redirected to a file
         // under /dev/shm is relayed like any written file.
         let descriptors = openDescriptors(pid: pid).filter { $0.flags & O_ACCMODE != O_WRONLY }
-        return firstReason(maps: maps, descriptors: descriptors, allowCoherent: allowCoherent).map {
+        let systemV =
+            movingSystemV
+            ? (try? Posix.readFile("/proc/sysvipc/shm")).map { parseSystemV(String(decoding: $0, as: UTF8.self)) }
+            : nil
+        return firstReason(maps: maps, descriptors: descriptors, allowCoherent: allowCoherent, systemV: systemV).map {
             "the child shares memory with processes that stay here (\($0)), which cannot follow it to another node yet"
         }
     }

@@ -384,14 +384,15 @@ extension Node {
     }
 
     /// What a process holds that cannot be saved or moved yet (a socket, shared memory), or nil. With
-    /// `allowCoherent` (a move), memory rforkd keeps coherent across nodes does not count.
-    static func heldResourceRefusal(pid: Int32, allowCoherent: Bool = false) -> String? {
+    /// `allowCoherent` (a move), memory rforkd keeps coherent across nodes does not count; with `moving`
+    /// (`rfork migrate` of this very process), nor do the System V segments librfork makes memfds as it moves.
+    static func heldResourceRefusal(pid: Int32, allowCoherent: Bool = false, moving: Bool = false) -> String? {
         for name in Posix.listDirectory("/proc/\(pid)/fd") {
             if let target = Posix.readLink("/proc/\(pid)/fd/\(name)"), target.hasPrefix("socket:") {
                 return "process \(pid) holds a socket (descriptor \(name), \(target)), which rfork cannot move yet"
             }
         }
-        return SharedMemory.check(pid: pid, allowCoherent: allowCoherent).map {
+        return SharedMemory.check(pid: pid, allowCoherent: allowCoherent, movingSystemV: moving).map {
             $0.replacingOccurrences(of: "the child", with: "process \(pid)")
         }
     }

@@ -180,8 +180,9 @@ extension Node {
             return "node '\(target)' is not reachable from \(config.node)"
         }
         if let why = Self.signalRefusal(pid: pid, status: status) { return why }
-        // Memory it shares moves with it, kept coherent (SharedRegions.swift); what its children share does not.
-        if let why = Self.heldResourceRefusal(pid: pid, allowCoherent: true) { return why }
+        // Memory it shares moves with it, kept coherent (SharedRegions.swift), System V segments only it can
+        // reach included (librfork makes them memfds as it moves); what its children share does not.
+        if let why = Self.heldResourceRefusal(pid: pid, allowCoherent: true, moving: true) { return why }
         // Its descendants go with it (CRIU takes the tree), if what they hold lets them.
         let owner = Self.firstNumber(status["Uid"]) ?? 0
         return Self.treeRefusal(pid: pid, owner: owner, standIns: Set(homeSessions.values.map(\.localPID)))

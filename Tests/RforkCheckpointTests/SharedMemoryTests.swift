@@ -173,6 +173,55 @@ import Testing
         #expect(found.map(\.0) == [me])
         #expect(SharedMemory.mappers(of: [mapping.object], besides: [me]).isEmpty)
     }
+
+    static let sysvipc = """
+               key      shmid perms                  size  cpid  lpid nattch   uid   gid  cuid  cgid      atime      dtime      ctime                   rss                  swap
+                 0         12   600                  5000 16486     0      2     0     0     0     0          0          0 1796119506                     0                     0
+         177340673         13   600                  8192 16487     0      1     0     0     0     0          0          0 1796119506                     0                     0
+         177340674         14  1600                  8192 16487     0      1     0     0     0     0          0          0 1796119506                     0                     0
+                 0         15   600                  8192 16487     0      2     0     0     0     0          0          0 1796119506                     0                     0
+        """
+
+    /// What `rfork migrate` may take along: a private or removed segment only this process attaches, each
+    /// attach whole (librfork makes it a memfd as the process moves); not one with a live key, one another
+    /// process attaches, or one attached in part.
+    @Test func systemVSegmentsThatMoveWithAProcess() {
+        let segments = SharedMemory.parseSystemV(Self.sysvipc)
+        #expect(segments.count == 4)
+        #expect(segments[12] == .init(id: 12, key: 0, mode: 0o600, size: 5000, attaches: 2))
+        #expect(segments[14]?.unreachable == true && segments[13]?.unreachable == false)
+        func attach(_ id: UInt64, at start: UInt64, length: UInt64 = 8192, offset: UInt64 = 0) -> String {
+            let key = String(id == 12 || id == 15 ? 0 : 0xa000_0000 + id, radix: 16)
+            return
+                "\(String(start, radix: 16))-\(String(start + length, radix: 16)) rw-s \(String(offset, radix: 16)) 00:01 \(id) /SYSV\(String(repeating: "0", count: 8 - key.count) + key) (deleted)"
+        }
+        let maps = [
+            attach(12, at: 0x7f00_0000_0000), attach(12, at: 0x7f00_0001_0000),  // private, both attaches here
+            attach(13, at: 0x7f00_0002_0000),  // a live key
+            attach(14, at: 0x7f00_0003_0000),  // removed
+            attach(15, at: 0x7f00_0004_0000),  // private, but another process attaches it too
+        ].joined(separator: "\n")
+        let mappings = SharedMemory.parseMaps(maps)
+        #expect(SharedMemory.movableSystemV(mappings, segments: segments) == [12, 14])
+        // An attach split by mprotect (two mappings, neither whole) does not move.
+        let split = SharedMemory.parseMaps(
+            [
+                attach(14, at: 0x7f00_0003_0000, length: 4096),
+                attach(14, at: 0x7f00_0003_1000, length: 4096, offset: 4096),
+            ]
+            .joined(separator: "\n"))
+        #expect(SharedMemory.movableSystemV(split, segments: segments).isEmpty)
+        // At a move the movable ones do not count; at a fork or a checkpoint (no segment list) they do.
+        let onlyMovable = [attach(12, at: 0x7f00_0000_0000), attach(12, at: 0x7f00_0001_0000)].joined(separator: "\n")
+        #expect(
+            SharedMemory.firstReason(maps: onlyMovable, descriptors: [], allowCoherent: true, systemV: segments) == nil)
+        #expect(
+            SharedMemory.firstReason(maps: onlyMovable, descriptors: [], allowCoherent: true)?.contains("System V")
+                == true)
+        #expect(
+            SharedMemory.firstReason(maps: maps, descriptors: [], allowCoherent: true, systemV: segments)?.contains(
+                "key 0xa000000d") == true)
+    }
 }
 
 enum SharedMemoryTestError: Error { case mmapFailed }

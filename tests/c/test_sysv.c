@@ -1,8 +1,9 @@
 /*
- * librfork's System V segments moved into memfds before a fork (sysv.c): what is moved (a private
- * segment only this process attaches, a removed one), what is left alone (a key another process could
- * use, a second attacher, a second thread), and the segment's id afterwards (contents kept, shared with a
- * child, attached again, detached, stat, removed, refused once its memfd is O_PATH).
+ * librfork's System V segments moved into memfds before a fork or a move (sysv.c): what is moved (a
+ * private segment only this process attaches, a removed one), what is left alone (a key another process
+ * could use, a second attacher, a second thread at a fork but not at a move, which parks it), and the
+ * segment's id afterwards (contents kept, shared with a child, attached again, detached, stat, removed,
+ * refused once its memfd is O_PATH).
  */
 #define _GNU_SOURCE
 #include "../../librfork/internal.h"
@@ -73,7 +74,7 @@ int main(void)
     CHECK(a != (void *)-1);
     for (int i = 0; i < 10000; i++)
         a[i] = (unsigned char)(i * 7);
-    rfork_sysv_move();
+    rfork_sysv_move(0);
     mapping_path(a, path, sizeof path);
     CHECK(strncmp(path, "/memfd:rfork-sysv", 17) == 0);
     CHECK(!kernel_knows(id)); /* the segment itself is gone */
@@ -117,12 +118,12 @@ int main(void)
     int kid = shmget(key, 4096, IPC_CREAT | IPC_EXCL | 0600);
     CHECK(kid >= 0);
     void *k = shmat(kid, NULL, 0);
-    rfork_sysv_move();
+    rfork_sysv_move(0);
     mapping_path(k, path, sizeof path);
     CHECK(strncmp(path, "/SYSV", 5) == 0 && kernel_knows(kid));
     /* Once removed, nobody can find it: moved. */
     CHECK(shmctl(kid, IPC_RMID, NULL) == 0);
-    rfork_sysv_move();
+    rfork_sysv_move(0);
     mapping_path(k, path, sizeof path);
     CHECK(strncmp(path, "/memfd:rfork-sysv", 17) == 0);
     CHECK(shmctl(kid, IPC_STAT, &ds) == 0 && (ds.shm_perm.mode & SHM_DEST));
@@ -140,7 +141,7 @@ int main(void)
         _exit(read(pid2_pipe[0], &c, 1) < 0);
     }
     close(pid2_pipe[0]);
-    rfork_sysv_move();
+    rfork_sysv_move(0);
     mapping_path(s, path, sizeof path);
     CHECK(strncmp(path, "/SYSV", 5) == 0);
     close(pid2_pipe[1]);
@@ -151,16 +152,23 @@ int main(void)
     CHECK(pipe(tp) == 0);
     pthread_t t;
     CHECK(pthread_create(&t, NULL, idle, &tp[0]) == 0);
-    rfork_sysv_move();
+    ((volatile char *)s)[100] = 42;
+    rfork_sysv_move(0);
     mapping_path(s, path, sizeof path);
     CHECK(strncmp(path, "/SYSV", 5) == 0);
+    /* The same at a move, with every other thread parked: moved, contents kept. */
+    rfork_sysv_move(1);
+    mapping_path(s, path, sizeof path);
+    CHECK(strncmp(path, "/memfd:rfork-sysv", 17) == 0);
+    CHECK(((volatile char *)s)[100] == 42);
+    CHECK(!kernel_knows(sid));
     close(tp[1]);
     pthread_join(t, NULL);
     close(tp[0]);
 
     /* Moved, then its memfd reduced to O_PATH (as when its memory is shared with another node): a new
      * attach fails with EINVAL; the attach it had still works. */
-    rfork_sysv_move();
+    rfork_sysv_move(0);
     mapping_path(s, path, sizeof path);
     CHECK(strncmp(path, "/memfd:rfork-sysv", 17) == 0);
     int memfd = -1;

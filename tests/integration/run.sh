@@ -568,6 +568,46 @@ shm_move() { # name, run-args, target
 shm_move "a child sharing memory with its parent moves home -> node2, the memory stays coherent" "--policy local" node2
 shm_move "a child sharing memory with its parent moves node2 -> node3, the memory stays coherent" "--node node2" node3
 
+# --- moving a process with three threads and a System V segment: a segment no other process can find
+# or attaches becomes a memfd as the process moves (librfork, every other thread parked), so the
+# process goes node1 -> node2 -> node3 with both threads' counters intact, and a new shmat on node3
+# sees them; a segment with a key keeps the process home, with one line naming it. None is left after.
+cc -O2 -o "$WORK/sysv_migrate" "$P/sysv_migrate.c" -lpthread
+sysv_move() { # mode, seconds, targets...
+    local mode=$1 secs=$2 n; spid=""; shift 2
+    rm -f "$WORK/sv.pid"
+    : >"$WORK/sv.mig"
+    ( on node1 "$RFORK" run --policy local -- "$WORK/sysv_migrate" "$WORK/sv.pid" "$mode" "$secs" \
+        >"$WORK/sv.out" 2>"$WORK/sv.err"; echo "$?" >"$WORK/sv.rc" ) &
+    local job=$!
+    for _ in $(seq 100); do [ -s "$WORK/sv.pid" ] && break; sleep 0.05; done
+    spid=$(cat "$WORK/sv.pid" 2>/dev/null)
+    sleep 0.3
+    for n in "$@"; do
+        on node1 "$RFORK" migrate "${spid:-0}" "$n" >>"$WORK/sv.mig" 2>&1
+        echo "exit $?" >>"$WORK/sv.mig"
+    done
+    wait "$job"
+    settle
+    why=""
+    [ "$(cat "$WORK/sv.rc")" = 0 ] || why+="exit $(cat "$WORK/sv.rc"): $(tr '\n' ' ' <"$WORK/sv.err"); "
+    [ "$(segments)" = "$segments_before" ] || why+="segments left: $(on node1 ipcs -m | tr '\n' ' '); "
+}
+sysv_move private 60 node2 node3
+grep -Eq "^process $spid runs on node2; frozen [0-9.]+ ms" "$WORK/sv.mig" &&
+    grep -Eq "^process $spid runs on node3; frozen [0-9.]+ ms" "$WORK/sv.mig" &&
+    [ "$(grep -c '^exit 0$' "$WORK/sv.mig")" = 2 ] || why+="migrate said: $(tr '\n' ' ' <"$WORK/sv.mig"); "
+grep -q '^segment right on node3, second attach agrees, size 8192$' "$WORK/sv.out" || why+="got: $(tr '\n' ' ' <"$WORK/sv.out"); "
+grep -q '^rfork: ' "$WORK/sv.err" && why+="unexpected: $(grep '^rfork: ' "$WORK/sv.err" | head -1); "
+result "migrate/a process with threads and a private System V segment moves node1 -> node2 -> node3, the segment coherent" \
+    "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
+sysv_move key 3 node2
+grep -q '^exit 1$' "$WORK/sv.mig" && grep -Eq '^rfork: .*System V shared memory segment \(key 0x' "$WORK/sv.mig" ||
+    why+="migrate said: $(tr '\n' ' ' <"$WORK/sv.mig"); "
+grep -q '^stayed on node1$' "$WORK/sv.out" || why+="got: $(tr '\n' ' ' <"$WORK/sv.out"); "
+result "migrate/refused: a System V segment with a key stays home, with the reason" \
+    "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
+
 # Refusals: one line each, exit 1, the process keeps running where it is.
 migrate_refused() { # name, expected-reason-regexp, migrate-args...
     local name=$1 reason=$2; shift 2
