@@ -32,6 +32,8 @@
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <linux/futex.h>
+#include <linux/userfaultfd.h>
+#include <sys/ioctl.h>
 #include <termios.h>
 #include <time.h>
 #include <unistd.h>
@@ -255,12 +257,33 @@ static void seal_listed(const char *text)
     }
 }
 
+/* A new userfaultfd of this process that handles faults inside system calls too (rforkd needs that: a
+ * read(2) into shared memory faults in the kernel). An unprivileged process gets one from the system call
+ * only with vm.unprivileged_userfaultfd=1; else (EPERM) from /dev/userfaultfd, if the administrator lets
+ * its user open that device (a group, say), which leaves the sysctl alone for everyone else. -1 with
+ * errno (the system call's) when neither gives one. Async-signal-safe. */
+static int make_userfaultfd(void)
+{
+    int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+    if (fd >= 0 || errno != EPERM)
+        return fd;
+    int dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
+    if (dev >= 0) {
+        fd = ioctl(dev, USERFAULTFD_IOC_NEW, O_CLOEXEC | O_NONBLOCK);
+        close(dev);
+        if (fd >= 0)
+            return fd;
+    }
+    errno = EPERM;
+    return -1;
+}
+
 /* Gives this process's userfaultfd to rforkd at sock; 1 when rforkd covers its shared memory. A restored
  * child that cannot be covered must not run on with the copy of the memory it was restored with: it ends
  * with one line. */
 static int attach_shared(const char *sock, int remote)
 {
-    int uffd = shm_uffd >= 0 ? shm_uffd : (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+    int uffd = shm_uffd >= 0 ? shm_uffd : make_userfaultfd();
     int err = uffd < 0 ? errno : 0;
     char msg[128];
     struct sbuf b;
@@ -896,7 +919,7 @@ pid_t rfork_do_fork(const char *node, int allow_remote)
     int uffd_err = 0;
     if (__atomic_load_n(&shm_uffd, __ATOMIC_ACQUIRE) < 0 && sock && *sock && maps_coherent()) {
         /* Two threads forking at once make one userfaultfd between them. */
-        int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+        int fd = make_userfaultfd();
         uffd_err = fd < 0 ? errno : 0;
         int none = -1;
         if (fd >= 0 && !__atomic_compare_exchange_n(&shm_uffd, &none, fd, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))

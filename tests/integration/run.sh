@@ -23,7 +23,9 @@ for need in criu ip nsenter openssl; do
     command -v "$need" >/dev/null || { echo "missing '$need': run 'make setup'" >&2; exit 2; }
 done
 
+uffd_restore=""  # set while a test has changed /dev/userfaultfd and vm.unprivileged_userfaultfd
 teardown() {
+    [ -n "$uffd_restore" ] && eval "$uffd_restore"
     "$RFORK" cluster down >/dev/null 2>&1 || true
     rm -rf "$WORK"
 }
@@ -92,6 +94,35 @@ for kind in anon memfd memfd2 posix sysv; do
     result "shared memory/$kind: a child on node2 hands a counter back and forth with its parent 1000 times" \
         "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
 done
+
+# Another user (uid 65534) with the kernel's default vm.unprivileged_userfaultfd=0 (set for this test and
+# put back): without access to /dev/userfaultfd the child stays home, its line saying what to grant; with
+# the device's group made the user's, librfork takes its userfaultfd from there and the child moves.
+uffd_restore="chown $(stat -c '%u:%g' /dev/userfaultfd) /dev/userfaultfd; chmod $(stat -c '%a' /dev/userfaultfd) /dev/userfaultfd"
+uffd_restore+="; echo $(cat /proc/sys/vm/unprivileged_userfaultfd) >/proc/sys/vm/unprivileged_userfaultfd"
+echo 0 >/proc/sys/vm/unprivileged_userfaultfd
+chmod 755 "$WORK"
+for access in none group; do
+    [ "$access" = group ] && chgrp 65534 /dev/userfaultfd && chmod 660 /dev/userfaultfd
+    on node1 setpriv --reuid=65534 --regid=65534 --clear-groups "$RFORK" run --node node2 -- "$WORK/pingpong" anon \
+        >"$WORK/pp.out" 2>"$WORK/pp.err"
+    rc=$?
+    settle
+    why=""
+    [ "$rc" = 0 ] || why+="exit $rc; "
+    on node1 "$WORK/pingpong" anon 2>/dev/null | cmp -s - "$WORK/pp.out" || why+="output differs: $(cat "$WORK/pp.out"); "
+    if [ "$access" = none ]; then
+        grep -q 'child runs on node1' "$WORK/pp.err" || why+="the child did not stay on node1: $(tr '\n' ' ' <"$WORK/pp.err"); "
+        grep -q '^rfork: .*read and write access to /dev/userfaultfd' "$WORK/pp.err" || why+="no line: $(tr '\n' ' ' <"$WORK/pp.err"); "
+    else
+        grep -q 'child runs on node2' "$WORK/pp.err" || why+="the child did not run on node2: $(tr '\n' ' ' <"$WORK/pp.err"); "
+        grep -q '^rfork: ' "$WORK/pp.err" && why+="unexpected: $(tr '\n' ' ' <"$WORK/pp.err"); "
+    fi
+    result "shared memory/another user, /dev/userfaultfd access $access: the child $([ "$access" = none ] && echo "stays home with the line" || echo "moves, coherent")" \
+        "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
+done
+eval "$uffd_restore"
+uffd_restore=""
 
 # A System V segment holding a process-shared mutex and counters, used by 3 children on other nodes
 # (each attaches it again there, and so does the parent once they moved): made with IPC_PRIVATE (removed
