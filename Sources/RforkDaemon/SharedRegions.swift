@@ -194,6 +194,10 @@ struct FutexSleeper {
 extension Node {
     var nowSeconds: Double { Double(Posix.monotonicNanoseconds()) / 1e9 }
 
+    /// What a user whose processes cannot make a userfaultfd is told to get (librfork tries both).
+    static let userfaultfdAdvice =
+        "unprivileged users need read and write access to /dev/userfaultfd, or vm.unprivileged_userfaultfd=1"
+
     func participantName(_ o: SharedMemory.Object) -> String {
         "\(config.node)/\(o.inode)@\(o.device.major):\(o.device.minor)"
     }
@@ -405,7 +409,7 @@ extension Node {
                 return .failure(
                     CheckpointError(
                         .unmovable,
-                        "the child shares memory with a parent that could not make a userfaultfd (\(Posix.errorText(e))); unprivileged users need read and write access to /dev/userfaultfd, or vm.unprivileged_userfaultfd=1"
+                        "the child shares memory with a parent that could not make a userfaultfd (\(Posix.errorText(e))); \(Self.userfaultfdAdvice)"
                     ))
             case .descriptor(let fd)?:
                 if case .failure(let e) = takeUserfault(pid: parentPID, fd: fd, uid: uid) { return .failure(e) }
@@ -516,7 +520,7 @@ extension Node {
         }
         guard let fdText = fields["uffd"], let fd = Int32(fdText) else {
             let e = Int32(fields["uffderr"] ?? "") ?? 0
-            let why = "no userfaultfd (\(Posix.errorText(e))); unprivileged users need read and write access to /dev/userfaultfd, or vm.unprivileged_userfaultfd=1"
+            let why = "no userfaultfd (\(Posix.errorText(e))); \(Self.userfaultfdAdvice)"
             if restoredHere { logger.warning("shared memory: process \(pid): \(why)") }
             return uncovered(why)
         }
