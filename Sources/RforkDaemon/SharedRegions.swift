@@ -419,8 +419,11 @@ extension Node {
         var infos: [Rfork_Wire_V1_SharedRegion] = []
         for object in Set(maps.map(\.object)).sorted(by: { $0.inode < $1.inode }) {
             // (A process restored from a checkpoint that has given a userfaultfd since is watched.)
+            // (The child asking is not one: it gives its userfaultfd once placed, here or where it goes. A
+            // restored child fast enough to fork before rforkd heard it was restored was counted.)
             let unwatched = (shared.uncovered[object] ?? []).filter {
-                Posix.processAlive(pidfd: $0) && Posix.pid(ofPidfd: $0).map { shared.mappers[$0] == nil } ?? false
+                Posix.processAlive(pidfd: $0)
+                    && Posix.pid(ofPidfd: $0).map { $0 != localPID && shared.mappers[$0] == nil } ?? false
             }
             if !unwatched.isEmpty && shared.regions[participantName(object)] == nil {
                 return .failure(
@@ -435,8 +438,14 @@ extension Node {
             if let existing = shared.regions[name], !existing.ended {
                 region = existing
             } else {
-                if hostedSession(containing: localPID) != nil {
-                    // Inside a child this node hosts, the object was made a participant when it attached.
+                if let container = hostedSession(containing: localPID),
+                    maps.contains(where: { m in
+                        m.object == object && container.sharedRegions.contains { $0.start < m.end && m.start < $0.end }
+                    })
+                {
+                    // Memory a child this node hosts brought from its home was made a participant when it
+                    // attached: not one means it is not watched. Memory it mapped since it came is new, and
+                    // this node manages it like a home (its children go on to other nodes with it).
                     return .failure(CheckpointError(.unmovable, "its shared memory is not watched on \(config.node)"))
                 }
                 let path =

@@ -95,6 +95,26 @@ for kind in anon memfd memfd2 posix sysv; do
         "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
 done
 
+# Memory a remote child maps once it runs there (not brought from its home) is managed by the node
+# running it, as a home manages its own: that child's own child goes on to another node (spread places
+# it from there), and the two stay coherent.
+for kind in anon sysv; do
+    on node1 "$WORK/pingpong" "$kind" >"$WORK/pp.plain" 2>/dev/null
+    on node1 "$RFORK" run --policy spread -- bash -c "\"$WORK/pingpong\" $kind; true" >"$WORK/pp.out" 2>"$WORK/pp.err"
+    rc=$?
+    settle
+    why=""
+    [ "$rc" = 0 ] || why+="exit $rc; "
+    cmp -s "$WORK/pp.plain" "$WORK/pp.out" || why+="output differs: $(cat "$WORK/pp.out"); "
+    pnode=$(sed -n 's/^parent runs on //p' "$WORK/pp.err")
+    cnode=$(sed -n 's/^child runs on //p' "$WORK/pp.err")
+    [ -n "$pnode" ] && [ "$pnode" != node1 ] || why+="the program did not run on another node: $(tr '\n' ' ' <"$WORK/pp.err"); "
+    [ -n "$cnode" ] && [ "$cnode" != "$pnode" ] || why+="its child stayed with it: $(tr '\n' ' ' <"$WORK/pp.err"); "
+    grep -q '^rfork: ' "$WORK/pp.err" && why+="unexpected: $(grep '^rfork: ' "$WORK/pp.err" | head -1); "
+    result "shared memory/$kind mapped by a remote child ($pnode): its own child goes on to $cnode, coherent" \
+        "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
+done
+
 # Another user (uid 65534) with the kernel's default vm.unprivileged_userfaultfd=0 (set for this test and
 # put back): without access to /dev/userfaultfd the child stays home, its line saying what to grant; with
 # the device's group made the user's, librfork takes its userfaultfd from there and the child moves.

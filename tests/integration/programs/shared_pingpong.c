@@ -3,7 +3,8 @@
  * a key, removed at the end), posix (shm_open, unlinked at once), named
  * (shm_open, unlinked at the end), memfd, memfd2 (a memfd mapped twice: the parent takes its turns through
  * the second mapping), file (a writable shared mapping of argv[2]). With a private copy on another node the two would never meet again: the
- * child gives up after 10 s and the program fails. Prints the final counter and the child's status. */
+ * child gives up after 10 s and the program fails. Prints the final counter and the child's status; says
+ * on stderr where the parent and the child run. */
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <sched.h>
@@ -86,6 +87,9 @@ int main(int argc, char **argv)
     }
     volatile int *counter = p;
     volatile int *mine = second != MAP_FAILED ? second : p; /* where the parent takes its turns */
+    char where[64];
+    gethostname(where, sizeof where);
+    fprintf(stderr, "parent runs on %s\n", where);
     pid_t child = fork();
     if (child == 0) {
         char h[64];
