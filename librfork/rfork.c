@@ -619,12 +619,13 @@ static void place(const char *node, unsigned long long t0, int migrate)
     sigprocmask(SIG_SETMASK, &all, &old);
     int saved_errno = errno;
 
+    /* A moving process's System V segments become memfds first (every other thread is parked), so they
+     * move with it. */
+    if (migrate)
+        rfork_sysv_move(1);
     /* A process that moves while it maps shared memory holds its userfaultfd, which CRIU cannot save:
      * rforkd keeps the copy it took (given now if it never was), and the process makes a new one where it
      * goes on (below). */
-    /* Its System V segments become memfds first (every other thread is parked), so they move with it. */
-    if (migrate)
-        rfork_sysv_move(1);
     if (migrate && maps_coherent()) {
         if (shm_uffd < 0)
             attach_shared(sock, 0);
