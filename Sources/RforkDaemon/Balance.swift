@@ -25,29 +25,29 @@ extension Node {
     /// them, one process with its descendants at a time.
     func balanceRound(now: UInt64) {
         let candidates = balanceCandidates(now: now)
-        lastTop = candidates.compactMap { local, c, session in
-            guard let w = watched[local] else { return nil }
+        balance.lastTop = candidates.compactMap { local, c, session in
+            guard let w = balance.watched[local] else { return nil }
             return TopRow(
                 pid: c.pid, uid: w.uid, home: session?.home, homePID: session?.pid, cpu: c.cpuShare,
                 memoryBytes: c.memoryBytes, seconds: c.staySeconds, moves: c.moves, pinned: c.pinned)
         }
-        let peers = self.peers.compactMap { peer -> Balancer.Peer? in
-            guard let link = links[peer.name], link.isUp || link.dormant || link.waking,
-                let said = peerLoads[peer.name], said.isFresh(now: now, maxAge: loadMaxAge)
+        let peers = self.net.peers.compactMap { peer -> Balancer.Peer? in
+            guard let link = net.links[peer.name], link.isUp || link.dormant || link.waking,
+                let said = balance.peerLoads[peer.name], said.isFresh(now: now, maxAge: loadMaxAge)
             else {
                 return nil
             }
             return Balancer.Peer(name: peer.name, load: said.load)
         }
-        let actions = balancer.handle(
+        let actions = balance.balancer.handle(
             .tick(
-                now: Double(now) / 1e9, local: probe.load(hosted: hosted.count), peers: peers,
+                now: Double(now) / 1e9, local: probe.load(hosted: sessions.hosted.count), peers: peers,
                 candidates: candidates.map(\.candidate)))
         for case .move(let pid, let to, let reason) in actions {
             guard let local = candidates.first(where: { $0.candidate.pid == pid })?.local,
                 let pidfd = Posix.openProcess(local)
             else {
-                _ = balancer.handle(.ended(pid: pid, moved: false, now: Double(now) / 1e9))
+                _ = balance.balancer.handle(.ended(pid: pid, moved: false, now: Double(now) / 1e9))
                 continue
             }
             logger.info("balancing: moving process \(local) to \(to) (\(reason))")
@@ -58,17 +58,18 @@ extension Node {
 
     /// A move the balancer asked for ended.
     func balancedMoveEnded(_ pid: Int32, _ outcome: Migration.Outcome) {
-        _ = balancer.handle(.ended(pid: pid, moved: outcome.moved, now: Double(Posix.monotonicNanoseconds()) / 1e9))
+        _ = balance.balancer.handle(
+            .ended(pid: pid, moved: outcome.moved, now: Double(Posix.monotonicNanoseconds()) / 1e9))
         if outcome.moved {
-            balancedMoves += 1
+            balance.balancedMoves += 1
             RforkMetrics.balanced.increment()
             logger.info(
                 "balancing: process \(pid) runs on \(outcome.node) (frozen \(String(format: "%.1f", outcome.frozenMs ?? 0)) ms)"
             )
         } else {
             // Not tried again before it has stayed its minimum again.
-            watched[pid] = nil
-            refusedUntil[pid] = Posix.monotonicNanoseconds() + 30_000_000_000
+            balance.watched[pid] = nil
+            balance.refusedUntil[pid] = Posix.monotonicNanoseconds() + 30_000_000_000
             logger.info("balancing: process \(pid) stays: \(outcome.reason ?? "")")
         }
     }
@@ -81,21 +82,21 @@ extension Node {
     func balanceCandidates(now: UInt64) -> [(local: Int32, candidate: Balancer.Candidate, session: HostedSession?)] {
         let ticksPerSecond = Double(sysconf(Int32(_SC_CLK_TCK)))
         let uptime = Posix.uptimeSeconds()
-        let standIns = Set(homeSessions.values.map(\.localPID))
+        let standIns = Set(sessions.home.values.map(\.localPID))
         var seen: Set<Int32> = []
         var out: [(Int32, Balancer.Candidate, HostedSession?)] = []
         func consider(_ pid: Int32, stay: Double?, moves: Int, session: HostedSession? = nil) {
             guard !seen.contains(pid), pid != getpid(), !standIns.contains(pid),
-                migrations[pid] == nil, checkpoints[pid] == nil,
+                commands.migrations[pid] == nil, commands.checkpoints[pid] == nil,
                 let stat = Posix.processStat(pid), let demand = Posix.cpuDemandNanoseconds(pid)
             else { return }
             seen.insert(pid)
-            if let until = refusedUntil[pid] {
+            if let until = balance.refusedUntil[pid] {
                 if now < until { return }
-                refusedUntil[pid] = nil
+                balance.refusedUntil[pid] = nil
             }
             var entry: WatchedProcess
-            if let known = watched[pid], known.startTicks == stat.startTicks {
+            if let known = balance.watched[pid], known.startTicks == stat.startTicks {
                 entry = known
                 let seconds = Double(now - known.sampledAt) / 1e9
                 entry.share = seconds > 0 ? Double(demand - min(demand, known.demand)) / 1e9 / seconds : 0
@@ -109,7 +110,7 @@ extension Node {
                     startTicks: stat.startTicks, movable: movable, pinned: environment["RFORK_PIN"] == "1", uid: uid,
                     demand: demand, sampledAt: now)
             }
-            watched[pid] = entry
+            balance.watched[pid] = entry
             guard entry.movable else { return }
             let age = max(0, uptime - Double(stat.startTicks) / ticksPerSecond)
             out.append(
@@ -122,7 +123,7 @@ extension Node {
                 ))
         }
         // Processes it runs for others: the top process of each (its descendants go with it).
-        for session in hosted.values where session.restored && !session.ended && session.lazyPID == nil {
+        for session in sessions.hosted.values where session.restored && !session.ended && session.lazyPID == nil {
             guard let pid = hostedProcess(session) else { continue }
             consider(pid, stay: Double(now - session.started) / 1e9, moves: session.moves, session: session)
         }
@@ -130,7 +131,25 @@ extension Node {
         for pid in probe.processes() where Posix.namespacePIDs(pid).count == 1 {
             consider(pid, stay: nil, moves: 0)
         }
-        watched = watched.filter { seen.contains($0.key) }
+        balance.watched = balance.watched.filter { seen.contains($0.key) }
         return out
+    }
+}
+
+/// What peers said of their load, and what this node's balancer watches and did. Confined to `Node.loop`.
+final class BalanceState: @unchecked Sendable {
+    var peerLoads: [String: PeerLoad] = [:]  // the last load each peer said, and when
+    var placedSinceReport: [String: Int] = [:]  // children sent to a peer since it last said its load
+    var lastLoadSent: (at: UInt64, runQueue: Double) = (0, -10)
+    var balancer: Balancer
+    var gossip: Gossip  // which peers hear this node's load each round
+    var watched: [Int32: WatchedProcess] = [:]  // processes the balancer may move, as last sampled
+    var refusedUntil: [Int32: UInt64] = [:]  // processes whose balancing move was refused, until then
+    var balancedMoves = 0
+    var lastTop: [TopRow] = []  // the processes as sampled in the last balancing round, for `rfork top`
+
+    init(balancer: Balancer, gossip: Gossip) {
+        self.balancer = balancer
+        self.gossip = gossip
     }
 }

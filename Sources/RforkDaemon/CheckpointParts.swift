@@ -93,7 +93,7 @@ extension Node {
         guard usableLink(session.target) != nil else {
             return "node '\(session.target)', which runs process \(p) of the job, is not reachable"
         }
-        if checkpoints[session.localPID] != nil || migrations[session.localPID] != nil {
+        if commands.checkpoints[session.localPID] != nil || commands.migrations[session.localPID] != nil {
             return "process \(p) of the job is being moved or saved already"
         }
         return nil
@@ -103,18 +103,18 @@ extension Node {
     func makePartCuts(tree: [Int32]) throws -> [PartCut] {
         var parts: [PartCut] = []
         for p in tree {
-            guard let session = homeSessions.values.first(where: { $0.localPID == p }) else { continue }
-            nextMigrateRequest += 1
-            let staging = imageRoot + "/k\(session.id)-\(nextMigrateRequest)"
+            guard let session = sessions.home.values.first(where: { $0.localPID == p }) else { continue }
+            let request = commands.newMigrateRequest()
+            let staging = imageRoot + "/k\(session.id)-\(request)"
             try Posix.makeDirectory(staging)
-            parts.append(PartCut(session: session, request: nextMigrateRequest, staging: staging))
+            parts.append(PartCut(session: session, request: request, staging: staging))
         }
         return parts
     }
 
     /// The top process called in: every part's stand-in stops reading its inputs and echoes the marker.
     func startPartCuts(_ top: Int32, _ pending: PendingCheckpoint) {
-        guard checkpoints[top] === pending, pending.topCall != nil else { return }
+        guard commands.checkpoints[top] === pending, pending.topCall != nil else { return }
         // A part whose process ended since the job was looked at is no part any more (`partGone`: the top
         // part's cut waits for its stand-in to let go of its socket).
         for part in pending.parts where part.session.ended { partGone(top, pending, part) }
@@ -128,7 +128,7 @@ extension Node {
         logger.info("saving the job of process \(top) with \(pending.parts.count) part(s) on other nodes")
         partsEvent(top, pending, .topCalledIn)
         loop.scheduleTask(in: .seconds(self.partCutSeconds)) {
-            guard self.checkpoints[top] === pending, pending.topCall != nil else { return }
+            guard self.commands.checkpoints[top] === pending, pending.topCall != nil else { return }
             self.checkpointEvent(
                 pid: top,
                 .failed(reason: "the parts of the job on other nodes were not saved within \(self.partCutSeconds) s"))
@@ -146,7 +146,7 @@ extension Node {
 
     /// The checkpoint and part a stand-in's session belongs to.
     func partCut(session id: UInt64, node: String? = nil) -> (Int32, PendingCheckpoint, PartCut)? {
-        for (pid, pending) in checkpoints {
+        for (pid, pending) in commands.checkpoints {
             if let part = pending.parts.first(where: {
                 $0.session.id == id && (node == nil || $0.session.target == node)
             }) {
@@ -219,7 +219,9 @@ extension Node {
             let why = "process \(part.session.pid) on \(node): \(result.reason)"
             if part.session.ended { return partGone(pid, pending, part) }
             loop.scheduleTask(in: .milliseconds(300)) {
-                guard self.checkpoints[pid] === pending, pending.parts.contains(where: { $0 === part }) else { return }
+                guard self.commands.checkpoints[pid] === pending, pending.parts.contains(where: { $0 === part }) else {
+                    return
+                }
                 self.checkpointEvent(pid: pid, .failed(reason: why))
             }
             return
@@ -261,7 +263,7 @@ extension Node {
     /// The top part is cut once the stand-ins of parts that ended during the cut have let go of their
     /// sockets to rforkd (they end: CRIU saves them as ending processes, or zombies), up to a second.
     func cutTopOnceStandInsLetGo(_ top: Int32, _ pending: PendingCheckpoint, attempt: Int = 0) {
-        guard checkpoints[top] === pending, let call = pending.topCall else { return }
+        guard commands.checkpoints[top] === pending, let call = pending.topCall else { return }
         if attempt < 100, pending.goneStandIns.contains(where: { Self.socketInode(of: $0) != nil }) {
             loop.scheduleTask(in: .milliseconds(10)) {
                 self.cutTopOnceStandInsLetGo(top, pending, attempt: attempt + 1)
@@ -301,7 +303,7 @@ extension Node {
         loop.scheduleTask(in: .seconds(self.inputMarkSeconds)) {
             guard let waiting = hosted.partWaiting, waiting.pending === pending else { return }
             hosted.partWaiting = nil
-            self.checkpointWaits[pid] = nil
+            self.commands.checkpointWaits[pid] = nil
             self.finishParts(pending, written: false)
             self.sendCheckpointResult(
                 pending, saved: false,
@@ -314,8 +316,8 @@ extension Node {
     private func signalPart(_ hosted: HostedSession, pid: Int32, _ pending: PendingCheckpoint) {
         if pending.standInTop != nil {
             // A stand-in does not call in (it relays): its call is made up here, from what it holds.
-            checkpoints[pid] = pending
-            checkpointWaits[pid] = nil
+            commands.checkpoints[pid] = pending
+            commands.checkpointWaits[pid] = nil
             switch standInCall(hosted, pid: pid) {
             case .success(let request):
                 return checkpointCall(request, localPID: pid, helper: hosted.helperPID, from: nil)
@@ -488,8 +490,7 @@ extension Node {
         let parts = s.restoredParts
         s.restoredParts = []
         for (part, socket) in parts {
-            let id = nextSession
-            nextSession += 1
+            let id = sessions.newID()
             let dir = imageRoot + "/r\(id)"
             func giveUp(_ why: String) {
                 logger.error("cannot restore process \(part.pid) of the job restarted as \(s.pid): \(why)")
@@ -574,7 +575,7 @@ extension Node {
                         id: id, pid: part.pid, localPID: standIn, uid: s.uid, target: target, child: channel,
                         request: request, started: Posix.monotonicNanoseconds())
                     session.resumeStandIn = true
-                    self.homeSessions[id] = session
+                    self.sessions.home[id] = session
                     self.logger.info("restoring process \(part.pid) of the restarted job on \(target)")
                     self.startHomeSession(session, peer: peer) { staging in
                         for name in Posix.listDirectory(dir) {

@@ -31,8 +31,7 @@ extension Node {
         guard let link = usableLink(session.target) else {
             return "node '\(session.target)', which runs process \(pid), is not reachable"
         }
-        nextMigrateRequest += 1
-        let request = nextMigrateRequest
+        let request = commands.newMigrateRequest()
         let staging = imageRoot + "/k\(session.id)-\(request)"
         do {
             try Posix.makeDirectory(staging)
@@ -43,14 +42,14 @@ extension Node {
             machine: Checkpoint(pid: pid, directory: directory, leaveRunning: leaveRunning), command: command, uid: uid,
             gid: gid)
         pending.passedOn = (session.id, request, session.target, staging)
-        checkpoints[pid] = pending
+        commands.checkpoints[pid] = pending
         checkpointEvent(pid: pid, .passedOn(node: session.target))
         logger.info("saving the job of process \(pid) to \(directory): asking \(session.target), which runs it")
         link.wire.writeAndFlush(
             Envelope.checkpointRequest(session: session.id, request: request, leaveRunning: leaveRunning),
             promise: nil)
         loop.scheduleTask(in: .minutes(10)) {
-            guard self.checkpoints[pid] === pending else { return }
+            guard self.commands.checkpoints[pid] === pending else { return }
             self.checkpointEvent(
                 pid: pid, .failed(reason: "\(session.target) did not save the job within 10 minutes"))
         }
@@ -59,7 +58,7 @@ extension Node {
 
     /// The passed-on checkpoint a message from `node` about `session` belongs to.
     private func passedOnCheckpoint(session: UInt64, request: UInt64?, node: String) -> (Int32, PendingCheckpoint)? {
-        for (pid, pending) in checkpoints {
+        for (pid, pending) in commands.checkpoints {
             guard let asked = pending.passedOn, asked.session == session, asked.node == node else { continue }
             if let request, asked.request != request { continue }
             return (pid, pending)
@@ -156,7 +155,7 @@ extension Node {
             try CheckpointDirectory.write(
                 from: asked.staging, to: directory, manifest: written, key: key, uid: uid, gid: gid)
         }.whenComplete { outcome in
-            guard self.checkpoints[pid] === pending else { return }
+            guard self.commands.checkpoints[pid] === pending else { return }
             switch outcome {
             case .success(let bytes):
                 commit(true)
@@ -170,10 +169,10 @@ extension Node {
 
     /// The link to `node` is lost: checkpoints it was asked to take will not arrive.
     func passedOnCheckpointsLost(_ node: String) {
-        for (pid, pending) in checkpoints where pending.parts.contains(where: { $0.session.target == node }) {
+        for (pid, pending) in commands.checkpoints where pending.parts.contains(where: { $0.session.target == node }) {
             checkpointEvent(pid: pid, .failed(reason: "lost the link to \(node) during the checkpoint"))
         }
-        for (pid, pending) in checkpoints where pending.passedOn?.node == node {
+        for (pid, pending) in commands.checkpoints where pending.passedOn?.node == node {
             checkpointEvent(pid: pid, .failed(reason: "lost the link to \(node) during the checkpoint"))
         }
     }
@@ -190,10 +189,10 @@ extension Node {
         pending.home = (link, request.session, request.request)
         var settling: Int32?
         func refuse(_ why: String) {
-            if let settling { checkpointWaits[settling] = nil }
+            if let settling { commands.checkpointWaits[settling] = nil }
             sendCheckpointResult(pending, saved: false, reason: why)
         }
-        guard let hosted = hosted[hostedKey(link, request.session)], hosted.restored, !hosted.ended else {
+        guard let hosted = sessions.hosted[hostedKey(link, request.session)], hosted.restored, !hosted.ended else {
             return refuse("the process no longer runs on \(config.node)")
         }
         if hosted.lazyPID != nil {
@@ -203,15 +202,15 @@ extension Node {
         }
         guard let (pid, pidfd) = openHostedProcess(hosted) else { return refuse("the process ended") }
         defer { Posix.close(pidfd) }
-        let movedOn = homeSessions.values.contains { $0.localPID == pid }
-        if let session = homeSessions.values.first(where: { $0.localPID == pid }), !request.part {
+        let movedOn = sessions.home.values.contains { $0.localPID == pid }
+        if let session = sessions.home.values.first(where: { $0.localPID == pid }), !request.part {
             return relayCheckpoint(request, shown: hosted.pid, localPID: pid, session: session, pending: pending)
         }
         guard let status = Posix.processStatus(pid) else { return refuse("the process ended") }
         let deadline = settleBy ?? Posix.monotonicNanoseconds() + forkSettleNanoseconds
-        if jobUnsettled(pid), Posix.monotonicNanoseconds() < deadline, checkpoints[pid] == nil {
+        if jobUnsettled(pid), Posix.monotonicNanoseconds() < deadline, commands.checkpoints[pid] == nil {
             // A fork of the job is being placed: its cut waits for it (and new forks stay here).
-            checkpointWaits[pid] = deadline
+            commands.checkpointWaits[pid] = deadline
             loop.scheduleTask(in: .milliseconds(20)) {
                 self.handleCheckpointRequest(request, link: link, settleBy: deadline)
             }
@@ -219,7 +218,7 @@ extension Node {
         }
         if settleBy != nil { settleExpired(pid) }
         // Until it is signalled, its forks stay here too (a part waits for its inputs first).
-        checkpointWaits[pid] = Posix.monotonicNanoseconds() + UInt64(inputMarkSeconds + 1) * 1_000_000_000
+        commands.checkpointWaits[pid] = Posix.monotonicNanoseconds() + UInt64(inputMarkSeconds + 1) * 1_000_000_000
         settling = pid
         if let why = checkpointRefusal(pid: pid, status: status, hosted: true, standIn: movedOn) {
             return refuse(Migration.renaming(process: pid, to: hosted.pid, in: why))
@@ -262,28 +261,28 @@ extension Node {
         pending asker: PendingCheckpoint
     ) {
         func refuse(_ why: String) { sendCheckpointResult(asker, saved: false, reason: why) }
-        guard checkpoints[localPID] == nil, migrations[localPID] == nil else {
+        guard commands.checkpoints[localPID] == nil, commands.migrations[localPID] == nil else {
             return refuse("process \(shown) is being moved or saved already")
         }
         guard session.state == .running else { return refuse("process \(shown) is being moved") }
         guard let link = usableLink(session.target) else {
             return refuse("node '\(session.target)', which runs process \(shown), is not reachable from \(config.node)")
         }
-        nextMigrateRequest += 1
+        let number = commands.newMigrateRequest()
         let pending = PendingCheckpoint(
             machine: Checkpoint(pid: localPID, directory: "", leaveRunning: request.leaveRunning), command: nil,
             uid: 0, gid: 0)
         pending.home = asker.home
-        pending.passedOn = (session.id, nextMigrateRequest, session.target, "")
-        checkpoints[localPID] = pending
+        pending.passedOn = (session.id, number, session.target, "")
+        commands.checkpoints[localPID] = pending
         checkpointEvent(pid: localPID, .passedOn(node: session.target))
         logger.info("saving the job of process \(shown) for its home: asking \(session.target), which runs it now")
         link.wire.writeAndFlush(
             Envelope.checkpointRequest(
-                session: session.id, request: nextMigrateRequest, leaveRunning: request.leaveRunning),
+                session: session.id, request: number, leaveRunning: request.leaveRunning),
             promise: nil)
         loop.scheduleTask(in: .minutes(10)) {
-            guard self.checkpoints[localPID] === pending else { return }
+            guard self.commands.checkpoints[localPID] === pending else { return }
             if pending.resultSent {
                 self.commitCheckpoint(localPID, pending, written: false)
             } else {
@@ -321,7 +320,7 @@ extension Node {
     func checkpointImagesSent(
         localPID: Int32, manifest: CheckpointManifest, bytes: Int, stopped: [Int32], frozenMs: Double
     ) {
-        guard let pending = checkpoints[localPID], pending.home != nil else {
+        guard let pending = commands.checkpoints[localPID], pending.home != nil else {
             for fd in stopped {
                 _ = Posix.signal(process: fd, SIGCONT)
                 Posix.close(fd)
@@ -341,14 +340,14 @@ extension Node {
         }
         // A home that never answers leaves the job as it was.
         loop.scheduleTask(in: .minutes(10)) {
-            guard self.checkpoints[localPID] === pending else { return }
+            guard self.commands.checkpoints[localPID] === pending else { return }
             self.commitCheckpoint(localPID, pending, written: false)
         }
     }
 
     /// The home says whether it wrote the checkpoint of a job this node saved for it.
     func checkpointCommitted(_ commit: Rfork_Wire_V1_CheckpointCommit, link: InboundLink) {
-        for (pid, pending) in checkpoints {
+        for (pid, pending) in commands.checkpoints {
             guard let home = pending.home, home.link === link, home.session == commit.session,
                 home.request == commit.request, pending.resultSent
             else { continue }

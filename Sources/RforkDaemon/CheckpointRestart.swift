@@ -105,8 +105,8 @@ extension Node {
         pid: Int32, pidfd: Int32, directory dir: String, uid: UInt32, leaveRunning: Bool, command channel: Channel,
         deadline: UInt64
     ) {
-        if jobUnsettled(pid), Posix.monotonicNanoseconds() < deadline, checkpoints[pid] == nil {
-            checkpointWaits[pid] = deadline
+        if jobUnsettled(pid), Posix.monotonicNanoseconds() < deadline, commands.checkpoints[pid] == nil {
+            commands.checkpointWaits[pid] = deadline
             loop.scheduleTask(in: .milliseconds(20)) {
                 self.settleThenCheckpoint(
                     pid: pid, pidfd: pidfd, directory: dir, uid: uid, leaveRunning: leaveRunning, command: channel,
@@ -114,8 +114,8 @@ extension Node {
             }
             return
         }
-        if checkpointWaits[pid] != nil, checkpoints[pid] == nil { settleExpired(pid) }
-        checkpointWaits[pid] = nil
+        if commands.checkpointWaits[pid] != nil, commands.checkpoints[pid] == nil { settleExpired(pid) }
+        commands.checkpointWaits[pid] = nil
         defer { Posix.close(pidfd) }
         if let why = startCheckpoint(
             pid: pid, pidfd: pidfd, directory: dir, uid: uid, leaveRunning: leaveRunning, command: channel)
@@ -138,10 +138,10 @@ extension Node {
     func unsettledBy(_ top: Int32) -> String? {
         let tree = [top] + Self.descendants(of: top)
         let members = Set(tree)
-        if let s = homeSessions.values.first(where: { members.contains($0.localPID) && $0.state != .running }) {
+        if let s = sessions.home.values.first(where: { members.contains($0.localPID) && $0.state != .running }) {
             return "process \(s.pid) is being placed on or moved to \(s.target)"
         }
-        let standIns = Set(homeSessions.values.map(\.localPID))
+        let standIns = Set(sessions.home.values.map(\.localPID))
         if !standIns.contains(top), let maps = try? Posix.readFile("/proc/\(top)/maps"),
             !String(decoding: maps, as: UTF8.self).contains("/librfork.so")
         {
@@ -165,7 +165,7 @@ extension Node {
     /// Whether `pid` belongs to a job being saved here, or about to be: its top process or one below it.
     func inJobBeingSaved(_ pid: Int32) -> Bool {
         let now = Posix.monotonicNanoseconds()
-        let tops = Set(checkpoints.keys).union(checkpointWaits.filter { $0.value > now }.keys)
+        let tops = Set(commands.checkpoints.keys).union(commands.checkpointWaits.filter { $0.value > now }.keys)
         guard !tops.isEmpty else { return false }
         var p: Int32? = pid
         for _ in 0..<64 {
@@ -187,8 +187,10 @@ extension Node {
         let owner = Self.firstNumber(status["Uid"])
         guard let owner, uid == 0 || owner == uid else { return "process \(pid) belongs to another user" }
         let gid = Self.firstNumber(status["Gid"]) ?? owner
-        if migrations[pid] != nil || checkpoints[pid] != nil { return "process \(pid) is being moved or saved already" }
-        if let session = homeSessions.values.first(where: { $0.localPID == pid }) {
+        if commands.migrations[pid] != nil || commands.checkpoints[pid] != nil {
+            return "process \(pid) is being moved or saved already"
+        }
+        if let session = sessions.home.values.first(where: { $0.localPID == pid }) {
             // Its stand-in: the job runs on another node (it moved, or a restart put it there).
             // The job's owner is the session's (the stand-in of a job root restarted for a user is root's).
             return passOnCheckpoint(
@@ -216,16 +218,16 @@ extension Node {
     /// Records `pending` and signals the job's top process (`pid` here), which calls in to be saved;
     /// the reason when it cannot be signalled.
     func signalForCheckpoint(_ pid: Int32, pidfd: Int32, _ pending: PendingCheckpoint) -> String? {
-        checkpoints[pid] = pending
-        checkpointWaits[pid] = nil
+        commands.checkpoints[pid] = pending
+        commands.checkpointWaits[pid] = nil
         guard Posix.signal(process: pidfd, LocalWire.migrateSignal) else {
-            checkpoints[pid] = nil
+            commands.checkpoints[pid] = nil
             return "process \(pid) ended"
         }
         let seconds = Self.migrationCallSeconds
         loop.scheduleTask(in: .seconds(Int64(seconds))) {
             // Only this request's deadline: a later checkpoint of the same PID has its own.
-            guard self.checkpoints[pid] === pending else { return }
+            guard self.commands.checkpoints[pid] === pending else { return }
             self.checkpointEvent(pid: pid, .deadline(seconds: seconds))
         }
         return nil
@@ -240,20 +242,22 @@ extension Node {
     func checkpointRefusal(pid: Int32, status: [String: String], hosted: Bool = false, standIn: Bool = false)
         -> String?
     {
-        if !standIn, homeSessions.values.contains(where: { $0.localPID == pid }) {
+        if !standIn, sessions.home.values.contains(where: { $0.localPID == pid }) {
             return
                 "process \(pid) moved on from \(config.node) to another node; saving it where it runs now is not done (move it back first)"
         }
         if !hosted && Posix.namespacePIDs(pid).count > 1 {
             return "process \(pid) runs in a PID namespace below rforkd's"
         }
-        if migrations[pid] != nil || checkpoints[pid] != nil { return "process \(pid) is being moved or saved already" }
+        if commands.migrations[pid] != nil || commands.checkpoints[pid] != nil {
+            return "process \(pid) is being moved or saved already"
+        }
         if !standIn, let why = Self.signalRefusal(pid: pid, status: status) { return why }
         let owner = Self.firstNumber(status["Uid"]) ?? 0
         let relayed = Self.relayedFiles(of: pid)
         let tree = [pid] + Self.descendants(of: pid)
         for p in tree {
-            if let session = homeSessions.values.first(where: { $0.localPID == p }) {
+            if let session = sessions.home.values.first(where: { $0.localPID == p }) {
                 // A part on another node: saved there at the same cut (CheckpointParts.swift).
                 if let why = partRefusal(session) { return why }
                 continue
@@ -438,7 +442,7 @@ extension Node {
     /// go to the home instead, and the job waits for the home's word (`checkpointCommitted`).
     /// `localPID` is the caller's PID here; `helper`, the rfork-nsinit whose namespaces it lives in.
     func checkpointCall(_ request: LocalForkRequest, localPID: Int32, helper: Int32?, from channel: Channel?) {
-        guard let pending = checkpoints[localPID], pending.machine.state == .signalled,
+        guard let pending = commands.checkpoints[localPID], pending.machine.state == .signalled,
             pending.home != nil || checkpointKey != nil
         else { return checkpointEvent(pid: localPID, .strayCall, call: channel) }
         checkpointEvent(pid: localPID, .called, call: channel)
@@ -467,8 +471,7 @@ extension Node {
         let machine = pending.machine
         let part = pending.part
         let parts = pending.parts.map { ($0.manifest, $0.staging) }
-        let id = nextSession
-        nextSession += 1
+        let id = sessions.newID()
         let privateDir = imageRoot + "/c\(id)"
         let criu = self.criu
         let node = config.node
@@ -552,7 +555,7 @@ extension Node {
     /// Feeds one event to the checkpoint of `pid` and carries its actions out; `channel` is the job's
     /// top process, blocked in its call.
     func checkpointEvent(pid: Int32, _ event: Checkpoint.Event, call: Channel? = nil) {
-        guard let pending = checkpoints[pid] else {
+        guard let pending = commands.checkpoints[pid] else {
             if let call { reply(call, .local, "") }
             return
         }
@@ -561,7 +564,7 @@ extension Node {
         for action in pending.machine.handle(event) {
             switch action {
             case .answer(let outcome):
-                checkpoints[pid] = nil
+                commands.checkpoints[pid] = nil
                 finishParts(pending, written: outcome.saved)
                 if let container = pending.quieted {
                     // Whatever of the stop and continue was not seen is dropped soon; later ones are the job's.
@@ -607,7 +610,7 @@ extension Node {
         guard checkpointKey != nil else {
             return answer("rforkd on \(config.node) has no checkpointKey in its configuration; it saves no checkpoints")
         }
-        guard periodic[pid] != nil || periodic.count < Self.scheduleLimit else {
+        guard commands.periodic[pid] != nil || commands.periodic.count < Self.scheduleLimit else {
             return answer("rforkd on \(config.node) keeps \(Self.scheduleLimit) schedules already")
         }
         guard let pidfd = Posix.openProcess(pid) else { return answer("no process \(pid)") }
@@ -616,23 +619,24 @@ extension Node {
         let task = loop.scheduleRepeatedTask(initialDelay: .seconds(Int64(seconds)), delay: .seconds(Int64(seconds))) {
             task in
             guard Posix.processAlive(pidfd: pidfd), !self.shuttingDown else {
-                if self.periodic[pid]?.task === task { self.dropSchedule(pid) }
+                if self.commands.periodic[pid]?.task === task { self.dropSchedule(pid) }
                 return
             }
-            if self.checkpoints[pid] != nil || self.migrations[pid] != nil { return }  // one at a time
+            // One at a time.
+            if self.commands.checkpoints[pid] != nil || self.commands.migrations[pid] != nil { return }
             if let why = self.startCheckpoint(
                 pid: pid, pidfd: pidfd, directory: dir, uid: uid, leaveRunning: true, command: nil)
             {
                 self.logger.warning("periodic checkpoint of process \(pid) to \(dir) skipped: \(why)")
             }
         }
-        periodic[pid] = Schedule(task: task, pidfd: pidfd)
+        commands.periodic[pid] = Schedule(task: task, pidfd: pidfd)
         answer(nil)
     }
 
     /// Ends the periodic checkpoints of `pid` (its descriptor goes with them).
     func dropSchedule(_ pid: Int32) {
-        guard let schedule = periodic.removeValue(forKey: pid) else { return }
+        guard let schedule = commands.periodic.removeValue(forKey: pid) else { return }
         schedule.task.cancel()
         Posix.close(schedule.pidfd)
     }
@@ -704,12 +708,11 @@ extension Node {
                 pid: manifest.pid, uid: manifest.uid, socketInode: manifest.controlSocketInode, policy: nil,
                 node: target, forkStartedNanoseconds: Posix.monotonicNanoseconds(), channels: channels,
                 postCopy: "never")
-            let id = self.nextSession
-            self.nextSession += 1
+            let id = self.sessions.newID()
             let session = HomeSession(
                 id: id, pid: callerPID, uid: manifest.uid, target: target, child: channel, request: request,
                 started: Posix.monotonicNanoseconds())
-            self.homeSessions[id] = session
+            self.sessions.home[id] = session
             onSession(id)
             guard channel.isActive else { return self.standInClosed(session: id) }  // it left meanwhile
             self.logger.info("restarting the job of \(dir) on \(target) for process \(callerPID)")

@@ -70,7 +70,7 @@ public struct RforkDaemon: Service {
                 .childChannelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
                         let link = InboundLink(loop: node.loop)
-                        node.inbound[ObjectIdentifier(link)] = link
+                        node.net.inbound[ObjectIdentifier(link)] = link
                         try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls.server))
                         try channel.pipeline.syncOperations.addHandlers([
                             ByteToMessageHandler(EnvelopeDecoder()), MessageToByteHandler(EnvelopeEncoder()),
@@ -99,7 +99,7 @@ public struct RforkDaemon: Service {
         }
 
         try await node.loop.submit {
-            node.clientTLS = tls.client
+            node.net.clientTLS = tls.client
             // Links are made on demand: the first round of loads connects the peers it picks (all of them,
             // up to the fanout); the others connect when something is sent to them.
             for peer in configuration.peers {
@@ -107,7 +107,7 @@ public struct RforkDaemon: Service {
                     name: peer.name, host: peer.host, port: peer.port ?? DaemonConfiguration.defaultPort,
                     loop: node.loop)
                 link.dormant = true
-                node.links[peer.name] = link
+                node.net.links[peer.name] = link
             }
             node.gossipRound(now: Posix.monotonicNanoseconds())
             // A link to itself, through its own listener: a checkpoint restarts on this node as on any
@@ -117,7 +117,7 @@ public struct RforkDaemon: Service {
             let own = PeerLink(
                 name: configuration.node, host: listen == "0.0.0.0" || listen == "::" ? "127.0.0.1" : listen,
                 port: configuration.resolvedPort, loop: node.loop)
-            node.links[configuration.node] = own
+            node.net.links[configuration.node] = own
             node.connect(own, tls: tls.client)
             node.ticker = node.loop.scheduleRepeatedTask(initialDelay: .milliseconds(20), delay: .milliseconds(20)) {
                 _ in
@@ -146,8 +146,8 @@ public struct RforkDaemon: Service {
         unlink(socketPath)
         try? await Task.sleep(for: .milliseconds(100))  // let the last frames leave
         try await node.loop.submit {
-            for link in node.links.values { link.wire.channel?.close(promise: nil) }
-            for link in node.inbound.values { link.wire.channel?.close(promise: nil) }
+            for link in node.net.links.values { link.wire.channel?.close(promise: nil) }
+            for link in node.net.inbound.values { link.wire.channel?.close(promise: nil) }
             node.endLazyPages()
         }.get()
         try await threads.shutdownGracefully()
@@ -160,7 +160,7 @@ extension Node {
     func shutdown() {
         shuttingDown = true
         ticker?.cancel()
-        for s in hosted.values {
+        for s in sessions.hosted.values {
             logger.warning("shutdown: remote child \(s.pid) of \(s.home) is ended (killed); its parent sees SIGKILL")
             endHosted(s, abortHelper: true)
             var event = Rfork_Wire_V1_ChildEvent()
@@ -171,7 +171,7 @@ extension Node {
             envelope.childEvent = event
             s.link.wire.writeAndFlush(envelope, promise: nil)
         }
-        for s in homeSessions.values {
+        for s in sessions.home.values {
             switch s.state {
             case .running:
                 logger.warning("shutdown: child \(s.pid) on \(s.target) is ended; its parent sees SIGKILL")
@@ -184,10 +184,10 @@ extension Node {
                 migrationSessionEnded(s, reason: "rforkd on \(config.node) is shutting down")
             }
         }
-        homeSessions.removeAll()
-        for pid in periodic.keys { dropSchedule(pid) }
-        for (pid, pending) in checkpoints {
-            checkpoints[pid] = nil
+        sessions.home.removeAll()
+        for pid in commands.periodic.keys { dropSchedule(pid) }
+        for (pid, pending) in commands.checkpoints {
+            commands.checkpoints[pid] = nil
             if let command = pending.command {
                 answerJSON(
                     command,
@@ -196,8 +196,8 @@ extension Node {
                         reason: "rforkd on \(config.node) is shutting down"))
             }
         }
-        for (pid, pending) in migrations {
-            migrations[pid] = nil
+        for (pid, pending) in commands.migrations {
+            commands.migrations[pid] = nil
             answerMigration(
                 pending.requester,
                 .init(
@@ -205,18 +205,18 @@ extension Node {
                     reason: "rforkd on \(config.node) is shutting down"))
         }
         // Post-copy dumps still serving pages give up when their relays close; their children run on here.
-        for relay in pageRelays.values { relay.channel.close(promise: nil) }
-        pageRelays.removeAll()
+        for relay in sessions.pageRelays.values { relay.channel.close(promise: nil) }
+        sessions.pageRelays.removeAll()
     }
 
     /// The last step of a shutdown: each lazy-pages daemon ends after the child it served.
     func endLazyPages() {
-        for (helper, lazy) in lazyKillAfter {
+        for (helper, lazy) in sessions.lazyKillAfter {
             Posix.kill(helper, SIGKILL)
             _ = try? Posix.wait(helper)
             Posix.kill(lazy, SIGKILL)
         }
-        lazyKillAfter.removeAll()
+        sessions.lazyKillAfter.removeAll()
     }
 }
 

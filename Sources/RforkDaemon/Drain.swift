@@ -38,15 +38,15 @@ extension Node {
         guard let from = fields["from"], !from.isEmpty else { return refuse("malformed migrate request") }
         let to = fields["to"].flatMap { $0.isEmpty ? nil : $0 }
         guard from == config.node else {
-            guard peers.contains(where: { $0.name == from }) else { return refuse("unknown node '\(from)'") }
+            guard net.peers.contains(where: { $0.name == from }) else { return refuse("unknown node '\(from)'") }
             guard let link = usableLink(from) else {
                 return refuse("node '\(from)' is not reachable from \(config.node)")
             }
             let peer = link.wire
-            nextMigrateRequest += 1
-            forwardedDrains[nextMigrateRequest] = (channel, from)
+            let number = commands.newMigrateRequest()
+            commands.forwardedDrains[number] = (channel, from)
             var request = Rfork_Wire_V1_DrainRequest()
-            request.request = nextMigrateRequest
+            request.request = number
             request.to = to ?? ""
             var envelope = Envelope()
             envelope.drainRequest = request
@@ -65,8 +65,8 @@ extension Node {
 
     /// The node asked to empty itself answered: the command gets its answer as it came.
     func handleDrainResult(_ result: Rfork_Wire_V1_DrainResult, from link: PeerLink) {
-        guard let (command, node) = forwardedDrains[result.request], node == link.name else { return }
-        forwardedDrains[result.request] = nil
+        guard let (command, node) = commands.forwardedDrains[result.request], node == link.name else { return }
+        commands.forwardedDrains[result.request] = nil
         command.writeAndFlush(LocalFrame.text(.answer, result.outcomeJson)).whenComplete { _ in
             command.close(promise: nil)
         }
@@ -79,13 +79,12 @@ extension Node {
         }
         if let to {
             if to == config.node { return refuse("--to names the node being drained") }
-            guard peers.contains(where: { $0.name == to }) else { return refuse("unknown node '\(to)'") }
+            guard net.peers.contains(where: { $0.name == to }) else { return refuse("unknown node '\(to)'") }
         }
         // In a stable order: the command lists them as they were found.
-        let sessions = hosted.values.filter { $0.restored && !$0.ended }.sorted { $0.key < $1.key }
-        let id = nextDrain
-        nextDrain += 1
-        drains[id] = PendingDrain(
+        let sessions = sessions.hosted.values.filter { $0.restored && !$0.ended }.sorted { $0.key < $1.key }
+        let id = commands.newDrainID()
+        commands.drains[id] = PendingDrain(
             // One move under way per CPU of this node (at most Drain.defaultWindow): each dump and restore
             // wants a CPU, and a process waiting for one is frozen meanwhile.
             machine: Drain(
@@ -98,7 +97,7 @@ extension Node {
 
     /// Starts moving process number `index` of drain `id` (the state machine says when).
     func startDrainMove(_ id: UInt64, index: Int) {
-        guard let pending = drains[id], pending.sessions.indices.contains(index) else { return }
+        guard let pending = commands.drains[id], pending.sessions.indices.contains(index) else { return }
         let session = pending.sessions[index]
         let to = pending.to
         func failed(_ why: String) {
@@ -110,7 +109,7 @@ extension Node {
             return failed("process \(session.pid) ended")
         }
         defer { Posix.close(pidfd) }
-        if let through = homeSessions.values.first(where: { $0.localPID == pid }) {
+        if let through = sessions.home.values.first(where: { $0.localPID == pid }) {
             // Its stand-in: the process runs on (it was moved on from here); the route through this node
             // stays until routes can switch.
             return failed(
@@ -131,13 +130,13 @@ extension Node {
     }
 
     func drainEvent(_ id: UInt64, _ event: Drain.Event) {
-        guard let pending = drains[id] else { return }
+        guard let pending = commands.drains[id] else { return }
         for action in pending.machine.handle(event) {
             switch action {
             case .start(let index):
                 startDrainMove(id, index: index)
             case .answer(let outcome):
-                drains[id] = nil
+                commands.drains[id] = nil
                 logger.info("moved \(outcome.moved) of \(outcome.moves.count) processes off \(config.node)")
                 answerDrain(pending.requester, outcome)
             }
@@ -164,8 +163,8 @@ extension Node {
 
     /// The link to `node` closed: a drain it was asked to do will not be answered.
     func forwardedDrainsLost(_ node: String) {
-        for (request, (command, asked)) in forwardedDrains where asked == node {
-            forwardedDrains[request] = nil
+        for (request, (command, asked)) in commands.forwardedDrains where asked == node {
+            commands.forwardedDrains[request] = nil
             answerJSON(
                 command,
                 Drain.Outcome(from: node, moves: []).refused(

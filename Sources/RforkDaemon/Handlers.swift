@@ -30,12 +30,12 @@ final class LocalHandler: ChannelInboundHandler, RemovableChannelHandler {
         case .forkRequest:
             do {
                 let request = try LocalForkRequest(parsing: frame.text)
-                let before = node.nextSession
+                let before = node.sessions.nextID
                 node.handleForkRequest(
                     request, peerUID: creds?.uid, peerPID: creds?.pid,
                     pin: peerPIDFD(context.channel).map(ProcessPin.init),
                     from: context.channel)
-                if node.nextSession != before { session = before }
+                if node.sessions.nextID != before { session = before }
             } catch {
                 node.logger.warning("malformed placement request: \(error)")
                 node.reply(context.channel, .local, "malformed placement request: \(error)")

@@ -81,33 +81,38 @@ extension Node {
         case .unixStream(let m):
             receivedUnixStream(m)
         case .data(let data):
-            guard let s = hosted[hostedKey(link, data.session)] else { return }
+            guard let s = sessions.hosted[hostedKey(link, data.session)] else { return }
             s.helper?.writeAndFlush(LocalFrame.data(channel: data.channel, ByteBuffer(bytes: data.data)), promise: nil)
         case .endOfFile(let eof):
-            guard let s = hosted[hostedKey(link, eof.session)] else { return }
+            guard let s = sessions.hosted[hostedKey(link, eof.session)] else { return }
             s.helper?.writeAndFlush(LocalFrame.u32(.endOfFile, eof.channel), promise: nil)
         case .mark(let mark):
-            guard let s = hosted[hostedKey(link, mark.session)] else { return }
+            guard let s = sessions.hosted[hostedKey(link, mark.session)] else { return }
             homeMarked(s, mark)
         case .demand(let demand):
             // From the home: only "read ahead" (`LocalWire.eagerDemand`) goes this way.
-            guard let s = hosted[hostedKey(link, demand.session)], demand.bytes == LocalWire.eagerDemand else { return }
+            guard let s = sessions.hosted[hostedKey(link, demand.session)], demand.bytes == LocalWire.eagerDemand else {
+                return
+            }
             s.helper?.writeAndFlush(LocalFrame.demand(channel: demand.channel, bytes: demand.bytes), promise: nil)
         case .ack(let ack):
-            guard let s = hosted[hostedKey(link, ack.session)] else { return }
+            guard let s = sessions.hosted[hostedKey(link, ack.session)] else { return }
             s.helper?.writeAndFlush(LocalFrame.ack(channel: ack.channel, bytes: ack.bytes), promise: nil)
         case .signal(let signal):
-            guard let s = hosted[hostedKey(link, signal.session)], signal.signo > 0, signal.signo < 65 else { return }
+            guard let s = sessions.hosted[hostedKey(link, signal.session)], signal.signo > 0, signal.signo < 65 else {
+                return
+            }
             s.helper?.writeAndFlush(LocalFrame.u32(.signal, signal.signo), promise: nil)
         case .abort(let abort):
-            guard let s = hosted[hostedKey(link, abort.session)] else { return }
+            guard let s = sessions.hosted[hostedKey(link, abort.session)] else { return }
             logger.info("ending remote child \(s.pid) of \(s.home): \(abort.reason)")
             endHosted(s, abortHelper: true)
         case .pageStream(let stream):
             // Not through `hosted`: pages still flow after the child ended (answers to requests in flight).
-            lazyRelays[hostedKey(link, stream.session)]?.writeAndFlush(ByteBuffer(bytes: stream.data), promise: nil)
+            sessions.lazyRelays[hostedKey(link, stream.session)]?.writeAndFlush(
+                ByteBuffer(bytes: stream.data), promise: nil)
         case .pageStreamEnd(let end):
-            guard let s = hosted[hostedKey(link, end.session)], !end.ok else { return }
+            guard let s = sessions.hosted[hostedKey(link, end.session)], !end.ok else { return }
             // Also mid-restore: the home copy runs on at home, so this one must never start.
             logger.warning("the memory of remote child \(s.pid) of \(s.home) is lost (\(end.error)); ending it")
             endHosted(s, abortHelper: true)
@@ -128,7 +133,9 @@ extension Node {
 
     func startRestore(_ request: Rfork_Wire_V1_ForkRequest, link: InboundLink) {
         let key = hostedKey(link, request.session)
-        guard hosted[key] == nil else { return refuse(link, session: request.session, "session already exists") }
+        guard sessions.hosted[key] == nil else {
+            return refuse(link, session: request.session, "session already exists")
+        }
         guard request.pid > 1, request.pid < 1 << 22 else {
             return refuse(link, session: request.session, "invalid PID \(request.pid)")
         }
@@ -152,7 +159,7 @@ extension Node {
         session.sharedRegions = request.sharedRegions.filter {
             $0.start < $0.end && $0.pages > 0 && $0.pages < 1 << 36 && $0.manager.contains("/")
         }
-        hosted[key] = session
+        sessions.hosted[key] = session
         do {
             try Posix.makeDirectory(dir)
             for file in request.images { try Posix.writeFile(dir + "/" + file.name, file.data) }
@@ -169,7 +176,7 @@ extension Node {
 
     /// One piece of a streamed image file; the last one starts the restore.
     func receiveChunk(_ chunk: Rfork_Wire_V1_ImageChunk, link: InboundLink) {
-        guard let s = hosted[hostedKey(link, chunk.session)], let request = s.pending else { return }
+        guard let s = sessions.hosted[hostedKey(link, chunk.session)], let request = s.pending else { return }
         do {
             guard !chunk.name.isEmpty, !chunk.name.contains("/"), chunk.name.hasSuffix(".img"),
                 s.received + UInt64(chunk.data.count) <= request.imageBytes
@@ -206,11 +213,11 @@ extension Node {
             switch result {
             case .failure(let error):
                 self.logger.error("cannot start post-copy for child \(request.pid) of \(request.homeNode): \(error)")
-                if self.hosted[session.key] === session { self.abandon(session, "\(error)") }
+                if self.sessions.hosted[session.key] === session { self.abandon(session, "\(error)") }
             case .success(let lazy):
                 session.lazyPID = lazy.process
                 self.watchLazyPages(lazy, session: session)
-                guard self.hosted[session.key] === session else {
+                guard self.sessions.hosted[session.key] === session else {
                     Posix.kill(lazy.process, SIGKILL)  // no child to serve
                     Posix.close(lazy.pageSocket)
                     return
@@ -225,7 +232,7 @@ extension Node {
                     }
                     .takingOwnershipOfDescriptor(inputOutput: lazy.pageSocket)
                 relay.whenSuccess { channel in
-                    self.lazyRelays[session.key] = channel
+                    self.sessions.lazyRelays[session.key] = channel
                     // lazy-pages is done (all pages, or it ended): the home's page server may stop too,
                     // which thaws the home copy. Without this a lazy-pages that never said goodbye (killed
                     // after its child ended, or crashed) left the home copy frozen in its dump for good.
@@ -233,12 +240,14 @@ extension Node {
                         session.link.wire.writeAndFlush(
                             Envelope.pageStreamEnd(session: session.session), promise: nil)
                     }
-                    guard self.hosted[session.key] === session else { return }
+                    guard self.sessions.hosted[session.key] === session else { return }
                     self.restore(session, request)
                 }
                 relay.whenFailure { error in
                     Posix.kill(lazy.process, SIGKILL)
-                    if self.hosted[session.key] === session { self.abandon(session, "cannot relay pages: \(error)") }
+                    if self.sessions.hosted[session.key] === session {
+                        self.abandon(session, "cannot relay pages: \(error)")
+                    }
                 }
             }
         }
@@ -253,7 +262,7 @@ extension Node {
             repeat { got = read(lazy.failure, &byte, 1) } while got < 0 && errno == EINTR
             return got == 1
         }.whenComplete { result in
-            if case .success(true) = result, self.hosted[session.key] === session {
+            if case .success(true) = result, self.sessions.hosted[session.key] === session {
                 self.logger.error("post-copy of child \(session.pid) of \(session.home) failed; ending it")
                 self.endHostedChild(session, "its memory could not be fetched from \(session.home)")
             }
@@ -262,13 +271,13 @@ extension Node {
                 session.lazyPID = nil
                 // Any end but success while the child still runs (a crash of lazy-pages, say): its pages
                 // may be incomplete, so it is ended at once.
-                if case .success(let end) = status, end != .exited(0), self.hosted[session.key] === session {
+                if case .success(let end) = status, end != .exited(0), self.sessions.hosted[session.key] === session {
                     self.logger.error(
                         "criu lazy-pages of child \(session.pid) of \(session.home) ended (\(end)) before the child; ending it"
                     )
                     self.endHostedChild(session, "criu lazy-pages on \(self.config.node) ended (\(end))")
                 }
-                self.lazyRelays.removeValue(forKey: session.key)?.close(promise: nil)
+                self.sessions.lazyRelays.removeValue(forKey: session.key)?.close(promise: nil)
                 if session.restored || session.ended { Posix.removeFlatDirectory(session.imageDirectory) }
             }
         }
@@ -280,11 +289,11 @@ extension Node {
         let dir = session.imageDirectory
         let key = session.key
         if Posix.listDirectory(dir).contains(where: { $0.hasPrefix("ghost-file-") }) {
-            if ghostRestore != nil && ghostRestore != key {
-                ghostRestoresWaiting.append((session, request))
+            if sessions.ghostRestore != nil && sessions.ghostRestore != key {
+                sessions.ghostRestoresWaiting.append((session, request))
                 return
             }
-            ghostRestore = key
+            sessions.ghostRestore = key
         }
         do {
             let (ours, theirs) = try Posix.socketPair()
@@ -320,7 +329,7 @@ extension Node {
                 Posix.currentEnvironment() + [CRIU.clockSync] + (request.lazyPages ? ["RFORK_LAZY_PAGES=1"] : [])
             let pid = try Posix.spawn(nsinit, args, environment: environment, descriptors: descriptors)
             session.helperPID = pid
-            helperPIDs.append(pid)
+            sessions.helperPIDs.append(pid)
             let future = NIOPipeBootstrap(group: loop)
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
@@ -344,20 +353,20 @@ extension Node {
 
     /// The restore that held ghost files is over (restored, failed or given up): the next waiting starts.
     func ghostRestoreEnded(_ key: String) {
-        guard ghostRestore == key else { return }
-        ghostRestore = nil
-        while !ghostRestoresWaiting.isEmpty {
-            let (next, request) = ghostRestoresWaiting.removeFirst()
-            guard hosted[next.key] === next else { continue }
+        guard sessions.ghostRestore == key else { return }
+        sessions.ghostRestore = nil
+        while !sessions.ghostRestoresWaiting.isEmpty {
+            let (next, request) = sessions.ghostRestoresWaiting.removeFirst()
+            guard sessions.hosted[next.key] === next else { continue }
             restore(next, request)
-            if ghostRestore != nil { return }
+            if sessions.ghostRestore != nil { return }
         }
     }
 
     /// A frame from rfork-nsinit about its child.
     func handleHelperFrame(_ frame: LocalFrame, key: String) {
         logger.trace("nsinit frame \(frame.type) \(frame.payload.readableBytes) bytes for \(key)")
-        guard let s = hosted[key] else { return }
+        guard let s = sessions.hosted[key] else { return }
         var envelope = Envelope()
         switch frame.type {
         case .restored:
@@ -410,7 +419,7 @@ extension Node {
             envelope.childEvent = event
             if kind == .exited || kind == .killed {
                 s.ended = true
-                hosted[key] = nil
+                sessions.hosted[key] = nil
                 // Nothing needs the pages any more; lazy-pages may be waiting for answers that will
                 // not come (a child that exec'd at once). It goes once nsinit, and with it the
                 // namespace, is gone.
@@ -424,7 +433,7 @@ extension Node {
 
     /// rfork-nsinit's socket closed.
     func helperClosed(key: String) {
-        guard let s = hosted.removeValue(forKey: key) else { return }
+        guard let s = sessions.hosted.removeValue(forKey: key) else { return }
         retireLazyPages(s)
         Posix.removeFlatDirectory(s.imageDirectory)
         if !s.ended {
@@ -446,7 +455,7 @@ extension Node {
     /// Drops a session from this node: its open image file, its image directory and (post-copy) its
     /// lazy-pages daemon.
     func forget(_ s: HostedSession) {
-        hosted[s.key] = nil
+        sessions.hosted[s.key] = nil
         ghostRestoreEnded(s.key)
         s.ended = true
         retireLazyPages(s)
@@ -484,9 +493,9 @@ extension Node {
     /// killed once rfork-nsinit (the init of the child's namespace, so the child too) has been reaped.
     func retireLazyPages(_ s: HostedSession) {
         guard let lazy = s.lazyPID else { return }
-        if let helper = s.helperPID, helperPIDs.contains(helper) {
+        if let helper = s.helperPID, sessions.helperPIDs.contains(helper) {
             logger.debug("post-copy: criu lazy-pages \(lazy) ends after rfork-nsinit \(helper)")
-            lazyKillAfter[helper] = lazy
+            sessions.lazyKillAfter[helper] = lazy
         } else {
             logger.debug("post-copy: criu lazy-pages \(lazy) ends now (no rfork-nsinit runs)")
             Posix.kill(lazy, SIGKILL)
@@ -495,8 +504,8 @@ extension Node {
 
     /// An inbound link closed: the children it carried lost their parent's node.
     func inboundLost(_ link: InboundLink) {
-        inbound[ObjectIdentifier(link)] = nil
-        for s in hosted.values where s.link === link {
+        net.inbound[ObjectIdentifier(link)] = nil
+        for s in sessions.hosted.values where s.link === link {
             logger.warning("lost home node \(s.home): ending its remote child \(s.pid)")
             endHosted(s, abortHelper: true)
         }

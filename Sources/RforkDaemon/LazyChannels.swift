@@ -25,7 +25,7 @@ extension Node {
         session.readersCheckedAt[channel] = now
         let standIn = session.localPID
         threads.runIfActive(eventLoop: loop) { Posix.pipeReaders(inode: inode).map(\.pid) }.whenSuccess { readers in
-            guard readers == [standIn], self.homeSessions[session.id] === session, session.state == .running,
+            guard readers == [standIn], self.sessions.home[session.id] === session, session.state == .running,
                 session.eagerChannels.insert(channel).inserted
             else { return }
             self.logger.info(

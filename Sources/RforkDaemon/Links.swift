@@ -77,7 +77,7 @@ extension Node {
     }
 
     func scheduleConnect(_ link: PeerLink) {
-        guard !shuttingDown, let tls = clientTLS else { return }
+        guard !shuttingDown, let tls = net.clientTLS else { return }
         loop.scheduleTask(in: .milliseconds(500)) { self.connect(link, tls: tls) }
     }
 
@@ -90,7 +90,7 @@ extension Node {
             return
         }
         link.connecting = false
-        guard link.wire.channel == nil, !shuttingDown, let tls = clientTLS else { return }
+        guard link.wire.channel == nil, !shuttingDown, let tls = net.clientTLS else { return }
         loop.scheduleTask(in: .milliseconds(10)) { self.connect(link, tls: tls) }
     }
 }
@@ -321,10 +321,10 @@ extension Node {
     /// A peer connected to this node: a new link, or the one it had, which the new connection takes over
     /// (the old connection, if this node still thinks it open, is closed). Returns the link to use.
     func inboundGreeted(_ fresh: InboundLink, _ hello: Rfork_Wire_V1_Hello, on channel: Channel) -> InboundLink {
-        if let old = inboundByPeer[hello.node], old !== fresh, old.closeAgreed, !hello.resume {
+        if let old = net.inboundByPeer[hello.node], old !== fresh, old.closeAgreed, !hello.resume {
             forgetInbound(old)  // its close was agreed; the new connection starts a new link
         }
-        if let old = inboundByPeer[hello.node], old !== fresh {
+        if let old = net.inboundByPeer[hello.node], old !== fresh {
             if hello.resume && old.peerIncarnation == hello.incarnation && hello.peerIncarnation == incarnation
                 && old.wire.canAttach(peerReceived: hello.received)
             {
@@ -336,7 +336,7 @@ extension Node {
                     promise: nil)
                 _ = old.wire.attach(channel, peerReceived: hello.received, resumed: true)
                 stale?.close(promise: nil)
-                inbound[ObjectIdentifier(fresh)] = nil
+                net.inbound[ObjectIdentifier(fresh)] = nil
                 old.liveness.started(now: Posix.monotonicNanoseconds())
                 logger.info("link from \(hello.node) resumed (\(old.wire.replayCount) envelopes sent again)")
                 return old
@@ -345,7 +345,7 @@ extension Node {
         }
         fresh.peerName = hello.node
         fresh.peerIncarnation = hello.incarnation
-        inboundByPeer[hello.node] = fresh
+        net.inboundByPeer[hello.node] = fresh
         _ = fresh.wire.attach(channel, peerReceived: 0, resumed: false)
         channel.writeAndFlush(
             self.hello(resume: false, received: 0, peerIncarnation: hello.incarnation), promise: nil)
@@ -364,7 +364,7 @@ extension Node {
 
     func inboundClosed(_ link: InboundLink, _ channel: Channel) {
         guard link.peerName != nil else {
-            inbound[ObjectIdentifier(link)] = nil  // it never said hello
+            net.inbound[ObjectIdentifier(link)] = nil  // it never said hello
             return
         }
         if link.closeAgreed, link.wire.channel === channel {
@@ -398,7 +398,7 @@ extension Node {
         RforkMetrics.declaredDead.increment()
         let channel = link.wire.channel
         link.wire.giveUp()
-        if let name = link.peerName, inboundByPeer[name] === link { inboundByPeer[name] = nil }
+        if let name = link.peerName, net.inboundByPeer[name] === link { net.inboundByPeer[name] = nil }
         inboundLost(link)
         if let name = link.peerName {
             sharedMemoryNodeLost(name)
@@ -409,8 +409,8 @@ extension Node {
 
     /// The peer's rforkd is gone (its port refuses connections): links with it waiting to resume are given up.
     func peerGone(_ name: String, why: String) {
-        if let link = links[name], link.wire.suspendedSince != nil { giveUpOutbound(link, why: why) }
-        if let link = inboundByPeer[name], link.wire.suspendedSince != nil { giveUpInbound(link, why: why) }
+        if let link = net.links[name], link.wire.suspendedSince != nil { giveUpOutbound(link, why: why) }
+        if let link = net.inboundByPeer[name], link.wire.suspendedSince != nil { giveUpInbound(link, why: why) }
     }
 
     /// Every 100 ms: tells peers what arrived (and, with `pulse`, every 200 ms, stamps the link and
@@ -422,13 +422,15 @@ extension Node {
                 wire.channel?.writeAndFlush(ack, promise: nil)
             }
         }
-        for link in links.values { acknowledge(link.wire, echo: link.liveness.peerStamp) }
+        for link in net.links.values { acknowledge(link.wire, echo: link.liveness.peerStamp) }
         closeIdleLinks(now: now)
-        for link in inbound.values where link.peerName != nil { acknowledge(link.wire, echo: link.liveness.peerStamp) }
+        for link in net.inbound.values where link.peerName != nil {
+            acknowledge(link.wire, echo: link.liveness.peerStamp)
+        }
         // Checked every 100 ms, by the rule `LinkLiveness` states: the host of a peer's children ends them
         // before their home reports them, whichever way a link is cut.
         let rule = LinkLiveness.Configuration(peerTimeout: UInt64(config.resolvedPeerTimeoutSeconds) * 1_000_000_000)
-        for link in links.values {
+        for link in net.links.values {
             let verdict = link.liveness.check(
                 now: now, connected: link.wire.channel != nil, suspendedSince: link.wire.suspendedSince, rule)
             if let from = verdict.reconnectFrom, let channel = link.wire.channel {
@@ -443,7 +445,7 @@ extension Node {
                     why: "no word from \(link.name) for \(config.resolvedPeerTimeoutSeconds) s: it is declared dead")
             }
         }
-        for link in Array(inbound.values) where link.peerName != nil {
+        for link in Array(net.inbound.values) where link.peerName != nil {
             let verdict = link.liveness.check(
                 now: now, connected: link.wire.channel != nil, suspendedSince: link.wire.suspendedSince, rule)
             if let from = verdict.reconnectFrom, let channel = link.wire.channel {
@@ -468,7 +470,7 @@ extension Node {
     /// resume). A link closed for want of use connects again: what is sent meanwhile waits for the
     /// connection, and if none comes within peerTimeout the link is given up like any other.
     func usableLink(_ name: String) -> PeerLink? {
-        guard let link = links[name] else { return nil }
+        guard let link = net.links[name] else { return nil }
         use(link, now: Posix.monotonicNanoseconds(), needed: true)
         return link.isUp || link.waking ? link : nil
     }
@@ -476,7 +478,7 @@ extension Node {
     /// The end of the link to `name` to write on: what is written waits there while the link connects or
     /// resumes, as always; a link closed for want of use connects again.
     func wire(to name: String) -> PeerPort? {
-        guard let link = links[name] else { return nil }
+        guard let link = net.links[name] else { return nil }
         use(link, now: Posix.monotonicNanoseconds(), needed: true)
         return link.wire
     }
@@ -497,7 +499,7 @@ extension Node {
             link.dormant = false
             link.waking = true
             link.liveness.started(now: now)
-            if let tls = clientTLS { connect(link, tls: tls) }
+            if let tls = net.clientTLS { connect(link, tls: tls) }
         }
         if needed && link.waking && link.wire.suspendedSince == nil { link.wire.suspendedSince = now }
     }
@@ -505,11 +507,11 @@ extension Node {
     /// Whether anything of this node's still needs the link to `name`: a session, a request passed on and
     /// not answered, a relayed unix connection, memory shared with a process there.
     func linkInUse(_ name: String) -> Bool {
-        if homeSessions.values.contains(where: { $0.target == name }) { return true }
-        if migrations.values.contains(where: { $0.machine.state == .passedOn(node: name) }) { return true }
-        if checkpoints.values.contains(where: { $0.passedOn?.node == name }) { return true }
-        if forwardedDrains.values.contains(where: { $0.node == name }) { return true }
-        if unixStreams.values.contains(where: { $0.peer == name }) { return true }
+        if sessions.home.values.contains(where: { $0.target == name }) { return true }
+        if commands.migrations.values.contains(where: { $0.machine.state == .passedOn(node: name) }) { return true }
+        if commands.checkpoints.values.contains(where: { $0.passedOn?.node == name }) { return true }
+        if commands.forwardedDrains.values.contains(where: { $0.node == name }) { return true }
+        if unix.streams.values.contains(where: { $0.peer == name }) { return true }
         let prefix = name + "/"
         return shared.regions.values.contains { region in
             region.manager.hasPrefix(prefix) || region.participants.contains { $0.hasPrefix(prefix) }
@@ -520,7 +522,7 @@ extension Node {
     /// a proposal the peer did not agree to within a second is dropped (the link stays).
     func closeIdleLinks(now: UInt64) {
         let idle = UInt64(config.resolvedLinks.resolvedIdleSeconds) * 1_000_000_000
-        for link in links.values where link.isUp && link.name != config.node {
+        for link in net.links.values where link.isUp && link.name != config.node {
             if let since = link.closingSince {
                 if now - min(now, since) > 1_000_000_000 {
                     link.closingSince = nil
@@ -559,7 +561,7 @@ extension Node {
     /// (no child it runs for the peer, nothing unacknowledged).
     func inboundCloseProposed(_ link: InboundLink, on channel: Channel) {
         guard link.wire.channel === channel, link.wire.replayCount == 0,
-            !hosted.values.contains(where: { $0.link === link && !$0.ended })
+            !sessions.hosted.values.contains(where: { $0.link === link && !$0.ended })
         else { return }
         link.closeAgreedAt = Posix.monotonicNanoseconds()
         channel.writeAndFlush(Envelope.linkClose(agreed: true), promise: nil)
@@ -567,8 +569,8 @@ extension Node {
 
     /// Drops a link a peer opened, closed by agreement: nothing is lost with it.
     func forgetInbound(_ link: InboundLink) {
-        inbound[ObjectIdentifier(link)] = nil
-        if let name = link.peerName, inboundByPeer[name] === link { inboundByPeer[name] = nil }
+        net.inbound[ObjectIdentifier(link)] = nil
+        if let name = link.peerName, net.inboundByPeer[name] === link { net.inboundByPeer[name] = nil }
         link.wire.rest()
     }
 
@@ -576,7 +578,7 @@ extension Node {
     /// peer to be told once with the configured fanout.
     var loadMaxAge: UInt64 {
         PeerLoad.maxAgeNanoseconds
-            * UInt64(Gossip.rounds(peers: peers.count, fanout: config.resolvedLinks.resolvedFanout))
+            * UInt64(Gossip.rounds(peers: net.peers.count, fanout: config.resolvedLinks.resolvedFanout))
     }
 }
 
@@ -588,4 +590,17 @@ extension Envelope {
         envelope.linkClose = close
         return envelope
     }
+}
+
+/// The links between this node and its peers, and who the peers are. Confined to `Node.loop`.
+final class PeerTable: @unchecked Sendable {
+    var links: [String: PeerLink] = [:]  // outbound links, by peer name
+    var inbound: [ObjectIdentifier: InboundLink] = [:]
+    var inboundByPeer: [String: InboundLink] = [:]  // the link each peer opened to this node
+    /// The peers: those of the configuration, and those etcd lists (when configured).
+    var peers: [DaemonConfiguration.Peer]
+    var membership = MembershipState()
+    var clientTLS: NIOSSLContext?
+
+    init(peers: [DaemonConfiguration.Peer]) { self.peers = peers }
 }

@@ -182,11 +182,11 @@ extension Node {
     /// lease ended) and follows the peers listed there. One request chain at a time; etcd unreachable
     /// changes nothing (the peers known stay, the links judge them).
     func followMembership(now: UInt64) {
-        guard let etcd = config.etcd, let endpoints = etcd.hostsAndPorts, !membership.busy, !shuttingDown else {
+        guard let etcd = config.etcd, let endpoints = etcd.hostsAndPorts, !net.membership.busy, !shuttingDown else {
             return
         }
-        membership.busy = true
-        let endpoint = endpoints[membership.endpoint % endpoints.count]
+        net.membership.busy = true
+        let endpoint = endpoints[net.membership.endpoint % endpoints.count]
         let ttl = config.resolvedPeerTimeoutSeconds
         let prefix = etcd.resolvedPrefix + "/nodes/"
         let loop = self.loop
@@ -201,15 +201,15 @@ extension Node {
             try? JSONDecoder().decode(type, from: Data(bytes))
         }
         var registered: EventLoopFuture<Void> = loop.makeSucceededVoidFuture()
-        if let lease = membership.lease {
-            if now - min(now, membership.keptAliveAt) >= UInt64(ttl) * 1_000_000_000 / 4 {
+        if let lease = net.membership.lease {
+            if now - min(now, net.membership.keptAliveAt) >= UInt64(ttl) * 1_000_000_000 / 4 {
                 registered = post("/v3/lease/keepalive", EtcdWire.KeepAlive(id: lease)).map { bytes in
                     let ttlLeft = decode(EtcdWire.KeptAlive.self, bytes)?.result?.ttl.flatMap { Int($0) } ?? 0
                     if ttlLeft > 0 {
-                        self.membership.keptAliveAt = now
+                        self.net.membership.keptAliveAt = now
                     } else {
                         self.logger.warning("membership: this node's lease in etcd ended; registering again")
-                        self.membership.lease = nil
+                        self.net.membership.lease = nil
                     }
                 }
             }
@@ -224,8 +224,8 @@ extension Node {
                     "/v3/kv/put",
                     EtcdWire.Put(key: EtcdWire.b64(prefix + self.config.node), value: EtcdWire.b64(value), lease: id)
                 ).map { _ in
-                    self.membership.lease = id
-                    self.membership.keptAliveAt = now
+                    self.net.membership.lease = id
+                    self.net.membership.keptAliveAt = now
                     self.logger.info(
                         "membership: registered in etcd at \(endpoint.host):\(endpoint.port) (lease \(ttl) s)")
                 }
@@ -239,7 +239,7 @@ extension Node {
             post("/v3/kv/range", EtcdWire.Range(key: EtcdWire.b64(prefix), rangeEnd: rangeEnd))
         }
         .whenComplete { result in
-            self.membership.busy = false
+            self.net.membership.busy = false
             switch result {
             case .success(let bytes):
                 guard let ranged = decode(EtcdWire.Ranged.self, bytes) else {
@@ -247,7 +247,7 @@ extension Node {
                     self.logger.warning("membership: etcd's answer could not be read; the peers known stay")
                     return
                 }
-                self.membership.lastError = nil
+                self.net.membership.lastError = nil
                 let records = (ranged.kvs ?? []).compactMap { kv -> NodeRecord? in
                     guard let text = kv.value.flatMap(EtcdWire.text) else { return nil }
                     return try? JSONDecoder().decode(NodeRecord.self, from: Data(text.utf8))
@@ -255,13 +255,13 @@ extension Node {
                 self.applyMembership(records)
             case .failure(let error):
                 let text = "\(error)"
-                if self.membership.lastError != text {
+                if self.net.membership.lastError != text {
                     self.logger.warning(
                         "membership: etcd at \(endpoint.host):\(endpoint.port) did not answer: \(text); the peers known stay"
                     )
-                    self.membership.lastError = text
+                    self.net.membership.lastError = text
                 }
-                self.membership.endpoint += 1
+                self.net.membership.endpoint += 1
             }
         }
     }
@@ -269,23 +269,23 @@ extension Node {
     /// The peers etcd lists now: new ones are linked, those whose key is gone (lease ended) are given up.
     func applyMembership(_ records: [NodeRecord]) {
         let listed = records.filter { $0.name != config.node && !$0.name.isEmpty && (1...65535).contains($0.port) }
-        for record in listed where !peers.contains(where: { $0.name == record.name }) {
-            peers.append(.init(name: record.name, host: record.host, port: record.port))
+        for record in listed where !net.peers.contains(where: { $0.name == record.name }) {
+            net.peers.append(.init(name: record.name, host: record.host, port: record.port))
             let link = PeerLink(name: record.name, host: record.host, port: record.port, loop: loop)
-            links[record.name] = link
+            net.links[record.name] = link
             logger.info("membership: \(record.name) joined (\(record.host):\(record.port))")
-            if let tls = clientTLS { connect(link, tls: tls) }
+            if let tls = net.clientTLS { connect(link, tls: tls) }
         }
         let fixed = Set(config.peers.map(\.name))
         for record in listed where !fixed.contains(record.name) {
-            guard let index = peers.firstIndex(where: { $0.name == record.name }),
-                peers[index].host != record.host || peers[index].port != record.port
+            guard let index = net.peers.firstIndex(where: { $0.name == record.name }),
+                net.peers[index].host != record.host || net.peers[index].port != record.port
             else { continue }
             // Re-registered at another address: the link follows it. Its connection closes now; the next
             // one goes there and resumes the link if the same rforkd answers (a new one starts anew).
-            peers[index] = .init(name: record.name, host: record.host, port: record.port)
+            net.peers[index] = .init(name: record.name, host: record.host, port: record.port)
             logger.info("membership: \(record.name) moved to \(record.host):\(record.port)")
-            guard let link = links[record.name] else { continue }
+            guard let link = net.links[record.name] else { continue }
             link.host = record.host
             link.port = record.port
             link.lastError = nil
@@ -295,16 +295,16 @@ extension Node {
                 channel.close(promise: nil)
             }
         }
-        for peer in peers where !fixed.contains(peer.name) && !listed.contains(where: { $0.name == peer.name }) {
+        for peer in net.peers where !fixed.contains(peer.name) && !listed.contains(where: { $0.name == peer.name }) {
             let why = "\(peer.name) left etcd (its lease ended): it is declared dead"
-            if let link = links[peer.name] {
+            if let link = net.links[peer.name] {
                 link.removed = true
                 giveUpOutbound(link, why: why)
-                links[peer.name] = nil
+                net.links[peer.name] = nil
             }
-            if let link = inboundByPeer[peer.name] { giveUpInbound(link, why: why) }
-            peers.removeAll { $0.name == peer.name }
-            peerLoads[peer.name] = nil
+            if let link = net.inboundByPeer[peer.name] { giveUpInbound(link, why: why) }
+            net.peers.removeAll { $0.name == peer.name }
+            balance.peerLoads[peer.name] = nil
         }
     }
 }

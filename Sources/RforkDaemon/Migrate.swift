@@ -74,7 +74,7 @@ extension Node {
                 link, session: request.session, request: request.request, local: 0, shown: 0)
             answerMigration(requester, .init(pid: 0, node: request.node, moved: false, reason: why))
         }
-        guard let hosted = hosted[hostedKey(link, request.session)], hosted.restored, !hosted.ended else {
+        guard let hosted = sessions.hosted[hostedKey(link, request.session)], hosted.restored, !hosted.ended else {
             return refuse("the process no longer runs on \(config.node)")
         }
         guard let (pid, pidfd) = openHostedProcess(hosted) else { return refuse("the process ended") }
@@ -95,13 +95,13 @@ extension Node {
         func refuse(_ why: String) {
             answerMigration(requester, .init(pid: pid, node: target, moved: false, reason: why))
         }
-        if migrations[pid] != nil || checkpoints[pid] != nil {
+        if commands.migrations[pid] != nil || commands.checkpoints[pid] != nil {
             return refuse("process \(pid) is being moved or saved already")
         }
-        guard target == config.node || peers.contains(where: { $0.name == target }) else {
+        guard target == config.node || net.peers.contains(where: { $0.name == target }) else {
             return refuse("unknown node '\(target)'")
         }
-        if let session = homeSessions.values.first(where: { $0.localPID == pid }) {
+        if let session = sessions.home.values.first(where: { $0.localPID == pid }) {
             // Its stand-in: the node it went to runs it, or passes the request on again (only the node
             // running it can tell whether it runs on `target` already).
             guard session.state == .running else { return refuse("process \(pid) is being moved already") }
@@ -109,16 +109,16 @@ extension Node {
                 return refuse("node '\(session.target)', which runs process \(pid), is not reachable")
             }
             let pending = PendingMigration(machine: Migration(pid: pid, node: target), requester: requester)
-            nextMigrateRequest += 1
-            pending.passedOn = (session.id, nextMigrateRequest)
-            migrations[pid] = pending
+            let number = commands.newMigrateRequest()
+            pending.passedOn = (session.id, number)
+            commands.migrations[pid] = pending
             logger.info("asking \(session.target) to move process \(pid) to \(target)")
             migrationEvent(pid: pid, .passedOn(node: session.target))
             migrationProgress(pid: pid, "it runs on \(session.runsOn): asking \(session.target) to move it on")
             var request = Rfork_Wire_V1_MigrateRequest()
             request.session = session.id
             request.node = target
-            request.request = nextMigrateRequest
+            request.request = number
             var envelope = Envelope()
             envelope.migrateRequest = request
             peer.writeAndFlush(envelope, promise: nil)
@@ -127,7 +127,7 @@ extension Node {
         }
         if let why = migrationRefusal(pid: pid, target: target) { return refuse(why) }
         let pending = PendingMigration(machine: Migration(pid: pid, node: target), requester: requester)
-        migrations[pid] = pending
+        commands.migrations[pid] = pending
         logger.info("moving process \(pid) to \(target)")
         migrationProgress(pid: pid, "asking process \(pid) to stop")
         guard Posix.signal(process: pidfd, LocalWire.migrateSignal) else {
@@ -136,7 +136,7 @@ extension Node {
         let seconds = Self.migrationCallSeconds
         // Each timer belongs to this request only: a later move of the same PID has its own.
         loop.scheduleTask(in: .seconds(Int64(seconds))) {
-            guard self.migrations[pid] === pending else { return }
+            guard self.commands.migrations[pid] === pending else { return }
             self.migrationEvent(pid: pid, .deadline(seconds: seconds))
         }
         abandonLater(pid, pending)
@@ -144,7 +144,7 @@ extension Node {
 
     private func abandonLater(_ pid: Int32, _ pending: PendingMigration) {
         loop.scheduleTask(in: .minutes(10)) {
-            guard self.migrations[pid] === pending else { return }
+            guard self.commands.migrations[pid] === pending else { return }
             self.migrationEvent(
                 pid: pid, .abandoned(reason: "the move of process \(pid) did not end within 10 minutes"))
         }
@@ -185,7 +185,7 @@ extension Node {
         if let why = Self.heldResourceRefusal(pid: pid, allowCoherent: true, moving: true) { return why }
         // Its descendants go with it (CRIU takes the tree), if what they hold lets them.
         let owner = Self.firstNumber(status["Uid"]) ?? 0
-        return Self.treeRefusal(pid: pid, owner: owner, standIns: Set(homeSessions.values.map(\.localPID)))
+        return Self.treeRefusal(pid: pid, owner: owner, standIns: Set(sessions.home.values.map(\.localPID)))
     }
 
     /// Why a process would not answer signal 62 with a call (its default action would kill it), or nil:
@@ -212,14 +212,14 @@ extension Node {
     /// Feeds one event to the migration of `pid` (if there is one) and carries its actions out.
     /// `channel` is the process's placement connection, when the event is its call.
     func migrationEvent(pid: Int32, _ event: Migration.Event, call channel: Channel? = nil) {
-        guard let pending = migrations[pid] else {
+        guard let pending = commands.migrations[pid] else {
             if let channel { reply(channel, .local, "") }
             return
         }
         for action in pending.machine.handle(event) {
             switch action {
             case .answer(let outcome):
-                migrations[pid] = nil
+                commands.migrations[pid] = nil
                 if outcome.moved {
                     logger.info("process \(pid) moved to \(outcome.node), frozen \(outcome.frozenMs ?? 0) ms")
                 } else {
@@ -235,10 +235,12 @@ extension Node {
     /// A home session whose process ran elsewhere is gone (it ended, or its stand-in did): a move of it
     /// that was passed on will get no answer, so the command hears now.
     func passedOnSessionEnded(_ session: HomeSession) {
-        for (pid, pending) in checkpoints where pending.passedOn?.session == session.id {
+        for (pid, pending) in commands.checkpoints where pending.passedOn?.session == session.id {
             checkpointEvent(pid: pid, .failed(reason: "process \(pid) ended during the checkpoint"))
         }
-        guard let pending = migrations[session.localPID], pending.passedOn?.session == session.id else { return }
+        guard let pending = commands.migrations[session.localPID], pending.passedOn?.session == session.id else {
+            return
+        }
         migrationEvent(
             pid: session.localPID, .abandoned(reason: "process \(session.localPID) ended during the move"))
     }
@@ -305,7 +307,7 @@ extension Node {
     /// One line of progress for the command that asked to move `pid`: here, or at the home that passed the
     /// move on (which shows it, or passes it on to its own home in turn).
     func migrationProgress(pid: Int32, _ text: String) {
-        guard let pending = migrations[pid] else { return }
+        guard let pending = commands.migrations[pid] else { return }
         switch pending.requester {
         case .command(let channel):
             channel.writeAndFlush(LocalFrame.text(.progress, text), promise: nil)
@@ -324,8 +326,8 @@ extension Node {
 
     /// A phase of a move this node passed on to the node running the process.
     func handleMigrateProgress(_ progress: Rfork_Wire_V1_MigrateProgress, from link: PeerLink) {
-        guard let session = homeSessions[progress.session], session.target == link.name,
-            let pending = migrations[session.localPID], let asked = pending.passedOn,
+        guard let session = sessions.home[progress.session], session.target == link.name,
+            let pending = commands.migrations[session.localPID], let asked = pending.passedOn,
             asked == (progress.session, progress.request)
         else { return }
         migrationProgress(pid: session.localPID, progress.text)
@@ -334,8 +336,8 @@ extension Node {
     /// The node running the process of home session `result.session` answered a passed-on move.
     func handleMigrateResult(_ result: Rfork_Wire_V1_MigrateResult, from link: PeerLink) {
         // Only the node asked, about the request it was asked (not a late answer to an older one).
-        guard let session = homeSessions[result.session], session.target == link.name,
-            let pending = migrations[session.localPID], let asked = pending.passedOn,
+        guard let session = sessions.home[result.session], session.target == link.name,
+            let pending = commands.migrations[session.localPID], let asked = pending.passedOn,
             asked == (result.session, result.request)
         else { return }
         if result.moved { session.runsOn = result.node }

@@ -23,55 +23,20 @@ final class Node: @unchecked Sendable {
     let logger: Logger
     let criu: CRIU
     var placement: Placement
-    var links: [String: PeerLink] = [:]  // outbound links, by peer name
-    /// The peers: those of the configuration, and those etcd lists (when configured).
-    var peers: [DaemonConfiguration.Peer]
-    var membership = MembershipState()
-    var inbound: [ObjectIdentifier: InboundLink] = [:]
-    var homeSessions: [UInt64: HomeSession] = [:]
-    var hosted: [String: HostedSession] = [:]  // "home/session"
-    /// Restores whose image holds ghost files (unlinked files CRIU recreates at their path for a moment,
-    /// named after the image: two siblings' restores would collide) run one at a time: the one running,
-    /// and those waiting.
-    var ghostRestore: String?
-    /// AF_UNIX streams relayed across nodes (UnixRelay.swift), by "origin/id"; paths no peer had, by when.
-    var unixStreams: [String: UnixStreamState] = [:]
-    var nextUnixStream: UInt64 = 1
-    var unixMisses: [String: UInt64] = [:]
-    var ghostRestoresWaiting: [(HostedSession, Rfork_Wire_V1_ForkRequest)] = []
-    var nextSession: UInt64 = 1
+    /// The node's state, by concern. Each table is a class confined to `loop` (as `Node` is), declared in
+    /// the file that owns it, so that touching one table never conflicts with touching another.
+    let net: PeerTable  // links to and from peers, and who they are (Links.swift, Membership.swift)
+    let sessions = SessionTable()  // fork, move and restore sessions, as home and as target (Hosted.swift)
+    let commands = CommandTable()  // what the CLI asked that is under way: moves, checkpoints, drains
+    let balance: BalanceState  // what peers said of their load, and what the balancer watches (Balance.swift)
+    let unix = UnixRelayTable()  // AF_UNIX streams relayed across nodes (UnixRelay.swift)
+    var shared = SharedMemoryState()  // shared memory kept coherent across nodes (SharedRegions.swift)
     var shuttingDown = false
     var ticker: RepeatedTask?
-    var clientTLS: NIOSSLContext?
     var tickCount = 0
-    var helperPIDs: [pid_t] = []  // rfork-nsinit processes not yet reaped
-    var pageRelays: [UInt64: PageRelay] = [:]  // home: post-copy page-server relays, by session
-    var lazyRelays: [String: Channel] = [:]  // target: post-copy relays to criu lazy-pages, by hosted key
-    var lazyKillAfter: [pid_t: pid_t] = [:]  // target: criu lazy-pages to kill once this rfork-nsinit is reaped
-    var recent: [PlacementRecord] = []  // the last remote forks from this node, newest last
-    var migrations: [Int32: PendingMigration] = [:]  // `rfork migrate` requests under way, by PID
-    var checkpoints: [Int32: PendingCheckpoint] = [:]  // `rfork checkpoint` requests under way, by PID
-    var checkpointWaits: [Int32: UInt64] = [:]  // jobs to save once no fork of theirs is in flight: deadline
-    var periodic: [Int32: Schedule] = [:]  // `rfork run --checkpoint-every`, by PID
-    var drains: [UInt64: PendingDrain] = [:]  // `rfork migrate --all` requests under way
-    var nextDrain: UInt64 = 1
-    var nextMigrateRequest: UInt64 = 0  // numbers the moves passed on to other nodes
-    var forwardedDrains: [UInt64: (command: Channel, node: String)] = [:]  // `rfork migrate --all` asked of peers
     let probe = LoadProbe()
-    var shared = SharedMemoryState()  // shared memory kept coherent across nodes (SharedRegions.swift)
     /// Random, new each start: peers tell a restarted daemon (whose links cannot resume) from this one.
     let incarnation = UInt64.random(in: 1...UInt64.max)
-    var inboundByPeer: [String: InboundLink] = [:]  // the link each peer opened to this node
-    var peerLoads: [String: PeerLoad] = [:]  // the last load each peer said, and when
-    var placedSinceReport: [String: Int] = [:]  // children sent to a peer since it last said its load
-    var lastLoadSent: (at: UInt64, runQueue: Double) = (0, -10)
-    var balancer: Balancer
-    var gossip: Gossip  // which peers hear this node's load each round
-    var watched: [Int32: WatchedProcess] = [:]  // processes the balancer may move, as last sampled
-    var refusedUntil: [Int32: UInt64] = [:]  // processes whose balancing move was refused, until then
-    var balancedMoves = 0
-    var lastTop: [TopRow] = []  // the processes as sampled in the last balancing round, for `rfork top`
-    static let recentLimit = 256
     /// How long a target may take to restore a child before it runs locally instead.
     let restoreDeadline = TimeAmount.seconds(20)
 
@@ -87,12 +52,13 @@ final class Node: @unchecked Sendable {
         self.logger = logger
         self.criu = CRIU(configuration: .init(path: config.criu ?? CRIU.defaultPath()))
         self.placement = Placement(selfName: config.node)
-        self.peers = config.peers
-        self.balancer = Balancer(
-            configuration: config.balance ?? .init(), seed: UInt64(truncatingIfNeeded: config.node.hashValue))
-        self.gossip = Gossip(
-            fanout: config.resolvedLinks.resolvedFanout,
-            seed: UInt64(truncatingIfNeeded: config.node.hashValue) ^ 0x5EED)
+        self.net = PeerTable(peers: config.peers)
+        self.balance = BalanceState(
+            balancer: Balancer(
+                configuration: config.balance ?? .init(), seed: UInt64(truncatingIfNeeded: config.node.hashValue)),
+            gossip: Gossip(
+                fanout: config.resolvedLinks.resolvedFanout,
+                seed: UInt64(truncatingIfNeeded: config.node.hashValue) ^ 0x5EED))
         var key: CheckpointKey?
         if let path = config.checkpointKey {
             do { key = try CheckpointKey(file: path) } catch {
@@ -178,7 +144,7 @@ final class Node: @unchecked Sendable {
         let placed = request
         // A parent that maps shared memory is watched from its first fork on, wherever the child goes.
         if !request.migrate { takeParentUserfault(request.parentUserfault, childPID: localPID, uid: uid) }
-        if request.migrate, checkpoints[localPID] != nil {
+        if request.migrate, commands.checkpoints[localPID] != nil {
             return checkpointCall(request, localPID: localPID, helper: inside, from: channel)
         }
         if !request.migrate, inJobBeingSaved(localPID) {
@@ -189,7 +155,7 @@ final class Node: @unchecked Sendable {
         var migrationTarget: String?
         if request.migrate {
             // A process told to move (rfork migrate) calls in from its signal handler.
-            guard let pending = migrations[localPID], pending.machine.state == .signalled else {
+            guard let pending = commands.migrations[localPID], pending.machine.state == .signalled else {
                 return migrationEvent(pid: localPID, .strayCall, call: channel)
             }
             migrationTarget = pending.machine.node
@@ -215,7 +181,7 @@ final class Node: @unchecked Sendable {
             }
             return
         }
-        placedSinceReport[target, default: 0] += 1
+        balance.placedSinceReport[target, default: 0] += 1
         guard let link = usableLink(target) else {
             reply(channel, .local, "node '\(target)' is not reachable")
             if request.migrate {
@@ -233,12 +199,11 @@ final class Node: @unchecked Sendable {
             return
         }
         let sharesMemory = !sharedRegions.isEmpty
-        let id = nextSession
-        nextSession += 1
+        let id = sessions.newID()
         let session = HomeSession(
             id: id, pid: request.pid, localPID: localPID, uid: uid, target: target, child: channel, request: request,
             started: Posix.monotonicNanoseconds())
-        homeSessions[id] = session
+        sessions.home[id] = session
         session.sharedRegions = sharedRegions
         for info in sharedRegions { shared.regions[info.manager]?.sessions.insert(id) }
         if request.migrate {
@@ -254,7 +219,7 @@ final class Node: @unchecked Sendable {
             container.quietStops += 1
             container.quietContinues += 1
         }
-        let standIns = Set(homeSessions.values.map(\.localPID))
+        let standIns = Set(sessions.home.values.map(\.localPID))
         let criu = self.criu
         let postCopyBytes = UInt64(config.resolvedPostCopyMiB) << 20
         startHomeSession(session, peer: link.wire) { dir in
@@ -373,12 +338,12 @@ final class Node: @unchecked Sendable {
             return (envelope, dumpNs, lazy)
         }
         .map { (envelope: Envelope, dumpNs: UInt64, lazy: CRIU.LazyDump?) -> (Envelope, UInt64, CRIU.LazyDump?) in
-            self.homeSessions[id]?.imageBytes =
+            self.sessions.home[id]?.imageBytes =
                 envelope.forkRequest.images.reduce(0) { $0 + $1.data.count } + Int(envelope.forkRequest.imageBytes)
             return (envelope, dumpNs, lazy)
         }
         work.whenComplete { result in
-            guard let session = self.homeSessions[id] else {
+            guard let session = self.sessions.home[id] else {
                 if case .success(let (_, _, lazy)) = result {
                     if let lazy {
                         // The child is still frozen in a post-copy dump: ending it lets the child run on here.
@@ -403,7 +368,7 @@ final class Node: @unchecked Sendable {
                     self.sendImages(envelope, of: session, from: dir, removeAfter: lazy == nil, to: peerChannel)
                 }
                 self.loop.scheduleTask(in: self.restoreDeadline) {
-                    guard let late = self.homeSessions[id], late.state == .restoring else { return }
+                    guard let late = self.sessions.home[id], late.state == .restoring else { return }
                     self.logger.warning("node \(late.target) did not restore child \(late.pid) in time; it stays local")
                     self.sendAbort(session: id, to: late.target, reason: "restore took too long")
                     self.endHomeSession(late, localReason: "node \(late.target) did not restore the child in time")
@@ -419,7 +384,7 @@ final class Node: @unchecked Sendable {
     /// The hosted session in whose PID namespace (under its rfork-nsinit) process `pid` lives.
     func hostedSession(containing pid: Int32) -> HostedSession? {
         guard let namespace = Posix.readLink("/proc/\(pid)/ns/pid") else { return nil }
-        return hosted.values.first { session in
+        return sessions.hosted.values.first { session in
             session.helperPID.map { Posix.readLink("/proc/\($0)/ns/pid_for_children") == namespace } ?? false
         }
     }
@@ -491,7 +456,7 @@ final class Node: @unchecked Sendable {
     /// Whether a process lives in the PID namespace of a child this node hosts (under its rfork-nsinit).
     func isInHostedNamespace(_ pid: Int32) -> Bool {
         guard let namespace = Posix.readLink("/proc/\(pid)/ns/pid") else { return false }
-        return helperPIDs.contains { Posix.readLink("/proc/\($0)/ns/pid_for_children") == namespace }
+        return sessions.helperPIDs.contains { Posix.readLink("/proc/\($0)/ns/pid_for_children") == namespace }
     }
 
     /// Ends a post-copy dump nobody will take pages from: with its page socket closed, CRIU gives up and
@@ -513,7 +478,7 @@ final class Node: @unchecked Sendable {
                 }
             }
             .takingOwnershipOfDescriptor(inputOutput: lazy.pageSocket)
-        relay.whenSuccess { self.pageRelays[id] = PageRelay(channel: $0, socket: lazy.pageSocket) }
+        relay.whenSuccess { self.sessions.pageRelays[id] = PageRelay(channel: $0, socket: lazy.pageSocket) }
         relay.whenFailure { error in
             self.logger.error("cannot relay the pages of child \(session.pid): \(error)")
             // With nsenter in front, the kill reaches nsenter, not CRIU: the closed socket ends CRIU too.
@@ -538,7 +503,7 @@ final class Node: @unchecked Sendable {
     /// The post-copy dump of session `id` ended: all pages sent, or the child's memory is gone with it.
     func pageServerEnded(_ id: UInt64, ok: Bool, why: String) {
         dropPageRelay(id)
-        guard let session = homeSessions[id] else { return }
+        guard let session = sessions.home[id] else { return }
         if ok {
             logger.debug("all memory of child \(session.pid) sent to \(session.target)")
             return
@@ -548,7 +513,7 @@ final class Node: @unchecked Sendable {
         switch session.state {
         case .running:
             logger.warning("post-copy of child \(session.pid) to \(session.target) failed (\(why)); it is ended")
-            homeSessions[id] = nil
+            sessions.home[id] = nil
             session.ended = true
             session.child.writeAndFlush(
                 LocalFrame.event(kind: EventKindCode.killed.rawValue, code: SIGKILL), promise: nil)
@@ -602,12 +567,12 @@ final class Node: @unchecked Sendable {
 
     /// Closes a post-copy dump's page-server relay: the dump stops serving and thaws the home copy.
     func dropPageRelay(_ id: UInt64) {
-        pageRelays.removeValue(forKey: id)?.channel.close(promise: nil)
+        sessions.pageRelays.removeValue(forKey: id)?.channel.close(promise: nil)
     }
 
     /// Ends a home session before the remote child ran: the local copy continues as the child.
     func endHomeSession(_ session: HomeSession, localReason: String) {
-        homeSessions[session.id] = nil
+        sessions.home[session.id] = nil
         // A post-copy dump still serving pages gives up when its relay closes, and the child runs on here.
         dropPageRelay(session.id)
         reply(session.child, .local, localReason)
@@ -616,7 +581,7 @@ final class Node: @unchecked Sendable {
 
     /// A frame from a stand-in (or from a child still waiting for its verdict).
     func handleStandInFrame(_ frame: LocalFrame, session id: UInt64) {
-        guard let session = homeSessions[id], session.state == .running,
+        guard let session = sessions.home[id], session.state == .running,
             let peer = wire(to: session.target)
         else { return }
         var envelope = Envelope()
@@ -641,7 +606,7 @@ final class Node: @unchecked Sendable {
 
     /// The child's (or stand-in's) connection closed.
     func standInClosed(session id: UInt64) {
-        guard let session = homeSessions.removeValue(forKey: id) else { return }
+        guard let session = sessions.home.removeValue(forKey: id) else { return }
         passedOnSessionEnded(session)
         if session.state != .running {
             migrationSessionEnded(session, reason: "process \(session.pid) ended during the move")
@@ -660,7 +625,7 @@ final class Node: @unchecked Sendable {
         logger.trace("from \(link.name): \(envelope.body.map { "\($0)".prefix(80) } ?? "empty")")
         switch envelope.body {
         case .forkReply(let reply):
-            guard let session = homeSessions[reply.session], session.state == .restoring else { return }
+            guard let session = sessions.home[reply.session], session.state == .restoring else { return }
             if reply.ok {
                 session.state = .running
                 if session.resumeStandIn {
@@ -690,21 +655,21 @@ final class Node: @unchecked Sendable {
                 endHomeSession(session, localReason: "restore on \(session.target) failed: \(reply.error)")
             }
         case .data(let data):
-            guard let session = homeSessions[data.session], session.state == .running else { return }
+            guard let session = sessions.home[data.session], session.state == .running else { return }
             session.child.writeAndFlush(
                 LocalFrame.data(channel: data.channel, ByteBuffer(bytes: data.data)), promise: nil)
         case .endOfFile(let eof):
-            guard let session = homeSessions[eof.session], session.state == .running else { return }
+            guard let session = sessions.home[eof.session], session.state == .running else { return }
             session.child.writeAndFlush(LocalFrame.u32(.endOfFile, eof.channel), promise: nil)
         case .demand(let demand):
-            guard let session = homeSessions[demand.session], session.state == .running else { return }
+            guard let session = sessions.home[demand.session], session.state == .running else { return }
             session.child.writeAndFlush(LocalFrame.demand(channel: demand.channel, bytes: demand.bytes), promise: nil)
             checkSoleReader(session, channel: demand.channel)
         case .ack(let ack):
-            guard let session = homeSessions[ack.session], session.state == .running else { return }
+            guard let session = sessions.home[ack.session], session.state == .running else { return }
             session.child.writeAndFlush(LocalFrame.ack(channel: ack.channel, bytes: ack.bytes), promise: nil)
         case .childEvent(let event):
-            guard let session = homeSessions[event.session], session.state == .running else { return }
+            guard let session = sessions.home[event.session], session.state == .running else { return }
             let kind = UInt32(event.kind.rawValue)
             if event.kind == .stopped {
                 session.remoteStopped = true
@@ -722,13 +687,13 @@ final class Node: @unchecked Sendable {
             }
             if event.kind == .exited || event.kind == .killed {
                 session.ended = true
-                homeSessions[event.session] = nil
+                sessions.home[event.session] = nil
                 passedOnSessionEnded(session)
                 partEnded(session)
             }
             session.child.writeAndFlush(LocalFrame.event(kind: kind, code: event.code), promise: nil)
         case .abort(let abort):
-            guard let session = homeSessions.removeValue(forKey: abort.session) else { return }
+            guard let session = sessions.home.removeValue(forKey: abort.session) else { return }
             passedOnSessionEnded(session)
             logger.warning("remote child \(session.pid) on \(session.target) was ended: \(abort.reason)")
             if session.state == .running {
@@ -740,11 +705,11 @@ final class Node: @unchecked Sendable {
                 migrationSessionEnded(session, reason: "node \(session.target) refused it: \(abort.reason)")
             }
         case .pageStream(let stream):
-            pageRelays[stream.session]?.channel.writeAndFlush(ByteBuffer(bytes: stream.data), promise: nil)
+            sessions.pageRelays[stream.session]?.channel.writeAndFlush(ByteBuffer(bytes: stream.data), promise: nil)
         case .pageStreamEnd(let end):
             // The target's lazy-pages is gone: the dump's page server reads end of stream and stops (it may
             // still write its last words, so only our side of writing is shut), which thaws the home copy.
-            if let relay = pageRelays[end.session] { Posix.shutdownWrite(relay.socket) }
+            if let relay = sessions.pageRelays[end.session] { Posix.shutdownWrite(relay.socket) }
         case .migrateResult(let result):
             handleMigrateResult(result, from: link)
         case .migrateProgress(let progress):
@@ -772,11 +737,11 @@ final class Node: @unchecked Sendable {
     func linkLost(_ link: PeerLink) {
         forwardedDrainsLost(link.name)
         passedOnCheckpointsLost(link.name)
-        for (pid, pending) in migrations where pending.machine.state == .passedOn(node: link.name) {
+        for (pid, pending) in commands.migrations where pending.machine.state == .passedOn(node: link.name) {
             migrationEvent(pid: pid, .linkLost(node: link.name))
         }
-        for session in homeSessions.values where session.target == link.name {
-            homeSessions[session.id] = nil
+        for session in sessions.home.values where session.target == link.name {
+            sessions.home[session.id] = nil
             dropPageRelay(session.id)
             switch session.state {
             case .dumping, .restoring:
@@ -805,24 +770,26 @@ final class Node: @unchecked Sendable {
             restoreMs: ms(s.restoreNanoseconds),
             totalMs: t0 > 0 ? ms(s.runningAt - t0) : ms(s.runningAt - s.started),
             imageBytes: s.imageBytes, postCopy: s.postCopy)
-        recent.append(record)
-        if recent.count > Self.recentLimit { recent.removeFirst(recent.count - Self.recentLimit) }
+        sessions.recent.append(record)
+        if sessions.recent.count > SessionTable.recentLimit {
+            sessions.recent.removeFirst(sessions.recent.count - SessionTable.recentLimit)
+        }
     }
 
     /// `named`: a node asked for by name counts while its link is closed for want of use even if its
     /// load is not known here (placing on it connects it; a dead one is given up as any link).
     func peerViews(named: String? = nil) -> [PeerView] {
         let now = Posix.monotonicNanoseconds()
-        return peers.map { peer in
+        return net.peers.map { peer in
             // A node whose load is not known (or too old to trust) comes last for least-loaded.
-            let load = peerLoads[peer.name].flatMap { $0.isFresh(now: now, maxAge: loadMaxAge) ? $0.load : nil }
+            let load = balance.peerLoads[peer.name].flatMap { $0.isFresh(now: now, maxAge: loadMaxAge) ? $0.load : nil }
             // A link closed for want of use counts while the peer's load is fresh (it told this node lately).
-            let link = links[peer.name]
+            let link = net.links[peer.name]
             let reachable =
                 link.map { $0.isUp || (($0.dormant || $0.waking) && (load != nil || peer.name == named)) } ?? false
             return PeerView(
                 name: peer.name, isUp: reachable, runQueue: load?.runQueue ?? .infinity,
-                cpus: load?.cpus ?? 1, placedSinceReport: placedSinceReport[peer.name] ?? 0)
+                cpus: load?.cpus ?? 1, placedSinceReport: balance.placedSinceReport[peer.name] ?? 0)
         }
     }
 
@@ -830,12 +797,12 @@ final class Node: @unchecked Sendable {
         let load = NodeLoad(
             runQueue: wire.runQueue, cpus: Int(wire.cpus), cpuPressure: wire.cpuPressure,
             memoryUsed: wire.memoryUsed, memoryLimit: wire.memoryLimit, hosted: Int(wire.hostedChildren))
-        peerLoads[peer] = PeerLoad(load: load, at: Posix.monotonicNanoseconds())
-        placedSinceReport[peer] = nil
+        balance.peerLoads[peer] = PeerLoad(load: load, at: Posix.monotonicNanoseconds())
+        balance.placedSinceReport[peer] = nil
     }
 
     func loadEnvelope() -> Envelope {
-        let now = probe.load(hosted: hosted.count)
+        let now = probe.load(hosted: sessions.hosted.count)
         var load = Rfork_Wire_V1_Load()
         load.runQueue = now.runQueue
         load.cpus = UInt32(now.cpus)
@@ -852,21 +819,23 @@ final class Node: @unchecked Sendable {
     /// link alive, and at once when the run queue moved by a task or more (at most every 200 ms).
     func sendLoad(now: UInt64, force: Bool) {
         let runQueue = probe.average.value
-        guard force || (abs(runQueue - lastLoadSent.runQueue) >= 1 && now - lastLoadSent.at >= 200_000_000)
+        guard
+            force
+                || (abs(runQueue - balance.lastLoadSent.runQueue) >= 1 && now - balance.lastLoadSent.at >= 200_000_000)
         else { return }
-        lastLoadSent = (now, runQueue)
+        balance.lastLoadSent = (now, runQueue)
         if force { gossipRound(now: now) }
         let envelope = loadEnvelope()
-        for link in inbound.values where link.peerName != nil { link.wire.writeAndFlush(envelope, promise: nil) }
-        for link in links.values where link.isUp { link.wire.writeAndFlush(envelope, promise: nil) }
+        for link in net.inbound.values where link.peerName != nil { link.wire.writeAndFlush(envelope, promise: nil) }
+        for link in net.links.values where link.isUp { link.wire.writeAndFlush(envelope, promise: nil) }
     }
 
     /// Each second: the peers picked to hear this node's load this round (all of them, up to the fanout)
     /// have their links kept, or connected again if they were closed for want of use.
     func gossipRound(now: UInt64) {
         guard !shuttingDown else { return }
-        for name in gossip.pick(from: peers.map(\.name)) {
-            guard let link = links[name] else { continue }
+        for name in balance.gossip.pick(from: net.peers.map(\.name)) {
+            guard let link = net.links[name] else { continue }
             use(link, now: now, needed: false)
         }
     }
@@ -874,7 +843,7 @@ final class Node: @unchecked Sendable {
     /// Runs every 20 ms: notices stand-ins stopped by SIGSTOP (which they cannot catch), reaps helpers,
     /// and every second tells peers this node's load.
     func tick(count: Int) {
-        for session in homeSessions.values where session.state == .running {
+        for session in sessions.home.values where session.state == .running {
             let stopped = Posix.processState(session.localPID) == "T"
             if stopped && !session.standInStopped && !session.remoteStopped {
                 session.expectRemoteStop = true
@@ -888,14 +857,14 @@ final class Node: @unchecked Sendable {
             session.standInStopped = stopped
         }
         var reaped: [pid_t] = []
-        helperPIDs = helperPIDs.filter { pid in
+        sessions.helperPIDs = sessions.helperPIDs.filter { pid in
             guard Posix.poll(pid) != nil else { return true }
             reaped.append(pid)
             return false
         }
         // A failed post-copy's lazy-pages daemon dies only after the child it served (see endHosted).
         for pid in reaped {
-            guard let lazy = lazyKillAfter.removeValue(forKey: pid) else { continue }
+            guard let lazy = sessions.lazyKillAfter.removeValue(forKey: pid) else { continue }
             logger.debug("post-copy: rfork-nsinit \(pid) is gone; ending criu lazy-pages \(lazy)")
             Posix.kill(lazy, SIGKILL)
         }
@@ -907,9 +876,9 @@ final class Node: @unchecked Sendable {
             maintainLinks(now: now, pulse: count % 10 == 0)
             if second {
                 followMembership(now: now)
-                RforkMetrics.homeSessions.record(homeSessions.count)
-                RforkMetrics.hostedSessions.record(hosted.count)
-                let peers = links.values.filter { $0.name != config.node }
+                RforkMetrics.homeSessions.record(sessions.home.count)
+                RforkMetrics.hostedSessions.record(sessions.hosted.count)
+                let peers = net.links.values.filter { $0.name != config.node }
                 // A peer whose link was closed for want of use is not down.
                 let down = peers.filter { !$0.isUp && !$0.dormant && !$0.waking }.count
                 RforkMetrics.peersUp.record(peers.count - down)
@@ -1099,4 +1068,53 @@ final class InboundLink: @unchecked Sendable {  // confined to Node.loop
         return Posix.monotonicNanoseconds() &- at < 2_000_000_000
     }
     init(loop: EventLoop) { self.wire = PeerPort(loop: loop) }
+}
+
+/// Sessions this node takes part in: as home (it sent a child or a moved process elsewhere) and as
+/// target (it runs one for another node), with what serves them. Confined to `Node.loop`.
+final class SessionTable: @unchecked Sendable {
+    var home: [UInt64: HomeSession] = [:]
+    var hosted: [String: HostedSession] = [:]  // "home/session"
+    private(set) var nextID: UInt64 = 1
+    /// Restores whose image holds ghost files (unlinked files CRIU recreates at their path for a moment,
+    /// named after the image: two siblings' restores would collide) run one at a time: the one running,
+    /// and those waiting.
+    var ghostRestore: String?
+    var ghostRestoresWaiting: [(HostedSession, Rfork_Wire_V1_ForkRequest)] = []
+    var helperPIDs: [pid_t] = []  // rfork-nsinit processes not yet reaped
+    var pageRelays: [UInt64: PageRelay] = [:]  // home: post-copy page-server relays, by session
+    var lazyRelays: [String: Channel] = [:]  // target: post-copy relays to criu lazy-pages, by hosted key
+    var lazyKillAfter: [pid_t: pid_t] = [:]  // target: criu lazy-pages to kill once this rfork-nsinit is reaped
+    var recent: [PlacementRecord] = []  // the last remote forks from this node, newest last
+    static let recentLimit = 256
+
+    /// A new session number, unique on this node for its lifetime.
+    func newID() -> UInt64 {
+        defer { nextID += 1 }
+        return nextID
+    }
+}
+
+/// What the command line asked of this node that is still under way. Confined to `Node.loop`.
+final class CommandTable: @unchecked Sendable {
+    var migrations: [Int32: PendingMigration] = [:]  // `rfork migrate` requests under way, by PID
+    var checkpoints: [Int32: PendingCheckpoint] = [:]  // `rfork checkpoint` requests under way, by PID
+    var checkpointWaits: [Int32: UInt64] = [:]  // jobs to save once no fork of theirs is in flight: deadline
+    var periodic: [Int32: Schedule] = [:]  // `rfork run --checkpoint-every`, by PID
+    var drains: [UInt64: PendingDrain] = [:]  // `rfork migrate --all` requests under way
+    private(set) var nextDrain: UInt64 = 1
+    private(set) var nextMigrateRequest: UInt64 = 0  // numbers the moves passed on to other nodes
+    var forwardedDrains: [UInt64: (command: Channel, node: String)] = [:]  // `rfork migrate --all` asked of peers
+
+    func newDrainID() -> UInt64 {
+        defer { nextDrain += 1 }
+        return nextDrain
+    }
+
+    /// A new number for a request passed on to another node (a move, a part's cut, a drain): its answer
+    /// counts only for the request it was asked.
+    func newMigrateRequest() -> UInt64 {
+        nextMigrateRequest += 1
+        return nextMigrateRequest
+    }
 }

@@ -77,16 +77,16 @@ extension Node {
             return String(decoding: (try? encoder.encode(nodeRows(now: now))) ?? Data("[]".utf8), as: UTF8.self)
         case "ps":
             var rows: [ProcessRow] = []
-            for s in homeSessions.values where uid == 0 || s.uid == uid {
+            for s in sessions.home.values where uid == 0 || s.uid == uid {
                 rows.append(
                     ProcessRow(
                         pid: s.pid, uid: s.uid, role: "home", node: s.runsOn, state: "\(s.state)",
                         seconds: Double(now - s.started) / 1e9, via: s.runsOn == s.target ? nil : s.target))
             }
-            for s in hosted.values where uid == 0 || s.uid == uid {
+            for s in sessions.hosted.values where uid == 0 || s.uid == uid {
                 // A process moved on from here leaves its stand-in: this node only passes its bytes on.
                 let onward =
-                    s.restored ? hostedProcess(s).flatMap { p in homeSessions.values.first { $0.localPID == p } } : nil
+                    s.restored ? hostedProcess(s).flatMap { p in sessions.home.values.first { $0.localPID == p } } : nil
                 rows.append(
                     ProcessRow(
                         pid: s.pid, uid: s.uid, role: "hosted", node: s.home,
@@ -97,13 +97,15 @@ extension Node {
             return String(decoding: (try? encoder.encode(rows)) ?? Data("[]".utf8), as: UTF8.self)
         case "top":
             let nodes = nodeRows(now: now)
-            let rows = lastTop.filter { uid == 0 || $0.uid == uid }.sorted { ($0.cpu, $1.pid) > ($1.cpu, $0.pid) }
+            let rows = balance.lastTop.filter { uid == 0 || $0.uid == uid }.sorted {
+                ($0.cpu, $1.pid) > ($1.cpu, $0.pid)
+            }
             let top = TopAnswer(
-                node: config.node, nodes: nodes, processes: rows, balancedMoves: balancedMoves,
+                node: config.node, nodes: nodes, processes: rows, balancedMoves: balance.balancedMoves,
                 balancing: (config.balance ?? .init()).isEnabled)
             return String(decoding: (try? encoder.encode(top)) ?? Data("{}".utf8), as: UTF8.self)
         case "recent":
-            let rows = recent.filter { uid == 0 || $0.uid == uid }
+            let rows = sessions.recent.filter { uid == 0 || $0.uid == uid }
             return String(decoding: (try? encoder.encode(rows)) ?? Data("[]".utf8), as: UTF8.self)
         default:
             return "{\"error\":\"unknown query '\(query)'\"}"
@@ -115,11 +117,11 @@ extension Node {
         var rows = [
             NodeRow(
                 name: config.node, state: "self", address: "\(config.listen ?? "0.0.0.0"):\(config.resolvedPort)",
-                load: probe.load(hosted: hosted.count), loadAge: 0)
+                load: probe.load(hosted: sessions.hosted.count), loadAge: 0)
         ]
-        for peer in peers {
-            let link = links[peer.name]
-            let said = peerLoads[peer.name]
+        for peer in net.peers {
+            let link = net.links[peer.name]
+            let said = balance.peerLoads[peer.name]
             let fresh = said.flatMap { $0.isFresh(now: now, maxAge: loadMaxAge) ? $0 : nil }
             // "idle": its link was closed for want of use and opens again when needed.
             let state = link.map { $0.isUp ? "up" : ($0.dormant || $0.waking) ? "idle" : "down" } ?? "down"

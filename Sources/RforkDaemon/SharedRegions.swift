@@ -832,7 +832,7 @@ extension Node {
         }
         for region in shared.regions.values {
             if region.directory != nil {
-                region.sessions = region.sessions.filter { homeSessions[$0] != nil }
+                region.sessions = region.sessions.filter { sessions.home[$0] != nil }
                 if region.mappers.isEmpty && region.sessions.isEmpty { endRegion(region) }
             } else if region.mappers.isEmpty && region.node.pending.isEmpty
                 && region.node.access.values.allSatisfy({ $0 == .none })

@@ -111,19 +111,18 @@ extension Node {
         guard let uid = peerUID else { return refuse("the caller cannot be identified") }
         guard path.hasPrefix("/"), !path.contains("\0") else { return refuse("not an absolute path") }
         let now = Posix.monotonicNanoseconds()
-        unixMisses = unixMisses.filter { now - $0.value < Self.unixMissTime }
-        if unixMisses[path] != nil { return refuse("no node has \(path)") }
+        unix.misses = unix.misses.filter { now - $0.value < Self.unixMissTime }
+        if unix.misses[path] != nil { return refuse("no node has \(path)") }
         // Peers whose links are up, or closed for want of use while their load is fresh (asking connects
         // them again); not peers of unknown state, which could hold the answer up for its whole timeout.
         let fresh = Set(peerViews().filter(\.isUp).map(\.name))
-        let up = links.filter { $0.value.isUp || fresh.contains($0.key) }.map(\.key)
+        let up = net.links.filter { $0.value.isUp || fresh.contains($0.key) }.map(\.key)
         guard !up.isEmpty else { return refuse("no peer is up") }
-        let id = nextUnixStream
-        nextUnixStream += 1
+        let id = unix.newStreamID()
         let state = UnixStreamState(key: "\(config.node)/\(id)", origin: config.node, id: id, path: path)
         state.channel = channel
         state.waiting = Set(up)
-        unixStreams[state.key] = state
+        unix.streams[state.key] = state
         for peer in up {
             var open = Rfork_Wire_V1_UnixStream()
             open.kind = .open
@@ -132,15 +131,15 @@ extension Node {
             sendUnixStream(open, state: state, to: peer)
         }
         state.timeout = loop.scheduleTask(in: Self.unixConnectTimeout) { [weak self] in
-            guard let self, let s = self.unixStreams[state.key], s.peer == nil else { return }
-            self.unixStreams[state.key] = nil
+            guard let self, let s = self.unix.streams[state.key], s.peer == nil else { return }
+            self.unix.streams[state.key] = nil
             refuse("no answer for \(path)")
         }
         // The program gave up (or ended) before an answer.
         channel.closeFuture.whenComplete { [weak self] _ in
-            guard let self, let s = self.unixStreams[state.key], s.peer == nil else { return }
+            guard let self, let s = self.unix.streams[state.key], s.peer == nil else { return }
             s.timeout?.cancel()
-            self.unixStreams[state.key] = nil
+            self.unix.streams[state.key] = nil
         }
     }
 
@@ -161,7 +160,7 @@ extension Node {
         case .open:
             serveUnixOpen(m, key: key)
         case .opened:
-            guard let s = unixStreams[key], m.origin == config.node else {
+            guard let s = unix.streams[key], m.origin == config.node else {
                 return  // answered too late: the stream is gone (CLOSE goes back below)
             }
             if s.peer != nil {
@@ -172,7 +171,7 @@ extension Node {
             }
             s.peer = m.from
             s.timeout?.cancel()
-            unixMisses[s.path] = nil
+            unix.misses[s.path] = nil
             guard let channel = s.channel else { return }
             // The program's socket stops speaking frames: from here on its bytes are the stream's.
             channel.writeAndFlush(LocalFrame.reply(.attached, ""), promise: nil)
@@ -194,20 +193,20 @@ extension Node {
             RforkMetrics.unixStreams.increment()
             logger.debug("unix socket \(s.path): relayed to \(m.from)")
         case .refused:
-            guard let s = unixStreams[key], s.peer == nil else { return }
+            guard let s = unix.streams[key], s.peer == nil else { return }
             s.waiting.remove(m.from)
             if s.waiting.isEmpty {
                 s.timeout?.cancel()
-                unixStreams[key] = nil
-                unixMisses[s.path] = Posix.monotonicNanoseconds()
+                unix.streams[key] = nil
+                unix.misses[s.path] = Posix.monotonicNanoseconds()
                 if let channel = s.channel { reply(channel, .refused, "no node has \(s.path)") }
             }
         case .data:
-            guard let s = unixStreams[key], s.peer == m.from, let relay = s.relay else { return }
+            guard let s = unix.streams[key], s.peer == m.from, let relay = s.relay else { return }
             let count = m.data.count
             relay.send(ByteBuffer(bytes: m.data)) { [weak self] in
                 // Written into the socket (or the stream is gone): the other end may send that much more.
-                guard let self, self.unixStreams[key] === s else { return }
+                guard let self, self.unix.streams[key] === s else { return }
                 s.written += count
                 if s.written >= Self.unixAckEvery {
                     var ack = Rfork_Wire_V1_UnixStream()
@@ -218,18 +217,18 @@ extension Node {
                 }
             }
         case .ack:
-            guard let s = unixStreams[key], s.peer == m.from else { return }
+            guard let s = unix.streams[key], s.peer == m.from else { return }
             let was = s.unacked
             s.unacked = max(0, s.unacked - Int(clamping: m.acked))
             if was >= Self.unixWindow && s.unacked < Self.unixWindow {
                 s.channel?.setOption(ChannelOptions.autoRead, value: true).whenComplete { _ in }
             }
         case .close:
-            guard let s = unixStreams[key], s.peer == m.from else { return }
-            unixStreams[key] = nil
+            guard let s = unix.streams[key], s.peer == m.from else { return }
+            unix.streams[key] = nil
             s.channel?.close(promise: nil)
         case .shutdown:
-            guard let s = unixStreams[key], s.peer == m.from else { return }
+            guard let s = unix.streams[key], s.peer == m.from else { return }
             s.relay?.shutdownOutput()
         case .UNRECOGNIZED:
             break
@@ -261,7 +260,7 @@ extension Node {
             answer.kind = .refused
             return sendUnixStream(answer, state: state, to: m.from)
         }
-        unixStreams[key] = state
+        unix.streams[key] = state
         let relay = UnixRelayHandler(node: self, key: key)
         state.relay = relay
         ClientBootstrap(group: loop)
@@ -276,14 +275,14 @@ extension Node {
                 guard let self else { return }
                 switch result {
                 case .success(let channel):
-                    guard self.unixStreams[key] === state else {
+                    guard self.unix.streams[key] === state else {
                         channel.close(promise: nil)
                         return
                     }
                     state.channel = channel
                     answer.kind = .opened
                 case .failure:
-                    if self.unixStreams[key] === state { self.unixStreams[key] = nil }
+                    if self.unix.streams[key] === state { self.unix.streams[key] = nil }
                     answer.kind = .refused
                 }
                 self.sendUnixStream(answer, state: state, to: m.from)
@@ -294,7 +293,7 @@ extension Node {
 
     /// Bytes from the local end of a stream: to the other node.
     func unixStreamRead(_ key: String, _ buffer: ByteBuffer) {
-        guard let s = unixStreams[key], let peer = s.peer else { return }
+        guard let s = unix.streams[key], let peer = s.peer else { return }
         if s.channel == nil {
             s.early.append(buffer)
             return
@@ -311,7 +310,7 @@ extension Node {
 
     /// The local end of a stream closed: the other node closes its end.
     func unixStreamClosed(_ key: String) {
-        guard let s = unixStreams.removeValue(forKey: key) else { return }
+        guard let s = unix.streams.removeValue(forKey: key) else { return }
         s.timeout?.cancel()
         guard let peer = s.peer else { return }
         var close = Rfork_Wire_V1_UnixStream()
@@ -321,7 +320,7 @@ extension Node {
 
     /// The local end half-closed: so does the other end's socket, for writing.
     func unixStreamInputClosed(_ key: String) {
-        guard let s = unixStreams[key], let peer = s.peer else { return }
+        guard let s = unix.streams[key], let peer = s.peer else { return }
         var shutdown = Rfork_Wire_V1_UnixStream()
         shutdown.kind = .shutdown
         sendUnixStream(shutdown, state: s, to: peer)
@@ -329,9 +328,22 @@ extension Node {
 
     /// A peer is gone: the streams through it end.
     func unixStreamsNodeLost(_ peer: String) {
-        for (key, s) in unixStreams where s.peer == peer {
-            unixStreams[key] = nil
+        for (key, s) in unix.streams where s.peer == peer {
+            unix.streams[key] = nil
             s.channel?.close(promise: nil)
         }
+    }
+}
+
+/// AF_UNIX streams relayed across nodes, by "origin/id", and paths no peer had, by when. Confined to
+/// `Node.loop`.
+final class UnixRelayTable: @unchecked Sendable {
+    var streams: [String: UnixStreamState] = [:]
+    private(set) var nextStream: UInt64 = 1
+    var misses: [String: UInt64] = [:]
+
+    func newStreamID() -> UInt64 {
+        defer { nextStream += 1 }
+        return nextStream
     }
 }
