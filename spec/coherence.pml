@@ -6,7 +6,8 @@
  * can read (check); and no node waits for a page forever (an invalid end state otherwise). A node given
  * the page runs the access it faulted on before it can lose the page again (the minimum hold). An owner
  * that wrote the page hands it over for writing even to a reader (migratory sharing); one that did not
- * shares it.
+ * shares it. A page the manager sends (node 0's own copy, or the directory's go-ahead) ends its transaction
+ * as it is sent (SENT, or at once): the requester answers DONE only for pages from other nodes.
  * Run: make model-check (spin -a, cc -DSAFETY, ./pan). */
 
 #ifndef N
@@ -17,7 +18,7 @@
 #endif
 #define NONE 255
 
-mtype = { REQ, FETCH, INV, INVD, PAGE, DONE };
+mtype = { REQ, FETCH, INV, INVD, PAGE, DONE, SENT };
 
 /* node -> node, index from*N+to: type, requester, write, withData, value */
 chan link[N*N] = [4] of { mtype, byte, bool, bool, byte };
@@ -57,6 +58,10 @@ inline serve(me, src, t, r, w, d, v) {
        if
        :: w -> access[me] = 0; copy[me] = NONE
        :: else -> access[me] = 1
+       fi;
+       if
+       :: me == 0 -> dlink[0]!SENT,w
+       :: else -> skip
        fi
   :: t == INV -> access[me] = 0; copy[me] = NONE; clean[me] = false; dlink[me]!INVD,false
   :: t == PAGE ->
@@ -68,7 +73,10 @@ inline serve(me, src, t, r, w, d, v) {
        if :: w -> access[me] = 2 :: else -> access[me] = 1 fi;
        clean[me] = w && !want;
        pending = false;
-       dlink[me]!DONE,w;
+       if
+       :: src != 0 -> dlink[me]!DONE,w
+       :: else -> skip
+       fi;
        /* The process that faulted runs its access before the page can be taken again (the minimum hold). */
        if
        :: want -> assert(access[me] == 2); latest++; copy[me] = latest; clean[me] = false
@@ -142,10 +150,18 @@ end:
        :: t == INVD -> assert(awaiting & (1 << f)); awaiting = awaiting & ~(1 << f); holders = holders & ~(1 << f)
        :: t == DONE ->
             /* A read may end with the page given for writing (its owner had written it). */
-            assert(busy && started && f == req && (w == rw || (w && from != NONE)));
+            assert(busy && started && f == req && from != 0 && (w == rw || (w && from != NONE)));
             if
             :: w -> owner = f; holders = 1 << f
             :: else -> holders = holders | (1 << f)
+            fi;
+            busy = false
+       :: t == SENT ->
+            /* Node 0 (the manager) sent its own copy: the transaction is over. */
+            assert(busy && started && f == 0 && from == 0 && (w || !rw));
+            if
+            :: w -> owner = req; holders = 1 << req
+            :: else -> holders = holders | (1 << req)
             fi;
             busy = false
        fi;
@@ -154,7 +170,14 @@ end:
             started = true;
             if
             :: from != NONE -> link[0*N+from]!FETCH,req,rw,false,0
-            :: else -> link[0*N+req]!PAGE,req,rw,false,0
+            :: else ->
+                 /* A go-ahead ends the transaction as it is sent. */
+                 link[0*N+req]!PAGE,req,rw,false,0;
+                 if
+                 :: rw -> owner = req; holders = 1 << req
+                 :: else -> holders = holders | (1 << req)
+                 fi;
+                 busy = false
             fi
        :: !busy && queued > 0 ->
             queue?req,rw; queued--;

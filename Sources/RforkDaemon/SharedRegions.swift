@@ -690,6 +690,12 @@ extension Node {
     }
 
     func sendCoherence(_ m: Coherence.Message, region: SharedRegion, data: [UInt8]?) {
+        if case .sent = m.body {
+            // The manager's own copy went out: its directory hears it now, before any later request of
+            // the node it went to can reach it.
+            deliverCoherence(m, manager: region.manager, data: nil)
+            return
+        }
         let toNode = String(m.to.split(separator: "/").first ?? "")
         if toNode == config.node {
             loop.execute { [weak self] in self?.deliverCoherence(m, manager: region.manager, data: data) }
@@ -719,6 +725,7 @@ extension Node {
             c.kind = .done
             c.write = write
         case .lost: c.kind = .lost
+        case .sent: return  // delivered above
         }
         var envelope = Envelope()
         envelope.body = .coherence(c)

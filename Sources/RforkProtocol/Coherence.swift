@@ -14,7 +14,11 @@
 ///   has the owner send the page and drop it. The writer becomes the owner and the only holder.
 /// - The manager runs one transaction per page at a time, in order of arrival; a transaction ends when the
 ///   requester says it has installed the page (`done`), so no later message about that page can overtake
-///   the page itself. Links between nodes are ordered (TCP, resumed without loss).
+///   the page itself. Links between nodes are ordered (TCP, resumed without loss), so a page that the
+///   manager sends itself (its own copy, or a go-ahead) needs no `done`: the transaction ends as it is
+///   sent (`sent`), and anything the manager sends the requester after it arrives after it. That saves a
+///   message and a daemon's turn on each side for every page that leaves the manager's node (a page
+///   handed back and forth with the home, a bulk copy out of memory the home made).
 ///
 /// Hence at every moment a page has either one writer and no reader elsewhere, or readers that all hold
 /// the value of the last write: sequential consistency at page granularity. Atomic instructions are
@@ -62,8 +66,12 @@ public enum Coherence {
             /// owner → requester (with the page's bytes) or manager → requester (without: it already
             /// holds the current copy): you may now read (or write) it.
             case page(write: Bool, withData: Bool)
-            /// requester → manager: installed; the transaction is over.
+            /// requester → manager: installed; the transaction is over. Not sent for a page that came from
+            /// the manager (see `sent`).
             case done(write: Bool)
+            /// The manager's own node → its directory, at once (never over a link): the manager's copy went
+            /// to `requester` (for writing if `write`); the transaction is over.
+            case sent(requester: String, write: Bool)
             /// manager → requester: the page is lost (its only current copy was on a node that is gone).
             case lost
         }
@@ -83,7 +91,7 @@ public enum Coherence {
         /// Whether the manager's directory (rather than the node's own state) receives it.
         public var forManager: Bool {
             switch body {
-            case .request, .invalidated, .done: return true
+            case .request, .invalidated, .done, .sent: return true
             case .fetch, .invalidate, .page, .lost: return false
             }
         }
@@ -99,6 +107,13 @@ public struct CoherenceNode: Sendable, Equatable {
         /// 50 µs: enough for a woken process to run its next instructions on the page, short against a
         /// round trip between two daemons (about 0.3 ms here).
         public var minimumHold: Double
+        /// How long a node keeps a page handed over for writing to a process that asked to read it (a
+        /// page that moves between writers), waiting for that process's first write, in seconds; the
+        /// minimum hold then starts again at that write. Default 1 ms. Without it the page could leave
+        /// before the process it was fetched for had run: the manager's next request can arrive right
+        /// behind the page itself (a page from the manager needs no `done`), and the process that
+        /// faulted needs its node's CPU back first.
+        public var handOverHold: Double
         /// Read-ahead: when a process faults on a page right after the one before it (held here or
         /// asked for), the node also asks for up to this many pages after it, so a sequential pass over
         /// memory has that many transfers under way instead of one. Default 8; 0 turns it off.
@@ -106,8 +121,11 @@ public struct CoherenceNode: Sendable, Equatable {
         /// The region's size in pages (read-ahead stops there); nil: unknown, no read-ahead.
         public var pageCount: Int?
 
-        public init(minimumHold: Double = 0.000_05, readAhead: Int = 8, pageCount: Int? = nil) {
+        public init(
+            minimumHold: Double = 0.000_05, handOverHold: Double = 0.001, readAhead: Int = 8, pageCount: Int? = nil
+        ) {
             self.minimumHold = minimumHold
+            self.handOverHold = max(handOverHold, minimumHold)
             self.readAhead = readAhead
             self.pageCount = pageCount
         }
@@ -174,8 +192,8 @@ public struct CoherenceNode: Sendable, Equatable {
 
     public mutating func handle(_ event: Event) -> [Action] {
         switch event {
-        case .fault(let page, let write, _):
-            return fault(page: page, write: write)
+        case .fault(let page, let write, let now):
+            return fault(page: page, write: write, now: now)
         case .received(let message, let now):
             guard message.to == name, !message.forManager else { return [] }
             return receive(message, now: now)
@@ -190,13 +208,18 @@ public struct CoherenceNode: Sendable, Equatable {
         }
     }
 
-    private mutating func fault(page: Coherence.Page, write: Bool) -> [Action] {
+    private mutating func fault(page: Coherence.Page, write: Bool, now: Double) -> [Action] {
         if lost.contains(page) || managerGone {
             return [.kill(page: page, reason: lostReason(page))]
         }
         let wanted: Coherence.Access = write ? .write : .read
         if access(page) >= wanted {
-            if write { clean.remove(page) }
+            if write && clean.remove(page) != nil, installedAt[page] != nil {
+                // The first write of a page handed over: the minimum hold starts again now, so that the
+                // writer, once woken, completes its write before the page can leave.
+                installedAt[page] = now
+                return [.wake(page: page)] + (deferred.isEmpty ? [] : [.timer(at: now + configuration.minimumHold)])
+            }
             return [.wake(page: page)]
         }
         // One request per page at a time: a later fault waits for it and, woken, faults again if the
@@ -235,10 +258,10 @@ public struct CoherenceNode: Sendable, Equatable {
             installedAt[page] = now
             // Given for writing to a reader: protected here until a local process writes.
             if write && !wanted { clean.insert(page) } else { clean.remove(page) }
-            return [
-                .install(page: page, access: write && wanted ? .write : .read, withData: withData),
-                .send(Coherence.Message(page: page, from: name, to: manager, body: .done(write: write))),
-            ]
+            let install = Action.install(page: page, access: write && wanted ? .write : .read, withData: withData)
+            // A page from the manager ended its transaction as it was sent.
+            guard message.from != manager else { return [install] }
+            return [install, .send(Coherence.Message(page: page, from: name, to: manager, body: .done(write: write)))]
         case .lost:
             pending[page] = nil
             lost.insert(page)
@@ -249,24 +272,31 @@ public struct CoherenceNode: Sendable, Equatable {
             if !deferred.isEmpty || held(page, now: now) {
                 let first = deferred.isEmpty
                 deferred.append(message)
-                return first ? [.timer(at: (installedAt[page] ?? now) + configuration.minimumHold)] : []
+                return first ? [.timer(at: heldUntil(page) ?? now)] : []
             }
             return giveUp(message)
-        case .request, .invalidated, .done:
+        case .request, .invalidated, .done, .sent:
             return []
         }
     }
 
+    /// Until when a page just given stays here: its minimum hold, or, handed over for writing and not
+    /// yet written here, until its first local write (at most `handOverHold`).
+    private func heldUntil(_ page: Coherence.Page) -> Double? {
+        guard let at = installedAt[page] else { return nil }
+        return at + (clean.contains(page) ? configuration.handOverHold : configuration.minimumHold)
+    }
+
     private func held(_ page: Coherence.Page, now: Double) -> Bool {
-        guard let at = installedAt[page] else { return false }
-        return now < at + configuration.minimumHold
+        guard let until = heldUntil(page) else { return false }
+        return now < until
     }
 
     private mutating func releaseDeferred(now: Double) -> [Action] {
         var actions: [Action] = []
         while let first = deferred.first {
             if held(first.page, now: now) {
-                actions.append(.timer(at: (installedAt[first.page] ?? now) + configuration.minimumHold))
+                actions.append(.timer(at: heldUntil(first.page) ?? now))
                 break
             }
             deferred.removeFirst()
@@ -298,6 +328,12 @@ public struct CoherenceNode: Sendable, Equatable {
                 access[page] = Coherence.Access.none
             } else {
                 access[page] = .read
+            }
+            if name == manager {
+                actions.append(
+                    .send(
+                        Coherence.Message(
+                            page: page, from: name, to: manager, body: .sent(requester: requester, write: handOver))))
             }
             return actions
         case .invalidate:
@@ -383,8 +419,12 @@ public struct CoherenceDirectory: Sendable, Equatable {
         switch message.body {
         case .request(let write):
             let request = Request(node: message.from, write: write)
-            guard e.transaction?.request.node != request.node, !e.queue.contains(where: { $0.node == request.node })
-            else { return [] }
+            // One request per node and page (a repeat is dropped), but a node may ask again once the
+            // manager sent it the page, even if the `sent` that ends that transaction comes later.
+            let asking = e.transaction.map {
+                $0.request.node == request.node && !($0.started && $0.fetchFrom == manager)
+            }
+            guard asking != true, !e.queue.contains(where: { $0.node == request.node }) else { return [] }
             e.queue.append(request)
         case .invalidated:
             guard var t = e.transaction, t.awaiting.remove(message.from) != nil else { return [] }
@@ -392,22 +432,32 @@ public struct CoherenceDirectory: Sendable, Equatable {
             e.transaction = t
         case .done(let write):
             // A read request may end with the page given for writing (the owner had written it).
-            guard let t = e.transaction, t.request.node == message.from, t.started,
+            guard let t = e.transaction, t.request.node == message.from, t.started, t.fetchFrom != manager,
                 t.request.write == write || (write && t.fetchFrom != nil)
             else { return [] }
-            if write {
-                e.owner = message.from
-                e.holders = [message.from]
-            } else {
-                e.holders.insert(message.from)
-            }
-            e.transaction = nil
+            finish(&e, node: message.from, write: write)
+        case .sent(let requester, let write):
+            guard message.from == manager, let t = e.transaction, t.request.node == requester, t.started,
+                t.fetchFrom == manager, write || !t.request.write
+            else { return [] }
+            finish(&e, node: requester, write: write)
         default:
             return []
         }
         actions += advance(page, &e)
         entries[page] = e
         return actions
+    }
+
+    /// Ends the transaction: `node` has the page, for writing (the only copy) or reading.
+    private func finish(_ e: inout Entry, node: String, write: Bool) {
+        if write {
+            e.owner = node
+            e.holders = [node]
+        } else {
+            e.holders.insert(node)
+        }
+        e.transaction = nil
     }
 
     /// Starts the next transaction, or the next step of the current one.
@@ -433,15 +483,17 @@ public struct CoherenceDirectory: Sendable, Equatable {
                             Coherence.Message(
                                 page: page, from: manager, to: owner,
                                 body: .fetch(requester: t.request.node, write: t.request.write))))
-                } else {
-                    actions.append(
-                        .send(
-                            Coherence.Message(
-                                page: page, from: manager, to: t.request.node,
-                                body: .page(write: t.request.write, withData: false))))
+                    e.transaction = t
+                    return actions
                 }
-                e.transaction = t
-                return actions
+                // A go-ahead: the requester already holds the current copy; it ends the transaction.
+                actions.append(
+                    .send(
+                        Coherence.Message(
+                            page: page, from: manager, to: t.request.node,
+                            body: .page(write: t.request.write, withData: false))))
+                finish(&e, node: t.request.node, write: t.request.write)
+                continue
             }
             guard !e.queue.isEmpty else { return actions }
             let r = e.queue.removeFirst()

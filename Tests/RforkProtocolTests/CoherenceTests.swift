@@ -38,7 +38,10 @@ private struct World {
         if write && n.access(page) == .write && n.clean.contains(page) {
             // The first local write of a page held for writing faults (the page is protected here).
             let actions = nodes[node]!.handle(.fault(page: page, write: true, now: now))
-            #expect(actions == [.wake(page: page)])
+            #expect(
+                actions.first == .wake(page: page)
+                    && actions.dropFirst().allSatisfy { if case .timer = $0 { true } else { false } })
+            run(node, Array(actions.dropFirst()), received: nil)
         }
         let have = nodes[node]!.access(page)
         if have >= (write ? .write : .read) {
@@ -59,6 +62,11 @@ private struct World {
         for a in actions {
             switch a {
             case .send(let m):
+                if case .sent = m.body {
+                    // The manager's own node tells its directory at once (rforkd delivers it in place).
+                    runDirectory(directory.handle(.received(m)))
+                    continue
+                }
                 var value: Int? = nil
                 if case .page(_, true) = m.body {
                     value = copy(node, m.page)
@@ -143,6 +151,14 @@ private struct World {
 @Suite("Coherence (pure)") struct CoherenceTests {
     typealias M = Coherence.Message
 
+    /// The directory (manager n1) hears that `node`'s request for `page` was served: by the manager's own
+    /// copy or a go-ahead (`sent`, or nothing), or by another owner (the requester's `done`).
+    static func served(_ dir: inout CoherenceDirectory, page: Int, node: String, write: Bool) {
+        guard let t = dir.entry(page).transaction else { return }
+        let body: M.Body = t.fetchFrom == "n1" ? .sent(requester: node, write: write) : .done(write: write)
+        _ = dir.handle(.received(M(page: page, from: t.fetchFrom == "n1" ? "n1" : node, to: "n1", body: body)))
+    }
+
     @Test func aReadFaultTakesAWrittenPageForWritingProtectedUntilALocalWrite() {
         var n1 = CoherenceNode(name: "n1", manager: "n1")  // the memory starts here, written
         var n2 = CoherenceNode(name: "n2", manager: "n1")
@@ -156,14 +172,15 @@ private struct World {
         let r3 = dir.handle(.received(request))
         #expect(r3 == [.send(fetch)])
         let page = M(page: 3, from: "n1", to: "n2", body: .page(write: true, withData: true))
+        // The manager sends its own copy: its directory hears at once that the transaction is over.
+        let sent = M(page: 3, from: "n1", to: "n1", body: .sent(requester: "n2", write: true))
         let r4 = n1.handle(.received(fetch, now: 0))
-        #expect(r4 == [.protect(page: 3), .send(page), .drop(page: 3)])
+        #expect(r4 == [.protect(page: 3), .send(page), .drop(page: 3), .send(sent)])
         #expect(n1.access(3) == .none)
-        let done = M(page: 3, from: "n2", to: "n1", body: .done(write: true))
         let r5 = n2.handle(.received(page, now: 0))
-        #expect(r5 == [.install(page: 3, access: .read, withData: true), .send(done)])
+        #expect(r5 == [.install(page: 3, access: .read, withData: true)])  // no `done` for the manager's page
         #expect(n2.access(3) == .write && n2.clean == [3])
-        let r6 = dir.handle(.received(done))
+        let r6 = dir.handle(.received(sent))
         #expect(r6 == [])
         #expect(dir.entry(3).owner == "n2" && dir.entry(3).holders == ["n2"])
         // The first local write only lifts the local protection.
@@ -182,7 +199,7 @@ private struct World {
         #expect(n2.access(0) == .read)
         var dir = CoherenceDirectory(manager: "n1")
         _ = dir.handle(.received(M(page: 0, from: "n2", to: "n1", body: .request(write: false))))
-        _ = dir.handle(.received(M(page: 0, from: "n2", to: "n1", body: .done(write: true))))
+        Self.served(&dir, page: 0, node: "n2", write: true)
         let r2 = dir.handle(.received(M(page: 0, from: "n3", to: "n1", body: .request(write: false))))
         #expect(r2 == [.send(fetch)])
         _ = dir.handle(.received(M(page: 0, from: "n3", to: "n1", body: .done(write: false))))
@@ -193,7 +210,7 @@ private struct World {
         var dir = CoherenceDirectory(manager: "n1")
         for n in ["n2", "n3"] {
             _ = dir.handle(.received(M(page: 0, from: n, to: "n1", body: .request(write: false))))
-            _ = dir.handle(.received(M(page: 0, from: n, to: "n1", body: .done(write: false))))
+            Self.served(&dir, page: 0, node: n, write: false)
         }
         #expect(dir.entry(0).holders == ["n1", "n2", "n3"])
         let actions = dir.handle(.received(M(page: 0, from: "n2", to: "n1", body: .request(write: true))))
@@ -211,7 +228,8 @@ private struct World {
             r10 == [
                 .send(M(page: 0, from: "n1", to: "n2", body: .page(write: true, withData: false)))
             ])
-        _ = dir.handle(.received(M(page: 0, from: "n2", to: "n1", body: .done(write: true))))
+        // A go-ahead ends the transaction as it is sent.
+        #expect(dir.entry(0).transaction == nil)
         #expect(dir.entry(0).owner == "n2" && dir.entry(0).holders == ["n2"])
     }
 
@@ -225,7 +243,7 @@ private struct World {
         #expect(
             r12 == [
                 .protect(page: 1), .send(M(page: 1, from: "n1", to: "n3", body: .page(write: true, withData: true))),
-                .drop(page: 1),
+                .drop(page: 1), .send(M(page: 1, from: "n1", to: "n1", body: .sent(requester: "n3", write: true))),
             ])
         #expect(n1.access(1) == .none)
         let r13 = n1.handle(.fault(page: 1, write: false, now: 0))
@@ -268,9 +286,11 @@ private struct World {
         // Another page is not held up.
         let r16 = dir.handle(.received(M(page: 1, from: "n3", to: "n1", body: .request(write: false))))
         #expect(r16.count == 1)
-        let r17 = dir.handle(.received(M(page: 0, from: "n3", to: "n1", body: .done(write: true))))
+        let r17 = dir.handle(.received(M(page: 0, from: "n1", to: "n1", body: .sent(requester: "n3", write: true))))
         #expect(r17 == [])  // not its
-        let r18 = dir.handle(.received(M(page: 0, from: "n2", to: "n1", body: .done(write: true))))
+        let r17b = dir.handle(.received(M(page: 0, from: "n2", to: "n1", body: .done(write: true))))
+        #expect(r17b == [])  // the manager's own copy: the requester's `done` does not count
+        let r18 = dir.handle(.received(M(page: 0, from: "n1", to: "n1", body: .sent(requester: "n2", write: true))))
         #expect(
             r18 == [
                 .send(M(page: 0, from: "n1", to: "n2", body: .fetch(requester: "n3", write: false)))
@@ -296,6 +316,32 @@ private struct World {
                 .protect(page: 0), .send(M(page: 0, from: "n2", to: "n3", body: .page(write: true, withData: true))),
                 .drop(page: 0), .drop(page: 5), .send(M(page: 5, from: "n2", to: "n1", body: .invalidated)),
             ])
+    }
+
+    @Test func aPageHandedOverForWritingStaysUntilItsFirstWriteThenForTheMinimumHold() {
+        var n2 = CoherenceNode(
+            name: "n2", manager: "n1", configuration: .init(minimumHold: 0.0001, handOverHold: 0.001))
+        _ = n2.handle(.fault(page: 0, write: false, now: 0))
+        // A read fault answered with a written page: for writing, protected here until a local write.
+        _ = n2.handle(.received(M(page: 0, from: "n1", to: "n2", body: .page(write: true, withData: true)), now: 0))
+        let fetch = M(page: 0, from: "n1", to: "n2", body: .fetch(requester: "n1", write: false))
+        #expect(n2.handle(.received(fetch, now: 0.00001)) == [.timer(at: 0.001)])
+        #expect(n2.handle(.tick(now: 0.0005)) == [.timer(at: 0.001)])  // past the minimum hold, not written
+        // The first write: the minimum hold starts again.
+        #expect(n2.handle(.fault(page: 0, write: true, now: 0.0006)) == [.wake(page: 0), .timer(at: 0.0007)])
+        #expect(n2.handle(.tick(now: 0.00065)) == [.timer(at: 0.0007)])
+        let given = n2.handle(.tick(now: 0.0007))
+        #expect(given.contains(.send(M(page: 0, from: "n2", to: "n1", body: .page(write: true, withData: true)))))
+        // Never written: it goes at the hand-over hold.
+        var n3 = CoherenceNode(
+            name: "n3", manager: "n1", configuration: .init(minimumHold: 0.0001, handOverHold: 0.001))
+        _ = n3.handle(.fault(page: 0, write: false, now: 0))
+        _ = n3.handle(.received(M(page: 0, from: "n1", to: "n3", body: .page(write: true, withData: true)), now: 0))
+        let fetch3 = M(page: 0, from: "n1", to: "n3", body: .fetch(requester: "n1", write: false))
+        #expect(n3.handle(.received(fetch3, now: 0.00001)) == [.timer(at: 0.001)])
+        #expect(n3.handle(.tick(now: 0.0009)) == [.timer(at: 0.001)])
+        let shared = n3.handle(.tick(now: 0.001))
+        #expect(shared == [.send(M(page: 0, from: "n3", to: "n1", body: .page(write: false, withData: true)))])
     }
 
     @Test func theOnlyCopyLostWithItsNodeKillsThoseWhoNeedItAndNeverHandsOutStaleData() {
@@ -329,7 +375,7 @@ private struct World {
         var dir = CoherenceDirectory(manager: "n1")
         for (n, write) in [("n2", true), ("n3", false)] {
             _ = dir.handle(.received(M(page: 0, from: n, to: "n1", body: .request(write: write))))
-            _ = dir.handle(.received(M(page: 0, from: n, to: "n1", body: .done(write: write))))
+            Self.served(&dir, page: 0, node: n, write: write)
         }
         #expect(dir.entry(0).owner == "n2" && dir.entry(0).holders == ["n2", "n3"])
         let r23 = dir.handle(.received(M(page: 0, from: "n1", to: "n1", body: .request(write: false))))
@@ -358,6 +404,27 @@ private struct World {
         let r3 = n2.handle(
             .received(M(page: 4, from: "n1", to: "n2", body: .fetch(requester: "n3", write: false)), now: 0))
         #expect(r3 == [.send(M(page: 4, from: "n2", to: "n3", body: .lost))])
+    }
+
+    @Test func aNodeServedByTheManagerMayAskAgainBeforeTheDirectoryHearsItWasSent() {
+        var dir = CoherenceDirectory(manager: "n1")
+        _ = dir.handle(.received(M(page: 0, from: "n2", to: "n1", body: .request(write: false))))
+        // n2 got the manager's copy for reading and asks to write before `sent` reached the directory.
+        let again = dir.handle(.received(M(page: 0, from: "n2", to: "n1", body: .request(write: true))))
+        #expect(again == [])
+        #expect(dir.entry(0).queue.map { "\($0.node) \($0.write)" } == ["n2 true"])
+        let r = dir.handle(.received(M(page: 0, from: "n1", to: "n1", body: .sent(requester: "n2", write: false))))
+        // The read ended (n1 and n2 hold copies); the write drops n1's and lets n2 go on with its own.
+        #expect(r == [.send(M(page: 0, from: "n1", to: "n1", body: .invalidate))])
+        // A repeat while its transaction is under way with another owner is still dropped.
+        var dir2 = CoherenceDirectory(manager: "n1")
+        for (n, write) in [("n3", true), ("n2", false)] {
+            _ = dir2.handle(.received(M(page: 0, from: n, to: "n1", body: .request(write: write))))
+            Self.served(&dir2, page: 0, node: n, write: write)
+        }
+        _ = dir2.handle(.received(M(page: 0, from: "n1", to: "n1", body: .request(write: true))))
+        let repeated = dir2.handle(.received(M(page: 0, from: "n1", to: "n1", body: .request(write: true))))
+        #expect(repeated == [] && dir2.entry(0).queue.isEmpty)
     }
 
     @Test func theManagerLostEndsEveryLocalProcess() {
