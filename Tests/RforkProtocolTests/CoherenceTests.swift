@@ -319,13 +319,18 @@ private struct World {
     }
 
     @Test func aPageHandedOverForWritingStaysUntilItsFirstWriteThenForTheMinimumHold() {
-        var n2 = CoherenceNode(
-            name: "n2", manager: "n1", configuration: .init(minimumHold: 0.0001, handOverHold: 0.001))
-        _ = n2.handle(.fault(page: 0, write: false, now: 0))
-        // A read fault answered with a written page: for writing, protected here until a local write.
-        _ = n2.handle(.received(M(page: 0, from: "n1", to: "n2", body: .page(write: true, withData: true)), now: 0))
-        let fetch = M(page: 0, from: "n1", to: "n2", body: .fetch(requester: "n1", write: false))
-        #expect(n2.handle(.received(fetch, now: 0.00001)) == [.timer(at: 0.001)])
+        /// A node that faulted to read page 0 and was answered with a written page: for writing, protected
+        /// there until a local write; then n1 asks for it back. The fetch is held.
+        func handedOver(_ name: String) -> CoherenceNode {
+            var n = CoherenceNode(
+                name: name, manager: "n1", configuration: .init(minimumHold: 0.0001, handOverHold: 0.001))
+            _ = n.handle(.fault(page: 0, write: false, now: 0))
+            _ = n.handle(.received(M(page: 0, from: "n1", to: name, body: .page(write: true, withData: true)), now: 0))
+            let fetch = M(page: 0, from: "n1", to: name, body: .fetch(requester: "n1", write: false))
+            #expect(n.handle(.received(fetch, now: 0.00001)) == [.timer(at: 0.001)])
+            return n
+        }
+        var n2 = handedOver("n2")
         #expect(n2.handle(.tick(now: 0.0005)) == [.timer(at: 0.001)])  // past the minimum hold, not written
         // The first write: the minimum hold starts again.
         #expect(n2.handle(.fault(page: 0, write: true, now: 0.0006)) == [.wake(page: 0), .timer(at: 0.0007)])
@@ -333,12 +338,7 @@ private struct World {
         let given = n2.handle(.tick(now: 0.0007))
         #expect(given.contains(.send(M(page: 0, from: "n2", to: "n1", body: .page(write: true, withData: true)))))
         // Never written: it goes at the hand-over hold.
-        var n3 = CoherenceNode(
-            name: "n3", manager: "n1", configuration: .init(minimumHold: 0.0001, handOverHold: 0.001))
-        _ = n3.handle(.fault(page: 0, write: false, now: 0))
-        _ = n3.handle(.received(M(page: 0, from: "n1", to: "n3", body: .page(write: true, withData: true)), now: 0))
-        let fetch3 = M(page: 0, from: "n1", to: "n3", body: .fetch(requester: "n1", write: false))
-        #expect(n3.handle(.received(fetch3, now: 0.00001)) == [.timer(at: 0.001)])
+        var n3 = handedOver("n3")
         #expect(n3.handle(.tick(now: 0.0009)) == [.timer(at: 0.001)])
         let shared = n3.handle(.tick(now: 0.001))
         #expect(shared == [.send(M(page: 0, from: "n3", to: "n1", body: .page(write: false, withData: true)))])
