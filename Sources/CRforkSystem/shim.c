@@ -10,6 +10,8 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <limits.h>
+#include <linux/futex.h>
 #include <linux/userfaultfd.h>
 #include <sys/ioctl.h>
 #include <sys/resource.h>
@@ -245,6 +247,19 @@ int crfork_allocate(int fd, long long offset, long long len)
 }
 
 int crfork_tgkill(pid_t pid, pid_t tid, int sig) { return (int)syscall(SYS_tgkill, pid, tid, sig); }
+
+int crfork_futex_wake_shared(const void *addr)
+{
+    return (int)syscall(SYS_futex, addr, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+}
+
+int crfork_futex_wait_shared(const void *addr, unsigned expected, long timeout_ms)
+{
+    struct timespec t = {.tv_sec = timeout_ms / 1000, .tv_nsec = (timeout_ms % 1000) * 1000000L};
+    return (int)syscall(SYS_futex, addr, FUTEX_WAIT, expected, &t, NULL, 0);
+}
+
+pid_t crfork_gettid(void) { return (pid_t)syscall(SYS_gettid); }
 
 int crfork_unix_connect(const char *path, const char *name)
 {

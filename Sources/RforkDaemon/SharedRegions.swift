@@ -72,6 +72,12 @@ final class SharedRegion: @unchecked Sendable {  // confined to Node.loop
     /// Counts, per page, how often the page was dropped or installed here: a futex waiter that slept on
     /// an older generation may have missed a wake from another node.
     var generation: [Int: UInt64] = [:]
+    /// rforkd's own read-only mapping of the object, made when first needed: a futex wake through it
+    /// reaches waiters that block signal 61 (see `wakeBlockedSleeper`). Touched only at pages this node
+    /// holds, so it never faults a page in that another node owns.
+    var wakeMapping: UnsafeMutableRawPointer?
+    /// Byte offsets of futex words to wake through `wakeMapping` once their page is here again.
+    var wakeOnInstall: [Int: Set<UInt64>] = [:]
 
     init(
         participant: String, manager: String, object: SharedMemory.Object, objectFD: Int32, pages: UInt64, uid: UInt32,
@@ -649,6 +655,7 @@ extension Node {
                     _ = Userfault.allocate(region.objectFD, offset: p * size, length: size)
                 }
                 wakeAll(region, page: p)
+                wakeBlockedSleepers(region, page: page)
             case .wake(let page):
                 let p = UInt64(page)
                 // A hole on a node that holds the page is a page never written: zeros.
@@ -661,6 +668,7 @@ extension Node {
                     }
                 }
                 wakeAll(region, page: p)
+                wakeBlockedSleepers(region, page: page)
             case .kill(let page, let reason):
                 logger.error("shared memory \(region.participant): page \(page): \(reason); ending its processes")
                 killMappers(region)
@@ -804,6 +812,11 @@ extension Node {
         region.ended = true
         shared.regions[region.participant] = nil
         for mapper in region.mappers { mapper.ranges[region.participant] = nil }
+        if let mapping = region.wakeMapping {
+            munmap(mapping, Int(region.pages * Userfault.pageSize))
+            region.wakeMapping = nil
+        }
+        region.wakeOnInstall = [:]
         Posix.close(region.objectFD)
         if region.directory != nil {
             for p in region.participants where p != region.participant {
@@ -890,7 +903,9 @@ extension Node {
                     let generation = region.generation[Int(page), default: 0]
                     let key = "\(mapper.pid)/\(tid)/\(address)"
                     if shared.futexWaiters[key]?.generation != generation {
-                        if Posix.signalThread(pid: mapper.pid, tid: tid, LocalWire.kickSignal) {
+                        if Posix.threadBlocks(pid: mapper.pid, tid: tid, LocalWire.kickSignal) {
+                            wakeBlockedSleeper(region, page: page, address: address)
+                        } else if Posix.signalThread(pid: mapper.pid, tid: tid, LocalWire.kickSignal) {
                             RforkMetrics.futexKicks.increment()
                         }
                     }
@@ -914,10 +929,67 @@ extension Node {
         for (key, sleeper) in shared.futexWaiters
         where sleeper.participant == region.participant && sleeper.page == page {
             guard Self.futexWait(pid: sleeper.pid, tid: sleeper.tid)?.address == sleeper.address else { continue }
-            if Posix.signalThread(pid: sleeper.pid, tid: sleeper.tid, LocalWire.kickSignal) {
+            if Posix.threadBlocks(pid: sleeper.pid, tid: sleeper.tid, LocalWire.kickSignal) {
+                wakeBlockedSleeper(region, page: page, address: sleeper.address)
+            } else if Posix.signalThread(pid: sleeper.pid, tid: sleeper.tid, LocalWire.kickSignal) {
                 RforkMetrics.futexKicks.increment()
             }
             shared.futexWaiters[key]?.generation = generation
+        }
+    }
+
+    /// A sleeper that blocks signal 61 (a thread that blocks every signal, to `sigwait`) cannot be
+    /// interrupted: it is woken by a futex wake through rforkd's own mapping of the object instead. The
+    /// kernel keys a shared futex word by object and offset, so that wake reaches every local waiter on
+    /// the word, in any process. But the mapping must never touch a page this node does not hold (the
+    /// kernel would fill the hole with zeros, under every local process, unwatched): a page held here is
+    /// woken at once; a page dropped (another node writes it) is first asked for again, for reading, as
+    /// the sleeper's own wait would once interrupted, and woken when it is installed. Its wait then reads
+    /// the new copy; if that is still the old value, the writer's write drops this copy again, which wakes
+    /// it again: no wake is lost (spurious ones are allowed by the futex contract).
+    func wakeBlockedSleeper(_ region: SharedRegion, page: UInt64, address: UInt64) {
+        let offset = page * Userfault.pageSize + address % Userfault.pageSize
+        let p = Int(page)
+        if region.node.access(p) > .none && region.node.pending[p] == nil {
+            wakeThroughObject(region, offsets: [offset])
+            return
+        }
+        let asked = region.wakeOnInstall[p] != nil
+        region.wakeOnInstall[p, default: []].insert(offset)
+        guard !asked else { return }
+        // After the actions under way (the drop's acknowledgement goes first).
+        loop.execute { [weak self, weak region] in
+            guard let self, let region, !region.ended else { return }
+            if region.node.access(p) > .none && region.node.pending[p] == nil {
+                self.wakeBlockedSleepers(region, page: p)
+            } else {
+                self.perform(
+                    region.node.handle(.fault(page: p, write: false, now: self.nowSeconds)), in: region, data: nil)
+            }
+        }
+    }
+
+    /// The page is here again: the blocked sleepers waiting for it are woken.
+    func wakeBlockedSleepers(_ region: SharedRegion, page: Int) {
+        guard let offsets = region.wakeOnInstall.removeValue(forKey: page) else { return }
+        wakeThroughObject(region, offsets: offsets)
+    }
+
+    private func wakeThroughObject(_ region: SharedRegion, offsets: Set<UInt64>) {
+        if region.wakeMapping == nil, region.pages > 0 {
+            let m = mmap(nil, Int(region.pages * Userfault.pageSize), PROT_READ, MAP_SHARED, region.objectFD, 0)
+            if m == MAP_FAILED || m == nil {
+                logger.error(
+                    "shared memory \(region.participant): cannot map it to wake a waiter: \(Posix.errorText(errno))")
+                return
+            }
+            region.wakeMapping = m
+        }
+        guard let base = region.wakeMapping else { return }
+        for offset in offsets where offset + 4 <= region.size {
+            if Posix.futexWakeShared(UnsafeRawPointer(base + Int(offset))) != nil {
+                RforkMetrics.futexKicks.increment()
+            }
         }
     }
 }

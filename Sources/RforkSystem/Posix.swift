@@ -137,6 +137,37 @@ public enum Posix {
         crfork_tgkill(pid, tid, signal) == 0
     }
 
+    /// Whether thread `tid` of `pid` blocks `signal` (its `SigBlk` in /proc/PID/task/TID/status); false
+    /// when it cannot be read (the thread is gone).
+    public static func threadBlocks(pid: pid_t, tid: pid_t, _ signal: Int32) -> Bool {
+        guard signal >= 1, signal <= 64, let bytes = try? readFile("/proc/\(pid)/task/\(tid)/status") else {
+            return false
+        }
+        for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") where line.hasPrefix("SigBlk:") {
+            let mask = UInt64(line.dropFirst("SigBlk:".count).trimmingCharacters(in: .whitespaces), radix: 16) ?? 0
+            return mask & (UInt64(1) << UInt64(signal - 1)) != 0
+        }
+        return false
+    }
+
+    /// futex(FUTEX_WAKE) of every waiter, in any process, on the shared futex word at `address` (in a
+    /// `MAP_SHARED` mapping: the kernel keys such a word by object and offset); how many it woke, or nil.
+    public static func futexWakeShared(_ address: UnsafeRawPointer) -> Int? {
+        let n = crfork_futex_wake_shared(address)
+        return n < 0 ? nil : Int(n)
+    }
+
+    /// futex(FUTEX_WAIT) on the shared word at `address` while it holds `expected`, at most `timeoutMilliseconds`:
+    /// nil when woken, else the errno (`EAGAIN`: the word differed; `ETIMEDOUT`; `EINTR`).
+    public static func futexWaitShared(_ address: UnsafeRawPointer, expected: UInt32, timeoutMilliseconds: Int)
+        -> Int32?
+    {
+        crfork_futex_wait_shared(address, expected, timeoutMilliseconds) == 0 ? nil : errno
+    }
+
+    /// The calling thread's id.
+    public static var threadID: pid_t { crfork_gettid() }
+
     public static func isAlive(_ pid: pid_t) -> Bool { Glibc.kill(pid, 0) == 0 || errno == EPERM }
 
     /// The state letter of /proc/PID/stat ("T" when stopped), or nil when the process is gone.

@@ -73,3 +73,64 @@ import Testing
         #expect(seen == String(base))
     }
 }
+
+/// What rforkd relies on to wake a futex waiter that blocks signal 61 (`Node.wakeBlockedSleeper`): the
+/// kernel keys a word of a shared mapping by object and offset, so a wake through another mapping of the
+/// same object (rforkd's own) wakes a waiter that no signal can interrupt.
+@Suite struct FutexWakeTests {
+    @Test func aWakeThroughAnotherMappingOfTheObjectReachesAWaiterThatBlocksEverySignal() throws {
+        let path = "/dev/shm/rfork-futex-test-\(getpid())"
+        let fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        try #require(fd >= 0)
+        unlink(path)
+        defer { Posix.close(fd) }
+        try #require(ftruncate(fd, 4096) == 0)
+        let a = try #require(mmap(nil, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0))
+        let b = try #require(mmap(nil, 4096, PROT_READ, MAP_SHARED, fd, 0))
+        try #require(a != MAP_FAILED && b != MAP_FAILED && a != b)
+        defer {
+            munmap(a, 4096)
+            munmap(b, 4096)
+        }
+        let word = UInt(bitPattern: a) + 64  // the waiter's word, through mapping a
+        let other = UInt(bitPattern: b) + 64  // the same word, through mapping b
+        let tid = IntBox()
+        let outcome = IntBox()
+        let finished = DispatchSemaphore(value: 0)
+        Thread {
+            var all = sigset_t()
+            sigfillset(&all)
+            pthread_sigmask(SIG_SETMASK, &all, nil)
+            tid.set(Posix.threadID)
+            if let address = UnsafeRawPointer(bitPattern: word) {
+                outcome.set(Posix.futexWaitShared(address, expected: 0, timeoutMilliseconds: 5000) ?? 0)
+            }
+            finished.signal()
+        }.start()
+        // Once it sleeps in futex(2), blocking 61, the word changes and the wake goes through mapping b.
+        var asleep = false
+        for _ in 0..<4000 where !asleep {
+            let t = tid.get()
+            if t > 0, let call = try? Posix.readFile("/proc/self/task/\(t)/syscall") {
+                asleep = String(decoding: call, as: UTF8.self).hasPrefix("202 ")
+            }
+            if !asleep { usleep(1000) }
+        }
+        try #require(asleep)
+        #expect(Posix.threadBlocks(pid: getpid(), tid: tid.get(), 61))
+        #expect(!Posix.threadBlocks(pid: getpid(), tid: 0, 61))  // no such thread
+        UnsafeMutableRawPointer(bitPattern: word)?.storeBytes(of: UInt32(1), as: UInt32.self)
+        let wakeAt = try #require(UnsafeRawPointer(bitPattern: other))
+        #expect(Posix.futexWakeShared(wakeAt) == 1)
+        #expect(finished.wait(timeout: .now() + 6) == .success)
+        #expect(outcome.get() == 0, "the waiter was not woken: \(Posix.errorText(outcome.get()))")
+    }
+}
+
+/// A value handed from one thread to another in a test.
+private final class IntBox: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value: Int32 = 0
+    func set(_ v: Int32) { lock.withLock { value = v } }
+    func get() -> Int32 { lock.withLock { value } }
+}

@@ -212,8 +212,9 @@ for kind in anon memfd posix; do
         "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
 done
 # Process-shared semaphores, a mutex and a condition variable in shared anonymous memory, then named
-# semaphores (sem_open, unlinked at once), with waiters and wakers on different nodes: futex wakes cross
-# nodes (rforkd interrupts sleepers whose page changed).
+# semaphores (sem_open, unlinked at once), then semaphores between two processes that block every
+# signal, with waiters and wakers on different nodes: futex wakes cross nodes (rforkd interrupts sleepers
+# whose page changed, and wakes those it cannot interrupt through its own mapping of the memory).
 cc -O2 -pthread -o "$WORK/shm_sync" "$P/shm_sync.c"
 on node1 "$WORK/shm_sync" >"$WORK/sync.plain" 2>/dev/null
 t0=$(date +%s.%N)
@@ -226,8 +227,9 @@ why=""
 cmp -s "$WORK/sync.plain" "$WORK/sync.out" || why+="output differs: $(diff "$WORK/sync.plain" "$WORK/sync.out" | head -4 | tr '\n' ' '); "
 [ "$(grep -c 'runs on node[23]' "$WORK/sync.err")" -ge 3 ] || why+="too few processes ran elsewhere: $(grep 'runs on' "$WORK/sync.err" | tr '\n' ' '); "
 grep -q '^named semaphore child runs on node[23]$' "$WORK/sync.err" || why+="the named semaphores' child did not run elsewhere: $(grep 'named' "$WORK/sync.err"); "
+grep -q '^blocked-signals child runs on node[23]$' "$WORK/sync.err" || why+="the child that blocks every signal did not run elsewhere: $(grep 'blocked' "$WORK/sync.err"); "
 grep -q '^rfork: ' "$WORK/sync.err" && why+="unexpected: $(grep '^rfork: ' "$WORK/sync.err" | head -2 | tr '\n' ' '); "
-result "shared memory/process-shared semaphores (unnamed and named), a mutex and a condition variable work across nodes ($(grep -c 'runs on node[23]' "$WORK/sync.err") of 6 children elsewhere, $(awk "BEGIN {printf \"%.1f\", $t1 - $t0}") s)" \
+result "shared memory/process-shared semaphores (unnamed and named, and with every signal blocked), a mutex and a condition variable work across nodes ($(grep -c 'runs on node[23]' "$WORK/sync.err") of 7 children elsewhere, $(awk "BEGIN {printf \"%.1f\", $t1 - $t0}") s)" \
     "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
 
 # A grandparent that forked no remote child itself (its child is kept here with rfork_local) still reads

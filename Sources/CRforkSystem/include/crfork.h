@@ -76,6 +76,18 @@ int crfork_allocate(int fd, long long offset, long long len);
 /* tgkill(2): a signal to one thread of a process; 0 or -1/errno. */
 int crfork_tgkill(pid_t pid, pid_t tid, int sig);
 
+/* futex(FUTEX_WAKE) of every waiter on the shared futex word at addr (a word of a MAP_SHARED mapping: the
+ * kernel keys it by the object and offset, so waiters of other processes mapping it are woken); the
+ * number woken, or -1/errno. */
+int crfork_futex_wake_shared(const void *addr);
+
+/* futex(FUTEX_WAIT) on the shared word at addr while it holds expected, for at most timeout_ms (tests
+ * wait on a word this way); 0 when woken, or -1/errno (EAGAIN: the word differed; ETIMEDOUT). */
+int crfork_futex_wait_shared(const void *addr, unsigned expected, long timeout_ms);
+
+/* The calling thread's id. */
+pid_t crfork_gettid(void);
+
 /* A nonblocking AF_UNIX stream socket bound to the abstract name `name` (what the other end's
  * getpeername() shows) and connected to the socket at `path`; the descriptor, or -1/errno (EAGAIN: the
  * listener's backlog is full). */

@@ -1,17 +1,21 @@
 /* Synchronization across nodes through process-shared objects in shared anonymous memory: POSIX unnamed
  * semaphores handed back and forth, a mutex several processes contend for, and a condition variable
  * between a producer and a consumer; then named POSIX semaphores (sem_open, unlinked at once, as
- * multiprocessing makes them: files under /dev/shm) handed back and forth. Each rests on futexes: a wake on one node must reach a waiter on
+ * multiprocessing makes them: files under /dev/shm) handed back and forth; then unnamed semaphores
+ * between two processes that block every signal. Each rests on futexes: a wake on one node must reach a waiter on
  * another. Prints what it counted (the same under plain fork and under rfork run); exits 1 if anything
  * is wrong or a child fails. Each child says on stderr which host it runs on. */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <semaphore.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #define ROUNDS 100
@@ -20,6 +24,7 @@
 #define ITEMS 200
 #define RING 8
 #define NAMED_ROUNDS 30
+#define BLOCKED_ROUNDS 12
 
 struct shared {
     sem_t ping, pong;
@@ -31,6 +36,8 @@ struct shared {
     int ring[RING];
     int head, count;
     long named_value;
+    sem_t blocked_ping, blocked_pong;
+    long blocked_value;
 };
 
 static void where(const char *who)
@@ -38,6 +45,19 @@ static void where(const char *who)
     char host[64] = "";
     gethostname(host, sizeof host);
     fprintf(stderr, "%s runs on %s\n", who, host);
+}
+
+/* sem_wait, but a wake lost for good fails the run after 10 s instead of hanging it (these waiters block
+ * every signal, so nothing else would end them). */
+static int wait_long(sem_t *sem)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    t.tv_sec += 10;
+    while (sem_timedwait(sem, &t) != 0)
+        if (errno != EINTR)
+            return -1;
+    return 0;
 }
 
 static int wait_all(pid_t *pids, int n)
@@ -64,6 +84,8 @@ int main(void)
     pthread_condattr_setpshared(&ca, PTHREAD_PROCESS_SHARED);
     sem_init(&s->ping, 1, 0);
     sem_init(&s->pong, 1, 0);
+    sem_init(&s->blocked_ping, 1, 0);
+    sem_init(&s->blocked_pong, 1, 0);
     pthread_mutex_init(&s->lock, &ma);
     pthread_mutex_init(&s->ring_lock, &ma);
     pthread_cond_init(&s->not_empty, &ca);
@@ -162,8 +184,42 @@ int main(void)
     failed += wait_all(&c, 1);
     printf("named semaphores: %d rounds, value %ld\n", NAMED_ROUNDS, s->named_value);
 
+    /* Waiters that block every signal (as sigwait users do): rforkd cannot interrupt them, so a wake
+     * from another node must reach them another way. Posts come at once, after a few milliseconds and
+     * after longer than rforkd's 20 ms scan, so waiters both seen and not yet seen asleep are covered. */
+    static const int pause_us[] = {0, 3000, 40000};
+    sigset_t all, before;
+    sigfillset(&all);
+    c = fork();
+    if (c == 0) {
+        where("blocked-signals child");
+        pthread_sigmask(SIG_SETMASK, &all, NULL);
+        for (int i = 0; i < BLOCKED_ROUNDS; i++) {
+            if (wait_long(&s->blocked_ping) != 0) {
+                fprintf(stderr, "blocked-signals child: no post in 10 s\n");
+                _exit(1);
+            }
+            s->blocked_value++;
+            usleep(pause_us[(i + 1) % 3]);
+            sem_post(&s->blocked_pong);
+        }
+        _exit(0);
+    }
+    pthread_sigmask(SIG_SETMASK, &all, &before);
+    for (int i = 0; i < BLOCKED_ROUNDS; i++) {
+        usleep(pause_us[i % 3]);
+        sem_post(&s->blocked_ping);
+        if (wait_long(&s->blocked_pong) != 0) {
+            fprintf(stderr, "blocked-signals parent: no post in 10 s\n");
+            break;
+        }
+    }
+    pthread_sigmask(SIG_SETMASK, &before, NULL);
+    failed += wait_all(&c, 1);
+    printf("semaphores with every signal blocked: %d rounds, value %ld\n", BLOCKED_ROUNDS, s->blocked_value);
+
     int ok = s->value == ROUNDS && s->counter == (long)WORKERS * INCREMENTS && sum == (long)ITEMS * (ITEMS + 1) / 2 &&
-             s->named_value == NAMED_ROUNDS;
+             s->named_value == NAMED_ROUNDS && s->blocked_value == BLOCKED_ROUNDS;
     printf("children failed: %d\n", failed);
     return ok && !failed ? 0 : 1;
 }
