@@ -341,22 +341,14 @@ public enum CheckpointDirectory {
             }
         }
         let staging = dir + ".rfork-staging-\(partial.pid)"
+        clearLeftover(staging, uid: uid, gid: gid)
         return try Posix.asFilesystemUser(
             uid: uid, gid: gid,
             unavailable: CheckpointError(.saveFailed, "cannot take the file system identity of uid \(uid)")
         ) {
             () throws(CheckpointError) -> Int in
-            if Posix.exists(dir) {
-                guard Posix.isPlainDirectory(dir), (try? readManifest(dir)) != nil else {
-                    throw CheckpointError(.saveFailed, "\(dir) exists and is not an rfork checkpoint; it is left alone")
-                }
-            }
-            if Posix.isPlainDirectory(staging) { remove(staging) }  // left by a crash
-            guard mkdir(staging, 0o700) == 0 else {
-                throw CheckpointError(.saveFailed, "cannot create \(staging): \(Posix.errorText(errno))")
-            }
+            try makeStaging(staging, for: dir)
             var manifest = partial
-            manifest.version = CheckpointManifest.version(of: manifest.parts)
             var total = 0
             do {
                 let stagingFD = try Posix.openDirectory(staging, shown: staging)
@@ -374,31 +366,205 @@ public enum CheckpointDirectory {
                     total += size
                     manifest.files.append(.init(name: name, size: size, sha256: sha256))
                 }
-                manifest.signature = hex(
-                    HMAC<SHA256>.authenticationCode(for: try signedBytes(manifest), using: key.symmetric))
-                let encoder = JSONEncoder()
-                encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-                let out = try Posix.createFile(at: stagingFD, manifestName, shown: manifestName)
-                defer { Posix.close(out) }
-                try Posix.writeAll(out, (try? encoder.encode(manifest)) ?? Data(), shown: manifestName)
-                _ = fsync(out)
-                _ = fsync(imagesFD)
-                _ = fsync(stagingFD)
+                try writeManifest(manifest, key: key, stagingFD: stagingFD, imagesFD: imagesFD)
             } catch {
                 remove(staging)
                 throw CheckpointError(.saveFailed, "cannot write the checkpoint: \(error)")
             }
-            let replacing = Posix.isPlainDirectory(dir)
-            guard replacing ? Posix.exchange(staging, dir) : rename(staging, dir) == 0 else {
-                let why = Posix.errorText(errno)
-                remove(staging)
-                throw CheckpointError(.saveFailed, "cannot put the checkpoint at \(dir): \(why)")
-            }
-            let parent = "/" + dir.split(separator: "/").dropLast().joined(separator: "/")
-            Posix.sync(parent)
-            if replacing { remove(staging) }  // now the previous checkpoint
+            try swapIn(staging, at: dir)
             return total
         }
+    }
+
+    /// A checkpoint CRIU writes in place: `DIR.rfork-staging-PID` (the owner's, as in `write`) with its
+    /// `images/` made by root, mode 0700, so that no one else can put a file or a link there while CRIU
+    /// (root) writes into it; CRIU is given this process's descriptor of it (`criuPath`), never a path
+    /// the owner could redirect. Then `finishInPlace` checksums the images where they are, gives them to
+    /// the owner and swaps the directory in: the images are written once, straight into DIR's file
+    /// system, instead of into root's private directory and then copied.
+    public struct InPlace: Sendable {
+        public let directory: String
+        public let staging: String
+        let stagingFD: Int32
+        let imagesFD: Int32
+        /// The images directory as CRIU must be told it: through this process's descriptor.
+        public var criuPath: String { "/proc/\(getpid())/fd/\(imagesFD)" }
+    }
+
+    /// Makes the staging directory of a checkpoint written in place (see `InPlace`).
+    public static func beginInPlace(dir: String, pid: Int32, uid: UInt32, gid: UInt32) throws(CheckpointError)
+        -> InPlace
+    {
+        let staging = dir + ".rfork-staging-\(pid)"
+        clearLeftover(staging, uid: uid, gid: gid)
+        let stagingFD = try Posix.asFilesystemUser(
+            uid: uid, gid: gid,
+            unavailable: CheckpointError(.saveFailed, "cannot take the file system identity of uid \(uid)")
+        ) { () throws(CheckpointError) -> Int32 in
+            try makeStaging(staging, for: dir)
+            do { return try Posix.openDirectory(staging, shown: staging) } catch {
+                remove(staging)
+                throw CheckpointError(.saveFailed, "cannot write the checkpoint: \(error)")
+            }
+        }
+        // As root: images/ is root's until the images are checked.
+        var st = stat()
+        let imagesFD =
+            mkdirat(stagingFD, imagesName, 0o700) == 0
+            ? openat(
+                stagingFD, imagesName, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_DIRECTORY) : -1
+        guard imagesFD >= 0, fstat(imagesFD, &st) == 0, st.st_uid == 0 else {
+            let why = Posix.errorText(errno)
+            if imagesFD >= 0 { Posix.close(imagesFD) }
+            Posix.close(stagingFD)
+            _ = try? Posix.asFilesystemUser(uid: uid, gid: gid, unavailable: CheckpointError(.saveFailed, "")) {
+                () throws(CheckpointError) in remove(staging)
+            }
+            throw CheckpointError(.saveFailed, "cannot make \(staging)/\(imagesName): \(why)")
+        }
+        return InPlace(directory: dir, staging: staging, stagingFD: stagingFD, imagesFD: imagesFD)
+    }
+
+    /// Checksums the images CRIU wrote in place (what is not an image goes), gives them to the owner,
+    /// writes the signed manifest and swaps the directory in at DIR. Returns the bytes of image data.
+    /// Whatever happens, the descriptors are closed, and on failure the staging directory is removed.
+    public static func finishInPlace(
+        _ target: InPlace, manifest partial: CheckpointManifest, key: CheckpointKey, uid: UInt32, gid: UInt32
+    ) throws(CheckpointError) -> Int {
+        var manifest = partial
+        var total = 0
+        do {
+            for name in Posix.listDirectory(fd: target.imagesFD).sorted() {
+                guard name.hasSuffix(".img") else {
+                    unlinkat(target.imagesFD, name, 0)
+                    continue
+                }
+                let fd = try Posix.openRegularFile(at: target.imagesFD, name, shown: name)
+                defer { Posix.close(fd) }
+                var st = stat()
+                guard fstat(fd, &st) == 0 else { throw SystemError("stat \(name)", errno: errno) }
+                let size = Int(st.st_size)
+                let sha256 = try hashMapped(fd, size: size, shown: name)
+                _ = fsync(fd)
+                guard fchown(fd, uid, gid) == 0, fchmod(fd, 0o600) == 0 else {
+                    throw SystemError("chown \(name)", errno: errno)
+                }
+                total += size
+                manifest.files.append(.init(name: name, size: size, sha256: sha256))
+            }
+            guard fchown(target.imagesFD, uid, gid) == 0 else { throw SystemError("chown images", errno: errno) }
+        } catch {
+            discardInPlace(target, uid: uid, gid: gid)
+            throw CheckpointError(.saveFailed, "cannot write the checkpoint: \(error)")
+        }
+        defer {
+            Posix.close(target.imagesFD)
+            Posix.close(target.stagingFD)
+        }
+        return try Posix.asFilesystemUser(
+            uid: uid, gid: gid,
+            unavailable: CheckpointError(.saveFailed, "cannot take the file system identity of uid \(uid)")
+        ) { () throws(CheckpointError) -> Int in
+            do {
+                try writeManifest(manifest, key: key, stagingFD: target.stagingFD, imagesFD: target.imagesFD)
+            } catch {
+                remove(target.staging)
+                throw CheckpointError(.saveFailed, "cannot write the checkpoint: \(error)")
+            }
+            try swapIn(target.staging, at: target.directory)
+            return total
+        }
+    }
+
+    /// Removes a checkpoint begun in place that will not be finished (CRIU failed): its images as root
+    /// (the directory is root's), then the staging directory as the owner; closes its descriptors.
+    public static func discardInPlace(_ target: InPlace, uid: UInt32, gid: UInt32) {
+        for name in Posix.listDirectory(fd: target.imagesFD) { unlinkat(target.imagesFD, name, 0) }
+        unlinkat(target.stagingFD, imagesName, AT_REMOVEDIR)
+        Posix.close(target.imagesFD)
+        Posix.close(target.stagingFD)
+        _ = try? Posix.asFilesystemUser(uid: uid, gid: gid, unavailable: CheckpointError(.saveFailed, "")) {
+            () throws(CheckpointError) in remove(target.staging)
+        }
+    }
+
+    /// As the owner: checks that DIR is absent or a checkpoint, removes a staging directory a crash left
+    /// (see `clearLeftover` for one begun in place), and makes it anew.
+    private static func makeStaging(_ staging: String, for dir: String) throws(CheckpointError) {
+        if Posix.exists(dir) {
+            guard Posix.isPlainDirectory(dir), (try? readManifest(dir)) != nil else {
+                throw CheckpointError(.saveFailed, "\(dir) exists and is not an rfork checkpoint; it is left alone")
+            }
+        }
+        if Posix.isPlainDirectory(staging) { remove(staging) }  // left by a crash
+        guard mkdir(staging, 0o700) == 0 else {
+            throw CheckpointError(.saveFailed, "cannot create \(staging): \(Posix.errorText(errno))")
+        }
+    }
+
+    /// Empties the root-owned images/ of a staging directory a crash left mid-dump, which its owner
+    /// cannot: the staging directory is opened as the owner (so only one they can reach), and only a
+    /// root-owned images/ in it is emptied and removed, as root, through descriptors.
+    private static func clearLeftover(_ staging: String, uid: UInt32, gid: UInt32) {
+        guard
+            let stagingFD = try? Posix.asFilesystemUser(
+                uid: uid, gid: gid, unavailable: SystemError("take uid \(uid)", errno: EPERM),
+                { () throws(SystemError) -> Int32 in try Posix.openDirectory(staging, shown: staging) })
+        else { return }
+        defer { Posix.close(stagingFD) }
+        guard let imagesFD = try? Posix.openDirectory(at: stagingFD, imagesName, shown: imagesName) else { return }
+        defer { Posix.close(imagesFD) }
+        var st = stat()
+        guard fstat(imagesFD, &st) == 0, st.st_uid == 0 else { return }
+        for name in Posix.listDirectory(fd: imagesFD) { unlinkat(imagesFD, name, 0) }
+        unlinkat(stagingFD, imagesName, AT_REMOVEDIR)
+    }
+
+    /// Signs the manifest and writes it into the staging directory, then flushes the directories.
+    private static func writeManifest(
+        _ partial: CheckpointManifest, key: CheckpointKey, stagingFD: Int32, imagesFD: Int32
+    )
+        throws
+    {
+        var manifest = partial
+        manifest.version = CheckpointManifest.version(of: manifest.parts)
+        manifest.signature = hex(HMAC<SHA256>.authenticationCode(for: try signedBytes(manifest), using: key.symmetric))
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        let out = try Posix.createFile(at: stagingFD, manifestName, shown: manifestName)
+        defer { Posix.close(out) }
+        try Posix.writeAll(out, (try? encoder.encode(manifest)) ?? Data(), shown: manifestName)
+        _ = fsync(out)
+        _ = fsync(imagesFD)
+        _ = fsync(stagingFD)
+    }
+
+    /// As the owner: puts the staging directory at DIR (exchanged with a previous checkpoint, which then
+    /// goes), and flushes DIR's parent.
+    private static func swapIn(_ staging: String, at dir: String) throws(CheckpointError) {
+        let replacing = Posix.isPlainDirectory(dir)
+        guard replacing ? Posix.exchange(staging, dir) : rename(staging, dir) == 0 else {
+            let why = Posix.errorText(errno)
+            remove(staging)
+            throw CheckpointError(.saveFailed, "cannot put the checkpoint at \(dir): \(why)")
+        }
+        let parent = "/" + dir.split(separator: "/").dropLast().joined(separator: "/")
+        Posix.sync(parent)
+        if replacing { remove(staging) }  // now the previous checkpoint
+    }
+
+    /// SHA-256 (hex) of a file's `size` bytes, read through a mapping of it (no copy).
+    static func hashMapped(_ fd: Int32, size: Int, shown: String) throws(SystemError) -> String {
+        var hasher = SHA256()
+        if size > 0 {
+            guard let p = mmap(nil, size, PROT_READ, MAP_SHARED, fd, 0), p != MAP_FAILED else {
+                throw SystemError("map \(shown)", errno: errno)
+            }
+            defer { munmap(p, size) }
+            _ = madvise(p, size, MADV_SEQUENTIAL)
+            hasher.update(bufferPointer: UnsafeRawBufferPointer(start: p, count: size))
+        }
+        return hex(hasher.finalize())
     }
 
     /// Copies a descriptor from its start to `out` in 1 MiB pieces; its size and SHA-256 (hex). With a

@@ -478,20 +478,36 @@ extension Node {
         let (uid, gid) = (pending.uid, pending.gid)
         let home = pending.home
         Self.releaseUserfaults(tree: [localPID] + Self.descendants(of: localPID), top: localPID)
+        let logger = self.logger
         threads.runIfActive(eventLoop: loop) { () throws -> CutOutcome in
+            let started = Posix.monotonicNanoseconds()
             let tree = [localPID] + Self.descendants(of: localPID)
             try Self.awaitUserfaultsReleased(tree)
             let outside = Self.outsideChannels(request.channels, tree: tree)
-            try Posix.makeDirectory(privateDir)
-            defer { Posix.removeFlatDirectory(privateDir) }
-            try criu.dump(
-                pid: request.pid, imageDirectory: privateDir, externalSocketInode: request.socketInode,
-                externalFiles: outside.filter { $0.criuID.hasPrefix("file[") }.map(\.criuID)
-                    + parts.map { "unix[\($0.0.standInSocketInode)]" },
-                leaveStopped: !machine.leaveRunning || part, insideNamespacesOf: helper)
-            unlink(privateDir + "/dump.log")
+            // A job saved here, alone (no parts, not for a home), is dumped straight into DIR's staging
+            // directory (`CheckpointDirectory.InPlace`): its images are written once, not copied.
+            let inPlace =
+                home == nil && parts.isEmpty && helper == nil
+                ? try CheckpointDirectory.beginInPlace(dir: machine.directory, pid: request.pid, uid: uid, gid: gid)
+                : nil
+            let imageDirectory = inPlace?.criuPath ?? privateDir
+            if inPlace == nil { try Posix.makeDirectory(privateDir) }
+            defer { if inPlace == nil { Posix.removeFlatDirectory(privateDir) } }
+            do {
+                try criu.dump(
+                    pid: request.pid, imageDirectory: imageDirectory, externalSocketInode: request.socketInode,
+                    externalFiles: outside.filter { $0.criuID.hasPrefix("file[") }.map(\.criuID)
+                        + parts.map { "unix[\($0.0.standInSocketInode)]" },
+                    leaveStopped: !machine.leaveRunning || part, insideNamespacesOf: helper)
+            } catch {
+                if let inPlace { CheckpointDirectory.discardInPlace(inPlace, uid: uid, gid: gid) }
+                throw error
+            }
+            unlink(imageDirectory + "/dump.log")
+            let dumped = Posix.monotonicNanoseconds()
             if machine.leaveRunning && !part {
-                // The cut is taken: the job goes on while its images are copied, checked and flushed.
+                // The cut is taken: the job goes on while its images are checked and flushed (and copied,
+                // unless CRIU wrote them in place).
                 let frozen = Double(Posix.monotonicNanoseconds() &- request.forkStartedNanoseconds) / 1e6
                 self.loop.execute { self.checkpointEvent(pid: localPID, .cut(frozenMs: frozen), call: channel) }
             }
@@ -525,10 +541,21 @@ extension Node {
                 return .sent(manifest: manifest, bytes: bytes, stopped: stopped)
             }
             defer { for fd in stopped { Posix.close(fd) } }
-            guard let key else { throw CheckpointError(.saveFailed, "no checkpoint key") }
+            guard let key else {
+                if let inPlace { CheckpointDirectory.discardInPlace(inPlace, uid: uid, gid: gid) }
+                throw CheckpointError(.saveFailed, "no checkpoint key")
+            }
             do {
-                let bytes = try CheckpointDirectory.write(
-                    from: privateDir, to: machine.directory, manifest: manifest, key: key, uid: uid, gid: gid)
+                let bytes =
+                    try inPlace.map {
+                        try CheckpointDirectory.finishInPlace($0, manifest: manifest, key: key, uid: uid, gid: gid)
+                    }
+                    ?? CheckpointDirectory.write(
+                        from: privateDir, to: machine.directory, manifest: manifest, key: key, uid: uid, gid: gid)
+                let written = Posix.monotonicNanoseconds()
+                logger.info(
+                    "checkpoint of process \(request.pid): called in \((started &- request.forkStartedNanoseconds) / 1_000_000) ms before, criu dump \((dumped &- started) / 1_000_000) ms, \(bytes >> 20) MiB written and checked in \((written &- dumped) / 1_000_000) ms"
+                )
                 // Saved without --leave-running: the stopped job ends now (its parent sees SIGKILL).
                 for fd in stopped.reversed() { _ = Posix.signal(process: fd, SIGKILL) }
                 return .written(bytes: bytes)

@@ -782,8 +782,11 @@ result "checkpoint/a job with a pipe: saved midway and ended, restarted on node2
     "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
 
 # --leave-running: the job goes on to its end; the checkpoint restarts to the same end; a second
-# checkpoint into the same directory replaces the first.
+# checkpoint into the same directory replaces the first. A staging directory a crash left mid-dump (its
+# images/ root's, as while CRIU writes in place) is cleared first; the images are the owner's alone.
 start_job "$WORK/job2"
+mkdir -p "$WORK/ck.rfork-staging-$jpid/images" && chmod 700 "$WORK/ck.rfork-staging-$jpid/images"
+echo stale >"$WORK/ck.rfork-staging-$jpid/images/pages-9.img"
 on node1 "$RFORK" checkpoint --leave-running "${jpid:-0}" "$WORK/ck" >"$WORK/ck2.out" 2>&1
 crc=$?
 wait "$jobbg"
@@ -794,8 +797,11 @@ why=""
     || why+="the job left running ended with $(cat "$WORK/job2.rc"): $(tail -n 1 "$WORK/job2.out"); "
 grep -q "\"pid\" : $jpid," "$WORK/ck/manifest.json" || why+="the directory was not replaced; "
 ls -d "$WORK"/ck.rfork-* 2>/dev/null | grep -q . && why+="a staging directory is left: $(ls -d "$WORK"/ck.rfork-*); "
+[ -e "$WORK/ck/images/pages-9.img" ] && why+="the stale image a crash left is in the checkpoint; "
+[ "$(stat -c %a "$WORK/ck/images")" = 700 ] && [ "$(stat -c %a "$WORK/ck/images/"*.img | sort -u)" = 600 ] ||
+    why+="images others can read: $(stat -c '%n %a' "$WORK/ck/images" "$WORK/ck/images/"*.img | head -3 | tr '\n' ' '); "
 restarts "$WORK/ck" node2
-result "checkpoint/--leave-running: the job goes on, its checkpoint replaces the last and restarts to the same end" \
+result "checkpoint/--leave-running: the job goes on, its checkpoint replaces the last (and a crash's leftover), and restarts to the same end" \
     "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
 
 # A job whose child runs on node2 (the default placement): its two parts are cut at one consistent cut
