@@ -391,9 +391,11 @@ public enum CheckpointDirectory {
         public var criuPath: String { "/proc/\(getpid())/fd/\(imagesFD)" }
     }
 
-    /// Makes the staging directory of a checkpoint written in place (see `InPlace`).
+    /// Makes the staging directory of a checkpoint written in place (see `InPlace`); nil when root cannot
+    /// make its own directory there (a network file system that maps root to nobody, say): the caller
+    /// then writes through its private directory as before.
     public static func beginInPlace(dir: String, pid: Int32, uid: UInt32, gid: UInt32) throws(CheckpointError)
-        -> InPlace
+        -> InPlace?
     {
         let staging = dir + ".rfork-staging-\(pid)"
         clearLeftover(staging, uid: uid, gid: gid)
@@ -414,13 +416,13 @@ public enum CheckpointDirectory {
             ? openat(
                 stagingFD, imagesName, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_DIRECTORY) : -1
         guard imagesFD >= 0, fstat(imagesFD, &st) == 0, st.st_uid == 0 else {
-            let why = Posix.errorText(errno)
             if imagesFD >= 0 { Posix.close(imagesFD) }
+            unlinkat(stagingFD, imagesName, AT_REMOVEDIR)
             Posix.close(stagingFD)
             _ = try? Posix.asFilesystemUser(uid: uid, gid: gid, unavailable: CheckpointError(.saveFailed, "")) {
                 () throws(CheckpointError) in remove(staging)
             }
-            throw CheckpointError(.saveFailed, "cannot make \(staging)/\(imagesName): \(why)")
+            return nil
         }
         return InPlace(directory: dir, staging: staging, stagingFD: stagingFD, imagesFD: imagesFD)
     }

@@ -6,8 +6,9 @@ import RforkPlacement
 import RforkSystem
 
 /// A cluster of N nodes on this machine. Each node has its own network namespace (joined to the others
-/// by veth links on a bridge), its own mount namespace and its own UTS namespace (its hostname is its
-/// name), and runs one rforkd. Nodes share the host's file system, standing in for a cluster's shared
+/// by veth links on a bridge), its own mount namespace, its own UTS namespace (its hostname is its
+/// name) and its own IPC namespace (a System V key made on one node finds nothing on another), and runs
+/// one rforkd. Nodes share the host's file system, standing in for a cluster's shared
 /// file system, except what separate machines never share: each node has its own tmpfs at `/tmp`,
 /// `/dev/shm` and `/run` (its socket and images live in `/run/rfork`), so nothing passes between two
 /// nodes through a file there. Directories under those that the nodes must see (the cluster's state,
@@ -304,7 +305,7 @@ public struct LocalCluster: Sendable {
         let pid = try Posix.spawn(
             "/bin/sh",
             ["sh", "-c", join, "rfork-join", "\(procs.count)"] + procs + [
-                "/usr/sbin/ip", "netns", "exec", node.namespace, "unshare", "--mount", "--uts", "--cgroup",
+                "/usr/sbin/ip", "netns", "exec", node.namespace, "unshare", "--mount", "--uts", "--ipc", "--cgroup",
                 "--propagation", "private", "/bin/bash", "-c", script, "rfork-node", rforkd, config,
             ] + keptPaths(), descriptors: [devnull, log, log, writeEnd], newSession: true)
         Posix.close(writeEnd)
@@ -346,7 +347,7 @@ public struct LocalCluster: Sendable {
     public func queryNode(_ node: NodeState, _ query: String) throws -> String {
         let out = try capture(
             [
-                "/usr/bin/nsenter", "-t", String(node.daemonPID), "-n", "-m", "-u", "--", Posix.executablePath(),
+                "/usr/bin/nsenter", "-t", String(node.daemonPID), "-n", "-m", "-u", "-i", "--", Posix.executablePath(),
                 "query", query,
             ])
         return out

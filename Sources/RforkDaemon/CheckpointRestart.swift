@@ -485,7 +485,8 @@ extension Node {
             try Self.awaitUserfaultsReleased(tree)
             let outside = Self.outsideChannels(request.channels, tree: tree)
             // A job saved here, alone (no parts, not for a home), is dumped straight into DIR's staging
-            // directory (`CheckpointDirectory.InPlace`): its images are written once, not copied.
+            // directory (`CheckpointDirectory.InPlace`): its images are written once, not copied (unless
+            // root cannot make a directory of its own there).
             let inPlace =
                 home == nil && parts.isEmpty && helper == nil
                 ? try CheckpointDirectory.beginInPlace(dir: machine.directory, pid: request.pid, uid: uid, gid: gid)

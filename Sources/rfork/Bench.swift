@@ -326,8 +326,9 @@ struct BenchReport: Codable {
         }
         if !checkpoints.isEmpty {
             s += "\n## Checkpoint and restart\n\n"
-            s += "`rfork checkpoint PID DIR --leave-running` of `forkbench hold MIB` (DIR on tmpfs; the images are "
-            s += "copied there with a SHA-256 each, signed, flushed and swapped in) and `rfork restart DIR --node "
+            s += "`rfork checkpoint PID DIR --leave-running` of `forkbench hold MIB` (DIR on tmpfs; CRIU writes the "
+            s +=
+                "images there, each then checksummed with SHA-256, signed, flushed and swapped in) and `rfork restart DIR --node "
             s += "target` (until the target runs it; the copy is checked before it is restored), against `criu "
             s += "dump` to tmpfs and `criu restore` of the same process (the seed pipeline's phases above). "
             s += "Throughput = memory ÷ time.\n\n"
@@ -682,7 +683,7 @@ struct BenchRunner {
         let join = (node.cgroups ?? []).map { "echo $$ > \($0)/cgroup.procs; " }.joined()
         return [
             "/bin/sh", "-c", join + "exec \"$@\"", "sh", "/usr/bin/nsenter", "-t", String(node.daemonPID), "-n", "-m",
-            "-u", "-C", "--",
+            "-u", "-i", "-C", "--",
         ]
     }
 

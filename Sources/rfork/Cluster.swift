@@ -168,7 +168,8 @@ extension Rfork {
                     """
                 ProcessEnvironment.exec(
                     [
-                        "nsenter", "-t", String(n.daemonPID), "-n", "-m", "-u", "-C", "--", "/bin/bash", "-c", enter,
+                        "nsenter", "-t", String(n.daemonPID), "-n", "-m", "-u", "-i", "-C", "--", "/bin/bash", "-c",
+                        enter,
                         "bash",
                         cwd,
                     ]

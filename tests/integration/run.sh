@@ -73,7 +73,17 @@ for d in /tmp /dev/shm /run; do
     on node1 rm -f "$d/rfork-it-mark"
 done
 on node2 test -S /run/rfork/rforkd.sock || why+="node2 has no daemon socket in its own /run; "
-result "cluster/each node has its own /tmp, /dev/shm and /run" "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
+# System V IPC too: a key made on node1 finds nothing on node2, as on another machine.
+count_segments() { on "$1" ipcs -m | grep -c '^0x'; }
+before1=$(count_segments node1); before2=$(count_segments node2); beforehost=$(ipcs -m | grep -c '^0x')
+shmid=$(on node1 ipcmk -M 4096 | grep -o '[0-9]*$')
+if [ -z "$shmid" ]; then why+="ipcmk failed on node1; "; else
+    [ "$(count_segments node1)" = $((before1 + 1)) ] || why+="node1 does not see its own segment; "
+    [ "$(count_segments node2)" = "$before2" ] || why+="node2 sees node1's System V segment; "
+    [ "$(ipcs -m | grep -c '^0x')" = "$beforehost" ] || why+="the host sees node1's System V segment; "
+    on node1 ipcrm -m "$shmid"
+fi
+result "cluster/each node has its own /tmp, /dev/shm, /run and System V IPC" "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
 
 # --- shared memory never diverges: shared anonymous memory follows a child coherently; what cannot be
 # kept coherent yet keeps the child home, with its line ---
