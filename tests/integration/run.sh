@@ -105,6 +105,29 @@ for kind in anon memfd memfd2 posix sysv; do
         "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
 done
 
+# Names are each node's own: away from its job's home, an open by name (shm_open, sem_open, a System V
+# key) says so in one line per call; making a new object (O_EXCL, IPC_PRIVATE) does not, nor does any
+# open at home.
+cc -O2 -o "$WORK/named_open" "$P/named_open.c"
+why=""
+out=$(on node1 "$RFORK" run --node node2 -- "$WORK/named_open" open 2>"$WORK/named.err")
+[ "$out" = done ] || why+="away, by name: '$out' $(tr '\n' ' ' <"$WORK/named.err"); "
+grep -q '^child runs on node2$' "$WORK/named.err" || why+="the child did not run on node2: $(tr '\n' ' ' <"$WORK/named.err"); "
+for call in sem_open shm_open shmget; do
+    [ "$(grep -c "^rfork: $call of .* on this node: this process runs away from its job's home node" "$WORK/named.err")" = 1 ] ||
+        why+="no single line for $call away from home: $(tr '\n' ' ' <"$WORK/named.err"); "
+done
+out=$(on node1 "$RFORK" run --node node2 -- "$WORK/named_open" new 2>"$WORK/named.err")
+[ "$out" = done ] || why+="away, new objects: '$out'; "
+grep -q '^rfork: ' "$WORK/named.err" && why+="a line for new objects: $(tr '\n' ' ' <"$WORK/named.err"); "
+out=$(on node1 "$RFORK" run --policy local -- "$WORK/named_open" open 2>"$WORK/named.err")
+[ "$out" = done ] || why+="at home: '$out'; "
+grep -q '^child runs on node1$' "$WORK/named.err" || why+="the child did not stay on node1: $(tr '\n' ' ' <"$WORK/named.err"); "
+grep -q '^rfork: ' "$WORK/named.err" && why+="a line at home: $(tr '\n' ' ' <"$WORK/named.err"); "
+settle
+result "shared memory/names are each node's own: an open by name away from home says so, once per call; new objects and opens at home say nothing" \
+    "$([ -z "$why" ] && echo 0 || echo 1)" "$why"
+
 # Memory a remote child maps once it runs there (not brought from its home) is managed by the node
 # running it, as a home manages its own: that child's own child goes on to another node (spread places
 # it from there), and the two stay coherent.
